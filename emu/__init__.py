@@ -1,0 +1,11 @@
+"""The machine: memory, CPUs, ELF images, hypercalls, tasks, ftrace, unwinder.
+
+Only this package touches unicorn, capstone, keystone and lief. It knows
+nothing about livepatching; klp/ builds on the services it offers.
+"""
+from .errors import (EmuError, ImageError, GuestFault, GuestHang, MachineCrashed,
+                     GuestCallError, ShellError)
+from .machine import Machine, MachineConfig
+
+__all__ = ["EmuError", "ImageError", "GuestFault", "GuestHang", "MachineCrashed",
+           "GuestCallError", "ShellError", "Machine", "MachineConfig"]

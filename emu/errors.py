@@ -1,0 +1,45 @@
+"""One error hierarchy for the machine: every failure the host sees is an EmuError."""
+from __future__ import annotations
+
+
+class EmuError(Exception):
+    """Root of every error raised by emu/."""
+
+
+class ImageError(EmuError):
+    """A kernel, user or module image is malformed or unusable."""
+
+
+class GuestFault(EmuError):
+    """The guest faulted where no recovery exists (the oops text is in .report)."""
+
+    def __init__(self, message: str, *, pc: int, address: int | None = None,
+                 report: str = "") -> None:
+        super().__init__(message)
+        self.pc = pc
+        self.address = address
+        self.report = report
+
+
+class GuestHang(EmuError):
+    """The watchdog stopped a guest that no longer makes progress."""
+
+    def __init__(self, message: str, *, report: str = "") -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class MachineCrashed(EmuError):
+    """The machine panicked or hung earlier and cannot run any more."""
+
+
+class GuestCallError(EmuError):
+    """A Python->guest call could not be made."""
+
+
+class ShellError(EmuError):
+    """A file operation through the guest shell failed; .errno has the kernel's errno."""
+
+    def __init__(self, message: str, *, errno: int) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -1,0 +1,34 @@
+"""An objtool/ORC-style unwinder: CFA tables from disassembly, and stack walks.
+
+Typical use::
+
+    tables = tables_from_elf("fixtures/build/vmlinux-modern")
+    trace = walk(tables, read_u64, StartState(ip, sp, bp), (stack_low, stack_high))
+    if not trace.reliable:
+        print(trace.reason)
+"""
+
+from .cfa import track_function
+from .elf import tables_from_elf
+from .entry import Entry
+from .hints import HINTS_SECTION, Hint, HintType, SpReg, parse_hints
+from .tables import FunctionSym, UnwindTables, build_tables
+from .walk import (
+    DEFAULT_MAX_FRAMES,
+    IRET_FRAME_SIZE,
+    PT_REGS_SIZE,
+    RULES,
+    Frame,
+    FrameKind,
+    StackTrace,
+    StartState,
+    walk,
+    walk_best_effort,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAMES", "Entry", "Frame", "FrameKind", "FunctionSym", "HINTS_SECTION",
+    "Hint", "HintType", "IRET_FRAME_SIZE", "PT_REGS_SIZE", "RULES", "SpReg", "StackTrace",
+    "StartState", "UnwindTables", "build_tables", "parse_hints", "tables_from_elf",
+    "track_function", "walk", "walk_best_effort",
+]

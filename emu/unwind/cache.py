@@ -1,0 +1,85 @@
+"""Cache of computed unwind rows, in process and on disk.
+
+Rows are a pure function of the code bytes and hints, so a key derived from the
+content of the ELF file identifies them. Files live under
+`$XDG_CACHE_HOME/klpemu` (default `~/.cache/klpemu`). Setting the environment
+variable `KLPEMU_NO_UNWIND_CACHE=1` disables the cache; so does passing no key to
+`build_tables`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Bump whenever the tracker's output or the pickled types change.
+FORMAT_VERSION = 1
+
+_memory: dict[str, object] = {}
+
+
+def cache_enabled() -> bool:
+    """False when the environment disables the unwind cache."""
+    return os.environ.get("KLPEMU_NO_UNWIND_CACHE", "") in ("", "0")
+
+
+def file_key(path: str | os.PathLike[str]) -> str:
+    """A cache key for the contents of the file at `path`."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """The directory holding the cache files."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "klpemu"
+
+
+def _path(key: str) -> Path:
+    return cache_dir() / f"unwind-v{FORMAT_VERSION}-{key}.pickle"
+
+
+def load(key: str) -> object | None:
+    """The value stored under `key`, or None if absent or unreadable."""
+    value = _memory.get(key)
+    if value is not None:
+        return value
+    path = _path(key)
+    try:
+        with open(path, "rb") as f:
+            value = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a corrupt or stale file is only a cache miss
+        log.warning("ignoring unreadable unwind cache %s: %s", path, exc)
+        return None
+    _memory[key] = value
+    return value
+
+
+def store(key: str, value: object) -> None:
+    """Keep `value` under `key` in memory and, if possible, on disk."""
+    _memory[key] = value
+    path = _path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".unwind-")
+    except OSError as exc:
+        log.warning("cannot write unwind cache in %s: %s", path.parent, exc)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write unwind cache %s: %s", path, exc)
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,168 @@
+"""Unwind tables of loaded images: rows per function, looked up by address."""
+
+from __future__ import annotations
+
+import logging
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from . import cache
+from .cfa import Row, track_function
+from .entry import Entry
+from .hints import Hint
+
+log = logging.getLogger(__name__)
+
+ReadCode = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSym:
+    """A function symbol (STT_FUNC with a size) at its load address."""
+
+    name: str
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+class UnwindTables:
+    """Unwind entries of every known function, looked up by instruction address.
+
+    Like the kernel's ORC table, an entry covers an address range: from an
+    instruction start up to the next change of state, so `lookup(ret - 1)` finds
+    the state of the call instruction before a return address.
+    """
+
+    def __init__(self) -> None:
+        self._funcs: dict[int, tuple[FunctionSym, list[Row]]] = {}
+        self._addrs: list[int] = []
+        self._entries: list[Entry | None] = []
+        self._fstarts: list[int] = []
+        self._fsyms: list[FunctionSym] = []
+        self._memo: dict[int, Entry | None] = {}
+
+    def __len__(self) -> int:
+        """Number of functions in the tables."""
+        return len(self._funcs)
+
+    def add_functions(self, functions: Iterable[tuple[str, int, int]], read_code: ReadCode,
+                      hints: Iterable[Hint] = (), *, cache_key: str | None = None) -> None:
+        """Track and add the functions (name, start, size); replaces same-start ones.
+
+        `read_code(addr, size)` returns the code bytes as linked, before any live
+        patching (a `jmp trampoline` at a patched fentry site would end every
+        path at the first instruction); `hints` may include hints
+        outside these functions (ignored with a warning). With `cache_key`, rows
+        are loaded from / stored to the cache under that key, which must identify
+        the code bytes, addresses and hints (e.g. a hash of a linked image).
+        """
+        funcs = _unique_functions(functions)
+        key = cache_key if cache_key is not None and cache.cache_enabled() else None
+        tracked = cache.load(key) if key is not None else None
+        if tracked is None:
+            tracked = _track_all(funcs, read_code, list(hints))
+            if key is not None:
+                cache.store(key, tracked)
+        else:
+            log.debug("unwind rows of %d functions loaded from cache", len(tracked))
+        for sym, rows in tracked:
+            self._funcs[sym.start] = (sym, rows)
+        self._rebuild()
+
+    def remove_functions(self, low: int, high: int) -> int:
+        """Forget the functions starting in [low, high) (module unload); returns how many."""
+        gone = [start for start in self._funcs if low <= start < high]
+        for start in gone:
+            del self._funcs[start]
+        self._rebuild()
+        return len(gone)
+
+    def lookup(self, ip: int) -> Entry | None:
+        """The entry covering `ip`, or None if no tracked instruction covers it."""
+        try:
+            return self._memo[ip]
+        except KeyError:
+            pass
+        i = bisect_right(self._addrs, ip) - 1
+        entry = self._entries[i] if i >= 0 else None
+        self._memo[ip] = entry
+        return entry
+
+    def find_function(self, ip: int) -> FunctionSym | None:
+        """The function containing `ip`, or None."""
+        i = bisect_right(self._fstarts, ip) - 1
+        if i >= 0 and ip < self._fsyms[i].end:
+            return self._fsyms[i]
+        return None
+
+    def describe(self, ip: int) -> str:
+        """`name+0xoff` for an address inside a function, else `0x…`."""
+        sym = self.find_function(ip)
+        return f"{sym.name}+0x{ip - sym.start:x}" if sym else f"0x{ip:x}"
+
+    def iter_functions(self) -> Iterator[FunctionSym]:
+        """Yield the functions in address order."""
+        return iter(self._fsyms)
+
+    def _rebuild(self) -> None:
+        """Flatten the per-function rows into the sorted lookup arrays."""
+        addrs: list[int] = []
+        entries: list[Entry | None] = []
+        syms: list[FunctionSym] = []
+        for start in sorted(self._funcs):
+            sym, rows = self._funcs[start]
+            while addrs and addrs[-1] >= start:  # previous end marker, or an overlap
+                addrs.pop()
+                entries.pop()
+            if syms and syms[-1].end > start:
+                log.warning("functions %s and %s overlap", syms[-1].name, sym.name)
+            for addr, entry in rows:
+                addrs.append(addr)
+                entries.append(entry)
+            addrs.append(sym.end)
+            entries.append(None)
+            syms.append(sym)
+        self._addrs, self._entries, self._fsyms = addrs, entries, syms
+        self._fstarts = [s.start for s in syms]
+        self._memo = {}
+
+
+def build_tables(functions: Iterable[tuple[str, int, int]], read_code: ReadCode,
+                 hints: Iterable[Hint] = (), *, cache_key: str | None = None) -> UnwindTables:
+    """Build the tables of an image; arguments as for `UnwindTables.add_functions`."""
+    tables = UnwindTables()
+    tables.add_functions(functions, read_code, hints, cache_key=cache_key)
+    return tables
+
+
+def _unique_functions(functions: Iterable[tuple[str, int, int]]) -> list[FunctionSym]:
+    """Sized functions sorted by start; of aliases at one start, keep the longest."""
+    best: dict[int, FunctionSym] = {}
+    for name, start, size in functions:
+        if size > 0 and (start not in best or size > best[start].size):
+            best[start] = FunctionSym(name, start, size)
+    return [best[s] for s in sorted(best)]
+
+
+def _track_all(funcs: list[FunctionSym], read_code: ReadCode,
+               hints: list[Hint]) -> list[tuple[FunctionSym, list[Row]]]:
+    """Track every function, giving each the hints inside it."""
+    starts = [f.start for f in funcs]
+    per_func: dict[int, list[Hint]] = {}
+    for h in hints:
+        i = bisect_right(starts, h.ip) - 1
+        if i >= 0 and h.ip < funcs[i].end:
+            per_func.setdefault(funcs[i].start, []).append(h)
+        else:
+            log.warning("unwind hint at 0x%x is outside every function", h.ip)
+    t0 = time.perf_counter()
+    tracked = [(f, track_function(read_code(f.start, f.size), f.start, per_func.get(f.start, ())))
+               for f in funcs]
+    log.debug("tracked %d functions in %.3f s", len(funcs), time.perf_counter() - t0)
+    return tracked

@@ -1,0 +1,73 @@
+"""Stack traces of guest tasks: where to start a walk, and the walk itself.
+
+A task on a CPU starts from that CPU's live registers (the machine is
+stopped between quanta); a sleeping task starts from the frame that
+__switch_to_asm saved on its stack, as the kernel's unwinder does.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .abi import THREAD_SIZE
+from .errors import EmuError
+from .unwind import (FrameKind, HintType, StackTrace, StartState, UnwindTables, parse_hints,
+                     tables_from_elf, walk, walk_best_effort)
+
+if TYPE_CHECKING:
+    from .cpu import Cpu
+    from .machine import Machine
+    from .tasks import TaskView
+
+SAVED_BP_OFFSET = 40      # inactive_task_frame: r15 r14 r13 r12 bx bp ret
+
+
+class StackWalker:
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.tables: UnwindTables = tables_from_elf(machine.kernel.path)
+        _, hint_bytes = machine.kernel.section(".klpemu_unwind_hints")
+        switch = machine.kernel.get_symbol("__switch_to_asm")
+        resume = [h.ip for h in parse_hints(hint_bytes)
+                  if switch.address <= h.ip < switch.address + switch.size and h.type == HintType.CALL]
+        if len(resume) != 1:
+            raise EmuError("__switch_to_asm must carry exactly one CALL hint after its stack switch")
+        self.switch_resume_ip = resume[0]
+        self.rule = "orc"
+
+    def start_of(self, task: "TaskView") -> tuple[StartState, "Cpu | None"]:
+        cpu = self.machine.running_on(task)
+        if cpu is not None:
+            e = cpu.engine
+            return StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp")), cpu
+        sp = task.thread_sp
+        return StartState(self.switch_resume_ip, sp, self.machine.mem.read_u64(sp + SAVED_BP_OFFSET)), None
+
+    def bounds(self, task: "TaskView") -> tuple[int, int]:
+        return task.stack, task.stack + THREAD_SIZE
+
+    def trace(self, task: "TaskView", reliable: bool = True) -> StackTrace:
+        """Walk a task's kernel stack (reliably, or best effort for printing).
+
+        A task executing in user mode has nothing on its kernel stack: its
+        trace is empty and reliable.
+        """
+        start, cpu = self.start_of(task)
+        if cpu is not None and cpu.in_user_mode():
+            return StackTrace((), True, None)
+        read = self.machine.mem.read_u64
+        if reliable:
+            return walk(self.tables, read, start, self.bounds(task), self.rule)
+        return walk_best_effort(self.tables, read, start, self.bounds(task))
+
+    def trace_from(self, start: StartState, bounds: tuple[int, int]) -> StackTrace:
+        return walk_best_effort(self.tables, self.machine.mem.read_u64, start, bounds)
+
+    def format(self, trace: StackTrace) -> list[str]:
+        """Symbolised frames, one per line, '? ' before guessed ones."""
+        ks = self.machine.kallsyms
+        out = []
+        for i, f in enumerate(trace.frames):
+            exact = i == 0 or f.kind != FrameKind.NORMAL
+            name = ks.symbolize(f.ip) if exact else ks.symbolize_return(f.ip)
+            out.append(f"{'? ' if f.guessed else ''}{name}")
+        return out

@@ -1,0 +1,1 @@
+"""The livepatch core and the user surfaces (CLI, scenarios) on top of emu/."""

@@ -1,0 +1,112 @@
+"""`klpemu`: boot a kernel, run a scenario.
+
+Exit codes (kselftest style where they overlap): 0 ok, 1 a step or check
+failed, 2 usage error, 3 the guest hung or crashed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emu import EmuError, GuestHang, Machine, MachineCrashed, MachineConfig
+from .scenario import ScenarioError, ScenarioRunner
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
+JSON_SCHEMA_VERSION = 1
+
+
+def _machine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default="modern", help="flavour name (modern) or path to a vmlinux")
+    p.add_argument("--cpus", type=int, default=2, help="number of CPUs (1-8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scheduling interleaving")
+    p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
+
+
+def _machine(args: argparse.Namespace) -> Machine:
+    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=args.seed, cmdline=args.cmdline))
+
+
+def task_table(m: Machine) -> list[dict[str, object]]:
+    rows = []
+    for t in m.tasks():
+        trace = m.walker.trace(t, reliable=False)
+        cpu = m.running_on(t)
+        rows.append({"pid": t.pid, "comm": t.comm, "state": t.state_letter, "cpu": t.cpu,
+                     "running": cpu is not None, "stack": m.walker.format(trace)})
+    return rows
+
+
+def format_task_table(rows: list[dict[str, object]]) -> str:
+    out = [f"{'PID':>5} {'COMM':<16} {'S':1} {'CPU':>3}  STACK"]
+    for r in rows:
+        stack = r["stack"] or ["(user mode)" if r["running"] else "(empty)"]
+        out.append(f"{r['pid']:>5} {r['comm']:<16} {r['state']:1} {r['cpu']:>3}  {stack[0]}")
+        out.extend(f"{'':>30}{frame}" for frame in stack[1:])
+    return "\n".join(out) + "\n"
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    m = _machine(args)
+    m.boot()
+    m.run(args.time)
+    rows = task_table(m)
+    if args.json:
+        json.dump({"schema": JSON_SCHEMA_VERSION, "dmesg": m.dmesg_lines(),
+                   "virtual_time_ns": m.clock_ns, "tasks": rows}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(m.dmesg())
+        sys.stdout.write("\n" + format_task_table(rows))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.script).read_text()
+    except OSError as exc:
+        print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    m = _machine(args)
+    m.boot()
+    runner = ScenarioRunner(m, sys.stdout)
+    try:
+        result = runner.run_text(text)
+    except ScenarioError as exc:
+        print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="klpemu", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    boot = sub.add_parser("boot", help="boot a kernel, run a while, print dmesg and tasks")
+    _machine_args(boot)
+    boot.add_argument("--time", type=float, default=1.0, help="virtual seconds to run after boot")
+    boot.add_argument("--json", action="store_true", help="machine-readable output")
+    boot.set_defaults(func=cmd_boot)
+    run = sub.add_parser("run", help="run a scenario script")
+    run.add_argument("script")
+    _machine_args(run)
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (GuestHang, MachineCrashed) as exc:
+        print(f"klpemu: {exc}", file=sys.stderr)
+        return EXIT_HANG
+    except EmuError as exc:
+        print(f"klpemu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
