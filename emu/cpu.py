@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass, field
 
 from .abi import KERNEL_CS, KERNEL_DS, USER_CS, USER_DS
-from .engine import Engine
+from .engine import GPR_INDEX, RFLAGS_INDEX, RIP_INDEX, Engine
 from .memory import AddressSpace
 
 X86_EFLAGS_IF = 0x200
@@ -46,26 +46,28 @@ class Cpu:
         """
         e = self.engine
         rip, rsp, rflags = e.reg("rip"), e.reg("rsp"), e.reg("rflags")
+        new_rflags = (rflags & ~(X86_EFLAGS_IF | X86_EFLAGS_TF)) | RFLAGS_FIXED
         if self.in_user_mode():
-            cs, ss = USER_CS, USER_DS
-            e.enter_kernel_mode()
             new_rsp = kernel_stack_top - 40
+
+            def to_kernel(regs: list[int]) -> None:
+                regs[GPR_INDEX["rsp"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = new_rsp, entry, new_rflags
+            e.enter_kernel_mode(to_kernel)
+            mem.write(new_rsp, struct.pack("<5Q", rip, USER_CS, rflags, rsp, USER_DS))
         else:
-            cs, ss = KERNEL_CS, KERNEL_DS
             new_rsp = (rsp & ~0xF) - 40
-        mem.write(new_rsp, struct.pack("<5Q", rip, cs, rflags, rsp, ss))
-        e.set_reg("rsp", new_rsp)
-        e.set_reg("rflags", (rflags & ~(X86_EFLAGS_IF | X86_EFLAGS_TF)) | RFLAGS_FIXED)
-        e.set_reg("rip", entry)
+            mem.write(new_rsp, struct.pack("<5Q", rip, KERNEL_CS, rflags, rsp, KERNEL_DS))
+            e.set_reg("rsp", new_rsp)
+            e.set_reg("rflags", new_rflags)
+            e.set_reg("rip", entry)
         self.halted = False
 
     def enter_syscall(self, entry: int) -> None:
         """What `syscall` does (Unicorn only calls our hook): to CPL 0 at LSTAR,
         rcx = return address, r11 = rflags, IF masked (SFMASK)."""
-        e = self.engine
-        rip, rflags = e.reg("rip"), e.reg("rflags")
-        e.enter_kernel_mode()
-        e.set_reg("rcx", rip + 2)
-        e.set_reg("r11", rflags)
-        e.set_reg("rflags", RFLAGS_FIXED)
-        e.set_reg("rip", entry - 2)      # Unicorn adds the syscall's length after the hook
+        def to_kernel(regs: list[int]) -> None:
+            rip, rflags = regs[RIP_INDEX], regs[RFLAGS_INDEX]
+            regs[GPR_INDEX["rcx"]], regs[GPR_INDEX["r11"]] = rip + 2, rflags
+            # entry - 2: Unicorn adds the syscall's length after the hook returns
+            regs[RIP_INDEX], regs[RFLAGS_INDEX] = entry - 2, RFLAGS_FIXED
+        self.engine.enter_kernel_mode(to_kernel)

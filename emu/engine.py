@@ -23,6 +23,8 @@ from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT,
                      UC_PROT_ALL, Uc, UcError)
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_64, Cs
+from capstone.x86 import X86_OP_MEM
 
 from .memory import Ram
 
@@ -46,7 +48,37 @@ REG = {
 }
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
-_GPR_IDS = [REG[n] for n in GPRS]
+GPR_INDEX = {name: i for i, name in enumerate(GPRS)}
+RIP_INDEX, RFLAGS_INDEX = 16, 17
+_BATCH_NAMES = (*GPRS, "rip", "rflags")
+
+
+class _X86Msr(ctypes.Structure):
+    _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
+
+
+class _RegBatch:
+    """Prebuilt arrays for reading/writing the GPRs, rip and rflags in one call."""
+
+    def __init__(self, uch: object) -> None:
+        n = len(_BATCH_NAMES)
+        self._uch = uch
+        self._n = n
+        self._ids = (ctypes.c_int * n)(*[REG[name] for name in _BATCH_NAMES])
+        self._vals = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self._vals)
+        self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+
+    def read(self) -> tuple[int, ...]:
+        uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self._n)
+        return tuple(self._vals)
+
+    def write(self, values: list[int]) -> None:
+        self._vals[:] = [v & 0xFFFFFFFFFFFFFFFF for v in values]
+        uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self._n)
+
+
+_CR2_CLEAR = 0xDEAD_0000_0000_0000     # non-canonical: never a real fault address
 
 
 class FaultKind(Enum):
@@ -80,11 +112,18 @@ class CpuFault:
 class Engine:
     """One emulated x86-64 CPU: a Unicorn instance over the shared RAM."""
 
-    def __init__(self, ram: Ram, cr3: int, gdt: tuple[int, int]) -> None:
+    def __init__(self, ram: Ram, cr3: int, gdt: tuple[int, int],
+                 v2p: Callable[[int], int] | None = None) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self._uch = self.uc._uch
         self.uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.base)
         self._val = ctypes.c_uint64()
+        self._msr = _X86Msr()
+        self._batch = _RegBatch(self._uch)
+        self._entry_context: object | None = None
+        self._v2p = v2p
+        self._cs = Cs(CS_ARCH_X86, CS_MODE_64)
+        self._cs.detail = True
         self._hook_error: BaseException | None = None
         self._fault_address: int | None = None
         self._hooks: list[int] = []
@@ -116,6 +155,7 @@ class Engine:
 
     # -- registers (direct ctypes calls: the binding costs 3x more) --
     def reg(self, name: str) -> int:
+        self._val.value = 0            # 16- and 32-bit registers fill only the low bytes
         uclib.uc_reg_read(self._uch, REG[name], ctypes.byref(self._val))
         return self._val.value
 
@@ -123,41 +163,45 @@ class Engine:
         self._val.value = value & 0xFFFFFFFFFFFFFFFF
         uclib.uc_reg_write(self._uch, REG[name], ctypes.byref(self._val))
 
-    def reg_id(self, reg_id: int) -> int:
-        uclib.uc_reg_read(self._uch, reg_id, ctypes.byref(self._val))
-        return self._val.value
-
     def gprs(self) -> dict[str, int]:
-        vals = (ctypes.c_uint64 * len(_GPR_IDS))()
-        ids = (ctypes.c_int * len(_GPR_IDS))(*_GPR_IDS)
-        ptrs = (ctypes.c_void_p * len(_GPR_IDS))(*[ctypes.addressof(vals) + 8 * i for i in range(len(_GPR_IDS))])
-        uclib.uc_reg_read_batch(self._uch, ids, ptrs, len(_GPR_IDS))
-        return dict(zip(GPRS, vals))
-
-    def set_gprs(self, regs: dict[str, int]) -> None:
-        for name, value in regs.items():
-            self.set_reg(name, value)
+        return dict(zip(GPRS, self._batch.read()[:16]))
 
     def msr(self, msr: int) -> int:
-        return self.uc.msr_read(msr)
+        self._msr.rid = msr
+        uclib.uc_reg_read(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
+        return self._msr.value
 
     def set_msr(self, msr: int, value: int) -> None:
-        self.uc.msr_write(msr, value)
+        self._msr.rid = msr
+        self._msr.value = value
+        uclib.uc_reg_write(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
 
-    def enter_kernel_mode(self) -> None:
-        """Return to CPL 0 the way hardware does on an interrupt or syscall.
+    def enter_kernel_mode(self, transform: Callable[[list[int]], None]) -> None:
+        """Switch to CPL 0 as an interrupt or syscall does.
+
+        `transform` gets the register values [16 GPRs in GPRS order, rip,
+        rflags] as they were, and edits them in place into the values to run
+        with at CPL 0.
 
         Writing CS does not change the privilege level in Unicorn (field notes
-        §7), so the kernel context saved at start-up is restored, and the
-        registers that survive a privilege change are put back.
+        §7), so a kernel context is restored and the user registers are put
+        back. The context is a per-CPU template taken at the first entry, with
+        GS_BASE = 0 (user) and KERNEL_GS_BASE = this CPU's per-CPU area, which
+        is what the MSRs hold at every user->kernel transition here (user code
+        never sets a GS base, and a CPU's per-CPU area never moves).
         """
-        gprs = self.gprs()
-        gs_base = self.msr(MSR_GS_BASE)
-        kernel_gs = self.msr(MSR_KERNEL_GS_BASE)
-        self.uc.context_restore(self.kernel_context)
-        self.set_gprs(gprs)
-        self.set_msr(MSR_GS_BASE, gs_base)
-        self.set_msr(MSR_KERNEL_GS_BASE, kernel_gs)
+        old = self._batch.read()
+        if self._entry_context is None:
+            gs_base, kernel_gs = self.msr(MSR_GS_BASE), self.msr(MSR_KERNEL_GS_BASE)
+            self.uc.context_restore(self.kernel_context)
+            self.set_msr(MSR_GS_BASE, gs_base)
+            self.set_msr(MSR_KERNEL_GS_BASE, kernel_gs)
+            self._entry_context = self.uc.context_save()
+        else:
+            uclib.uc_context_restore(self._uch, self._entry_context.context)
+        values = list(old)
+        transform(values)
+        self._batch.write(values)
 
     # -- hooks --
     def hook_code_at(self, address: int, callback: Callable[[], None]) -> None:
@@ -186,26 +230,50 @@ class Engine:
         return False
 
     # -- running --
-    def run(self, begin: int, count: int) -> CpuFault | None:
+    def run(self, begin: int, until: int, count: int) -> CpuFault | None:
         """Run up to `count` instructions from `begin`; a guest fault is returned.
 
         An exception raised by a hook is re-raised here, chained to the
-        Unicorn error when emu_start failed too.
+        Unicorn error when emu_start failed too. `until` must be an address
+        the guest never reaches (Unicorn invalidates the code around it).
         """
         self._hook_error = None
         self._fault_address = None
         fault = None
         try:
-            self.uc.emu_start(begin, 0xFFFFFFFFFFFFF000, count=count)
+            self.uc.emu_start(begin, until, count=count)
         except UcError as err:
             if self._hook_error is not None:
                 raise self._hook_error from err
-            kind, access = _FAULTS.get(err.errno, (FaultKind.GENERAL_PROTECTION, None))
-            fault = CpuFault(kind, access, self._fault_address, self.reg("rip"), str(err))
+            fault = self._classify(err)
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
         return fault
+
+    def _classify(self, err: UcError) -> CpuFault:
+        """What the guest did. Under paging Unicorn reports a page fault as a
+        bare exception: CR2 (cleared before each run) tells it apart, and the
+        instruction's operands tell a read from a write."""
+        rip = self.reg("rip")
+        kind, access = _FAULTS.get(err.errno, (FaultKind.GENERAL_PROTECTION, None))
+        address = self._fault_address
+        cr2 = self.reg("cr2")
+        if err.errno == UC_ERR_EXCEPTION and cr2 != _CR2_CLEAR:
+            kind, address = FaultKind.PAGE_FAULT, cr2
+            access = "instruction fetch" if cr2 == rip else self._access_of(rip)
+        return CpuFault(kind, access, address, rip, str(err))
+
+    def _access_of(self, rip: int) -> str:
+        code = bytes(self.uc.mem_read(self._v2p(rip), 16)) if self._v2p else b""
+        for insn in self._cs.disasm(code, rip, 1):
+            for op in insn.operands:
+                if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
+                    return "write"
+        return "read"
+
+    def clear_fault_address(self) -> None:
+        self.set_reg("cr2", _CR2_CLEAR)
 
     def stop(self) -> None:
         self.uc.emu_stop()
@@ -216,9 +284,3 @@ class Engine:
 
     def flush_all(self) -> None:
         self.uc.ctl_flush_tb()
-
-    def context(self) -> object:
-        return self.uc.context_save()
-
-    def restore(self, ctx: object) -> None:
-        self.uc.context_restore(ctx)

@@ -112,8 +112,9 @@ class Machine:
         self._load_images()
         cr3 = build_page_tables(self.ram)
         gdt = write_gdt(self.ram)
-        self.ram.write(PARK_PHYS, b"\xf4" * 16)
-        self.cpus = [Cpu(i, Engine(self.ram, cr3, gdt)) for i in range(config.cpus)]
+        self.ram.write(PARK_PHYS, b"\xf4" * 0x1000)
+        self._until = PAGE_OFFSET + PARK_PHYS + 0x800    # never reached
+        self.cpus = [Cpu(i, Engine(self.ram, cr3, gdt, self.mem.v2p)) for i in range(config.cpus)]
         self.ftrace = Ftrace(self)
         self.walker = StackWalker(self)
         for cpu in self.cpus:
@@ -250,7 +251,7 @@ class Machine:
                 return False
             self.clock_ns = max(now, nxt)
             return True
-        events = [c.next_tick_ns for c in runnable]
+        events = [limit_ns, *(c.next_tick_ns for c in runnable)]
         events += [c.wake_at_ns for c in self.cpus if c.online and c.halted and c.wake_at_ns]
         span = max(1, (min(events) - now + NS_PER_INSN - 1) // NS_PER_INSN)
         quantum = min(self.rng.randint(self.config.quantum_min, self.config.quantum_max), span)
@@ -274,7 +275,8 @@ class Machine:
             cpu.pending.discard(vector)
             cpu.deliver_interrupt(vector, self._vector_entry[vector], self.mem, self._kernel_stack_top(cpu))
         self._current_cpu = cpu
-        fault = cpu.engine.run(cpu.engine.reg("rip"), quantum)
+        cpu.engine.clear_fault_address()
+        fault = cpu.engine.run(cpu.engine.reg("rip"), self._until, quantum)
         if fault is not None:
             self._handle_fault(cpu, fault)
         elif cpu.engine.reg("rip") == self._halt_resume:
@@ -416,7 +418,8 @@ class Machine:
     def _hang(self, cpu: Cpu, text: str, report: list[str]) -> None:
         for line in report:
             self.log(line, level=0)
-        self.log(f"Kernel panic - not syncing: {'hard' if 'hard' in text else 'softlockup'}: hung tasks", level=0)
+        self.log(f"Kernel panic - not syncing: {'Hard LOCKUP' if 'hard' in text else 'softlockup: hung tasks'}",
+                 level=0)
         self.crash(text)
         raise GuestHang(text, report="\n".join(report))
 

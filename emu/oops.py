@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .abi import THREAD_SIZE
-from .engine import MSR_GS_BASE, MSR_KERNEL_GS_BASE, CpuFault, FaultKind
+from .engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_INDEX, RIP_INDEX,
+                     CpuFault, FaultKind)
 from .tasks import TaskView
-from .unwind import StartState
+from .unwind import FrameKind, StackTrace, StartState
 
 if TYPE_CHECKING:
     from .cpu import Cpu
@@ -51,7 +52,8 @@ def call_trace(machine: "Machine", cpu: "Cpu", task: TaskView) -> list[str]:
     e = cpu.engine
     start = StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp"))
     trace = machine.walker.trace_from(start, (task.stack, task.stack + THREAD_SIZE))
-    frames = machine.walker.format(trace)[1:]        # the first is RIP, printed above
+    kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER), trace.reliable, trace.reason)
+    frames = machine.walker.format(kernel)[1:]       # the first is RIP, printed above
     return ["Call Trace:", " <TASK>", *(f" {f}" for f in frames), " </TASK>"]
 
 
@@ -85,7 +87,7 @@ class Oops:
             head.append(f"#PF: supervisor {fault.access} access in kernel mode"
                         if fault.access != "instruction fetch" else "#PF: supervisor instruction fetch in kernel mode")
             head.append(f"#PF: error_code({code:#06x}) - not-present page")
-            head.append(f"Oops: {code:04x} [#{number}] PREEMPT SMP NOPTI")
+            head.append(f"Oops: Oops: {code:04x} [#{number}] PREEMPT SMP NOPTI")
         else:
             head.append(f"Oops: {fault.kind.value}: 0000 [#{number}] PREEMPT SMP NOPTI")
         lines = [*head, task_line(machine, cpu, task), *register_lines(machine, cpu),
@@ -111,11 +113,15 @@ class Oops:
     def kill_task(self, machine: "Machine", cpu: "Cpu") -> None:
         """Send the faulting task to make_task_dead() on a fresh stack."""
         e = cpu.engine
+        target = machine.symbol_address("rewind_stack_and_make_dead")
         if cpu.in_user_mode():
-            e.enter_kernel_mode()
+            def to_kernel(regs: list[int]) -> None:
+                regs[GPR_INDEX["rdi"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = SIGSEGV, target, 0x2
+            e.enter_kernel_mode(to_kernel)
             kernel_gs = e.msr(MSR_KERNEL_GS_BASE)      # as swapgs on kernel entry
             e.set_msr(MSR_KERNEL_GS_BASE, e.msr(MSR_GS_BASE))
             e.set_msr(MSR_GS_BASE, kernel_gs)
-        e.set_reg("rflags", 0x2)
-        e.set_reg("rdi", SIGSEGV)
-        e.set_reg("rip", machine.symbol_address("rewind_stack_and_make_dead"))
+        else:
+            e.set_reg("rflags", 0x2)
+            e.set_reg("rdi", SIGSEGV)
+            e.set_reg("rip", target)

@@ -1,37 +1,32 @@
 """Stack traces of guest tasks: where to start a walk, and the walk itself.
 
 A task on a CPU starts from that CPU's live registers (the machine is
-stopped between quanta); a sleeping task starts from the frame that
-__switch_to_asm saved on its stack, as the kernel's unwinder does.
+stopped between quanta); a sleeping task starts, as the kernel's unwinder
+does, at the return address of the frame __switch_to_asm saved on its
+stack. That address is looked up exactly, not at address-1: for a task
+that never ran it is ret_from_fork_asm's first instruction.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .abi import THREAD_SIZE
-from .errors import EmuError
-from .unwind import (FrameKind, HintType, StackTrace, StartState, UnwindTables, parse_hints,
-                     tables_from_elf, walk, walk_best_effort)
+from .unwind import (FrameKind, StackTrace, StartState, UnwindTables, tables_from_elf, walk,
+                     walk_best_effort)
 
 if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
     from .tasks import TaskView
 
-SAVED_BP_OFFSET = 40      # inactive_task_frame: r15 r14 r13 r12 bx bp ret
+# struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
+SAVED_BP_OFFSET, RET_ADDR_OFFSET, FRAME_SIZE = 40, 48, 56
 
 
 class StackWalker:
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine
         self.tables: UnwindTables = tables_from_elf(machine.kernel.path)
-        _, hint_bytes = machine.kernel.section(".klpemu_unwind_hints")
-        switch = machine.kernel.get_symbol("__switch_to_asm")
-        resume = [h.ip for h in parse_hints(hint_bytes)
-                  if switch.address <= h.ip < switch.address + switch.size and h.type == HintType.CALL]
-        if len(resume) != 1:
-            raise EmuError("__switch_to_asm must carry exactly one CALL hint after its stack switch")
-        self.switch_resume_ip = resume[0]
         self.rule = "orc"
 
     def start_of(self, task: "TaskView") -> tuple[StartState, "Cpu | None"]:
@@ -39,8 +34,8 @@ class StackWalker:
         if cpu is not None:
             e = cpu.engine
             return StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp")), cpu
-        sp = task.thread_sp
-        return StartState(self.switch_resume_ip, sp, self.machine.mem.read_u64(sp + SAVED_BP_OFFSET)), None
+        sp, read = task.thread_sp, self.machine.mem.read_u64
+        return StartState(read(sp + RET_ADDR_OFFSET), sp + FRAME_SIZE, read(sp + SAVED_BP_OFFSET)), None
 
     def bounds(self, task: "TaskView") -> tuple[int, int]:
         return task.stack, task.stack + THREAD_SIZE

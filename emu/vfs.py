@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .hypercalls import hypercall
+from .unwind import FrameKind, StackTrace
 
 if TYPE_CHECKING:
     from .cpu import Cpu
@@ -118,7 +119,9 @@ class Vfs:
 
         def show() -> str:
             trace = m.walker.trace(task, reliable=False)
-            return "".join(f"[<0>] {line}\n" for line in m.walker.format(trace))
+            kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER),
+                                trace.reliable, trace.reason)
+            return "".join(f"[<0>] {line}\n" for line in m.walker.format(kernel))
         return FileNode(show, None, 0o400)
 
 

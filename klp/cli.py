@@ -22,10 +22,13 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=int, default=2, help="number of CPUs (1-8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scheduling interleaving")
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
+    p.add_argument("--watchdog-thresh", type=float, default=MachineConfig.watchdog_thresh_s,
+                   help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
 
 
 def _machine(args: argparse.Namespace) -> Machine:
-    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=args.seed, cmdline=args.cmdline))
+    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=args.seed, cmdline=args.cmdline,
+                                 watchdog_thresh_s=args.watchdog_thresh))
 
 
 def task_table(m: Machine) -> list[dict[str, object]]:

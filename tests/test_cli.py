@@ -1,0 +1,56 @@
+"""The klpemu command line."""
+import json
+from pathlib import Path
+
+from klp.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_boot_prints_dmesg_and_the_task_list(capsys) -> None:
+    assert main(["boot", "--cpus", "2", "--time", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[    0.000000] Linux version 6.12.0-klpemu")
+    assert "  PID COMM             S CPU  STACK" in out
+    assert "kworker/1:0" in out and "worker_thread+0x" in out
+
+
+def test_boot_json(capsys) -> None:
+    assert main(["boot", "--cpus", "1", "--time", "0.1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == 1
+    assert data["dmesg"][0].startswith("Linux version")
+    assert {t["comm"] for t in data["tasks"]} >= {"swapper/0", "sh", "kworker/0:0"}
+
+
+def test_run_the_demo_scenario(capsys) -> None:
+    assert main(["run", str(ROOT / "scenarios" / "demo.sh")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("console=ttyS0 klpemu\nMemTotal:")
+    assert "2.0" in out and "[<0>] __x64_sys_open+0x" in out
+    assert "] klpemu demo: hello from user space" in out
+
+
+def test_a_failing_step_exits_1(tmp_path, capsys) -> None:
+    script = tmp_path / "t.sh"
+    script.write_text("cat /proc/nonexistent\n")
+    assert main(["run", str(script)]) == 1
+    assert "cat: /proc/nonexistent: No such file or directory" in capsys.readouterr().out
+
+
+def test_an_unknown_command_is_a_usage_error(tmp_path, capsys) -> None:
+    script = tmp_path / "t.sh"
+    script.write_text("# fine\nfrobnicate now\n")
+    assert main(["run", str(script)]) == 2
+    assert "line 2: unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_a_missing_script_is_a_usage_error(capsys) -> None:
+    assert main(["run", "/nonexistent.sh"]) == 2
+
+
+def test_a_hang_exits_3(tmp_path, capsys) -> None:
+    script = tmp_path / "t.sh"
+    script.write_text("echo HARDLOCKUP > /sys/kernel/debug/provoke-crash/DIRECT\n")
+    assert main(["run", str(script), "--watchdog-thresh", "0.2"]) == 3
+    assert "hard LOCKUP" in capsys.readouterr().err
