@@ -23,11 +23,6 @@ class Hypercall:
 REGISTRY: dict[int, Hypercall] = {}
 
 
-def signed(value: int) -> int:
-    """A register value as the guest's `long` (registers arrive unsigned)."""
-    return value - (1 << 64) if value >> 63 else value
-
-
 def hypercall(name: str, *, blocking: bool = False) -> Callable[[Callable[..., int | None]], Callable[..., int | None]]:
     def register(fn: Callable[..., int | None]) -> Callable[..., int | None]:
         number = HYPERCALLS[name]

@@ -46,6 +46,7 @@ MAILBOX_BASE = USER_BASE + 0x200000   # user data page: shell mailboxes, then st
 MAILBOX_SIZE = 0x6000
 MAX_SHELLS = 40
 USER_STACKS_BASE = USER_BASE + 0x300000
+SYS_KLPEMU_CALL = 502
 VECTOR_ENTRIES = {
     LOCAL_TIMER_VECTOR: "asm_sysvec_apic_timer_interrupt",
     RESCHEDULE_VECTOR: "asm_sysvec_reschedule_ipi",
@@ -62,6 +63,16 @@ def resolve_kernel(kernel: str | Path) -> Path:
     if flavour.exists():
         return flavour
     raise ImageError(f"no kernel {kernel!r}: not a file, and no built flavour {flavour}")
+
+
+@dataclass
+class MachineStats:
+    """Counters of what the machine did (for benchmarks and curiosity)."""
+    rounds: int = 0
+    quanta: int = 0
+    instructions: int = 0        # in quanta that ran to their end (exact count)
+    interrupts: int = 0
+    hypercalls: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,8 @@ class Machine:
         self.vfs = Vfs(self)
         self.shells: list[Shell] = []
         self.dead_tasks: set[int] = set()
+        self.pending_calls: list[tuple[int, tuple[int, ...]]] = []
+        self.stats = MachineStats()
         self._in_round = False
         self._deferred: list[Callable[[], None]] = []
         self._current_cpu: Cpu | None = None
@@ -265,6 +278,7 @@ class Machine:
             self._in_round = False
             self._current_cpu = None
         self.clock_ns = now + quantum * NS_PER_INSN
+        self.stats.rounds += 1
         self._run_deferred()
         self._watchdog()
         return True
@@ -274,13 +288,17 @@ class Machine:
             vector = max(cpu.pending)
             cpu.pending.discard(vector)
             cpu.deliver_interrupt(vector, self._vector_entry[vector], self.mem, self._kernel_stack_top(cpu))
+            self.stats.interrupts += 1
         self._current_cpu = cpu
         cpu.engine.clear_fault_address()
         fault = cpu.engine.run(cpu.engine.reg("rip"), self._until, quantum)
+        self.stats.quanta += 1
         if fault is not None:
             self._handle_fault(cpu, fault)
         elif cpu.engine.reg("rip") == self._halt_resume:
             cpu.halted = True
+        elif not self._deferred:
+            self.stats.instructions += quantum
 
     def _run_deferred(self) -> None:
         while self._deferred:
@@ -344,6 +362,24 @@ class Machine:
     def task_exited(self, task: int) -> None:
         self.dead_tasks.add(task)
         self.guest_calls.task_died(task)
+
+    def call(self, function: str | int, *args: int, returns: str = "long") -> int:
+        """Call a kernel function with integer arguments and return its result,
+        read as the C type `returns` ("long", "int" or "void"). It runs in
+        process context on a shell's kernel stack, entered through a syscall,
+        and may sleep."""
+        if returns not in ("long", "int", "void"):
+            raise EmuError(f"returns must be long, int or void, not {returns!r}")
+        address = self.symbol_address(function) if isinstance(function, str) else function
+        if self.kallsyms.lookup(address) is None:
+            raise EmuError(f"{address:#x} is not in kernel text")
+        self.pending_calls.append((address, tuple(a & 0xFFFFFFFFFFFFFFFF for a in args)))
+        value = self.shell.syscall(SYS_KLPEMU_CALL) & 0xFFFFFFFFFFFFFFFF
+        if returns == "void":
+            return 0
+        bits = 64 if returns == "long" else 32
+        value &= (1 << bits) - 1
+        return value - (1 << bits) if value >> (bits - 1) else value
 
     # ---------------------------------------------------------------- files
     @property
@@ -425,6 +461,7 @@ class Machine:
 
     # ---------------------------------------------------------------- hypercalls
     def _on_hypercall(self, cpu: Cpu) -> None:
+        self.stats.hypercalls += 1
         e = cpu.engine
         nr = e.reg("rax")
         call = REGISTRY.get(nr)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .hypercalls import hypercall, signed
+from .hypercalls import hypercall
 
 if TYPE_CHECKING:
     from .cpu import Cpu
@@ -74,14 +74,8 @@ def hc_call_return(m: "Machine", cpu: "Cpu", value: int, *_: int) -> int | None:
     return None
 
 
-@hypercall("HC_SELFTEST", blocking=True)
-def hc_selftest(ctx: "ServiceContext", a0: int, *_: int) -> int:
-    """long klpemu_selftest(long x): for the tests of guest calls. Calls
-    guest functions, one of which sleeps, and combines their results."""
-    x = signed(a0)
-    if x < 0:
-        return x
-    length = ctx.call("strlen", ctx.machine.symbol_address("linux_banner"))
-    ctx.call("msleep", 20)
-    return length * 1000 + x
-
+@hypercall("HC_CALL_REQUEST", blocking=True)
+def hc_call_request(ctx: "ServiceContext", *_: int) -> int:
+    """long klpemu_call(void): run the call Machine.call() queued."""
+    function, args = ctx.machine.pending_calls.pop(0)
+    return ctx.call(function, *args)

@@ -1,21 +1,62 @@
 """Python -> guest calls run as continuations, without re-entering emu_start."""
-from emu import Machine
+import pytest
 
-SYS_KLPEMU_SELFTEST = 502
+from emu import EmuError, Machine
+
+SIGTERM = 15
 
 
-def test_a_service_calls_guest_functions_one_of_which_sleeps(machine: Machine) -> None:
-    """The service calls strlen(linux_banner) and msleep(20) in the guest,
-    on the task that made the hypercall, then returns to it."""
+def test_call_a_kernel_function(machine: Machine) -> None:
+    banner = machine.symbol_address("linux_banner")
+    assert machine.call("strlen", banner) == len("Linux version 6.12.0-klpemu (gcc) #1 SMP PREEMPT\n")
+    assert machine.call("kstrtobool", banner, 0, returns="int") == -22   # "Linux..." is no boolean
+    with pytest.raises(EmuError, match="returns must be"):
+        machine.call("strlen", banner, returns="char *")
+
+
+def test_a_called_function_may_sleep(machine: Machine) -> None:
     before = machine.clock_ns
-    assert machine.shell.syscall(SYS_KLPEMU_SELFTEST, 7) == 49 * 1000 + 7
-    assert machine.clock_ns - before >= 20_000_000        # msleep(20) really slept
-    assert machine.shell.syscall(SYS_KLPEMU_SELFTEST, 8) == 49 * 1000 + 8
+    machine.call("msleep", 40)
+    assert machine.clock_ns - before >= 40_000_000
 
 
-def test_a_service_that_makes_no_call_returns_directly(machine: Machine) -> None:
-    assert machine.shell.syscall(SYS_KLPEMU_SELFTEST, -22) == -22
+def test_calls_on_a_busy_machine_are_preemptible(demo_machine: Machine) -> None:
+    for _ in range(5):
+        demo_machine.call("msleep", 10)
+    assert demo_machine.call("strlen", demo_machine.symbol_address("linux_banner")) == 49
+
+
+def test_calling_outside_kernel_text_is_refused(machine: Machine) -> None:
+    with pytest.raises(EmuError, match="is not in kernel text"):
+        machine.call(0x1234)
+    with pytest.raises(EmuError, match="has no symbol nosuch"):
+        machine.call("nosuch")
 
 
 def test_unknown_syscall_is_enosys(machine: Machine) -> None:
     assert machine.shell.syscall(333) == -38
+
+
+def test_kill_delivers_a_signal_through_the_exit_to_user_path(demo_machine: Machine) -> None:
+    m = demo_machine
+    victims = [t for t in m.tasks() if t.comm in ("sleeper", "spin", "getpid_loop")]
+    for t in victims:
+        assert m.shell.syscall(62, t.pid, SIGTERM) == 0
+    m.run(0.05)
+    alive = {t.pid for t in m.tasks()}
+    assert not alive & {t.pid for t in victims}
+    assert m.shell.syscall(62, 9999, SIGTERM) == -3                # ESRCH
+
+
+def test_a_fake_signal_wakes_a_sleeping_user_task_without_killing_it(demo_machine: Machine) -> None:
+    """set_notify_signal(): TIF_SIGPENDING with no signal behind it, as the
+    livepatch core sends to tasks that block a transition."""
+    m = demo_machine
+    sleeper = next(t for t in m.tasks() if t.comm == "sleeper")
+    m.run_until(lambda: sleeper.state == 1, timeout_s=1, what="the sleeper to sleep")
+    switches = sleeper.nvcsw
+    m.call("set_notify_signal", sleeper.address)
+    m.run(0.001)
+    assert sleeper in m.tasks()
+    assert sleeper.nvcsw > switches
+    assert not sleeper.ti_flags & (1 << 2)                          # TIF_SIGPENDING handled

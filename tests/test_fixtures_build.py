@@ -1,0 +1,17 @@
+"""The committed guest images are exactly what the sources build to."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None, reason="needs gcc and make")
+def test_committed_images_match_a_fresh_build(tmp_path: Path) -> None:
+    subprocess.run(["make", "-s", "-C", str(FIXTURES), f"BUILD={tmp_path}"], check=True,
+                   capture_output=True, text=True)
+    for name in ("vmlinux-modern", "user.elf"):
+        assert (tmp_path / name).read_bytes() == (FIXTURES / "build" / name).read_bytes(), \
+            f"fixtures/build/{name} is stale: run make -C fixtures and commit the images"

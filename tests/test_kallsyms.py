@@ -1,0 +1,31 @@
+"""kallsyms: symbolisation, and duplicate names in the kernel's sympos order."""
+from emu import Machine
+from emu.image import Symbol
+from emu.kallsyms import Kallsyms
+
+
+def test_symbolize_like_the_kernel() -> None:
+    m = Machine(cpus=1)
+    sched = m.kernel.get_symbol("schedule")
+    assert m.symbolize(sched.address + 0x12) == f"schedule+0x12/{sched.size:#x}"
+    # a return address just past a noreturn call belongs to the caller
+    end = sched.address + sched.size
+    assert m.kallsyms.symbolize_return(end) == f"schedule+{sched.size:#x}/{sched.size:#x}"
+    assert m.symbolize(0x1000) == "0x1000"
+
+
+def test_duplicate_names_are_numbered_by_address_within_their_object() -> None:
+    ks = Kallsyms()
+    ks.add([Symbol("show", 0x3000, 0x10, True, False), Symbol("show", 0x1000, 0x10, True, False),
+            Symbol("only", 0x2000, 0x10, True, True)])
+    ks.add([Symbol("show", 0x9000, 0x10, True, False)], module="mod")
+    assert ks.count("show") == 2
+    assert ks.find("show") is None                         # ambiguous without sympos
+    assert ks.find("show", sympos=1).address == 0x1000
+    assert ks.find("show", sympos=2).address == 0x3000
+    assert ks.find("show", sympos=3) is None
+    assert ks.find("only").address == 0x2000
+    assert ks.find("show", module="mod").address == 0x9000
+    assert str(ks.lookup(0x9004)) == "show+0x4/0x10 [mod]"
+    ks.remove_module("mod")
+    assert ks.lookup(0x9004) is None and ks.count("show", "mod") == 0
