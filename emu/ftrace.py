@@ -41,14 +41,28 @@ class Ftrace:
                 raise ImageError(f"fentry site {site:#x} is not at the start of a function")
             self.sites[site] = loc.symbol.name
             machine.mem.write(site, NOP5)
-        self._by_name = {name: site for site, name in self.sites.items()}
+        self._module_sites: dict[str, list[int]] = {}
+
+    def add_module_sites(self, module: str, sites: list[int]) -> None:
+        """A loaded module's sites (already NOPed by the loader)."""
+        for site in sites:
+            loc = self.machine.kallsyms.lookup(site)
+            self.sites[site] = loc.symbol.name if loc else f"{site:#x}"
+        self._module_sites[module] = list(sites)
+
+    def remove_module_sites(self, module: str) -> None:
+        for site in self._module_sites.pop(module, []):
+            self.sites.pop(site, None)
 
     def site_of(self, function: str) -> int:
         """The fentry site of a traceable vmlinux function; EmuError if it has none."""
-        try:
-            return self._by_name[function]
-        except KeyError:
-            raise EmuError(f"{function} has no fentry site (notrace, inlined or unknown)") from None
+        address = self.machine.kallsyms.find(function)
+        if address is None or address.address not in self.sites:
+            raise EmuError(f"{function} has no fentry site (notrace, inlined or unknown)")
+        return address.address
+
+    def is_site(self, address: int) -> bool:
+        return address in self.sites
 
     def read_site(self, site: int) -> bytes:
         return self.machine.mem.read(site, 5)

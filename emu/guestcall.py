@@ -48,8 +48,10 @@ class ServiceContext:
             raise GuestCallError(f"guest calls take at most {len(_ARG_REGS)} arguments")
         m = self.machine
         addr = m.symbol_address(function) if isinstance(function, str) else function
-        rsp = ((self.site_rsp - 256) & ~0xF) - 8          # ABI: rsp+8 is 16-aligned at entry
-        m.mem.write_u64(rsp, m.symbol_address("klpemu_call_return"))
+        # the frame klpemu_call_return's unwind hint describes (see entry.S);
+        # site_rsp is 8 mod 16, so the callee starts with rsp+8 16-aligned
+        rsp = self.site_rsp - 16
+        m.mem.write_u64(rsp, m.symbol_address("klpemu_call_return_site"))
         e = self.cpu.engine
         for reg, value in zip(_ARG_REGS, args):
             e.set_reg(reg, value)
@@ -63,11 +65,16 @@ class ServiceContext:
 
 
 class GuestCalls:
-    """The services waiting for a guest call to return, by task."""
+    """The services waiting for a guest call to return, by task.
+
+    Services nest on one task (insmod's service calls the module's init,
+    which calls klp_enable_patch, whose service calls a callback): calls
+    return in LIFO order, so each task has a stack of waiting services.
+    """
 
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine
-        self._waiting: dict[int, _Suspended] = {}
+        self._waiting: dict[int, list[_Suspended]] = {}
 
     def start(self, cpu: "Cpu", task: int, handler: Callable[..., int], args: tuple[Any, ...]) -> int | None:
         """Run `handler(ctx, *args)`; its result, or None while it waits on the guest."""
@@ -76,26 +83,25 @@ class GuestCalls:
         return self._finish_or_wait(ctx, glet.switch(ctx, *args))
 
     def suspend(self, ctx: ServiceContext) -> None:
-        if ctx.task in self._waiting:
-            raise GuestCallError(f"task {ctx.task:#x} already waits for a guest call")
-        self._waiting[ctx.task] = _Suspended(greenlet.getcurrent(), ctx)
+        self._waiting.setdefault(ctx.task, []).append(_Suspended(greenlet.getcurrent(), ctx))
 
     def resume(self, cpu: "Cpu", task: int, value: int) -> None:
-        """klpemu_call_return reached on `task`: continue its service."""
-        waiter = self._waiting.pop(task, None)
-        if waiter is None:
+        """klpemu_call_return reached on `task`: continue its innermost service."""
+        stack = self._waiting.get(task)
+        if not stack:
             raise GuestCallError(f"a guest call returned on task {task:#x}, which made none")
+        waiter = stack.pop()
+        if not stack:
+            del self._waiting[task]
         waiter.ctx.cpu = cpu
         self._finish_or_wait(waiter.ctx, waiter.glet.switch(value))
 
     def task_died(self, task: int) -> None:
-        waiter = self._waiting.pop(task, None)
-        if waiter is None:
-            return
-        try:
-            waiter.glet.throw(GuestCallError(f"task {task:#x} died during a guest call"))
-        except GuestCallError:
-            pass                           # the service did not handle it: it ends here
+        for waiter in reversed(self._waiting.pop(task, [])):
+            try:
+                waiter.glet.throw(GuestCallError(f"task {task:#x} died during a guest call"))
+            except GuestCallError:
+                pass                       # the service did not handle it: it ends here
 
     def _finish_or_wait(self, ctx: ServiceContext, outcome: Any) -> int | None:
         if outcome is _SUSPENDED:

@@ -18,7 +18,7 @@ from typing import Callable
 from . import services  # noqa: F401  (registers the machine's hypercalls)
 from . import vfs as _vfs  # noqa: F401  (registers the VFS hypercalls)
 from .abi import (DOORBELL_VECTOR, FIXTURES, HZ, LOCAL_TIMER_VECTOR, PAGE_OFFSET,
-                  RESCHEDULE_VECTOR, THREAD_SIZE, USER_BASE)
+                  RESCHEDULE_VECTOR, THREAD_SIZE, USER_BASE, abi)
 from .cpu import Cpu
 from .dmesg import LogBuffer
 from .engine import CpuFault, Engine
@@ -28,6 +28,7 @@ from .guestcall import GuestCalls
 from .hypercalls import REGISTRY
 from .image import ElfImage
 from .kallsyms import Kallsyms
+from .modules import ModuleManager
 from .memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, AddressSpace, Ram,
                      USER_CODE_PHYS, build_page_tables, write_gdt)
 from .oops import Oops
@@ -46,7 +47,11 @@ MAILBOX_BASE = USER_BASE + 0x200000   # user data page: shell mailboxes, then st
 MAILBOX_SIZE = 0x6000
 MAX_SHELLS = 40
 USER_STACKS_BASE = USER_BASE + 0x300000
+USER_STAGING = abi("USER_STAGING")
 SYS_KLPEMU_CALL = 502
+SYS_INIT_MODULE, SYS_DELETE_MODULE = 175, 176
+O_NONBLOCK = 0o4000
+STAGING_SIZE = 0x200000
 VECTOR_ENTRIES = {
     LOCAL_TIMER_VECTOR: "asm_sysvec_apic_timer_interrupt",
     RESCHEDULE_VECTOR: "asm_sysvec_reschedule_ipi",
@@ -130,6 +135,8 @@ class Machine:
         self.cpus = [Cpu(i, Engine(self.ram, cr3, gdt, self.mem.v2p)) for i in range(config.cpus)]
         self.ftrace = Ftrace(self)
         self.walker = StackWalker(self)
+        self.modules = ModuleManager(self)
+        self.extensions: dict[str, object] = {}
         for cpu in self.cpus:
             cpu.engine.enable_counting(PAGE_OFFSET + PARK_PHYS)
             cpu.engine.hook_code_at(self.symbol_address("klpemu_hypercall_site"),
@@ -396,6 +403,49 @@ class Machine:
         self.run_until(shell.is_idle, timeout_s=5, what="the new shell to start")
         return shell
 
+    def insmod(self, path: str | Path, args: str = "") -> None:
+        """insmod: the shell stages the file and calls init_module(2).
+        ShellError (with the errno) if the kernel refuses it."""
+        data = Path(path).read_bytes()
+        if len(data) > STAGING_SIZE:
+            raise EmuError(f"{path} is larger than the {STAGING_SIZE >> 20} MiB staging area")
+        self.mem.write(USER_STAGING, data)
+        self.shell.check(self.shell.syscall(SYS_INIT_MODULE, USER_STAGING, len(data),
+                                            self.shell.put_string(args)), f"insmod {path}")
+
+    def rmmod(self, name: str) -> None:
+        """rmmod: delete_module(2) with O_NONBLOCK, as kmod does."""
+        self.shell.check(self.shell.syscall(SYS_DELETE_MODULE, self.shell.put_string(name), O_NONBLOCK),
+                         f"rmmod {name}")
+
+    def exists(self, path: str) -> bool:
+        """Whether a /proc or /sys path exists (no syscall: a look at the trees)."""
+        return self.vfs.exists(path) or self.guest_file(path) is not None
+
+    def is_dir(self, path: str) -> bool:
+        return self.vfs.is_dir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.vfs.listdir(path)
+
+    def file_mode(self, path: str) -> int:
+        mode = self.vfs.mode(path)
+        if mode is None:
+            mode = self.guest_file(path)
+        if mode is None:
+            raise EmuError(f"{path} does not exist")
+        return mode
+
+    def guest_file(self, path: str) -> int | None:
+        """The mode of a file served by the guest's own VFS table, if any."""
+        base, stride = self.symbol_address("entries"), self.offsets["PDE_size"]
+        count = self.mem.read_s32(self.symbol_address("nr_entries"))
+        for i in range(count):
+            entry = base + i * stride
+            if self.mem.read_cstr(entry + self.offsets["PDE_path"], 64) == path:
+                return int.from_bytes(self.mem.read(entry + self.offsets["PDE_mode"], 2), "little")
+        return None
+
     def read_file(self, path: str) -> str:
         """`cat PATH` through the guest shell."""
         return self.shell.cat(path)
@@ -473,7 +523,13 @@ class Machine:
         else:
             result = call.handler(self, cpu, *args)
         if result is not None:
+            # Return from klpemu_hypercall here rather than let its `ret` run:
+            # a service that stopped the CPU (stop_machine for a code patch)
+            # would otherwise resume at the hook and run the hypercall again.
+            rsp = e.reg("rsp")
             e.set_reg("rax", result)
+            e.set_reg("rip", self.mem.read_u64(rsp))
+            e.set_reg("rsp", rsp + 8)
 
     def _caller(self, cpu: Cpu) -> int:
         return self.mem.read_u64(cpu.engine.reg("rsp"))

@@ -9,6 +9,7 @@ Physical layout:
     0x000000  page tables, GDT, boot_params (emulator-owned, below 1 MiB)
     8 MiB     user program (mapped at USER_BASE, U/S)
     10 MiB    user stacks and the shell mailbox (mapped at USER_BASE + 2 MiB)
+    12 MiB    staging area for files the shell hands to the kernel (USER_STAGING)
     16 MiB    kernel image (KERNEL_VIRT_BASE + 16 MiB = 0xffffffff81000000)
     64 MiB    module area (MODULES_VADDR)
     96 MiB .. kernel heap (kmalloc, stacks), reached through the direct map
@@ -30,6 +31,7 @@ GDT_PHYS = 0x20000
 BOOT_PARAMS_PHYS = 0x21000
 USER_CODE_PHYS = 8 * MiB
 USER_DATA_PHYS = 10 * MiB
+USER_STAGING_PHYS = 12 * MiB
 KERNEL_PHYS = 16 * MiB
 MODULES_PHYS = 64 * MiB
 MODULES_SIZE = 32 * MiB
@@ -77,7 +79,7 @@ class AddressSpace:
             (PAGE_OFFSET, PAGE_OFFSET + ram.size, 0),
             (KERNEL_VIRT_BASE, KERNEL_VIRT_BASE + MODULES_PHYS, 0),
             (MODULES_VADDR, MODULES_VADDR + MODULES_SIZE, MODULES_PHYS),
-            (USER_BASE, USER_BASE + 2 * PAGE_2M, USER_CODE_PHYS),
+            (USER_BASE, USER_BASE + 3 * PAGE_2M, USER_CODE_PHYS),
         ]
 
     def v2p(self, vaddr: int, size: int = 1) -> int:
@@ -154,6 +156,7 @@ def build_page_tables(ram: Ram) -> int:
         map_2m(MODULES_VADDR + off, MODULES_PHYS + off)
     map_2m(USER_BASE, USER_CODE_PHYS, user=True)
     map_2m(USER_BASE + PAGE_2M, USER_DATA_PHYS, user=True)
+    map_2m(USER_BASE + 2 * PAGE_2M, USER_STAGING_PHYS, user=True)
     return pml4
 
 

@@ -73,6 +73,20 @@ class Shell:
             raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4)
         return self._s64(STATUS)
 
+    def put_string(self, text: str) -> int:
+        """Place a string in the mailbox's data buffer; its user address."""
+        raw = text.encode() + b"\0"
+        if len(raw) > DATA_MAX:
+            raise ShellError(f"string too long for the shell ({len(raw)} bytes)", errno=7)
+        self.machine.mem.write(self.mailbox + DATA, raw)
+        return self.mailbox + DATA
+
+    def check(self, status: int, what: str) -> int:
+        """A syscall's status, or ShellError for -errno."""
+        if status < 0:
+            raise self._fail(what, status)
+        return status
+
     @staticmethod
     def _fail(what: str, status: int) -> ShellError:
         return ShellError(f"{what}: {os.strerror(-status)}", errno=-status)

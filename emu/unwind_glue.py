@@ -17,6 +17,7 @@ from .unwind import (FrameKind, StackTrace, StartState, UnwindTables, tables_fro
 if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
+    from .modules import Module
     from .tasks import TaskView
 
 # struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
@@ -36,6 +37,19 @@ class StackWalker:
             return StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp")), cpu
         sp, read = task.thread_sp, self.machine.mem.read_u64
         return StartState(read(sp + RET_ADDR_OFFSET), sp + FRAME_SIZE, read(sp + SAVED_BP_OFFSET)), None
+
+    def add_module(self, module: "Module") -> None:
+        """Tables for a module's functions, from its bytes before any patching."""
+        image = module.image
+        functions = [(s.name, s.address, s.size) for s in image.symbols if s.is_function and s.size]
+
+        def read_code(addr: int, size: int) -> bytes:
+            off = addr - image.base
+            return image.image[off:off + size]
+        self.tables.add_functions(functions, read_code)
+
+    def remove_module(self, module: "Module") -> None:
+        self.tables.remove_functions(module.image.base, module.image.base + module.image.size)
 
     def bounds(self, task: "TaskView") -> tuple[int, int]:
         return task.stack, task.stack + THREAD_SIZE

@@ -42,6 +42,7 @@ class Vfs:
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine
         self._files: dict[str, FileNode] = {}
+        self._dirs: set[str] = set()
         self._dynamic: list[tuple[re.Pattern[str], Callable[[re.Match[str]], FileNode | None]]] = []
         self._open: dict[int, _OpenFile] = {}
         self._next_id = 1
@@ -53,12 +54,27 @@ class Vfs:
             mode = (0o444 if show else 0) | (0o200 if store else 0)
         self._files[path] = FileNode(show, store, mode)
 
+    def register_dir(self, path: str) -> None:
+        """A directory (parents are implied)."""
+        path = path.rstrip("/")
+        while path:
+            self._dirs.add(path)
+            path = path.rsplit("/", 1)[0]
+
     def unregister(self, path: str) -> None:
         self._files.pop(path, None)
 
     def unregister_tree(self, prefix: str) -> None:
-        for path in [p for p in self._files if p == prefix or p.startswith(prefix.rstrip("/") + "/")]:
+        """Remove a directory and everything below it."""
+        prefix = prefix.rstrip("/")
+        inside = lambda p: p == prefix or p.startswith(prefix + "/")  # noqa: E731
+        for path in [p for p in self._files if inside(p)]:
             del self._files[path]
+        self._dirs = {d for d in self._dirs if not inside(d)}
+
+    def is_dir(self, path: str) -> bool:
+        return path.rstrip("/") in self._dirs or any(
+            p.startswith(path.rstrip("/") + "/") for p in self._files)
 
     def register_dynamic(self, pattern: str, factory: Callable[[re.Match[str]], FileNode | None]) -> None:
         self._dynamic.append((re.compile(pattern + r"\Z"), factory))
@@ -74,11 +90,19 @@ class Vfs:
         return None
 
     def exists(self, path: str) -> bool:
-        return self.lookup(path) is not None
+        return self.is_dir(path) or self.lookup(path) is not None
 
     def listdir(self, directory: str) -> list[str]:
         prefix = directory.rstrip("/") + "/"
-        return sorted({p[len(prefix):].split("/", 1)[0] for p in self._files if p.startswith(prefix)})
+        names = {p[len(prefix):].split("/", 1)[0] for p in (*self._files, *self._dirs) if p.startswith(prefix)}
+        return sorted(names)
+
+    def mode(self, path: str) -> int | None:
+        """Permission bits (0o755 for directories), None if absent."""
+        if self.is_dir(path):
+            return 0o755
+        node = self.lookup(path)
+        return None if node is None else node.mode
 
     def open(self, path: str, flags: int) -> int:
         node = self.lookup(path)

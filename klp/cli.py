@@ -6,6 +6,7 @@ failed, 2 usage error, 3 the guest hung or crashed.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -73,15 +74,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     m = _machine(args)
     m.boot()
-    runner = ScenarioRunner(m, sys.stdout)
+    out = io.StringIO() if args.json else sys.stdout
+    runner = ScenarioRunner(m, out, module_dirs=args.module_dir)
     try:
         result = runner.run_text(text)
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
-        sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
-    return EXIT_OK if result.ok else EXIT_FAIL
+        if not args.json:
+            sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
+    if args.json:
+        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
+                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    return result.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.set_defaults(func=cmd_boot)
     run = sub.add_parser("run", help="run a scenario script")
     run.add_argument("script")
+    run.add_argument("--module-dir", action="append", default=[], type=Path,
+                     help="look for NAME.ko here before the built fixtures (repeatable)")
+    run.add_argument("--json", action="store_true", help="machine-readable steps, outcome and log")
     _machine_args(run)
     run.set_defaults(func=cmd_run)
     return parser

@@ -1,0 +1,572 @@
+"""The livepatch core (kernel/livepatch/core.c): enable, disable, modules.
+
+`Livepatch.attach(machine)` gives a machine CONFIG_LIVEPATCH: the
+/sys/kernel/livepatch tree, klp_enable_patch() for modules, the module
+notifiers and /proc/<pid>/patch_state. Guest-visible state lives in guest
+memory; messages are the kernel's, word for word (klp-spec.md §7).
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from emu.hypercalls import hypercall
+from emu.modules import Module
+from emu.vfs import FileNode
+
+from .objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch,
+                      KlpState, KlpStateEntry)
+from .ops import Dispatch
+from .transition import Transition
+
+if TYPE_CHECKING:
+    from emu import Machine
+    from emu.guestcall import ServiceContext
+
+SYSFS = "/sys/kernel/livepatch"
+PR_NOTICE, PR_WARN, PR_ERR = 5, 4, 3
+
+
+class KlpError(Exception):
+    """A failure with the kernel's errno (positive) inside the core."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__(errno.errorcode.get(err, str(err)))
+        self.errno = err
+
+
+class Livepatch:
+    """The livepatch core of one machine (klp_patches, klp_mutex, …)."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.g = GuestStructs(machine)
+        self.patches: list[KlpPatch] = []          # klp_patches: enabled or in transition
+        self.dispatch = Dispatch(machine)
+        self.transition = Transition(self)
+        self._locked = False
+
+    @classmethod
+    def attach(cls, machine: "Machine") -> "Livepatch":
+        core = machine.extensions.get("klp")
+        if isinstance(core, Livepatch):
+            return core
+        core = cls(machine)
+        machine.extensions["klp"] = core
+        machine.modules.notifiers.append(core)
+        machine.vfs.register_dir(SYSFS)
+        machine.vfs.register_dynamic(r"/proc/(\d+)/patch_state", core._patch_state_node)
+        return core
+
+    # ------------------------------------------------------------ helpers
+    def log(self, text: str, level: int = PR_NOTICE) -> None:
+        self.machine.log(f"livepatch: {text}", level=level)
+
+    def lock(self, ctx: "ServiceContext") -> None:
+        """klp_mutex: a second service sleeps (genuinely) until it is free."""
+        while self._locked:
+            ctx.call("msleep", 1)
+        self._locked = True
+
+    def unlock(self) -> None:
+        self._locked = False
+
+    def mirror_func(self, func: KlpFunc) -> None:
+        g = self.g
+        g.set_u64(func.struct, "KLP_FUNC_old_func", func.old_func)
+        g.set_bool(func.struct, "KLP_FUNC_patched", func.patched)
+        g.set_bool(func.struct, "KLP_FUNC_transition", func.transition)
+
+    def mirror_obj(self, obj: KlpObject) -> None:
+        g = self.g
+        g.set_u64(obj.struct, "KLP_OBJ_mod", obj.mod.struct if obj.mod else 0)
+        g.set_bool(obj.struct, "KLP_OBJ_patched", obj.patched)
+        g.set_bool(obj.struct, "KLP_OBJ_post_unpatch_enabled", obj.post_unpatch_enabled)
+
+    def mirror_patch(self, patch: KlpPatch) -> None:
+        self.g.set_bool(patch.struct, "KLP_PATCH_enabled", patch.enabled)
+        self.g.set_bool(patch.struct, "KLP_PATCH_forced", patch.forced)
+
+    # ------------------------------------------------------------ reading the structs
+    def _read_patch(self, addr: int) -> KlpPatch:
+        g, m = self.g, self.machine
+        mod_struct = g.u64(addr, "KLP_PATCH_mod")
+        objs_addr = g.u64(addr, "KLP_PATCH_objs")
+        if not addr or not mod_struct or not objs_addr:
+            raise KlpError(errno.EINVAL)
+        module = m.modules.by_struct(mod_struct)
+        if module is None:
+            raise KlpError(errno.EINVAL)
+        objs = []
+        o = objs_addr
+        while True:
+            name_ptr, funcs_ptr = g.u64(o, "KLP_OBJ_name"), g.u64(o, "KLP_OBJ_funcs")
+            if not name_ptr and not funcs_ptr:
+                break
+            if not funcs_ptr:
+                raise KlpError(errno.EINVAL)
+            objs.append(KlpObject(g.cstr(name_ptr, MODULE_NAME_LEN), o, self._read_funcs(funcs_ptr),
+                                  g.u64(o, "KLP_OBJ_pre_patch"), g.u64(o, "KLP_OBJ_post_patch"),
+                                  g.u64(o, "KLP_OBJ_pre_unpatch"), g.u64(o, "KLP_OBJ_post_unpatch")))
+            o += m.offsets["KLP_OBJ_size"]
+        states = []
+        s = g.u64(addr, "KLP_PATCH_states")
+        while s and g.u64(s, "KLP_STATE_id"):
+            states.append(KlpStateEntry(g.u64(s, "KLP_STATE_id"), g.u32(s, "KLP_STATE_version"), s))
+            s += m.offsets["KLP_STATE_size"]
+        return KlpPatch(module.name, addr, module, objs, states, bool(g.u8(addr, "KLP_PATCH_replace")))
+
+    def _read_funcs(self, addr: int) -> list[KlpFunc]:
+        g, funcs = self.g, []
+        while True:
+            name_ptr = g.u64(addr, "KLP_FUNC_old_name")
+            new_func = g.u64(addr, "KLP_FUNC_new_func")
+            sympos = g.u64(addr, "KLP_FUNC_old_sympos")
+            if not name_ptr and not new_func and not sympos:
+                return funcs
+            name = g.cstr(name_ptr, KSYM_NAME_LEN) if name_ptr else None
+            funcs.append(KlpFunc(name or "", new_func, sympos, addr))
+            if name is None or not new_func or len(name) >= KSYM_NAME_LEN:
+                raise KlpError(errno.EINVAL)
+            addr += self.machine.offsets["KLP_FUNC_size"]
+
+    # ------------------------------------------------------------ enable
+    def enable_patch(self, ctx: "ServiceContext", addr: int) -> int:
+        """klp_enable_patch(): 0 or -errno (the module's init returns it)."""
+        try:
+            patch = self._read_patch(addr)
+        except KlpError as err:
+            return -err.errno
+        if not patch.module.livepatch:
+            self.log(f"module {patch.name} is not marked as a livepatch module", PR_ERR)
+            return -errno.EINVAL
+        self.lock(ctx)
+        try:
+            if not self.is_compatible(patch):
+                self.log(f"Livepatch patch ({patch.name}) is not compatible with the already "
+                         "installed livepatches.", PR_ERR)
+                return -errno.EINVAL
+            if not self.machine.modules.get(patch.module):
+                return -errno.ENODEV
+            try:
+                self.init_patch(patch)
+            except KlpError as err:
+                self.free_patch_start(patch)
+                self.machine.modules.put(patch.module)
+                return -err.errno
+            ret = self._enable(ctx, patch)
+            if ret:
+                self.free_patch_start(patch)
+                self.machine.modules.put(patch.module)
+            return ret
+        finally:
+            self.unlock()
+
+    def is_compatible(self, new: KlpPatch) -> bool:
+        """klp_is_patch_compatible (system states)."""
+        for old in self.patches:
+            for state in old.states:
+                mine = next((s for s in new.states if s.id == state.id), None)
+                if mine is None and new.replace:
+                    return False
+                if mine is not None and mine.version < state.version:
+                    return False
+        return True
+
+    def init_patch(self, patch: KlpPatch) -> None:
+        """klp_init_patch: sysfs, nops, objects; then onto klp_patches."""
+        vfs = self.machine.vfs
+        root = f"{SYSFS}/{patch.name}"
+        if vfs.is_dir(root):
+            raise KlpError(errno.EEXIST)
+        self._register_patch_sysfs(patch)
+        if patch.replace:
+            self.add_nops(patch)
+        for obj in patch.objs:
+            self.init_object(patch, obj)
+        self.patches.append(patch)
+
+    def init_object(self, patch: KlpPatch, obj: KlpObject) -> None:
+        if obj.name is not None and len(obj.name) >= MODULE_NAME_LEN:
+            raise KlpError(errno.EINVAL)
+        obj.patched = False
+        obj.mod = None
+        if obj.name is not None:
+            mod = self.machine.modules.modules.get(obj.name)
+            if mod is not None and mod.data.get("klp_alive"):
+                obj.mod = mod
+        self._register_object_sysfs(patch, obj)
+        if obj.loaded:
+            self.init_object_loaded(patch, obj)
+        self.mirror_obj(obj)
+
+    def init_object_loaded(self, patch: KlpPatch, obj: KlpObject) -> None:
+        """Resolve old_func and the sizes (klp_init_object_loaded)."""
+        ks = self.machine.kallsyms
+        for func in obj.funcs:
+            count = ks.count(func.old_name, obj.name)
+            if count == 0:
+                self.log(f"symbol '{func.old_name}' not found in symbol table", PR_ERR)
+                raise KlpError(errno.EINVAL)
+            if func.old_sympos == 0 and count > 1:
+                self.log(f"unresolvable ambiguity for symbol '{func.old_name}' in object "
+                         f"'{obj.name if obj.name else '(null)'}'", PR_ERR)
+                raise KlpError(errno.EINVAL)
+            sym = ks.find(func.old_name, obj.name, func.old_sympos or 0)
+            if sym is None:
+                self.log(f"symbol position {func.old_sympos} for symbol '{func.old_name}' in object "
+                         f"'{obj.display_name}' not found", PR_ERR)
+                raise KlpError(errno.EINVAL)
+            func.old_func, func.old_size = sym.address, sym.size
+            if func.nop:
+                func.new_func = func.old_func
+            loc = ks.lookup(func.new_func)
+            if loc is None or loc.offset != 0:
+                self.log(f"kallsyms size lookup failed for '{func.old_name}' replacement", PR_ERR)
+                raise KlpError(errno.ENOENT)
+            func.new_size = loc.symbol.size
+            self.mirror_func(func)
+
+    def add_nops(self, patch: KlpPatch) -> None:
+        """klp_add_nops: a nop for every func an older patch changes and this one does not."""
+        for old in self.patches:
+            for old_obj in old.objs:
+                obj = next((o for o in patch.objs if o.name == old_obj.name), None)
+                if obj is None:
+                    obj = KlpObject(old_obj.name, None, [], dynamic=True)
+                    patch.objs.append(obj)
+                for old_func in old_obj.funcs:
+                    if any(f.old_name == old_func.old_name and f.old_sympos == old_func.old_sympos
+                           for f in obj.funcs):
+                        continue
+                    obj.funcs.append(KlpFunc(old_func.old_name, 0, old_func.old_sympos, None, nop=True))
+
+    def _enable(self, ctx: "ServiceContext", patch: KlpPatch) -> int:
+        """__klp_enable_patch."""
+        t = self.transition
+        if t.patch is not None:
+            return -errno.EBUSY
+        self.log(f"enabling patch '{patch.name}'")
+        t.init(patch, KlpState.PATCHED)
+        for obj in patch.objs:
+            if not obj.loaded:
+                continue
+            ret = self.pre_patch(ctx, obj)
+            if ret:
+                self.log(f"pre-patch callback failed for object '{obj.display_name}'", PR_WARN)
+                return self._enable_failed(ctx, patch, ret)
+            ret = self.patch_object(obj)
+            if ret:
+                self.log(f"failed to patch object '{obj.display_name}'", PR_WARN)
+                return self._enable_failed(ctx, patch, ret)
+        t.start()
+        patch.enabled = True
+        self.mirror_patch(patch)
+        t.try_complete(ctx)
+        return 0
+
+    def _enable_failed(self, ctx: "ServiceContext", patch: KlpPatch, ret: int) -> int:
+        self.log(f"failed to enable patch '{patch.name}'", PR_WARN)
+        self.transition.cancel(ctx)
+        return ret
+
+    # ------------------------------------------------------------ objects
+    def patch_object(self, obj: KlpObject) -> int:
+        """klp_patch_object: push every func; on failure undo the object."""
+        for func in obj.funcs:
+            if not self.machine.ftrace.is_site(func.old_func):
+                self.log(f"failed to find location for function '{func.old_name}'", PR_ERR)
+                self.unpatch_object(obj)
+                return -errno.EINVAL
+            self.dispatch.push(func)
+            self.mirror_func(func)
+        obj.patched = True
+        self.mirror_obj(obj)
+        return 0
+
+    def unpatch_object(self, obj: KlpObject, nops_only: bool = False) -> None:
+        for func in obj.funcs:
+            if func.patched and (func.nop or not nops_only):
+                self.dispatch.pop(func)
+                self.mirror_func(func)
+        if not nops_only or obj.dynamic:
+            obj.patched = False
+            self.mirror_obj(obj)
+
+    def unpatch_objects(self, patch: KlpPatch) -> None:
+        for obj in patch.objs:
+            if obj.patched:
+                self.unpatch_object(obj)
+
+    def unpatch_replaced_patches(self, new: KlpPatch) -> None:
+        for old in list(self.patches):
+            if old is new:
+                break
+            old.enabled = False
+            self.mirror_patch(old)
+            self.unpatch_objects(old)
+
+    def discard_nops(self, patch: KlpPatch) -> None:
+        for obj in list(patch.objs):
+            self.unpatch_object(obj, nops_only=True)
+            obj.funcs = [f for f in obj.funcs if not f.nop]
+            if obj.dynamic:
+                patch.objs.remove(obj)
+        self._refresh_patch_sysfs(patch)
+
+    # ------------------------------------------------------------ callbacks (core.h)
+    def pre_patch(self, ctx: "ServiceContext", obj: KlpObject) -> int:
+        ret = 0
+        if obj.pre_patch:
+            ret = ctx.call(obj.pre_patch, obj.struct or 0) & 0xFFFFFFFF
+            ret = ret - (1 << 32) if ret >> 31 else ret
+        obj.post_unpatch_enabled = not ret
+        self.mirror_obj(obj)
+        return ret
+
+    def post_patch(self, ctx: "ServiceContext", obj: KlpObject) -> None:
+        if obj.post_patch:
+            ctx.call(obj.post_patch, obj.struct or 0)
+
+    def pre_unpatch(self, ctx: "ServiceContext", obj: KlpObject) -> None:
+        if obj.pre_unpatch:
+            ctx.call(obj.pre_unpatch, obj.struct or 0)
+
+    def post_unpatch(self, ctx: "ServiceContext", obj: KlpObject) -> None:
+        if obj.post_unpatch and obj.post_unpatch_enabled:
+            ctx.call(obj.post_unpatch, obj.struct or 0)
+        obj.post_unpatch_enabled = False
+        self.mirror_obj(obj)
+
+    # ------------------------------------------------------------ disable, free
+    def disable_patch(self, ctx: "ServiceContext", patch: KlpPatch) -> int:
+        """__klp_disable_patch."""
+        t = self.transition
+        if t.patch is not None:
+            return -errno.EBUSY
+        t.init(patch, KlpState.UNPATCHED)
+        for obj in patch.objs:
+            if obj.patched:
+                self.pre_unpatch(ctx, obj)
+        t.start()
+        patch.enabled = False
+        self.mirror_patch(patch)
+        t.try_complete(ctx)
+        return 0
+
+    def free_patch_start(self, patch: KlpPatch) -> None:
+        if patch in self.patches:
+            self.patches.remove(patch)
+        self.machine.vfs.unregister_tree(f"{SYSFS}/{patch.name}")
+
+    def free_patch(self, ctx: "ServiceContext", patch: KlpPatch) -> None:
+        """The end of klp_free_patch_async: gone from sysfs, module put unless forced."""
+        self.free_patch_start(patch)
+        if not patch.forced:
+            self.machine.modules.put(patch.module)
+
+    def free_replaced_patches(self, ctx: "ServiceContext", new: KlpPatch) -> None:
+        for old in list(self.patches):
+            if old is new:
+                break
+            self.free_patch(ctx, old)
+
+    # ------------------------------------------------------------ modules
+    def module_coming(self, ctx: "ServiceContext", mod: Module) -> int:
+        """klp_module_coming."""
+        if mod.name == "vmlinux":
+            self.log("vmlinux.ko: invalid module name", PR_ERR)
+            return -errno.EINVAL
+        mod.data["klp_alive"] = True
+        done: list[tuple[KlpPatch, KlpObject]] = []
+        for patch in list(self.patches):
+            obj = next((o for o in patch.objs if o.name == mod.name), None)
+            if obj is None:
+                continue
+            obj.mod = mod
+            try:
+                self.init_object_loaded(patch, obj)
+            except KlpError as err:
+                self.log(f"failed to initialize patch '{patch.name}' for module '{mod.name}' (-{err.errno})",
+                         PR_WARN)
+                return self._coming_failed(ctx, mod, patch, obj, done, -err.errno)
+            self.log(f"applying patch '{patch.name}' to loading module '{mod.name}'")
+            ret = self.pre_patch(ctx, obj)
+            if ret:
+                self.log(f"pre-patch callback failed for object '{obj.name}'", PR_WARN)
+                return self._coming_failed(ctx, mod, patch, obj, done, ret)
+            ret = self.patch_object(obj)
+            if ret:
+                self.log(f"failed to apply patch '{patch.name}' to module '{mod.name}' ({ret})", PR_WARN)
+                self.post_unpatch(ctx, obj)
+                return self._coming_failed(ctx, mod, patch, obj, done, ret)
+            if patch is not self.transition.patch:
+                self.post_patch(ctx, obj)
+            self.mirror_obj(obj)
+            done.append((patch, obj))
+        return 0
+
+    def _coming_failed(self, ctx: "ServiceContext", mod: Module, patch: KlpPatch, obj: KlpObject,
+                       done: list[tuple[KlpPatch, KlpObject]], ret: int) -> int:
+        self.log(f"patch '{patch.name}' failed for module '{mod.name}', refusing to load module "
+                 f"'{mod.name}'", PR_WARN)
+        mod.data["klp_alive"] = False
+        obj.mod = None
+        self.mirror_obj(obj)
+        for p, o in done:
+            self._revert_object(ctx, p, o, mod)
+        return ret
+
+    def module_going(self, ctx: "ServiceContext", mod: Module) -> None:
+        """klp_module_going."""
+        mod.data["klp_alive"] = False
+        for patch in list(self.patches):
+            obj = next((o for o in patch.objs if o.name == mod.name), None)
+            if obj is None or obj.mod is None:
+                continue
+            if patch is not self.transition.patch:
+                self.pre_unpatch(ctx, obj)
+            self.log(f"reverting patch '{patch.name}' on unloading module '{mod.name}'")
+            self._revert_object(ctx, patch, obj, mod)
+
+    def _revert_object(self, ctx: "ServiceContext", patch: KlpPatch, obj: KlpObject, mod: Module) -> None:
+        if obj.patched:
+            self.unpatch_object(obj)
+        self.post_unpatch(ctx, obj)
+        obj.mod = None
+        for func in obj.funcs:
+            func.old_func = 0
+            if func.nop:
+                func.new_func = 0
+            self.mirror_func(func)
+        self.mirror_obj(obj)
+
+    # ------------------------------------------------------------ sysfs
+    def _register_patch_sysfs(self, patch: KlpPatch) -> None:
+        vfs, root = self.machine.vfs, f"{SYSFS}/{patch.name}"
+        vfs.register_dir(root)
+        vfs.register(f"{root}/enabled", lambda: f"{int(patch.enabled)}\n",
+                     lambda ctx, text: self._enabled_store(ctx, patch, text), 0o644)
+        vfs.register(f"{root}/transition", lambda: f"{int(self.transition.patch is patch)}\n", None, 0o444)
+        vfs.register(f"{root}/force", None, lambda ctx, text: self._force_store(ctx, patch, text), 0o200)
+        vfs.register(f"{root}/replace", lambda: f"{int(patch.replace)}\n", None, 0o444)
+        vfs.register(f"{root}/stack_order", lambda: f"{self._stack_order(patch)}\n", None, 0o444)
+
+    def _register_object_sysfs(self, patch: KlpPatch, obj: KlpObject) -> None:
+        vfs = self.machine.vfs
+        root = f"{SYSFS}/{patch.name}/{obj.display_name}"
+        vfs.register_dir(root)
+        vfs.register(f"{root}/patched", lambda: f"{int(obj.patched)}\n", None, 0o444)
+        for func in obj.funcs:
+            vfs.register_dir(f"{root}/{func.sysfs_name}")
+
+    def _refresh_patch_sysfs(self, patch: KlpPatch) -> None:
+        vfs = self.machine.vfs
+        for name in vfs.listdir(f"{SYSFS}/{patch.name}"):
+            if vfs.is_dir(f"{SYSFS}/{patch.name}/{name}") and name not in {o.display_name for o in patch.objs}:
+                vfs.unregister_tree(f"{SYSFS}/{patch.name}/{name}")
+        for obj in patch.objs:
+            root = f"{SYSFS}/{patch.name}/{obj.display_name}"
+            keep = {f.sysfs_name for f in obj.funcs} | {"patched"}
+            for name in vfs.listdir(root):
+                if name not in keep:
+                    vfs.unregister_tree(f"{root}/{name}")
+
+    def _stack_order(self, patch: KlpPatch) -> int:
+        return self.patches.index(patch) + 1 if patch in self.patches else len(self.patches)
+
+    def _enabled_store(self, ctx: "ServiceContext", patch: KlpPatch, text: str) -> int:
+        value = _kstrtobool(text)
+        if value is None:
+            return -errno.EINVAL
+        self.lock(ctx)
+        try:
+            if value == patch.enabled:
+                return -errno.EINVAL
+            if patch is self.transition.patch:
+                self.transition.reverse()
+            elif not value:
+                ret = self.disable_patch(ctx, patch)
+                if ret:
+                    return ret
+            else:
+                return -errno.EINVAL
+            return len(text)
+        finally:
+            self.unlock()
+
+    def _force_store(self, ctx: "ServiceContext", patch: KlpPatch, text: str) -> int:
+        value = _kstrtobool(text)
+        if value is None:
+            return -errno.EINVAL
+        if not value:
+            return len(text)
+        self.lock(ctx)
+        try:
+            if patch is not self.transition.patch:
+                return -errno.EINVAL
+            self.transition.force()
+            return len(text)
+        finally:
+            self.unlock()
+
+    def _patch_state_node(self, match) -> FileNode | None:
+        pid = int(match.group(1))
+        task = next((t for t in self.machine.tasks() if t.pid == pid), None)
+        return None if task is None else FileNode(lambda: f"{task.patch_state}\n", None, 0o400)
+
+    # ------------------------------------------------------------ the transition work
+    def transition_work(self, ctx: "ServiceContext") -> None:
+        """klp_transition_work_fn."""
+        self.lock(ctx)
+        try:
+            if self.transition.patch is not None:
+                self.transition.try_complete(ctx)
+        finally:
+            self.unlock()
+
+
+def _kstrtobool(text: str) -> bool | None:
+    s = text[:2].lower()
+    if s[:1] in ("1", "y", "t"):
+        return True
+    if s[:1] in ("0", "n", "f"):
+        return False
+    if s == "on":
+        return True
+    if s == "of":
+        return False
+    return None
+
+
+def core_of(machine: "Machine") -> Livepatch | None:
+    core = machine.extensions.get("klp")
+    return core if isinstance(core, Livepatch) else None
+
+
+@hypercall("HC_KLP_ENABLE", blocking=True)
+def hc_klp_enable(ctx: "ServiceContext", patch: int, *_: int) -> int:
+    """int klp_enable_patch(struct klp_patch *patch)"""
+    core = core_of(ctx.machine)
+    return -errno.ENODEV if core is None else core.enable_patch(ctx, patch)
+
+
+@hypercall("HC_KLP_WORK", blocking=True)
+def hc_klp_work(ctx: "ServiceContext", *_: int) -> int:
+    """void klp_transition_work_fn(struct work_struct *work)"""
+    core = core_of(ctx.machine)
+    if core is not None:
+        core.transition_work(ctx)
+    return 0
+
+
+@hypercall("HC_KLP_TRY_SWITCH", blocking=True)
+def hc_klp_try_switch(ctx: "ServiceContext", *_: int) -> int:
+    """void __klp_sched_try_switch(void): switch current if its stack allows."""
+    core = core_of(ctx.machine)
+    if core is not None and core.transition.patch is not None and not core._locked:
+        task = next((t for t in ctx.machine.tasks() if t.address == ctx.task), None)
+        if task is not None:
+            core.transition.try_switch_task(ctx, task)
+    return 0
+

@@ -1,0 +1,153 @@
+"""The livepatch core on genuine modules: enable, dispatch, disable, modules, sysfs."""
+from pathlib import Path
+
+import pytest
+
+from emu import Machine, ShellError
+from klp import Livepatch
+
+MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
+SYSFS = "/sys/kernel/livepatch"
+PATCHED = "test_klp_livepatch: this has been live patched\n"
+
+
+@pytest.fixture(params=[1, 2], ids=["1cpu", "2cpu"])
+def lp_machine(request) -> Machine:
+    m = Machine(cpus=request.param, seed=0).boot()
+    Livepatch.attach(m)
+    return m
+
+
+def load_lp(m: Machine, name: str, args: str = "") -> None:
+    m.insmod(MODULES / f"{name}.ko", args)
+    m.run_until(lambda: m.read_file(f"{SYSFS}/{name}/transition") == "0\n", 60, f"{name} to finish")
+
+
+def disable_lp(m: Machine, name: str) -> None:
+    m.write_file(f"{SYSFS}/{name}/enabled", "0")
+    m.run_until(lambda: not m.exists(f"{SYSFS}/{name}"), 60, f"{name} to be freed")
+
+
+def klp_lines(m: Machine) -> list[str]:
+    return [line for line in m.dmesg_lines() if line.startswith("livepatch:")]
+
+
+def test_enable_patches_the_function_and_disable_restores_it(lp_machine: Machine) -> None:
+    m = lp_machine
+    load_lp(m, "test_klp_livepatch")
+    assert m.read_file("/proc/cmdline") == PATCHED
+    assert m.read_file(f"{SYSFS}/test_klp_livepatch/enabled") == "1\n"
+    assert m.read_file("/sys/module/test_klp_livepatch/refcnt") == "1\n"
+    disable_lp(m, "test_klp_livepatch")
+    assert m.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n"
+    assert m.read_file("/sys/module/test_klp_livepatch/refcnt") == "0\n"
+    m.rmmod("test_klp_livepatch")
+    assert klp_lines(m) == [
+        "livepatch: enabling patch 'test_klp_livepatch'",
+        "livepatch: 'test_klp_livepatch': initializing patching transition",
+        "livepatch: 'test_klp_livepatch': starting patching transition",
+        "livepatch: 'test_klp_livepatch': completing patching transition",
+        "livepatch: 'test_klp_livepatch': patching complete",
+        "livepatch: 'test_klp_livepatch': initializing unpatching transition",
+        "livepatch: 'test_klp_livepatch': starting unpatching transition",
+        "livepatch: 'test_klp_livepatch': completing unpatching transition",
+        "livepatch: 'test_klp_livepatch': unpatching complete",
+    ]
+
+
+def test_the_transition_completes_at_the_first_retry_a_second_later(lp_machine: Machine) -> None:
+    """As on the real kernel: the idle tasks are running at enable time."""
+    m = lp_machine
+    start = m.clock_ns
+    load_lp(m, "test_klp_livepatch")
+    done = next(r for r in m.dmesg_log.records() if r.text.endswith("patching complete"))
+    assert 0.9e9 < done.timestamp_ns - start < 1.1e9 or lp_machine.config.cpus == 1
+
+
+def test_a_livepatch_module_cannot_be_removed_while_enabled(lp_machine: Machine) -> None:
+    load_lp(lp_machine, "test_klp_livepatch")
+    with pytest.raises(ShellError) as err:
+        lp_machine.rmmod("test_klp_livepatch")
+    assert err.value.errno == 11
+
+
+def test_sysfs_layout_and_rights(lp_machine: Machine) -> None:
+    m = lp_machine
+    load_lp(m, "test_klp_livepatch")
+    root = f"{SYSFS}/test_klp_livepatch"
+    assert m.listdir(root) == ["enabled", "force", "replace", "stack_order", "transition", "vmlinux"]
+    assert m.listdir(f"{root}/vmlinux") == ["cmdline_proc_show,1", "patched"]
+    modes = {name: m.file_mode(f"{root}/{name}") for name in ("enabled", "transition", "force", "replace")}
+    assert modes == {"enabled": 0o644, "transition": 0o444, "force": 0o200, "replace": 0o444}
+    assert m.read_file(f"{root}/vmlinux/patched") == "1\n"
+    assert m.read_file(f"{root}/replace") == "0\n"
+    assert m.read_file(f"{root}/stack_order") == "1\n"
+
+
+@pytest.mark.parametrize("path,value,err", [
+    ("enabled", "1", 22),            # already enabled
+    ("enabled", "garbage", 22),
+    ("force", "1", 22),              # not in transition
+    ("force", "x", 22),
+    ("transition", "0", 13),         # read-only
+])
+def test_bad_sysfs_writes_get_the_kernels_errno(lp_machine: Machine, path: str, value: str, err: int) -> None:
+    load_lp(lp_machine, "test_klp_livepatch")
+    with pytest.raises(ShellError) as e:
+        lp_machine.write_file(f"{SYSFS}/test_klp_livepatch/{path}", value)
+    assert e.value.errno == err
+
+
+def test_reading_force_is_eacces(lp_machine: Machine) -> None:
+    load_lp(lp_machine, "test_klp_livepatch")
+    with pytest.raises(ShellError) as e:
+        lp_machine.read_file(f"{SYSFS}/test_klp_livepatch/force")
+    assert e.value.errno == 13
+
+
+def test_two_patches_stack_and_disable_in_any_order(lp_machine: Machine) -> None:
+    m = lp_machine
+    load_lp(m, "test_klp_livepatch")
+    load_lp(m, "test_klp_atomic_replace", "replace=0")
+    assert m.read_file("/proc/cmdline") == PATCHED
+    assert m.read_file("/proc/meminfo") == "test_klp_atomic_replace: this has been live patched\n"
+    assert m.read_file(f"{SYSFS}/test_klp_atomic_replace/stack_order") == "2\n"
+    disable_lp(m, "test_klp_livepatch")
+    assert m.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n"
+    assert m.read_file("/proc/meminfo").startswith("test_klp_atomic_replace")
+    disable_lp(m, "test_klp_atomic_replace")
+    assert m.read_file("/proc/meminfo").startswith("MemTotal:")
+
+
+def test_module_target_loaded_before_and_after_the_patch(lp_machine: Machine) -> None:
+    m = lp_machine
+    m.insmod(MODULES / "test_klp_mod_target.ko")
+    load_lp(m, "test_klp_mod_patch")
+    assert m.read_file("/proc/test_klp_mod_target") == "test_klp_mod_patch: this has been live patched\n"
+    m.rmmod("test_klp_mod_target")                       # reverted on the way out
+    assert "livepatch: reverting patch 'test_klp_mod_patch' on unloading module 'test_klp_mod_target'" \
+        in m.dmesg_lines()
+    assert m.read_file(f"{SYSFS}/test_klp_mod_patch/test_klp_mod_target/patched") == "0\n"
+    m.insmod(MODULES / "test_klp_mod_target.ko")         # applied on the way in
+    assert "livepatch: applying patch 'test_klp_mod_patch' to loading module 'test_klp_mod_target'" \
+        in m.dmesg_lines()
+    assert m.read_file("/proc/test_klp_mod_target") == "test_klp_mod_patch: this has been live patched\n"
+    disable_lp(m, "test_klp_mod_patch")
+    assert m.read_file("/proc/test_klp_mod_target") == "test_klp_mod_target: original output\n"
+
+
+def test_module_parameters_in_sysfs(lp_machine: Machine) -> None:
+    m = lp_machine
+    load_lp(m, "test_klp_atomic_replace", "replace=1")
+    path = "/sys/module/test_klp_atomic_replace/parameters/replace"
+    assert m.read_file(path) == "1\n" and m.file_mode(path) == 0o644
+    assert m.read_file(f"{SYSFS}/test_klp_atomic_replace/replace") == "1\n"
+    m.write_file(path, "7")
+    assert m.read_file(path) == "7\n"
+    with pytest.raises(ShellError) as e:
+        m.write_file(path, "seven")
+    assert e.value.errno == 22
+
+
+def test_patch_state_in_proc(lp_machine: Machine) -> None:
+    assert lp_machine.read_file("/proc/1/patch_state") == "-1\n"
