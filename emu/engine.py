@@ -204,16 +204,23 @@ class Engine:
         self._batch.write(values)
 
     # -- hooks --
-    def hook_code_at(self, address: int, callback: Callable[[], None]) -> None:
-        """Call `callback()` each time the instruction at `address` is about to run."""
+    def hook_code_at(self, address: int, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` each time the instruction at `address` is about to
+        run; returns the function that removes the hook."""
         def on_code(uc: Uc, addr: int, size: int, data: object) -> None:
             try:
                 callback()
             except BaseException as exc:   # re-raised by run(), never swallowed
                 self._hook_error = exc
                 uc.emu_stop()
-        self._hooks.append(self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address))
+        handle = self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
+        self._hooks.append(handle)
         self.invalidate(address, 1)
+
+        def remove() -> None:
+            self.uc.hook_del(handle)
+            self._hooks.remove(handle)
+        return remove
 
     def hook_syscall(self, callback: Callable[[], None]) -> None:
         def on_syscall(uc: Uc, data: object) -> None:

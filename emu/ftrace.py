@@ -1,22 +1,40 @@
-"""ftrace: the fentry call sites of every traceable function, and rewriting them.
+"""ftrace: the fentry call sites of every traceable function, and who uses them.
 
 At start-up every `__mcount_loc` site (a 5-byte `call __fentry__`) becomes the
 5-byte NOP, before any CPU runs. Rewriting a site later happens with every
 CPU stopped (stop_machine) and drops every CPU's translated code for it:
 Unicorn does not notice host writes to code (field notes §4).
+
+Users register `FtraceOps` on sites, as in the kernel, with the kernel's
+rules: one IPMODIFY ops per site (-EBUSY otherwise), PERMANENT ops refused
+while the `kernel.ftrace_enabled` sysctl is 0 and keeping it from going to 0.
+A site with only an IPMODIFY ops jumps straight to its target (the livepatch
+trampoline); with callback ops too, it jumps to a small generated chain that
+calls each callback and then jumps on (ftrace's list function, compiled).
 """
 from __future__ import annotations
 
+import errno
+import re
 import struct
-from typing import TYPE_CHECKING
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from .errors import EmuError, ImageError
 
 if TYPE_CHECKING:
+    from .cpu import Cpu
+    from .guestcall import ServiceContext
     from .machine import Machine
 
 NOP5 = bytes.fromhex("0f1f440000")
 CALL, JMP = 0xE8, 0xE9
+FTRACE_OPS_FL_IPMODIFY = 1 << 0
+FTRACE_OPS_FL_PERMANENT = 1 << 1
+SYSCTL = "/proc/sys/kernel/ftrace_enabled"
+CHAIN_SLOT = 128            # bytes of generated code per chain
+_SYSCTL_INT = re.compile(r"\s*([-+]?\d+)\s*\Z")
 
 
 def rel32_insn(opcode: int, site: int, target: int) -> bytes:
@@ -25,6 +43,25 @@ def rel32_insn(opcode: int, site: int, target: int) -> bytes:
     if not -(1 << 31) <= disp < (1 << 31):
         raise EmuError(f"{target:#x} is out of rel32 reach of {site:#x}")
     return bytes([opcode]) + struct.pack("<i", disp)
+
+
+@dataclass(eq=False)
+class FtraceOps:
+    """A user of ftrace sites (struct ftrace_ops, reduced to what decides the code).
+
+    An IPMODIFY ops takes the function over: the site ends in `jmp target`,
+    entered with the stack exactly as at the function's entry. Any other ops
+    is a `callback` called on the way, with r11 = the site's address and
+    [rsp+8] = the traced function's return address; it must preserve every
+    register but r11 (and the flags)."""
+    name: str
+    flags: int
+    target: int = 0
+    callback: int = 0
+
+    @property
+    def ipmodify(self) -> bool:
+        return bool(self.flags & FTRACE_OPS_FL_IPMODIFY)
 
 
 class Ftrace:
@@ -42,6 +79,11 @@ class Ftrace:
             self.sites[site] = loc.symbol.name
             machine.mem.write(site, NOP5)
         self._module_sites: dict[str, list[int]] = {}
+        self.ops: dict[int, list[FtraceOps]] = {}      # site -> registered ops, oldest first
+        self.enabled = 1                                # the kernel.ftrace_enabled sysctl
+        self._chains: dict[int, int] = {}               # site -> its chain's code
+        self._free_chains: deque[int] = deque()         # FIFO: a freed chain is reused last
+        machine.vfs.register(SYSCTL, self._sysctl_show, self._sysctl_store, mode=0o644)
 
     def add_module_sites(self, module: str, sites: list[int]) -> None:
         """A loaded module's sites (already NOPed by the loader)."""
@@ -53,6 +95,10 @@ class Ftrace:
     def remove_module_sites(self, module: str) -> None:
         for site in self._module_sites.pop(module, []):
             self.sites.pop(site, None)
+            self.ops.pop(site, None)
+            chain = self._chains.pop(site, None)
+            if chain is not None:
+                self._free_chains.append(chain)
 
     def site_of(self, function: str) -> int:
         """The fentry site of a traceable vmlinux function; EmuError if it has none."""
@@ -77,3 +123,121 @@ class Ftrace:
 
     def reset_site(self, site: int) -> None:
         self.write_site(site, NOP5)
+
+    # ------------------------------------------------------------ ops
+    def register(self, ops: FtraceOps, site: int) -> int:
+        """register_ftrace_function() for one site: 0 or -errno, as the kernel."""
+        return self.register_many(ops, [site])
+
+    def register_many(self, ops: FtraceOps, sites: list[int]) -> int:
+        """One ops on many sites (a filter), all or nothing, in one stop_machine."""
+        if any(site not in self.sites for site in sites):
+            return -errno.EINVAL
+        if ops.flags & FTRACE_OPS_FL_PERMANENT and not self.enabled:
+            return -errno.EBUSY
+        if ops.ipmodify and any(self.owner(site) for site in sites):
+            return -errno.EBUSY
+        for site in sites:
+            self.ops.setdefault(site, []).append(ops)
+        self._update(sites)
+        return 0
+
+    def unregister(self, ops: FtraceOps, site: int) -> None:
+        self.unregister_many(ops, [site])
+
+    def unregister_many(self, ops: FtraceOps, sites: list[int]) -> None:
+        changed = []
+        for site in sites:
+            users = self.ops.get(site, [])
+            if ops in users:
+                users.remove(ops)
+                if not users:
+                    del self.ops[site]
+                changed.append(site)
+        self._update(changed)
+
+    def retarget(self, ops: FtraceOps, site: int, target: int) -> None:
+        """Point a registered IPMODIFY ops somewhere else (ftrace_modify_direct)."""
+        if ops.target != target:
+            ops.target = target
+            if ops in self.ops.get(site, []):
+                self._update([site])
+
+    def owner(self, site: int) -> FtraceOps | None:
+        """The IPMODIFY ops of a site, if any."""
+        return next((o for o in self.ops.get(site, []) if o.ipmodify), None)
+
+    def python_callback(self, handler: Callable[["Cpu"], None]) -> int:
+        """A callback address for a non-IPMODIFY ops implemented in Python:
+        a `ret` whose code hook runs `handler(cpu)` (r11 = the site, [rsp+8] =
+        the traced function's caller). Slow, like every Python hook: for tracing."""
+        stub = self._free_chains.popleft() if self._free_chains else self._new_chain_slot()
+        self.machine.text_poke(stub, b"\xc3")
+        for cpu in self.machine.cpus:
+            cpu.engine.hook_code_at(stub, lambda cpu=cpu: handler(cpu))
+        return stub
+
+    def _update(self, sites: list[int]) -> None:
+        """Make the sites' code match their ops (and the sysctl), in one stop_machine."""
+        writes: list[tuple[int, bytes]] = []
+        freed: list[int] = []
+        for site in sites:
+            users = self.ops.get(site, []) if self.enabled else []
+            callbacks = [o for o in users if not o.ipmodify]
+            owner = next((o for o in users if o.ipmodify), None)
+            old_chain = self._chains.pop(site, None)
+            if old_chain is not None:
+                freed.append(old_chain)
+            if not users:
+                insn = NOP5
+            elif not callbacks:
+                # an owner sending calls on to the body itself needs no jump at all
+                insn = NOP5 if owner.target == site + 5 else rel32_insn(JMP, site, owner.target)
+            else:
+                chain = self._free_chains.popleft() if self._free_chains else self._new_chain_slot()
+                writes.append((chain, self._chain_code(chain, site, callbacks, owner)))
+                self._chains[site] = chain
+                insn = rel32_insn(JMP, site, chain)
+            if self.read_site(site) != insn:
+                writes.append((site, insn))
+        if writes:
+            self.machine.text_poke_many(writes)
+        self._free_chains.extend(freed)
+
+    def _new_chain_slot(self) -> int:
+        page = self.machine.modules.alloc_pages(4096)
+        self._free_chains.extend(page + i * CHAIN_SLOT for i in range(1, 4096 // CHAIN_SLOT))
+        return page
+
+    @staticmethod
+    def _chain_code(chain: int, site: int, callbacks: list[FtraceOps], owner: FtraceOps | None) -> bytes:
+        code = bytearray()
+        for ops in callbacks:
+            code += b"\x49\xbb" + struct.pack("<Q", site)              # movabs r11, site
+            code += rel32_insn(CALL, chain + len(code), ops.callback)
+        code += rel32_insn(JMP, chain + len(code), owner.target if owner else site + 5)
+        if len(code) > CHAIN_SLOT:
+            raise EmuError(f"too many ftrace callbacks on {site:#x}")
+        return bytes(code)
+
+    # ------------------------------------------------------------ kernel.ftrace_enabled
+    def set_enabled(self, value: int) -> int:
+        """ftrace_enable_sysctl: 0, or -EBUSY when PERMANENT ops are registered."""
+        if bool(value) == bool(self.enabled):
+            self.enabled = value
+            return 0
+        if not value and any(o.flags & FTRACE_OPS_FL_PERMANENT for users in self.ops.values() for o in users):
+            return -errno.EBUSY
+        self.enabled = value
+        self._update(list(self.ops))
+        return 0
+
+    def _sysctl_show(self) -> str:
+        return f"{self.enabled}\n"
+
+    def _sysctl_store(self, ctx: "ServiceContext", text: str) -> int:
+        match = _SYSCTL_INT.match(text)
+        if match is None or not -(1 << 31) <= int(match.group(1)) < (1 << 31):
+            return -errno.EINVAL
+        ret = self.set_enabled(int(match.group(1)))
+        return ret if ret else len(text.encode())

@@ -83,6 +83,11 @@ class Kallsyms:
             return matches[0] if len(matches) == 1 else None
         return matches[sympos - 1] if 0 < sympos <= len(matches) else None
 
+    def lookup_name(self, name: str) -> int | None:
+        """kallsyms_lookup_name(): the first symbol of that name, vmlinux first."""
+        entries = sorted(self._by_name.get(name, []), key=lambda e: e[1] is not None)
+        return entries[0][0].address if entries else None
+
     def count(self, name: str, module: str | None = None) -> int:
         return sum(1 for _, m in self._by_name.get(name, []) if m == module)
 

@@ -28,12 +28,14 @@ from .guestcall import GuestCalls
 from .hypercalls import REGISTRY
 from .image import ElfImage
 from .kallsyms import Kallsyms
+from .kprobes import Kprobes
 from .modules import ModuleManager
-from .memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, AddressSpace, Ram,
+from .memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, MiB, AddressSpace, Ram,
                      USER_CODE_PHYS, build_page_tables, write_gdt)
 from .oops import Oops
 from .shell import Shell
 from .tasks import TaskView
+from .tracing import FunctionTracer
 from .unwind_glue import StackWalker
 from .vfs import Vfs
 
@@ -51,6 +53,7 @@ USER_STAGING = abi("USER_STAGING")
 SYS_KLPEMU_CALL = 502
 SYS_INIT_MODULE, SYS_DELETE_MODULE = 175, 176
 O_NONBLOCK = 0o4000
+S_IFDIR = 0o040000
 STAGING_SIZE = 0x200000
 VECTOR_ENTRIES = {
     LOCAL_TIMER_VECTOR: "asm_sysvec_apic_timer_interrupt",
@@ -86,6 +89,7 @@ class MachineConfig:
     cpus: int = 2
     seed: int = 0
     cmdline: str = "console=ttyS0 klpemu"
+    ram_mib: int = 192                 # guest RAM; the heap (tasks, stacks) is all above 96 MiB
     quantum_min: int = 2_000           # instructions
     quantum_max: int = 20_000
     watchdog_thresh_s: float = 10.0    # the kernel's watchdog_thresh
@@ -101,14 +105,17 @@ class Machine:
             config = MachineConfig(**{**config.__dict__, **overrides})
         if not 1 <= config.cpus <= 8:
             raise EmuError(f"cpus must be between 1 and 8, not {config.cpus}")
+        if config.ram_mib < 128:
+            raise EmuError(f"ram_mib must be at least 128 (the heap starts at 96 MiB), not {config.ram_mib}")
         if not 1 <= config.quantum_min <= config.quantum_max:
             raise EmuError("quantum_min must be >= 1 and <= quantum_max")
         self.config = config
         self.kernel = ElfImage(resolve_kernel(config.kernel))
         self.user = ElfImage(config.user_image)
         self.offsets = self.kernel.offsets()
+        self._pcpu_areas = self.symbol_address("pcpu_areas")   # hot: current_task() per task check
         self.rng = random.Random(config.seed)
-        self.ram = Ram()
+        self.ram = Ram(config.ram_mib * MiB)
         self.mem = AddressSpace(self.ram)
         self.kallsyms = Kallsyms()
         self.kallsyms.add(self.kernel.symbols)
@@ -134,6 +141,8 @@ class Machine:
         self._until = PAGE_OFFSET + PARK_PHYS + 0x800    # never reached
         self.cpus = [Cpu(i, Engine(self.ram, cr3, gdt, self.mem.v2p)) for i in range(config.cpus)]
         self.ftrace = Ftrace(self)
+        self.tracer = FunctionTracer(self)
+        self.kprobes = Kprobes(self)
         self.walker = StackWalker(self)
         self.modules = ModuleManager(self)
         self.extensions: dict[str, object] = {}
@@ -334,7 +343,7 @@ class Machine:
 
     # ---------------------------------------------------------------- guest state
     def pcpu_address(self, index: int) -> int:
-        return self.symbol_address("pcpu_areas") + index * self.offsets["PCPU_size"]
+        return self._pcpu_areas + index * self.offsets["PCPU_size"]
 
     def current_task(self, cpu: Cpu) -> int:
         """The task running on `cpu` (its per-CPU current_task)."""
@@ -420,31 +429,46 @@ class Machine:
 
     def exists(self, path: str) -> bool:
         """Whether a /proc or /sys path exists (no syscall: a look at the trees)."""
-        return self.vfs.exists(path) or self.guest_file(path) is not None
+        return self.vfs.exists(path) or path in self.guest_entries() or self.is_dir(path)
 
     def is_dir(self, path: str) -> bool:
-        return self.vfs.is_dir(path)
+        """A directory of the Python trees, or of the guest's table (a kobject's
+        directory, or one implied by the files below it)."""
+        path = path.rstrip("/") or "/"
+        if self.vfs.is_dir(path):
+            return True
+        below = path.rstrip("/") + "/"
+        return any((p == path and mode & S_IFDIR) or p.startswith(below)
+                   for p, mode in self.guest_entries().items())
 
     def listdir(self, path: str) -> list[str]:
-        return self.vfs.listdir(path)
+        below = path.rstrip("/") + "/"
+        guest = {p[len(below):].split("/", 1)[0] for p in self.guest_entries() if p.startswith(below)}
+        return sorted(guest.union(self.vfs.listdir(path)))
 
     def file_mode(self, path: str) -> int:
+        """Permission bits (0o755 for a directory)."""
         mode = self.vfs.mode(path)
         if mode is None:
-            mode = self.guest_file(path)
+            mode = self.guest_entries().get(path)
+            if mode is None and self.is_dir(path):
+                mode = 0o755
         if mode is None:
             raise EmuError(f"{path} does not exist")
-        return mode
+        return mode & 0o7777
 
-    def guest_file(self, path: str) -> int | None:
-        """The mode of a file served by the guest's own VFS table, if any."""
+    def guest_entries(self) -> dict[str, int]:
+        """The guest's own VFS table (/proc files, sysfs kobjects and their
+        attributes): path -> mode, S_IFDIR set for a directory."""
         base, stride = self.symbol_address("entries"), self.offsets["PDE_size"]
+        path_off, mode_off = self.offsets["PDE_path"], self.offsets["PDE_mode"]
         count = self.mem.read_s32(self.symbol_address("nr_entries"))
+        entries = {}
         for i in range(count):
             entry = base + i * stride
-            if self.mem.read_cstr(entry + self.offsets["PDE_path"], 64) == path:
-                return int.from_bytes(self.mem.read(entry + self.offsets["PDE_mode"], 2), "little")
-        return None
+            entries[self.mem.read_cstr(entry + path_off, 64)] = int.from_bytes(self.mem.read(entry + mode_off, 2),
+                                                                              "little")
+        return entries
 
     def read_file(self, path: str) -> str:
         """`cat PATH` through the guest shell."""
@@ -538,8 +562,13 @@ class Machine:
     def text_poke(self, address: int, data: bytes) -> None:
         """Write guest code with every CPU stopped, then drop every CPU's stale
         translations of it (the emulator's sync_core IPI)."""
+        self.text_poke_many([(address, data)])
+
+    def text_poke_many(self, writes: list[tuple[int, bytes]]) -> None:
+        """Several code writes in one stop_machine."""
         def poke() -> None:
-            self.mem.write(address, data)
-            for cpu in self.cpus:
-                cpu.engine.invalidate(address, len(data))
+            for address, data in writes:
+                self.mem.write(address, data)
+                for cpu in self.cpus:
+                    cpu.engine.invalidate(address, len(data))
         self.stop_machine(poke)

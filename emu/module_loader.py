@@ -91,6 +91,7 @@ class KlpRela:
     type: int
     symbol: str           # e.g. ".klp.sym.vmlinux.foo,0"
     addend: int
+    shndx: int = SHN_LIVEPATCH    # the symbol's st_shndx (livepatch checks it)
 
 
 @dataclass(frozen=True)
@@ -379,9 +380,16 @@ def load_module(data: bytes, name: str, base: int,
                 raise elf.bad(f"relocation {k} of {rsec.name}: symbol index {info >> 32} "
                               f"out of range")
         if rsec.flags & SHF_RELA_LIVEPATCH:
+            for k, (off, info, _add) in enumerate(entries):
+                handler = RELOCATIONS.get(info & 0xFFFFFFFF)
+                width = handler.width if handler else 8
+                if target.type == SHT_NOBITS or off + width > target.size:
+                    raise elf.bad(f"relocation {k} of {rsec.name}: offset {off:#x} (+{width}) "
+                                  f"outside {target.name} (size {target.size:#x})")
             klp.append(KlpRelaSection(
                 rsec.name, target.name, sec_addr(target.index),
-                tuple(KlpRela(off, info & 0xFFFFFFFF, elf.symbols[info >> 32].name, add)
+                tuple(KlpRela(off, info & 0xFFFFFFFF, elf.symbols[info >> 32].name, add,
+                              elf.symbols[info >> 32].shndx)
                       for off, info, add in entries)))
             continue
         tbase = offsets[target.index]

@@ -70,6 +70,9 @@ class ModuleManager:
         self.machine = machine
         self.modules: dict[str, Module] = {}
         self.notifiers: list[ModuleNotifier] = []
+        # klp_apply_section_relocs for vmlinux, called by the loader
+        # (set by the livepatch core): 0 or -errno
+        self.apply_livepatch_relocs: Callable[[Module], int] | None = None
         self._next = MODULES_VADDR
         self._tainted = False
         self._vmlinux_exports = machine.kernel.ksymtab()
@@ -137,6 +140,10 @@ class ModuleManager:
         mod = Module(image.name, image, image.this_module, image.modinfo.get("livepatch") == ["Y"],
                      {p.name: p for p in image.params})
         self._set_state(mod, ModuleState.UNFORMED)
+        if self.apply_livepatch_relocs is not None:
+            err = self.apply_livepatch_relocs(mod)
+            if err:
+                return err
         err = self._parse_args(ctx, mod, uargs)
         if err:
             return err

@@ -38,6 +38,7 @@ class Reloc:
     number = -1
     name = "R_X86_64_?"
     width = 0
+    pc_relative = False       # the value is S + A - P (else S + A)
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
@@ -64,6 +65,7 @@ class R_X86_64_64(Reloc):
 class R_X86_64_PC32(Reloc):
     """S + A - P, signed 32 bits (RIP-relative data)."""
     number, name, width = 2, "R_X86_64_PC32", 4
+    pc_relative = True
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
@@ -105,6 +107,7 @@ class R_X86_64_32S(Reloc):
 class R_X86_64_PC64(Reloc):
     """S + A - P, 64 bits (the kernel's x86-64 loader accepts it too)."""
     number, name, width = 24, "R_X86_64_PC64", 8
+    pc_relative = True
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:

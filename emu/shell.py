@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 OP_CAT, OP_WRITE, OP_SYSCALL, OP_SPAWN = 1, 2, 3, 4
+# What a user task runs (user.c's enum user_mode): getpid forever, or nanosleep forever.
+MODE_GETPID_LOOP, MODE_SLEEPER = 1, 2
 SEQ, DONE_SEQ, OP, STATUS, ARGS, DATA_LEN, OUT_LEN = 0, 8, 16, 24, 32, 80, 88
 PATH, DATA, OUT = 96, 96 + 256, 96 + 256 + 4096
 PATH_MAX, DATA_MAX, OUT_MAX = 256, 4096, 16384
@@ -49,6 +51,10 @@ class Shell:
 
     def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = (),
                  timeout_s: float = 60.0) -> int:
+        return self._wait(self._post(op, path=path, data=data, args=args), timeout_s)
+
+    def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
+        """Hand the shell a command and ring; its sequence number."""
         m = self.machine
         raw_path = path.encode()
         if len(raw_path) >= PATH_MAX:
@@ -66,6 +72,13 @@ class Shell:
         m.mem.write(self.mailbox + DATA, data)
         m.mem.write_u64(self.mailbox + SEQ, seq)
         m.ring_doorbell()
+        return seq
+
+    def _wait(self, seq: int, timeout_s: float) -> int:
+        m = self.machine
+        task = self.task()
+        if task is None:
+            raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         address = task.address
         m.run_until(lambda: self._u64(DONE_SEQ) == seq or address in m.dead_tasks,
                     timeout_s=timeout_s, what=f"the shell (pid {self.pid}) to finish")
@@ -97,6 +110,17 @@ class Shell:
             raise self._fail(f"cat: {path}", status)
         n = self._u64(OUT_LEN)
         return self.machine.mem.read(self.mailbox + OUT, n).decode("utf-8", "replace")
+
+    def cat_background(self, path: str) -> None:
+        """`cat PATH &`: the shell starts reading while the caller goes on
+        running the machine; cat_result() waits for it."""
+        self._post(OP_CAT, path=path)
+
+    def cat_result(self, path: str, timeout_s: float = 60.0) -> str:
+        status = self._wait(self._u64(SEQ), timeout_s)
+        if status < 0:
+            raise self._fail(f"cat: {path}", status)
+        return self.machine.mem.read(self.mailbox + OUT, self._u64(OUT_LEN)).decode("utf-8", "replace")
 
     def write(self, path: str, data: str) -> int:
         status = self._command(OP_WRITE, path=path, data=data.encode())

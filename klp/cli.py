@@ -12,6 +12,12 @@ import sys
 from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineCrashed, MachineConfig
+from emu.machine import resolve_kernel
+
+from .core import Livepatch, core_of
+from .hazard import image_hazards
+from .build import BuildError, build_module
+from .ops import BACKENDS
 from .scenario import ScenarioError, ScenarioRunner
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
@@ -19,7 +25,7 @@ JSON_SCHEMA_VERSION = 1
 
 
 def _machine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default="modern", help="flavour name (modern) or path to a vmlinux")
+    p.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
     p.add_argument("--cpus", type=int, default=2, help="number of CPUs (1-8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scheduling interleaving")
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
@@ -51,6 +57,23 @@ def format_task_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def blocking_json(m: Machine) -> dict[str, object] | None:
+    """The livepatch transition still in progress and who blocked its last try."""
+    core = core_of(m)
+    t = core.transition if core else None
+    if t is None or t.patch is None:
+        return None
+    return {"patch": t.patch.name, "target": t.target.name.lower(), "tries": t.signals_cnt,
+            "last_try_ns": t.last_try_ns,
+            "tasks": [{"pid": b.pid, "comm": b.comm, "reason": b.reason.value, "detail": b.detail,
+                       "stack": list(b.stack)} for b in t.blocking]}
+
+
+def blocking_report(m: Machine) -> str:
+    core = core_of(m)
+    return core.transition.report() if core else "livepatch: no transition in progress\n"
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
     m = _machine(args)
     m.boot()
@@ -75,7 +98,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     m = _machine(args)
     m.boot()
     out = io.StringIO() if args.json else sys.stdout
-    runner = ScenarioRunner(m, out, module_dirs=args.module_dir)
+    runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch)
+    if args.unsafe_switch_to:
+        Livepatch.attach(m).allow_unsafe_switch_to()
     try:
         result = runner.run_text(text)
     except ScenarioError as exc:
@@ -84,11 +109,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if not args.json:
             sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
+            if args.blocking:
+                sys.stdout.write("\n--- blocking tasks ---\n" + blocking_report(m))
     if args.json:
+        extra = {"blocking": blocking_json(m)} if args.blocking else {}
         json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
-                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns}, sys.stdout, indent=1)
+                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns, **extra}, sys.stdout, indent=1)
         sys.stdout.write("\n")
     return result.exit_code
+
+
+def cmd_hazards(args: argparse.Namespace) -> int:
+    try:
+        hazards = image_hazards(resolve_kernel(args.kernel))
+    except (EmuError, OSError) as exc:
+        print(f"klpemu: hazards: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        json.dump({"schema": JSON_SCHEMA_VERSION, "kernel": args.kernel,
+                   "hazards": [{"function": h.function, "reason": h.reason} for h in hazards]},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        width = max((len(h.function) for h in hazards), default=0)
+        for h in hazards:
+            print(f"{h.function:<{width}}  {h.reason}")
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    try:
+        out = build_module(args.sources, args.output, livepatch=args.livepatch)
+    except BuildError as exc:
+        print(f"klpemu: build: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(out)
+    return EXIT_OK
+
+
+BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    # benchmarks/ lives next to klp/ in the source tree and is not installed
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.run import main as bench_main
+    return bench_main([*args.names, *(["--quick"] if args.quick else []),
+                       *(["--out", str(args.out)] if args.out else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +173,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--module-dir", action="append", default=[], type=Path,
                      help="look for NAME.ko here before the built fixtures (repeatable)")
     run.add_argument("--json", action="store_true", help="machine-readable steps, outcome and log")
+    run.add_argument("--blocking", action="store_true",
+                     help="at the end, report the tasks that block a livepatch transition still in "
+                          "progress, why (running, unreliable stack, sleeping on which function) and "
+                          "their stacks")
+    run.add_argument("--dispatch", choices=BACKENDS, default="native",
+                     help="how patched functions are dispatched: native trampolines (default) "
+                          "or a Python code hook per call (slow; for tracing)")
+    run.add_argument("--unsafe-switch-to", action="store_true",
+                     help="let a livepatch replace a function that switches stacks without saving "
+                          "RIP even if tasks would resume in a different frame (reproduces the "
+                          "crash; loud in dmesg)")
     _machine_args(run)
     run.set_defaults(func=cmd_run)
+    hazards = sub.add_parser("hazards", help="list the functions of a kernel image that are unsafe "
+                                             "to livepatch, and why")
+    hazards.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
+    hazards.add_argument("--json", action="store_true", help="machine-readable output")
+    hazards.set_defaults(func=cmd_hazards)
+    build = sub.add_parser("build", help="compile kernel-style module sources into NAME.ko for the guest "
+                                         "(KLP_MODULE_RELOC annotations become .klp.rela relocations)")
+    build.add_argument("sources", nargs="+", type=Path)
+    build.add_argument("-o", "--output", required=True, type=Path, help="the module, NAME.ko")
+    build.add_argument("--livepatch", action="store_true", help="mark it a livepatch module (livepatch=Y)")
+    build.set_defaults(func=cmd_build)
+    bench = sub.add_parser("bench", help="run the benchmark suite: tables, a dated JSON and SVG charts "
+                                         "(benchmarks/README.md)")
+    bench.add_argument("names", nargs="*", metavar="NAME",
+                       help=f"run only these ({', '.join(BENCHMARK_NAMES)}; default: all)")
+    bench.add_argument("--quick", action="store_true", help="fewer rounds and sizes (under a minute)")
+    bench.add_argument("--out", type=Path, help="directory for the JSON and SVGs (default: benchmarks/results)")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

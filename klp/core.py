@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING
 
 from emu.hypercalls import hypercall
 from emu.modules import Module
+from emu.tasks import TIF_PATCH_PENDING
 from emu.vfs import FileNode
 
 from .objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch,
                       KlpState, KlpStateEntry)
+from . import klp_relocs
+from .hazard import SwitchCheck
 from .ops import Dispatch
 from .transition import Transition
 
@@ -38,22 +41,30 @@ class KlpError(Exception):
 class Livepatch:
     """The livepatch core of one machine (klp_patches, klp_mutex, …)."""
 
-    def __init__(self, machine: "Machine") -> None:
+    def __init__(self, machine: "Machine", backend: str = "native") -> None:
         self.machine = machine
         self.g = GuestStructs(machine)
         self.patches: list[KlpPatch] = []          # klp_patches: enabled or in transition
-        self.dispatch = Dispatch(machine)
+        self.dispatch = Dispatch(machine, backend)
         self.transition = Transition(self)
         self._locked = False
+        self._switch_check: SwitchCheck | None = None
+        self.unsafe_switch_to = False  # see allow_unsafe_switch_to()
 
     @classmethod
-    def attach(cls, machine: "Machine") -> "Livepatch":
+    def attach(cls, machine: "Machine", backend: str | None = None) -> "Livepatch":
+        """The machine's livepatch core, created on first use. `backend` picks
+        the dispatch (ops.BACKENDS; native by default) and cannot change later."""
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):
+            if backend is not None and backend != core.dispatch.backend:
+                raise ValueError(f"this machine's livepatch core already uses the "
+                                 f"{core.dispatch.backend} dispatch backend")
             return core
-        core = cls(machine)
+        core = cls(machine, backend or "native")
         machine.extensions["klp"] = core
         machine.modules.notifiers.append(core)
+        machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(core, mod)
         machine.vfs.register_dir(SYSFS)
         machine.vfs.register_dynamic(r"/proc/(\d+)/patch_state", core._patch_state_node)
         return core
@@ -150,6 +161,7 @@ class Livepatch:
                 return -errno.ENODEV
             try:
                 self.init_patch(patch)
+                self.check_switch_frames(patch)
             except KlpError as err:
                 self.free_patch_start(patch)
                 self.machine.modules.put(patch.module)
@@ -161,6 +173,30 @@ class Livepatch:
             return ret
         finally:
             self.unlock()
+
+    def allow_unsafe_switch_to(self) -> None:
+        """Let patches replace functions that switch stacks without saving RIP
+        even when a task would resume in a different frame (klp/hazard.py):
+        for reproducing the crash, never for real use."""
+        self.unsafe_switch_to = True
+        self.log("UNSAFE: switch_to/RIP frame check disabled: patching a function that "
+                 "switches stacks without saving RIP may crash the kernel", PR_WARN)
+
+    def check_switch_frames(self, patch: KlpPatch) -> None:
+        """Refuse (-EINVAL) a patch after which a sleeping task would resume in a
+        frame other than the one it slept in, unless overridden (loudly)."""
+        if self._switch_check is None:
+            self._switch_check = SwitchCheck(self.machine)
+        check = self._switch_check
+        problems = [p for obj in patch.objs if obj.loaded for func in obj.funcs if not func.nop
+                    for p in check.problems(obj.name, func)]
+        for text in problems:
+            self.log(text, PR_WARN if self.unsafe_switch_to else PR_ERR)
+        if problems and not self.unsafe_switch_to:
+            raise KlpError(errno.EINVAL)
+        if problems:
+            self.log(f"UNSAFE: enabling patch '{patch.name}' anyway (switch_to/RIP check "
+                     "overridden)", PR_WARN)
 
     def is_compatible(self, new: KlpPatch) -> bool:
         """klp_is_patch_compatible (system states)."""
@@ -201,21 +237,17 @@ class Livepatch:
         self.mirror_obj(obj)
 
     def init_object_loaded(self, patch: KlpPatch, obj: KlpObject) -> None:
-        """Resolve old_func and the sizes (klp_init_object_loaded)."""
+        """Write a module object's klp relocations (vmlinux's were written when
+        the livepatch module loaded), resolve old_func and the sizes
+        (klp_init_object_loaded)."""
         ks = self.machine.kallsyms
+        if obj.name is not None:
+            ret = klp_relocs.write_object_relocs(self, patch, obj, apply=True)
+            if ret:
+                raise KlpError(-ret)
         for func in obj.funcs:
-            count = ks.count(func.old_name, obj.name)
-            if count == 0:
-                self.log(f"symbol '{func.old_name}' not found in symbol table", PR_ERR)
-                raise KlpError(errno.EINVAL)
-            if func.old_sympos == 0 and count > 1:
-                self.log(f"unresolvable ambiguity for symbol '{func.old_name}' in object "
-                         f"'{obj.name if obj.name else '(null)'}'", PR_ERR)
-                raise KlpError(errno.EINVAL)
-            sym = ks.find(func.old_name, obj.name, func.old_sympos or 0)
+            sym = klp_relocs.find_object_symbol(self, obj.name, func.old_name, func.old_sympos)
             if sym is None:
-                self.log(f"symbol position {func.old_sympos} for symbol '{func.old_name}' in object "
-                         f"'{obj.display_name}' not found", PR_ERR)
                 raise KlpError(errno.EINVAL)
             func.old_func, func.old_size = sym.address, sym.size
             if func.nop:
@@ -278,7 +310,11 @@ class Livepatch:
                 self.log(f"failed to find location for function '{func.old_name}'", PR_ERR)
                 self.unpatch_object(obj)
                 return -errno.EINVAL
-            self.dispatch.push(func)
+            ret = self.dispatch.push(func)
+            if ret:
+                self.log(f"failed to register ftrace handler for function '{func.old_name}' ({ret})", PR_ERR)
+                self.unpatch_object(obj)
+                return ret
             self.mirror_func(func)
         obj.patched = True
         self.mirror_obj(obj)
@@ -373,66 +409,83 @@ class Livepatch:
 
     # ------------------------------------------------------------ modules
     def module_coming(self, ctx: "ServiceContext", mod: Module) -> int:
-        """klp_module_coming."""
+        """klp_module_coming: patch a loading module before its init runs;
+        0, or -errno to refuse the module."""
         if mod.name == "vmlinux":
             self.log("vmlinux.ko: invalid module name", PR_ERR)
             return -errno.EINVAL
-        mod.data["klp_alive"] = True
-        done: list[tuple[KlpPatch, KlpObject]] = []
+        self.lock(ctx)
+        try:
+            mod.data["klp_alive"] = True
+            for patch in list(self.patches):
+                obj = next((o for o in patch.objs if o.name == mod.name), None)
+                if obj is None:
+                    continue
+                ret = self._apply_to_coming(ctx, patch, obj, mod)
+                if ret:
+                    self.log(f"patch '{patch.name}' failed for module '{mod.name}', refusing to load "
+                             f"module '{mod.name}'", PR_WARN)
+                    mod.data["klp_alive"] = False
+                    obj.mod = None
+                    self.mirror_obj(obj)
+                    self.cleanup_module_patches(ctx, mod, limit=patch)
+                    return ret
+            return 0
+        finally:
+            self.unlock()
+
+    def _apply_to_coming(self, ctx: "ServiceContext", patch: KlpPatch, obj: KlpObject, mod: Module) -> int:
+        obj.mod = mod
+        self.mirror_obj(obj)                # the callbacks read obj->mod
+        try:
+            self.init_object_loaded(patch, obj)
+        except KlpError as err:
+            self.log(f"failed to initialize patch '{patch.name}' for module '{mod.name}' (-{err.errno})",
+                     PR_WARN)
+            return -err.errno
+        self.log(f"applying patch '{patch.name}' to loading module '{mod.name}'")
+        ret = self.pre_patch(ctx, obj)
+        if ret:
+            self.log(f"pre-patch callback failed for object '{obj.name}'", PR_WARN)
+            return ret
+        ret = self.patch_object(obj)
+        if ret:
+            self.log(f"failed to apply patch '{patch.name}' to module '{mod.name}' ({ret})", PR_WARN)
+            self.post_unpatch(ctx, obj)
+            return ret
+        # a patch in transition runs post_patch when the transition completes
+        if patch is not self.transition.patch:
+            self.post_patch(ctx, obj)
+        return 0
+
+    def module_going(self, ctx: "ServiceContext", mod: Module) -> None:
+        """klp_module_going: after the module's exit (or its failed init)."""
+        self.lock(ctx)
+        try:
+            mod.data["klp_alive"] = False
+            self.cleanup_module_patches(ctx, mod, limit=None)
+        finally:
+            self.unlock()
+
+    def cleanup_module_patches(self, ctx: "ServiceContext", mod: Module, limit: KlpPatch | None) -> None:
+        """klp_cleanup_module_patches_limited: revert `mod`'s object in every
+        patch before `limit` (all of them when None)."""
         for patch in list(self.patches):
+            if patch is limit:
+                break
             obj = next((o for o in patch.objs if o.name == mod.name), None)
             if obj is None:
                 continue
-            obj.mod = mod
-            try:
-                self.init_object_loaded(patch, obj)
-            except KlpError as err:
-                self.log(f"failed to initialize patch '{patch.name}' for module '{mod.name}' (-{err.errno})",
-                         PR_WARN)
-                return self._coming_failed(ctx, mod, patch, obj, done, -err.errno)
-            self.log(f"applying patch '{patch.name}' to loading module '{mod.name}'")
-            ret = self.pre_patch(ctx, obj)
-            if ret:
-                self.log(f"pre-patch callback failed for object '{obj.name}'", PR_WARN)
-                return self._coming_failed(ctx, mod, patch, obj, done, ret)
-            ret = self.patch_object(obj)
-            if ret:
-                self.log(f"failed to apply patch '{patch.name}' to module '{mod.name}' ({ret})", PR_WARN)
-                self.post_unpatch(ctx, obj)
-                return self._coming_failed(ctx, mod, patch, obj, done, ret)
-            if patch is not self.transition.patch:
-                self.post_patch(ctx, obj)
-            self.mirror_obj(obj)
-            done.append((patch, obj))
-        return 0
-
-    def _coming_failed(self, ctx: "ServiceContext", mod: Module, patch: KlpPatch, obj: KlpObject,
-                       done: list[tuple[KlpPatch, KlpObject]], ret: int) -> int:
-        self.log(f"patch '{patch.name}' failed for module '{mod.name}', refusing to load module "
-                 f"'{mod.name}'", PR_WARN)
-        mod.data["klp_alive"] = False
-        obj.mod = None
-        self.mirror_obj(obj)
-        for p, o in done:
-            self._revert_object(ctx, p, o, mod)
-        return ret
-
-    def module_going(self, ctx: "ServiceContext", mod: Module) -> None:
-        """klp_module_going."""
-        mod.data["klp_alive"] = False
-        for patch in list(self.patches):
-            obj = next((o for o in patch.objs if o.name == mod.name), None)
-            if obj is None or obj.mod is None:
-                continue
+            # a patch in transition has not run post_patch on it either
             if patch is not self.transition.patch:
                 self.pre_unpatch(ctx, obj)
             self.log(f"reverting patch '{patch.name}' on unloading module '{mod.name}'")
-            self._revert_object(ctx, patch, obj, mod)
-
-    def _revert_object(self, ctx: "ServiceContext", patch: KlpPatch, obj: KlpObject, mod: Module) -> None:
-        if obj.patched:
             self.unpatch_object(obj)
-        self.post_unpatch(ctx, obj)
+            self.post_unpatch(ctx, obj)
+            klp_relocs.write_object_relocs(self, patch, obj, apply=False)
+            self._free_object_loaded(obj)
+
+    def _free_object_loaded(self, obj: KlpObject) -> None:
         obj.mod = None
         for func in obj.funcs:
             func.old_func = 0
@@ -562,11 +615,12 @@ def hc_klp_work(ctx: "ServiceContext", *_: int) -> int:
 
 @hypercall("HC_KLP_TRY_SWITCH", blocking=True)
 def hc_klp_try_switch(ctx: "ServiceContext", *_: int) -> int:
-    """void __klp_sched_try_switch(void): switch current if its stack allows."""
+    """void __klp_sched_try_switch(void): switch current if its stack allows.
+    As in the kernel, without klp_mutex: only a pending current is touched."""
     core = core_of(ctx.machine)
-    if core is not None and core.transition.patch is not None and not core._locked:
+    if core is not None and core.transition.patch is not None:
         task = next((t for t in ctx.machine.tasks() if t.address == ctx.task), None)
-        if task is not None:
+        if task is not None and task.ti_flags & (1 << TIF_PATCH_PENDING):
             core.transition.try_switch_task(ctx, task)
     return 0
 

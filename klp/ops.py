@@ -1,53 +1,63 @@
 """klp_ops and dispatch (kernel/livepatch/patch.c).
 
 One KlpOps per patched original function holds its func_stack (newest
-first). Dispatch is the kernel's klp_ftrace_handler, compiled: the function's
-fentry site becomes `jmp trampoline`, and the trampoline reads a record that
-the core keeps current (no Python per call):
+first) and the ftrace ops that owns the function's fentry site (IPMODIFY |
+PERMANENT, as the kernel's). Two backends choose, per call, which func runs,
+with the kernel's klp_ftrace_handler logic:
 
-    record.transition == 0            -> jmp [record.target]
-    current->patch_state != UNPATCHED -> jmp [record.target]
-    otherwise                         -> jmp [record.prev]
+- **native** (the default): no Python per call. Outside a transition the
+  answer is the same for every task, so the site jumps straight to the head
+  func's new_func (stays a NOP for a nop func: the original runs). During a
+  transition the site jumps to a per-function trampoline that reads a
+  record the core keeps current:
 
-where target is the head func's new_func (or the original body, old_func+5,
-for a nop) and prev is the next func's, or the original when there is none.
+      current->patch_state != UNPATCHED -> jmp [record.target]
+      record.transition == 0            -> jmp [record.target]
+      otherwise                         -> jmp [record.prev]
+
+  target is the head func's new_func (the original body, old_func+5, for a
+  nop); prev is the next func's, or the original when there is none. The
+  task's state is tested first, as the trampoline only runs during a
+  transition, where most tasks are soon patched: their path is 4
+  instructions. It clobbers r11, free at a function's entry (SysV ABI).
+- **python**: the site jumps to a stub `jmp old_func+5` whose first
+  instruction carries a Unicorn code hook running the same selection on the
+  func_stack itself and setting RIP (slow: for tracing and cross-checking).
 """
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from emu.ftrace import JMP, rel32_insn
+from emu.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, JMP, FtraceOps, rel32_insn
 
-from .objects import KlpFunc
+from .objects import KlpFunc, KlpState
 
 if TYPE_CHECKING:
     from emu import Machine
+    from emu.cpu import Cpu
 
+BACKENDS = ("native", "python")
 RECORD_SIZE = 24            # u64 target, u64 prev, u8 transition (+pad)
 TRAMPOLINE_SIZE = 48
 GS_CURRENT = 8              # gs:8 is current (struct pcpu.current_task)
 
 
 def trampoline_code(tramp: int, record: int, patch_state_offset: int) -> bytes:
-    """The x86 code of one trampoline at `tramp` reading the record at `record`."""
+    """The x86 code of one native trampoline at `tramp` reading the record at `record`."""
     code = bytearray()
 
     def rip(disp_target: int, insn_len: int) -> bytes:
         return struct.pack("<i", disp_target - (tramp + len(code) + insn_len))
-    # cmp byte ptr [rip + transition], 0
-    code += b"\x80\x3d" + rip(record + 16, 7) + b"\x00"
-    code += b"\x75\x06"                                           # jne slow
-    code += b"\xff\x25" + rip(record, 6)                           # jmp [target]
-    # slow:
-    code += b"\x50"                                               # push rax
-    code += b"\x65\x48\x8b\x04\x25" + struct.pack("<i", GS_CURRENT)  # mov rax, gs:[8]
-    code += b"\x83\xb8" + struct.pack("<i", patch_state_offset) + b"\x00"  # cmp dword [rax+ps], 0
-    code += b"\x58"                                               # pop rax
-    code += b"\x74\x06"                                           # je unpatched
-    code += b"\xff\x25" + rip(record, 6)                           # jmp [target]
-    code += b"\xff\x25" + rip(record + 8, 6)                       # unpatched: jmp [prev]
+    code += b"\x65\x4c\x8b\x1c\x25" + struct.pack("<i", GS_CURRENT)  # mov r11, gs:[8]
+    code += b"\x41\x83\xbb" + struct.pack("<i", patch_state_offset) + b"\x00"  # cmp dword [r11+ps], 0
+    code += b"\x75\x0f"                                           # jne target
+    code += b"\x80\x3d" + rip(record + 16, 7) + b"\x00"            # cmp byte [rip+transition], 0
+    code += b"\x74\x06"                                           # je target
+    code += b"\xff\x25" + rip(record + 8, 6)                       # jmp [prev]
+    code += b"\xff\x25" + rip(record, 6)                           # target: jmp [target]
     assert len(code) <= TRAMPOLINE_SIZE
     return bytes(code)
 
@@ -58,17 +68,24 @@ class KlpOps:
     site: int
     trampoline: int
     record: int
+    fops: FtraceOps
     func_stack: list[KlpFunc] = field(default_factory=list)   # newest first
+    hooks: list[Callable[[], None]] = field(default_factory=list)  # python backend: removers
 
 
 class Dispatch:
-    """Trampolines and records in the module area; site rewrites via ftrace."""
+    """Trampolines and records in the module area; sites owned through ftrace."""
 
-    def __init__(self, machine: "Machine") -> None:
+    def __init__(self, machine: "Machine", backend: str = "native") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
         self.machine = machine
+        self.backend = backend
         self.ops: dict[int, KlpOps] = {}
-        self._free: list[tuple[int, int]] = []                # (trampoline, record) slots
+        # FIFO: a slot freed while a preempted task may still be inside it is reused last
+        self._free: deque[tuple[int, int]] = deque()
         self._patch_state = machine.offsets["TASK_patch_state"]
+        self.python_calls = 0           # calls the python backend dispatched
 
     def find_ops(self, old_func: int) -> KlpOps | None:
         return self.ops.get(old_func)
@@ -78,42 +95,59 @@ class Dispatch:
             m = self.machine
             text = m.modules.alloc_pages(4096)
             data = m.modules.alloc_pages(4096)
-            per_page = 4096 // TRAMPOLINE_SIZE
-            self._free = [(text + i * TRAMPOLINE_SIZE, data + i * RECORD_SIZE) for i in range(per_page)]
-            self._free.reverse()
-        return self._free.pop()
+            self._free.extend((text + i * TRAMPOLINE_SIZE, data + i * RECORD_SIZE)
+                              for i in range(4096 // TRAMPOLINE_SIZE))
+        return self._free.popleft()
 
-    def push(self, func: KlpFunc) -> None:
-        """klp_patch_func: first func for an address registers the ops."""
+    def push(self, func: KlpFunc) -> int:
+        """klp_patch_func: the first func for an address registers the ops.
+        0, or the -errno of the ftrace registration."""
         ops = self.ops.get(func.old_func)
-        if ops is None:
-            m = self.machine
-            tramp, record = self._slot()
-            ops = KlpOps(func.old_func, func.old_func, tramp, record)
+        if ops is not None:
             ops.func_stack.insert(0, func)
-            self.ops[func.old_func] = ops
             self.sync(ops)
+            func.patched = True
+            return 0
+        m = self.machine
+        tramp, record = self._slot()
+        fops = FtraceOps("klp", FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_PERMANENT, target=tramp)
+        ops = KlpOps(func.old_func, func.old_func, tramp, record, fops, [func])
+        self.sync(ops)
+        if self.backend == "native":
             m.text_poke(tramp, trampoline_code(tramp, record, self._patch_state))
-            m.ftrace.write_site(ops.site, rel32_insn(JMP, ops.site, tramp))
         else:
-            ops.func_stack.insert(0, func)
-            self.sync(ops)
+            m.text_poke(tramp, rel32_insn(JMP, tramp, ops.old_func + 5))
+            ops.hooks = [cpu.engine.hook_code_at(tramp, self._python_handler(ops, cpu)) for cpu in m.cpus]
+        ret = m.ftrace.register(fops, ops.site)
+        if ret:
+            self._release(ops)
+            return ret
+        self.ops[func.old_func] = ops
         func.patched = True
+        return 0
 
     def pop(self, func: KlpFunc) -> None:
         """klp_unpatch_func: the last func of an address unregisters the ops."""
         ops = self.ops[func.old_func]
         ops.func_stack.remove(func)
         if not ops.func_stack:
-            self.machine.ftrace.reset_site(ops.site)
+            self.machine.ftrace.unregister(ops.fops, ops.site)
             del self.ops[func.old_func]
-            self._free.append((ops.trampoline, ops.record))
+            self._release(ops)
         else:
             self.sync(ops)
         func.patched = False
 
+    def _release(self, ops: KlpOps) -> None:
+        for remove in ops.hooks:
+            remove()
+        ops.hooks = []
+        self._free.append((ops.trampoline, ops.record))
+
     def sync(self, ops: KlpOps) -> None:
-        """Write the record the trampoline reads (data: no code invalidation)."""
+        """Write the record the trampoline reads; with the native backend, also
+        point the site at the trampoline during a transition and straight at
+        the answer outside one."""
         original = ops.old_func + 5
 
         def entry(f: KlpFunc) -> int:
@@ -121,7 +155,26 @@ class Dispatch:
         head = ops.func_stack[0]
         prev = entry(ops.func_stack[1]) if len(ops.func_stack) > 1 else original
         self.machine.mem.write(ops.record, struct.pack("<QQB7x", entry(head), prev, int(head.transition)))
+        if self.backend == "native":
+            self.machine.ftrace.retarget(ops.fops, ops.site, ops.trampoline if head.transition else entry(head))
 
     def sync_all(self) -> None:
         for ops in self.ops.values():
             self.sync(ops)
+
+    # ------------------------------------------------------------ python backend
+    def _python_handler(self, ops: KlpOps, cpu: "Cpu") -> Callable[[], None]:
+        m, engine = self.machine, cpu.engine
+
+        def klp_ftrace_handler() -> None:
+            self.python_calls += 1
+            func: KlpFunc | None = ops.func_stack[0]
+            if func.transition:
+                task = m.current_task(cpu)
+                state = int.from_bytes(m.mem.read(task + self._patch_state, 4), "little", signed=True)
+                if state == KlpState.UNPATCHED:
+                    func = ops.func_stack[1] if len(ops.func_stack) > 1 else None
+            if func is not None and not func.nop:
+                engine.set_reg("rip", func.new_func)
+        return klp_ftrace_handler
+

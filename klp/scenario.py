@@ -12,23 +12,41 @@ Syntax (read as a whole, so that a quoted argument may span lines):
   escapes only $, backquote, " and backslash), `\c` outside quotes;
 - `VAR=value`, `VAR="multi word"`, `export VAR=value`; `$VAR`, `${VAR}`
   (an undefined variable is an error, to catch typos); unquoted expansions
-  are split into words as bash does;
+  are split into words as bash does; `$'…'` (ANSI-C quoting);
+- indexed arrays: `NAME[INDEX]=value`, `${NAME[INDEX]}`, `${NAME[@]}` and
+  `${NAME[*]}` (the elements in index order), `${#NAME[@]}` (their count);
+- `$((EXPR))`: integer arithmetic, C's operators and `?:` without
+  assignments (klp/arith.py); array subscripts are arithmetic too;
 - `$(…)` for a few read-only commands: `cat PATH…`, `ls [-1] DIR`, `grep …`,
-  `dmesg`, optionally piped into `grep …` or `wc -l`;
+  `dmesg`, `echo …`, `seq [FIRST [INCR]] LAST`, `nproc` and
+  `getconf _NPROCESSORS_ONLN` (both count the CPUs in
+  /sys/devices/system/cpu/online, as glibc does), optionally piped into
+  `grep …`, `wc -l` or `tr SET1 SET2`;
 - `CMD > PATH` (also `>>`) for echo, cat and grep (`> /dev/null` discards);
 - `if COND; then` (or `then` on the next line), optional `elif COND; then`
   and `else`, closing `fi`, nested at will; COND is a condition as for
   loop_until below, evaluated when the `if` runs; `then`, `else` and `fi`
   stand alone on their lines, and a branch may not be empty (as in bash).
-- Not supported, and reported with the line number: `;` (but before `then`),
-  `&&`, `||`, `|` (outside `$(…)`), `<`, `&`, `( )`, backquotes, `$((…))`,
-  `${VAR%…}` forms, `while`/`for`/`case`/functions.
+- `for NAME in WORDS; do` (or `do` on the next line) … `done`: WORDS are
+  expanded and split when the loop starts; `do` and `done` stand alone.
+- `CMD1 || CMD2 …`: a command runs only if the one before it failed, whose
+  failure then does not count (`kill $pid || true`).
+- `PROGRAM &` starts one of the guest's user programs (PROGRAMS, e.g.
+  `./test_klp-call_getpid`, the selftests' helper that calls getpid in a
+  loop) as a user task, in the background; `$!` is its pid. A program runs
+  until a signal ends it (`kill [-SIGNAL] PID…`), so it only runs with `&`.
+- Not supported, and reported with the line number: `;` (but before `then`
+  and `do`), `&&`, `|` (outside `$(…)`), `<`, `&` (but after a program),
+  `( )`, backquotes, `${VAR%…}` forms, `NAME=(…)` array literals,
+  `while`/`until`/`case`/functions.
 
-Verbs: see VERBS (shell: cat, echo, grep, sleep, dmesg, insmod, rmmod, exit;
+Verbs: see VERBS (shell: cat, echo, grep, sleep, dmesg, insmod, rmmod, kill,
+true, false, exit;
 functions.sh: log, start_test, check_result, load_mod, load_lp,
 load_lp_nowait, load_failing_mod, unload_mod, unload_lp, disable_lp,
 set_pre_patch_ret, loop_until, check_sysfs_rights, check_sysfs_value,
-set_ftrace_enabled, setup_config, skip, die).
+set_ftrace_enabled, setup_config, skip, die, cleanup_tracing, trace_function,
+check_traced_functions).
 
 `loop_until 'CONDITION'` evaluates CONDITION up to MAX_RETRIES+1 times (601),
 RETRY_INTERVAL (0.1 s) of virtual time apart, as functions.sh does. A condition
@@ -39,7 +57,8 @@ RETRY_INTERVAL (0.1 s) of virtual time apart, as functions.sh does. A condition
   after `!`; operands may use `$(…)`, e.g.
   `[[ $(ls -1 /sys/kernel/livepatch | wc -l) -eq 1 ]]` or
   `[[ $(cat /sys/module/X/refcnt) == "0" ]]`;
-- `true`, `false`.
+- `true`, `false`;
+- `ftrace_disable_supported` (newer functions.sh: can kernel.ftrace_enabled be 0).
 A loop that runs out of retries is a failed step (the script goes on).
 
 Helpers that `die` in functions.sh (a failed check_result, a module that does
@@ -61,16 +80,28 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from emu import EmuError, Machine, ShellError
+from emu.shell import MODE_GETPID_LOOP
 
+from . import arith
 from .core import Livepatch
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_MODULES = ROOT / "fixtures" / "build" / "modules"
 SYSFS_KLP_DIR = "/sys/kernel/livepatch"
+SYSFS_TRACING_DIR = "/sys/kernel/debug/tracing"
 FTRACE_SYSCTL = "/proc/sys/kernel/ftrace_enabled"
 MAX_RETRIES = 600
 RETRY_INTERVAL = 0.1
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
+CPU_ONLINE = "/sys/devices/system/cpu/online"
+SYS_KILL = 62
+
+# The guest's user programs a scenario can start with `PROGRAM &`: the
+# mode of the user program (fixtures/user/user.c) each one runs.
+PROGRAMS = {
+    "test_klp-call_getpid": MODE_GETPID_LOOP,   # getpid in a loop, until a signal ends it
+}
+SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15}
 
 # The variables functions.sh defines, visible to every scenario.
 PREDEFINED = {
@@ -80,7 +111,12 @@ PREDEFINED = {
     "SYSFS_KERNEL_DIR": "/sys/kernel",
     "SYSFS_KLP_DIR": SYSFS_KLP_DIR,
     "KLP_SYSFS_DIR": SYSFS_KLP_DIR,
+    "SYSFS_DEBUG_DIR": "/sys/kernel/debug",
+    "SYSFS_TRACING_DIR": SYSFS_TRACING_DIR,
+    "SYSFS_KPROBES_DIR": "/sys/kernel/debug/kprobes",
 }
+
+CONDITIONS = ("grep", "[[", "[", "test", "true", "false", "ftrace_disable_supported")
 
 # kmod's insmod: its own text for a few errnos, strerror for the rest.
 KMOD_ERRORS = {
@@ -139,10 +175,17 @@ class ScenarioResult:
 Part = tuple[bool, str, str]
 REDIRECT = ">"
 PIPE = "|"
+OR = "||"
+BACKGROUND = "&"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_ARRAY_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[")
+_BRACED = re.compile(r"(#?)([A-Za-z_][A-Za-z0-9_]*)(?:\[([^\]]+)\])?")
 _THEN = re.compile(r"[ \t]*then(?=[ \t\r\n]|$)")
-KEYWORDS = ("if", "then", "elif", "else", "fi")
+_DO = re.compile(r"[ \t]*do(?=[ \t\r\n]|$)")
+_ANSI_C = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "e": "\x1b", "f": "\f", "v": "\v",
+           "\\": "\\", "'": "'", '"': '"'}
+KEYWORDS = ("if", "then", "elif", "else", "fi", "for", "do", "done")
 
 
 def _word_keyword(word: list[Part] | str) -> str | None:
@@ -156,7 +199,7 @@ def _word_keyword(word: list[Part] | str) -> str | None:
 @dataclass
 class RawCommand:
     lineno: int
-    words: list[list[Part] | str]       # a word, or the operator REDIRECT / PIPE
+    words: list[list[Part] | str]       # a word, or an operator: REDIRECT, PIPE, OR, BACKGROUND
 
     def literal_head(self) -> str | None:
         """The command name when it is written literally (no expansion)."""
@@ -249,17 +292,26 @@ class Lexer:
                 words.append(PIPE)
                 self.i += 1
             elif c == ";":
-                # Only `if COND; then` / `elif COND; then`: the `;` ends the
-                # condition and `then` starts the next command.
+                # Only `if COND; then`, `elif COND; then` and `for … ; do`: the
+                # `;` ends the head and `then` or `do` starts the next command.
                 end_word()
-                if not (words and _word_keyword(words[0]) in ("if", "elif") and _THEN.match(text, self.i + 1)):
+                head = _word_keyword(words[0]) if words else None
+                follows = _THEN if head in ("if", "elif") else _DO if head == "for" else None
+                if follows is None or not follows.match(text, self.i + 1):
                     raise self.error("';' (one command per line) is not supported in scenarios, "
-                                     "except before 'then' in 'if COND; then'")
+                                     "except in 'if COND; then' and 'for NAME in WORDS; do'")
                 out.append(RawCommand(start, words))
                 words = []
                 self.i += 1
+            elif not self.allow_pipe and (text.startswith("||", self.i)
+                                          or c == "&" and not text.startswith("&&", self.i)):
+                end_word()
+                if not words:
+                    start = self.line
+                words.append(BACKGROUND if c == "&" else OR)
+                self.i += len(words[-1])
             elif c in "&|<()`":
-                what = { "&": "'&' or '&&'", "|": "pipes and '||'",
+                what = { "&": "'&&' (and '&' inside $(…))", "|": "pipes outside $(…) (and '||' inside it)",
                         "<": "input redirection", "(": "subshells and '( )'", ")": "')'",
                         "`": "backquotes (use $(…))"}[c]
                 raise self.error(f"{what} is not supported in scenarios")
@@ -329,8 +381,16 @@ class Lexer:
     def _dollar(self, quoted: bool) -> Part:
         text = self.text
         i = self.i + 1
+        if text.startswith("'", i) and not quoted:
+            return self._ansi_c(i + 1)
         if text.startswith("((", i):
-            raise self.error("arithmetic expansion $((…)) is not supported in scenarios")
+            end = self._arith_end(i + 2)
+            inner = text[i + 2:end]
+            if any(q in inner for q in "'\"`"):
+                raise self.error("quotes are not supported inside $((…))")
+            self.line += inner.count("\n")
+            self.i = end + 2
+            return (quoted, "arith", inner)
         if text.startswith("(", i):
             depth, j, quote = 1, i + 1, None
             while j < len(text):
@@ -355,20 +415,57 @@ class Lexer:
             return (quoted, "cmd", inner)
         if text.startswith("{", i):
             end = text.find("}", i)
-            name = text[i + 1:end] if end > 0 else ""
-            if not _NAME.fullmatch(name):
-                raise self.error(f"unsupported expansion ${{{name if end > 0 else '…'}}} "
-                                 "(only $VAR and ${VAR} are supported)")
+            inner = text[i + 1:end] if end > 0 else ""
+            m = _BRACED.fullmatch(inner)
+            if not m or (m.group(1) and m.group(3) not in ("@", "*")) or '"' in (m.group(3) or ""):
+                raise self.error(f"unsupported expansion ${{{inner if end > 0 else '…'}}} (supported: "
+                                 "${VAR}, ${NAME[INDEX]}, ${NAME[@]}, ${NAME[*]}, ${#NAME[@]})")
             self.i = end + 1
-            return (quoted, "var", name)
+            count, name, index = m.groups()
+            if count:
+                return (quoted, "count", name)
+            return (quoted, "var", name) if index is None else (quoted, "elem", f"{name}[{index}]")
         m = _NAME.match(text, i)
         if m:
             self.i = m.end()
             return (quoted, "var", m.group())
+        if text.startswith("!", i):
+            self.i = i + 1
+            return (quoted, "var", "!")
         if i < len(text) and (text[i].isdigit() or text[i] in "@*#?!$-"):
             raise self.error(f"special parameter ${text[i]} is not supported in scenarios")
         self.i = i
         return (quoted, "lit", "$")
+
+    def _ansi_c(self, start: int) -> Part:
+        """`$'…'` from just after its quote: a literal with backslash escapes."""
+        text, j, out = self.text, start, []
+        while j < len(text) and text[j] != "'":
+            if text[j] == "\\" and j + 1 < len(text):
+                out.append(_ANSI_C.get(text[j + 1], "\\" + text[j + 1]))
+                j += 2
+                continue
+            self.line += text[j] == "\n"
+            out.append(text[j])
+            j += 1
+        if j == len(text):
+            raise self.error("unterminated $'")
+        self.i = j + 1
+        return (True, "lit", "".join(out))
+
+    def _arith_end(self, start: int) -> int:
+        """Where the `))` closing a `$((` that opened before START is."""
+        text, depth = self.text, 0
+        for j in range(start, len(text)):
+            if text[j] == "(":
+                depth += 1
+            elif text[j] == ")" and depth:
+                depth -= 1
+            elif text[j] == ")":
+                if text.startswith("))", j):
+                    return j
+                break
+        raise self.error("unterminated $((")
 
 
 @dataclass
@@ -381,7 +478,23 @@ class IfCommand:
     orelse: list[Statement] | None = None
 
 
-Statement = RawCommand | IfCommand
+@dataclass
+class ForCommand:
+    """`for NAME in WORDS; do … done`: WORDS are expanded when the loop starts."""
+    lineno: int
+    name: str
+    words: list[list[Part] | str]
+    body: list[Statement]
+
+
+@dataclass
+class OrList:
+    """`CMD1 || CMD2 || …`: each command runs only if the one before it failed."""
+    lineno: int
+    commands: list[RawCommand]
+
+
+Statement = RawCommand | IfCommand | ForCommand | OrList
 
 
 def describe(words: list[list[Part] | str]) -> str:
@@ -402,14 +515,16 @@ def check_condition(cmd: RawCommand) -> None:
     lineno, text = cmd.lineno, describe(cmd.words)
     if REDIRECT in cmd.words or PIPE in cmd.words:
         raise ScenarioError(lineno, "a condition cannot be redirected or piped")
+    if OR in cmd.words or BACKGROUND in cmd.words:
+        raise ScenarioError(lineno, "a condition is one command, without '||' or '&'")
     words = cmd.words
     head = cmd.literal_head()
     if head == "!" and len(words) > 1:
         words = words[1:]
         head = RawCommand(lineno, words).literal_head()
-    if head not in ("grep", "[[", "[", "test", "true", "false"):
+    if head not in CONDITIONS:
         raise ScenarioError(lineno, f"unsupported condition {text!r}: use grep, [[ … ]], [ … ], "
-                                    "test, true or false")
+                                    "test, true, false or ftrace_disable_supported")
     if head in ("[[", "["):
         close = "]]" if head == "[[" else "]"
         if len(words) < 2 or RawCommand(lineno, words[-1:]).literal_head() != close:
@@ -443,15 +558,42 @@ def parse_script(text: str, first_line: int = 1) -> list[Statement]:
             if kw == "if":
                 body.append(parse_if())
                 continue
+            if kw == "for":
+                body.append(parse_for())
+                continue
             if kw is not None:
                 if after_else and kw in ("elif", "else"):
                     raise ScenarioError(cmd.lineno, f"'{kw}' after 'else'")
-                what = "'if … ; then'" if kw == "then" else "'if'"
+                what = {"then": "'if … ; then'", "do": "'for'", "done": "'for'"}.get(kw, "'if'")
                 raise ScenarioError(cmd.lineno, f"'{kw}' without a matching {what}")
-            check_simple_command(cmd)
-            body.append(cmd)
+            body.append(or_list(cmd))
             pos += 1
         return body, None
+
+    def parse_for() -> ForCommand:
+        nonlocal pos
+        head = commands[pos]
+        words = head.words
+        name = RawCommand(head.lineno, words[1:2]).literal_head() if len(words) > 1 else None
+        if name is None or not _NAME.fullmatch(name):
+            raise ScenarioError(head.lineno, "'for' needs a variable name: for NAME in WORDS; do")
+        if len(words) < 3 or RawCommand(head.lineno, words[2:3]).literal_head() != "in":
+            raise ScenarioError(head.lineno, "only 'for NAME in WORDS; do' loops are supported")
+        if any(isinstance(w, str) for w in words[3:]):
+            raise ScenarioError(head.lineno, "the words of a 'for' loop cannot hold operators (>, |, ||, &)")
+        pos += 1
+        if pos == len(commands) or keyword(commands[pos]) != "do":
+            raise ScenarioError(head.lineno, "'for' without 'do'")
+        alone(commands[pos], "do")
+        pos += 1
+        body, end = block(("done",))
+        if end is None:
+            raise ScenarioError(head.lineno, "'for' without 'done'")
+        if not body:
+            raise ScenarioError(end.lineno, "'done' after an empty loop body")
+        alone(end, "done")
+        pos += 1
+        return ForCommand(head.lineno, name, words[3:], body)
 
     def parse_if() -> IfCommand:
         nonlocal pos
@@ -700,19 +842,67 @@ def verb(name: str) -> Callable[[Verb], Verb]:
     return register
 
 
+def program_name(path: str) -> str | None:
+    """The guest program PATH names (`./test_klp-call_getpid`), if any."""
+    name = path.rsplit("/", 1)[-1]
+    return name if name in PROGRAMS else None
+
+
+def check_background(head: str | None, background: bool, lineno: int) -> None:
+    """Programs run with `&`, and only programs do."""
+    if background and (head is None or program_name(head) is None):
+        raise ScenarioError(lineno, f"only the guest's programs ({', '.join(PROGRAMS)}) can run "
+                                    f"in the background with '&'{f', not {head!r}' if head else ''}")
+    if not background and head is not None and program_name(head) is not None:
+        raise ScenarioError(lineno, f"{head} runs until a signal ends it: start it in the background "
+                                    f"({head} &) and end it with kill")
+
+
+def or_list(cmd: RawCommand) -> Statement:
+    """CMD checked, as an OrList when it holds `||`."""
+    if OR not in cmd.words:
+        check_simple_command(cmd)
+        return cmd
+    parts: list[list[list[Part] | str]] = [[]]
+    for w in cmd.words:
+        if w == OR:
+            parts.append([])
+        else:
+            parts[-1].append(w)
+    if not all(parts):
+        raise ScenarioError(cmd.lineno, "'||' needs a command on each side")
+    commands = [RawCommand(cmd.lineno, p) for p in parts]
+    for c in commands:
+        check_simple_command(c)
+    return OrList(cmd.lineno, commands)
+
+
 def check_simple_command(cmd: RawCommand) -> None:
     """What can be told before running: unknown verbs, misplaced operators."""
     lineno, words = cmd.lineno, cmd.words
     if PIPE in words:
         raise ScenarioError(lineno, "pipes are only supported inside $(…)")
+    background = BACKGROUND in words
+    if background:
+        if words.index(BACKGROUND) != len(words) - 1 or len(words) == 1:
+            raise ScenarioError(lineno, "'&' must end a command (one command per line)")
+        if REDIRECT in words:
+            raise ScenarioError(lineno, "a program started with '&' cannot be redirected")
+        words = words[:-1]
     if REDIRECT in words:
         k = words.index(REDIRECT)
         if k == 0:
             raise ScenarioError(lineno, "a redirection needs a command")
         if len(words) != k + 2 or isinstance(words[k + 1], str):
             raise ScenarioError(lineno, "a redirection must be the end of the command: CMD > PATH")
-    head = cmd.literal_head()
-    if head is None or head == "export" or _ASSIGN.match(head):
+    head = RawCommand(lineno, words).literal_head()
+    if head is not None and (head == "export" or _ASSIGN.match(head) or _ARRAY_ASSIGN.match(head)):
+        check_background(None, background, lineno)       # an assignment is no program
+        return
+    if head is None:                                      # told when it runs
+        return
+    check_background(head, background, lineno)
+    if background:
         return
     if head not in VERBS:
         raise ScenarioError(lineno, f"unknown command {head!r}")
@@ -721,13 +911,15 @@ def check_simple_command(cmd: RawCommand) -> None:
 
 
 class ScenarioRunner:
-    def __init__(self, machine: Machine, out: TextIO, *, module_dirs: list[Path] | None = None) -> None:
-        Livepatch.attach(machine)        # the selftests' kernel has CONFIG_LIVEPATCH
+    def __init__(self, machine: Machine, out: TextIO, *, module_dirs: list[Path] | None = None,
+                 dispatch: str | None = None) -> None:
+        Livepatch.attach(machine, dispatch)   # the selftests' kernel has CONFIG_LIVEPATCH
         self.machine = machine
         self.out = out
         self.result = ScenarioResult()
         self.module_dirs = [Path(d) for d in (module_dirs or [])]
         self.variables: dict[str, str] = dict(PREDEFINED)
+        self.arrays: dict[str, dict[int, str]] = {}
         self.canary: str | None = None        # the text of start_test's canary
         self.mark = 0                         # `dmesg -C`: records before this are gone
         self.redirect: str | None = None      # the `> PATH` of the running command
@@ -810,8 +1002,32 @@ class ScenarioRunner:
         for st in statements:
             if isinstance(st, IfCommand):
                 self.run_if(st)
+            elif isinstance(st, ForCommand):
+                self.run_for(st)
+            elif isinstance(st, OrList):
+                self.run_or(st)
             else:
                 self.run_command(st)
+
+    def run_for(self, node: ForCommand) -> None:
+        values: list[str] = []
+        for w in node.words:
+            assert not isinstance(w, str)
+            values.extend(self.expand(w, node.lineno))
+        for value in values:
+            self.variables[node.name] = value
+            self.run_statements(node.body)
+
+    def run_or(self, node: OrList) -> None:
+        """`A || B`: B runs only if A failed, and then A's failure does not
+        count (its message stays in the output, as a shell's stderr would)."""
+        for k, cmd in enumerate(node.commands):
+            before = len(self.result.failures)
+            self.run_command(cmd)
+            if len(self.result.failures) == before:
+                return
+            if k + 1 < len(node.commands):
+                del self.result.failures[before:]
 
     def run_if(self, node: IfCommand) -> None:
         """The first branch whose condition holds now (its `$(…)` read the guest
@@ -829,6 +1045,9 @@ class ScenarioRunner:
             raise ScenarioError(lineno, "pipes are only supported inside $(…)")
         redirect: str | None = None
         raw = list(cmd.words)
+        background = raw[-1] == BACKGROUND
+        if background:
+            raw.pop()
         if REDIRECT in raw:
             k = raw.index(REDIRECT)
             target = raw[k + 1:]
@@ -852,9 +1071,12 @@ class ScenarioRunner:
         if not words:
             return
         name = words[0]
-        handler = VERBS.get(name)
+        check_background(name, background, lineno)
+        handler = VERBS.get(name) if not background else _start_program
         if handler is None:
             raise ScenarioError(lineno, f"unknown command {name!r}")
+        if background:
+            words = [name, program_name(name) or name, *words[1:]]
         if redirect is not None and name not in REDIRECTABLE:
             raise ScenarioError(lineno, f"{name} cannot be redirected (only {', '.join(sorted(REDIRECTABLE))})")
         step = Step(name, lineno)
@@ -867,12 +1089,13 @@ class ScenarioRunner:
 
     @staticmethod
     def _is_assignment(raw: list[list[Part] | str], lineno: int) -> bool:
-        """`VAR=value …` (or `export VAR=value …`): every word an assignment."""
+        """`VAR=value …`, `NAME[INDEX]=value …` (or `export VAR=value …`):
+        every word an assignment."""
         words = raw[1:] if RawCommand(lineno, raw).literal_head() == "export" else raw
 
         def assigns(w: list[Part] | str) -> bool:
             return (not isinstance(w, str) and w[0][1] == "lit" and not w[0][0]
-                    and _ASSIGN.match(w[0][2]) is not None)
+                    and (_ASSIGN.match(w[0][2]) is not None or _array_assignment(w) is not None))
         if not words or not assigns(words[0]):
             return False
         if not all(assigns(w) for w in words):
@@ -885,6 +1108,15 @@ class ScenarioRunner:
             raw = raw[1:]
         for w in raw:
             assert not isinstance(w, str)
+            target = _array_assignment(w)
+            if target is not None and not _ASSIGN.match(w[0][2]):
+                name, index, value = target
+                slot = self.evaluate(self.expand(index, lineno, split=False)[0], lineno)
+                if slot < 0:
+                    raise ScenarioError(lineno, f"{name}[{slot}]: bad array subscript")
+                self.arrays.setdefault(name, {})[slot] = self.expand(value, lineno, split=False)[0] if value else ""
+                self.variables.pop(name, None)
+                continue
             quoted, kind, text = w[0]
             m = _ASSIGN.match(text)
             assert m
@@ -903,9 +1135,27 @@ class ScenarioRunner:
                 have = have or quoted or bool(value)
                 continue
             if kind == "var":
-                if value not in self.variables:
-                    raise ScenarioError(lineno, f"undefined variable ${value}")
-                text = self.variables[value]
+                text = self.variable(value, lineno)
+            elif kind == "arith":
+                text = str(self.arithmetic(value, lineno))
+            elif kind == "count":
+                text = str(len(self.array(value, lineno)))
+            elif kind == "elem":
+                name, index = value[:-1].split("[", 1)
+                array = self.array(name, lineno)
+                if index not in ("@", "*"):
+                    text = array.get(self.arithmetic(index, lineno), "")
+                elif quoted and index == "@" and split:
+                    # "${NAME[@]}": one field per element
+                    for k, element in enumerate(array[i] for i in sorted(array)):
+                        if k:
+                            fields.append(cur)
+                            cur = ""
+                        cur += element
+                        have = True
+                    continue
+                else:
+                    text = " ".join(array[i] for i in sorted(array))
             else:
                 text = self.substitute(value, lineno)
             if quoted or not split:
@@ -925,6 +1175,34 @@ class ScenarioRunner:
         if have:
             fields.append(cur)
         return fields
+
+    def variable(self, name: str, lineno: int) -> str:
+        """$NAME (an array's element 0, as in bash)."""
+        if name in self.variables:
+            return self.variables[name]
+        if name in self.arrays:
+            return self.arrays[name].get(0, "")
+        if name == "!":
+            raise ScenarioError(lineno, "$! is not set: no program was started with '&'")
+        raise ScenarioError(lineno, f"undefined variable ${name}")
+
+    def array(self, name: str, lineno: int) -> dict[int, str]:
+        """NAME's elements by index (a plain variable is element 0)."""
+        if name in self.arrays:
+            return self.arrays[name]
+        return {0: self.variable(name, lineno)}
+
+    def arithmetic(self, text: str, lineno: int) -> int:
+        """`$((TEXT))` or a subscript: TEXT expanded as in double quotes, then evaluated."""
+        word = Lexer(f'"{text}"', lineno).commands()[0].words[0]
+        assert not isinstance(word, str)
+        return self.evaluate(self.expand(word, lineno, split=False)[0], lineno)
+
+    def evaluate(self, expression: str, lineno: int) -> int:
+        try:
+            return arith.evaluate(expression, lambda name: self.variable(name, lineno))
+        except arith.ArithError as exc:
+            raise ScenarioError(lineno, f"arithmetic {expression.strip()!r}: {exc}") from None
 
     def substitute(self, inner: str, lineno: int) -> str:
         """`$(…)`: the output of a read-only command or pipeline, trailing
@@ -952,8 +1230,10 @@ class ScenarioRunner:
                 if g.files:
                     raise ScenarioError(lineno, "a grep after | reads its input, not a file")
                 text = "".join(f"{ln}\n" for ln in g.lines(text))
+            elif stage[0] == "tr":
+                text = translate(stage[1:], text, lineno)
             else:
-                raise ScenarioError(lineno, f"$(… | {stage[0]}) is not supported (use grep or wc -l)")
+                raise ScenarioError(lineno, f"$(… | {stage[0]}) is not supported (use grep, wc -l or tr)")
         return text.rstrip("\n")
 
     def _source(self, words: list[str], lineno: int, inner: str) -> str:
@@ -974,9 +1254,16 @@ class ScenarioRunner:
                 return "".join(f"{ln}\n" for path in g.files for ln in g.lines(self.machine.read_file(path)))
             if name == "dmesg" and not args:
                 return self.machine.dmesg()
+            if name == "echo":
+                return echo_text(args)
+            if name == "seq":
+                return "".join(f"{n}\n" for n in sequence(args, lineno))
+            if (name, args) in (("nproc", []), ("getconf", ["_NPROCESSORS_ONLN"])):
+                return f"{cpulist_count(self.machine.read_file(CPU_ONLINE))}\n"
         except ShellError:
             return ""
-        raise ScenarioError(lineno, f"$({inner}) is not supported: $(…) takes cat, ls, grep or dmesg")
+        raise ScenarioError(lineno, f"$({inner}) is not supported: $(…) takes cat, ls, grep, dmesg, echo, "
+                                    "seq, nproc or getconf _NPROCESSORS_ONLN")
 
     # ------------------------------------------------------------ conditions
     def parse_condition(self, text: str, lineno: int) -> RawCommand:
@@ -1004,6 +1291,10 @@ class ScenarioRunner:
             value = True
         elif name == "false":
             value = False
+        elif name == "ftrace_disable_supported":
+            # functions.sh's probe; this kernel lets ftrace_enabled go to 0
+            # whenever no PERMANENT ops (livepatch) holds it
+            value = self.machine.exists(FTRACE_SYSCTL)
         elif name == "grep":
             g = Grep.parse(args, lineno)
             value = False
@@ -1102,6 +1393,90 @@ class ScenarioRunner:
         return info.get("livepatch", [""])[-1] == "Y"
 
 
+def _array_assignment(word: list[Part]) -> tuple[str, list[Part], list[Part]] | None:
+    """`NAME[INDEX]=VALUE` as NAME and the parts of INDEX and VALUE."""
+    quoted, kind, text = word[0]
+    m = _ARRAY_ASSIGN.match(text) if not quoted and kind == "lit" else None
+    if m is None:
+        return None
+    parts: list[Part] = [(False, "lit", text[m.end():]), *word[1:]]
+    for k, (q, kd, value) in enumerate(parts):
+        if not q and kd == "lit" and "]=" in value:
+            j = value.index("]=")
+            index = [*parts[:k], (False, "lit", value[:j])]
+            rest = [(False, "lit", value[j + 2:]), *parts[k + 1:]]
+            keep = lambda p: p[0] or p[1] != "lit" or p[2]   # noqa: E731  (drop empty unquoted text)
+            return m.group(1), [p for p in index if keep(p)], [p for p in rest if keep(p)]
+    return None
+
+
+def cpulist_count(text: str) -> int:
+    """The number of CPUs in a cpulist such as `0-3,6`."""
+    count = 0
+    for item in text.strip().split(","):
+        first, _, last = item.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def sequence(args: list[str], lineno: int) -> range:
+    """seq [FIRST [INCREMENT]] LAST, integers."""
+    try:
+        numbers = [int(a) for a in args]
+    except ValueError:
+        numbers = []
+    if not 1 <= len(numbers) <= 3 or (len(numbers) == 3 and numbers[1] == 0):
+        raise ScenarioError(lineno, "usage: seq [FIRST [INCREMENT]] LAST (integers, INCREMENT not 0)")
+    first, step, last = ([1, 1] + numbers if len(numbers) == 1 else
+                         [numbers[0], 1, numbers[1]] if len(numbers) == 2 else numbers)
+    return range(first, last + (1 if step > 0 else -1), step)
+
+
+def _tr_set(spec: str) -> str:
+    """A tr SET: characters, \\n \\t \\\\ escapes and ranges such as a-z."""
+    out: list[str] = []
+    i = 0
+    while i < len(spec):
+        c = spec[i]
+        if c == "\\" and i + 1 < len(spec):
+            c = {"n": "\n", "t": "\t"}.get(spec[i + 1], spec[i + 1])
+            i += 1
+        i += 1
+        if spec[i:i + 1] == "-" and i + 1 < len(spec):
+            out.extend(chr(x) for x in range(ord(c), ord(spec[i + 1]) + 1))
+            i += 2
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def translate(args: list[str], text: str, lineno: int) -> str:
+    """`… | tr SET1 SET2`: each character of SET1 becomes the one at its place
+    in SET2 (SET2's last one when SET2 is shorter, as GNU tr does)."""
+    if len(args) != 2 or any(a.startswith("-") and len(a) > 1 for a in args):
+        raise ScenarioError(lineno, "usage: tr SET1 SET2 (no options)")
+    source, target = _tr_set(args[0]), _tr_set(args[1])
+    if not target:
+        raise ScenarioError(lineno, "tr: when not truncating set1, string2 must be non-empty")
+    target = target.ljust(len(source), target[-1])
+    return text.translate({ord(a): b for a, b in zip(source, target)})
+
+
+def echo_text(args: list[str]) -> str:
+    """echo's output: -n (no newline), -e/-E (backslash escapes or not)."""
+    args = list(args)
+    newline, escapes = True, False
+    while args and re.fullmatch(r"-[neE]+", args[0]):
+        opts = args.pop(0)
+        newline = newline and "n" not in opts
+        escapes = ("e" in opts) or (escapes and "E" not in opts)
+    text = " ".join(args)
+    if escapes:
+        text = (text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t")
+                .replace("\0", "\\"))
+    return text + ("\n" if newline else "")
+
+
 def _need(args: list[str], lineno: int, usage: str, at_least: int, at_most: int | None = None) -> None:
     if len(args) < at_least or (at_most is not None and len(args) > at_most):
         raise ScenarioError(lineno, f"usage: {usage}")
@@ -1121,20 +1496,12 @@ def _cat(r: ScenarioRunner, args: list[str], lineno: int) -> None:
 
 @verb("echo")
 def _echo(r: ScenarioRunner, args: list[str], lineno: int) -> None:
-    newline, escapes = True, False
-    while args and re.fullmatch(r"-[neE]+", args[0]):
-        opts = args.pop(0)
-        newline = newline and "n" not in opts
-        escapes = ("e" in opts) or (escapes and "E" not in opts)
-    text = " ".join(args)
-    if escapes:
-        text = (text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t")
-                .replace("\0", "\\"))
+    text = echo_text(args)
     if r.redirect is None or r.redirect == "/dev/null":
-        r.produce(text + ("\n" if newline else ""))
+        r.produce(text)
         return
     try:
-        r.machine.write_file(r.redirect, text + ("\n" if newline else ""))
+        r.machine.write_file(r.redirect, text)
     except ShellError as exc:
         r.fail(f"echo: write error: {r.redirect}: {os.strerror(exc.errno)}")
 
@@ -1200,6 +1567,66 @@ def _rmmod(r: ScenarioRunner, args: list[str], lineno: int) -> None:
         r.machine.rmmod(args[0])
     except ShellError as exc:
         r.fail(rmmod_error(args[0], exc.errno))
+
+
+@verb("true")
+def _true(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    pass
+
+
+@verb("false")
+def _false(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    r.fail("false", show=False)
+
+
+def _signal(spec: str, lineno: int) -> int:
+    name = spec.upper().removeprefix("SIG")
+    if spec.isdigit() and 0 < int(spec) < 64:
+        return int(spec)
+    if name in SIGNALS:
+        return SIGNALS[name]
+    raise ScenarioError(lineno, f"kill: {spec}: invalid signal specification "
+                                f"(use 1-63 or {', '.join(SIGNALS)})")
+
+
+@verb("kill")
+def _kill(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    """kill [-s SIGNAL | -SIGNAL] PID…: kill(2) from the shell, SIGTERM by default."""
+    usage = "kill [-s SIGNAL | -SIGNAL] PID…"
+    sig = SIGNALS["TERM"]
+    if args[:1] == ["-s"]:
+        _need(args, lineno, usage, 3)
+        sig, args = _signal(args[1], lineno), args[2:]
+    elif args and args[0].startswith("-") and args[0] != "--" and not args[0][1:].startswith("-"):
+        sig, args = _signal(args[0][1:], lineno), args[1:]
+    if args[:1] == ["--"]:
+        args = args[1:]
+    _need(args, lineno, usage, 1)
+    shells = {shell.pid for shell in r.machine.shells}
+    for arg in args:
+        if not arg.isdigit():
+            r.fail(f"kill: {arg}: arguments must be process or job IDs")
+        elif int(arg) in shells:
+            r.fail(f"kill: ({arg}) - the scenario's own shell cannot be killed")
+        else:
+            err = r.machine.shell.syscall(SYS_KILL, int(arg), sig)
+            if err < 0:
+                r.fail(f"kill: ({arg}) - {os.strerror(-err)}")
+
+
+def _start_program(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    """`PROGRAM &` (args[0] is the program's name): a user task of the guest's
+    user program, in PROGRAM's mode, named PROGRAM (the comm the guest keeps
+    is its first 15 characters, as on Linux)."""
+    name, args = args[0], args[1:]
+    if args:
+        raise ScenarioError(lineno, f"{name} takes no arguments")
+    try:
+        pid = r.machine.shell.spawn(PROGRAMS[name], name)
+    except ShellError as exc:
+        r.fail(f"{name}: {os.strerror(exc.errno)}")
+        return
+    r.variables["!"] = str(pid)
 
 
 @verb("exit")
@@ -1475,3 +1902,40 @@ def _setup_config(r: ScenarioRunner, args: list[str], lineno: int) -> None:
     emulator has no dynamic debug to turn on: its livepatch messages are always on)."""
     _need(args, lineno, "setup_config", 0, 0)
     _set_ftrace_enabled(r, ["1"], lineno)
+
+
+@verb("cleanup_tracing")
+def _cleanup_tracing(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    """functions.sh: stop the function tracer and empty its filter and buffer."""
+    _need(args, lineno, "cleanup_tracing", 0, 0)
+    for name, value in (("tracing_on", "0"), ("set_ftrace_filter", ""), ("current_tracer", "nop"),
+                        ("trace", "")):
+        _write_tracing(r, name, value)
+
+
+@verb("trace_function")
+def _trace_function(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    """functions.sh: trace one function with the function tracer."""
+    _need(args, lineno, "trace_function FUNCTION", 1, 1)
+    _cleanup_tracing(r, [], lineno)
+    for name, value in (("current_tracer", "function"), ("set_ftrace_filter", args[0]), ("tracing_on", "1")):
+        _write_tracing(r, name, value)
+
+
+@verb("check_traced_functions")
+def _check_traced_functions(r: ScenarioRunner, args: list[str], lineno: int) -> None:
+    """functions.sh: each function must appear (as a word) in the trace; then clean up."""
+    trace = r.machine.read_file(f"{SYSFS_TRACING_DIR}/trace")
+    for function in args:
+        if not re.search(rf"(?<![\w]){re.escape(function)}(?![\w])", trace):
+            r.die(f"Function ({function}) did not appear in the trace")
+    _cleanup_tracing(r, [], lineno)
+
+
+def _write_tracing(r: ScenarioRunner, name: str, value: str) -> None:
+    """`echo VALUE > $SYSFS_TRACING_DIR/NAME`: a refused write is a failed step."""
+    path = f"{SYSFS_TRACING_DIR}/{name}"
+    try:
+        r.machine.write_file(path, value)
+    except ShellError as exc:
+        r.fail(f"echo: write error: {path}: {os.strerror(exc.errno)}")

@@ -8,11 +8,13 @@ about once a second of virtual time, with fake signals every 15th retry.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from emu.tasks import TIF_PATCH_PENDING, TaskView
+from emu.unwind import StackTrace
 
 from .objects import KlpFunc, KlpPatch, KlpState
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from .core import Livepatch
 
 SIGNALS_EVERY = 15
+PR_WARN = 4                 # KERN_WARNING
 
 
 class SwitchResult(Enum):
@@ -37,8 +40,44 @@ class BlockingTask:
     pid: int
     comm: str
     reason: SwitchResult
-    detail: str              # the function it sleeps on, or the unwinder's reason
-    stack: tuple[str, ...]
+    detail: str              # the function it sleeps on, its CPU, or the unwinder's reason
+    stack: tuple[str, ...]   # symbolised, innermost first (best effort when unreliable)
+
+    def __str__(self) -> str:
+        """klp_try_switch_task's debug line (without __func__), completed by the detail."""
+        if self.reason == SwitchResult.RUNNING:
+            return f"{self.comm}:{self.pid} is running on CPU {self.detail}"
+        if self.reason == SwitchResult.UNRELIABLE:
+            return f"{self.comm}:{self.pid} has an unreliable stack: {self.detail}"
+        return f"{self.comm}:{self.pid} is sleeping on function {self.detail}"
+
+
+class CheckRanges:
+    """check_ranges() indexed by address: the first func (in patch order)
+    whose range holds one of a stack's addresses, in O(frames log funcs)
+    rather than O(frames * funcs): a pass over 10,000 tasks against 100
+    funcs took seconds."""
+
+    def __init__(self, ranges: list[tuple[int, int, KlpFunc]]) -> None:
+        # the ranges cut into disjoint segments [points[k], points[k+1]), each
+        # with the first func (in patch order) whose range covers it
+        self._points = sorted({p for start, end, _ in ranges for p in (start, end)})
+        self._first: list[tuple[int, KlpFunc] | None] = [None] * len(self._points)
+        for order, (start, end, func) in enumerate(ranges):
+            for k in range(bisect_left(self._points, start), bisect_left(self._points, end)):
+                if self._first[k] is None:
+                    self._first[k] = (order, func)
+
+    def first_hit(self, ips: tuple[int, ...]) -> KlpFunc | None:
+        best: tuple[int, KlpFunc] | None = None
+        points, first = self._points, self._first
+        if not points:
+            return None
+        for ip in ips:
+            hit = first[bisect_right(points, ip) - 1] if ip >= points[0] else None
+            if hit is not None and (best is None or hit[0] < best[0]):
+                best = hit
+        return best[1] if best else None
 
 
 class Transition:
@@ -47,8 +86,9 @@ class Transition:
         self.machine = core.machine
         self.patch: KlpPatch | None = None
         self.target = KlpState.IDLE
-        self.signals_cnt = 0
-        self.blocking: list[BlockingTask] = []
+        self.signals_cnt = 0                       # klp_signals_cnt: failed tries since the start
+        self.blocking: list[BlockingTask] = []     # who failed the last try
+        self.last_try_ns = 0
         self._target_addr = self.machine.symbol_address("klp_target_state")
         self._sched_hook = self.machine.symbol_address("klp_sched_try_switch_enabled")
 
@@ -103,19 +143,15 @@ class Transition:
                 self._set_pending(task, True)
         self._set_sched_hook(True)
         self.signals_cnt = 0
+        self.blocking = []
 
     def try_complete(self, ctx: "ServiceContext") -> bool:
         """klp_try_complete_transition: True when the transition completed."""
         patch = self.patch
         assert patch is not None
-        blocking = []
-        for task in self._tasks():
-            result = self.try_switch_task(ctx, task)
-            if result is not None:
-                blocking.append(result)
-                if task.is_idle and self.machine.running_on(task) is not None:
-                    ctx.call("wake_up_if_idle", task.cpu)
+        blocking = self.check_tasks(ctx)
         self.blocking = blocking
+        self.last_try_ns = self.machine.clock_ns
         if blocking:
             if self.signals_cnt and not self.signals_cnt % SIGNALS_EVERY:
                 self.send_signals(ctx)
@@ -130,34 +166,63 @@ class Transition:
             self.core.free_replaced_patches(ctx, patch)
         return True
 
-    def try_switch_task(self, ctx: "ServiceContext", task: TaskView) -> BlockingTask | None:
-        """klp_try_switch_task: None if the task is (now) in the target state."""
+    def check_tasks(self, ctx: "ServiceContext") -> list[BlockingTask]:
+        """The pass of klp_try_complete_transition over every task: try to
+        switch each, and return those that could not switch."""
+        blocking = []
+        ranges = CheckRanges(self.check_ranges())
+        for task in self._tasks():
+            result = self.try_switch_task(ctx, task, ranges)
+            if result is not None:
+                blocking.append(result)
+                if task.is_idle and self.machine.running_on(task) is not None:
+                    ctx.call("wake_up_if_idle", task.cpu)
+        return blocking
+
+    def try_switch_task(self, ctx: "ServiceContext", task: TaskView,
+                        ranges: CheckRanges | None = None) -> BlockingTask | None:
+        """klp_try_switch_task: None if the task is (now) in the target state.
+        `ranges`: check_ranges(), when the caller checks many tasks."""
         if task.patch_state == int(self.target):
             return None
         current = ctx.task
         running = self.machine.running_on(task)
         if running is not None and task.address != current:
-            return self._blocked(task, SwitchResult.RUNNING, "")
+            return self._blocked(task, SwitchResult.RUNNING, str(running.index))
         trace = self.machine.walker.trace(task)
         if not trace.reliable:
             return self._blocked(task, SwitchResult.UNRELIABLE, trace.reason or "")
-        func = self.stack_hit(trace.ips)
+        func = self.stack_hit(trace.ips, ranges)
         if func is not None:
-            return self._blocked(task, SwitchResult.SLEEPING, func.old_name)
+            return self._blocked(task, SwitchResult.SLEEPING, func.old_name, trace)
         self._set_pending(task, False)
         self._set_patch_state(task, int(self.target))
         return None
 
-    def _blocked(self, task: TaskView, why: SwitchResult, detail: str) -> BlockingTask:
-        stack = tuple(self.machine.walker.format(self.machine.walker.trace(task, reliable=False)))
+    def _blocked(self, task: TaskView, why: SwitchResult, detail: str,
+                 trace: StackTrace | None = None) -> BlockingTask:
+        """`trace`: the task's reliable trace, if it has one (what a best-effort walk would find)."""
+        walker = self.machine.walker
+        stack = tuple(walker.format(trace or walker.trace(task, reliable=False)))
         return BlockingTask(task.pid, task.comm, why, detail, stack)
 
-    def stack_hit(self, ips: tuple[int, ...]) -> KlpFunc | None:
+    def report(self) -> str:
+        """Who blocked the last try of the running transition, and why, with stacks."""
+        patch = self.patch
+        if patch is None:
+            return "livepatch: no transition in progress\n"
+        out = [f"livepatch: '{patch.name}': {self._word(self.target)} transition incomplete after "
+               f"{self.signals_cnt} tries (the last at {self.last_try_ns / 1e9:.6f} s); blocking tasks:"]
+        for b in self.blocking:
+            out.append(f"  {b}")
+            out.extend(f"      {frame}" for frame in b.stack)
+        return "\n".join(out) + "\n"
+
+    def stack_hit(self, ips: tuple[int, ...], ranges: CheckRanges | None = None) -> KlpFunc | None:
         """klp_check_stack: the first checked func that has an address on the stack."""
-        for start, end, func in self.check_ranges():
-            if any(start <= ip < end for ip in ips):
-                return func
-        return None
+        if ranges is None:
+            ranges = CheckRanges(self.check_ranges())
+        return ranges.first_hit(ips)
 
     def check_ranges(self) -> list[tuple[int, int, KlpFunc]]:
         patch = self.patch
@@ -241,7 +306,7 @@ class Transition:
         """klp_force_transition."""
         patch = self.patch
         assert patch is not None
-        self._log("forcing remaining tasks to the patched state")
+        self.core.log("forcing remaining tasks to the patched state", PR_WARN)
         for task in self._tasks():
             if task.ti_flags & (1 << TIF_PATCH_PENDING):
                 self._set_pending(task, False)

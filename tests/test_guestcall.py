@@ -1,9 +1,12 @@
 """Python -> guest calls run as continuations, without re-entering emu_start."""
+from pathlib import Path
+
 import pytest
 
 from emu import EmuError, Machine
 
 SIGTERM = 15
+MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
 
 
 def test_call_a_kernel_function(machine: Machine) -> None:
@@ -48,15 +51,19 @@ def test_kill_delivers_a_signal_through_the_exit_to_user_path(demo_machine: Mach
     assert m.shell.syscall(62, 9999, SIGTERM) == -3                # ESRCH
 
 
-def test_a_fake_signal_wakes_a_sleeping_user_task_without_killing_it(demo_machine: Machine) -> None:
+def test_a_fake_signal_wakes_a_sleeping_user_task_without_killing_it(machine: Machine) -> None:
     """set_notify_signal(): TIF_SIGPENDING with no signal behind it, as the
-    livepatch core sends to tasks that block a transition."""
-    m = demo_machine
-    sleeper = next(t for t in m.tasks() if t.comm == "sleeper")
-    m.run_until(lambda: sleeper.state == 1, timeout_s=1, what="the sleeper to sleep")
-    switches = sleeper.nvcsw
-    m.call("set_notify_signal", sleeper.address)
-    m.run(0.001)
-    assert sleeper in m.tasks()
-    assert sleeper.nvcsw > switches
-    assert not sleeper.ti_flags & (1 << 2)                          # TIF_SIGPENDING handled
+    livepatch core sends to tasks that block a transition. A reader of
+    /proc/klpemu_test_target sleeps interruptibly until released; the fake
+    signal interrupts its sleep, its syscall returns, and it lives on."""
+    m = machine
+    m.insmod(MODULES / "klpemu_test_target.ko")
+    sh = m.spawn_shell()
+    sh.cat_background("/proc/klpemu_test_target")
+    m.run(0.3)
+    reader = sh.task()
+    assert reader.state == 1                                        # TASK_INTERRUPTIBLE
+    m.call("set_notify_signal", reader.address)
+    assert sh.cat_result("/proc/klpemu_test_target") == "klpemu_test_target: interrupted\n"
+    assert not reader.ti_flags & (1 << 2)                           # TIF_SIGPENDING handled
+    assert sh.cat("/proc/cmdline") == "console=ttyS0 klpemu\n"      # alive and well

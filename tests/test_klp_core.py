@@ -11,10 +11,12 @@ SYSFS = "/sys/kernel/livepatch"
 PATCHED = "test_klp_livepatch: this has been live patched\n"
 
 
-@pytest.fixture(params=[1, 2], ids=["1cpu", "2cpu"])
+@pytest.fixture(params=[(1, "native"), (2, "native"), (1, "python"), (2, "python")],
+                ids=["1cpu-native", "2cpu-native", "1cpu-python", "2cpu-python"])
 def lp_machine(request) -> Machine:
-    m = Machine(cpus=request.param, seed=0).boot()
-    Livepatch.attach(m)
+    cpus, backend = request.param
+    m = Machine(cpus=cpus, seed=0).boot()
+    Livepatch.attach(m, backend)
     return m
 
 
@@ -35,7 +37,11 @@ def klp_lines(m: Machine) -> list[str]:
 def test_enable_patches_the_function_and_disable_restores_it(lp_machine: Machine) -> None:
     m = lp_machine
     load_lp(m, "test_klp_livepatch")
+    dispatch = m.extensions["klp"].dispatch
+    before = dispatch.python_calls
     assert m.read_file("/proc/cmdline") == PATCHED
+    # the python backend's hook chose the function; the native one never calls Python
+    assert dispatch.python_calls - before == (1 if dispatch.backend == "python" else 0)
     assert m.read_file(f"{SYSFS}/test_klp_livepatch/enabled") == "1\n"
     assert m.read_file("/sys/module/test_klp_livepatch/refcnt") == "1\n"
     disable_lp(m, "test_klp_livepatch")

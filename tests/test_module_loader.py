@@ -24,6 +24,7 @@ from emu.errors import ImageError
 from emu.image import Symbol
 from emu.module_loader import (KlpRelaSection, LoadedModule, ModuleLoadError, ParamDesc,
                                layout_size, load_module)
+from klp.build import kernel_cflags
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(__file__).resolve().parent / "data" / "module_loader"
@@ -34,18 +35,6 @@ KTEXT = 0xFFFFFFFF81000000          # where the fake kernel's stubs live
 FENTRY = KTEXT                      # `ret`
 PRINTK = KTEXT + 0x10               # `ret`
 KERNEL_SYMS = {"__fentry__": FENTRY, "printk": PRINTK}
-
-
-def _kflags() -> list[str]:
-    """The KFLAGS line of fixtures/Makefile (the one canonical flag list)."""
-    text = (ROOT / "fixtures" / "Makefile").read_text()
-    start = text.index("KFLAGS :=") + len("KFLAGS :=")
-    value = []
-    for line in text[start:].splitlines():
-        value.append(line.rstrip("\\").strip())
-        if not line.rstrip().endswith("\\"):
-            break
-    return " ".join(value).split()
 
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ld") is None,
@@ -61,7 +50,7 @@ struct module __this_module __attribute__((section(".gnu.linkonce.this_module"),
 
 def _build(out: Path, src: Path, name: str, extra: tuple[str, ...] = (),
            this_module: bool = True) -> bytes:
-    flags = _kflags() + [f"-I{INCLUDE}", "-DMODULE", f"-DKBUILD_MODNAME=\"{name}\"", *extra]
+    flags = kernel_cflags() + [f"-I{INCLUDE}", "-DMODULE", f"-DKBUILD_MODNAME=\"{name}\"", *extra]
     obj = out / f"{name}.o"
     subprocess.run(["gcc", *flags, "-c", str(src), "-o", str(obj)], check=True)
     objs = [str(obj)]
@@ -79,7 +68,7 @@ def _build(out: Path, src: Path, name: str, extra: tuple[str, ...] = (),
 def mods(tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("modules")
     common_o = out / "common.o"
-    subprocess.run(["gcc", *_kflags(), "-fcommon", f"-I{INCLUDE}", "-c",
+    subprocess.run(["gcc", *kernel_cflags(), "-fcommon", f"-I{INCLUDE}", "-c",
                     str(SRC / "common.c"), "-o", str(common_o)], check=True)
     return {
         "modtest": _build(out, SRC / "modtest.c", "modtest"),
@@ -126,7 +115,7 @@ AT(kernel_symbol, value, 0); AT(kernel_symbol, name, 8);
 _Static_assert(sizeof(struct kernel_symbol) == 16, "ksym");
 """
     (tmp_path / "o.c").write_text(checks)
-    subprocess.run(["gcc", *_kflags(), f"-I{INCLUDE}", "-c", str(tmp_path / "o.c"),
+    subprocess.run(["gcc", *kernel_cflags(), f"-I{INCLUDE}", "-c", str(tmp_path / "o.c"),
                     "-o", str(tmp_path / "o.o")], check=True)
 
 

@@ -438,11 +438,21 @@ def _compare(path: Path) -> dict[str, int]:
     tables = tables_from_elf(path, use_cache=False)
     cs = Cs(CS_ARCH_X86, CS_MODE_64)
     stats = dict(functions=0, compared=0, rbp_based=0, bp_saved=0, skipped_inline_asm=0,
-                 unreached=0, unreached_not_nop=0, mismatches=0)
+                 switch_asm_undefined=0, unreached=0, unreached_not_nop=0, mismatches=0)
     mismatches = []
     with open(path, "rb") as f:
         elf = ELFFile(f)
         fdes = _eh_frame_rows(elf)
+        hint_section = elf.get_section_by_name(HINTS_SECTION)
+        hints = parse_hints(hint_section.data()) if hint_section else []
+        # inline asm between UNWIND_HINT_SAVE and RESTORE switches stacks (the
+        # legacy switch_to pops another task's registers before a `ret`): the
+        # tracker calls it undefined; gcc's CFI cannot know about it
+        saves = sorted(h.ip for h in hints if h.type == HintType.SAVE)
+        restores = sorted(h.ip for h in hints if h.type == HintType.RESTORE)
+
+        def in_switch_asm(addr: int) -> bool:
+            return any(a <= addr < b for a, b in zip(saves, restores))
         text = {s["sh_addr"]: s.data() for s in elf.iter_sections()
                 if s["sh_flags"] & 0x4 and s["sh_size"]}
         for name, start, size in sorted(set(iter_function_symbols(elf)), key=lambda t: t[1]):
@@ -468,6 +478,10 @@ def _compare(path: Path) -> dict[str, int]:
                     continue
                 if _is_inline_asm_push_pop(prev, insn):
                     stats["skipped_inline_asm"] += 1
+                    prev = insn
+                    continue
+                if e.type == HintType.UNDEFINED and in_switch_asm(addr):
+                    stats["switch_asm_undefined"] += 1
                     prev = insn
                     continue
                 prev = insn

@@ -9,9 +9,10 @@ Typical use::
 """
 
 from .cfa import track_function
-from .elf import tables_from_elf
+from .elf import stack_switches_from_elf, tables_from_elf
 from .entry import Entry
 from .hints import HINTS_SECTION, Hint, HintType, SpReg, parse_hints
+from .switches import StackSwitch, find_stack_switches
 from .tables import FunctionSym, UnwindTables, build_tables
 from .walk import (
     DEFAULT_MAX_FRAMES,
@@ -28,7 +29,8 @@ from .walk import (
 
 __all__ = [
     "DEFAULT_MAX_FRAMES", "Entry", "Frame", "FrameKind", "FunctionSym", "HINTS_SECTION",
-    "Hint", "HintType", "IRET_FRAME_SIZE", "PT_REGS_SIZE", "RULES", "SpReg", "StackTrace",
-    "StartState", "UnwindTables", "build_tables", "parse_hints", "tables_from_elf",
+    "Hint", "HintType", "IRET_FRAME_SIZE", "PT_REGS_SIZE", "RULES", "SpReg", "StackSwitch", "StackTrace",
+    "StartState", "UnwindTables", "build_tables", "find_stack_switches", "parse_hints",
+    "stack_switches_from_elf", "tables_from_elf",
     "track_function", "walk", "walk_best_effort",
 ]

@@ -53,10 +53,27 @@ def track_function(code: bytes, start: int, hints: Iterable[Hint] = ()) -> list[
     address, the first at `start`; consecutive instructions with the same state
     share a row. The function's end is not included (the caller closes it).
     """
+    insns, states = track_states(code, start, hints)
+    return _rows(sorted(insns), states)
+
+
+def rsp_offset(state: _State) -> int | None:
+    """CFA - rsp in a tracking state (None: unknown)."""
+    return state[3] if state[0] is _CALL else None
+
+
+def track_states(code: bytes, start: int, hints: Iterable[Hint] = ()
+                 ) -> tuple[dict[int, tuple[int, str, str]], dict[int, _State]]:
+    """The instructions {address: (size, mnemonic, operands)} of a function and
+    the tracking state at each one a path reaches (see track_function)."""
     end = start + len(code)
     insns = {addr: (size, mnem, ops) for addr, size, mnem, ops in _CS.disasm_lite(code, start)}
-    by_ip = {h.ip: _hint_state(h) for h in hints}
-    for ip in by_ip:
+    hints = tuple(hints)
+    by_ip = {h.ip: _hint_state(h) for h in hints if h.type < HintType.SAVE}
+    saves = {h.ip for h in hints if h.type is HintType.SAVE}
+    restores = {h.ip for h in hints if h.type is HintType.RESTORE}
+    saved: _State | None = None
+    for ip in (*by_ip, *saves, *restores):
         if ip not in insns:
             log.warning("unwind hint at 0x%x is not at an instruction start", ip)
     states: dict[int, _State] = {}
@@ -70,6 +87,13 @@ def track_function(code: bytes, start: int, hints: Iterable[Hint] = ()) -> list[
             if insn is None:  # fell off the end (after a noreturn call) or left the function
                 break
             state = by_ip.get(addr, state)
+            if addr in saves:
+                saved = state
+            elif addr in restores:
+                if saved is None:
+                    log.warning("unwind hint RESTORE at 0x%x before any SAVE", addr)
+                else:
+                    state = saved
             seen = states.get(addr)
             if seen is not None and (seen == state or seen[0] is not HintType.UNDEFINED):
                 if seen != state:
@@ -95,7 +119,7 @@ def track_function(code: bytes, start: int, hints: Iterable[Hint] = ()) -> list[
             if mnem != "call" and state[0] <= _IRET:
                 state = _step(state, mnem, ops)
             addr = nxt
-    return _rows(sorted(insns), states)
+    return insns, states
 
 
 def _hint_state(h: Hint) -> _State:

@@ -12,7 +12,8 @@ from elftools.elf.sections import SymbolTableSection
 from ..errors import ImageError
 from . import cache
 from .hints import HINTS_SECTION, Hint, parse_hints
-from .tables import ReadCode, UnwindTables, build_tables
+from .switches import StackSwitch, find_stack_switches
+from .tables import ReadCode, UnwindTables, _unique_functions, build_tables
 
 _SHF_ALLOC = 0x2
 
@@ -27,11 +28,36 @@ def tables_from_elf(path: str | os.PathLike[str], *, use_cache: bool = True) -> 
         elf = ELFFile(f)
         if elf["e_type"] == "ET_REL":
             raise ImageError(f"{path} is a relocatable object; link it first")
-        functions = list(iter_function_symbols(elf))
+        key = cache.file_key(path)
+        functions = _function_symbols(elf, key)
         hints = read_hints(elf)
         read_code = _section_reader(elf)
-        key = cache.file_key(path) if use_cache else None
-        return build_tables(functions, read_code, hints, cache_key=key)
+        return build_tables(functions, read_code, hints, cache_key=key if use_cache else None)
+
+
+def stack_switches_from_elf(path: str | os.PathLike[str]) -> list[StackSwitch]:
+    """The stack switches in the functions of a linked image (see switches.py)."""
+    key = cache.file_key(path)
+    switches = _switches.get(key)
+    if switches is None:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            functions = _unique_functions(_function_symbols(elf, key))
+            switches = _switches[key] = list(find_stack_switches(functions, _section_reader(elf), read_hints(elf)))
+    return list(switches)
+
+
+# By file content: pyelftools parses symbols slowly (~60 ms for vmlinux), and
+# every Machine() asks for the same kernel's twice.
+_symbols: dict[str, list[tuple[str, int, int]]] = {}
+_switches: dict[str, list[StackSwitch]] = {}
+
+
+def _function_symbols(elf: ELFFile, key: str) -> list[tuple[str, int, int]]:
+    symbols = _symbols.get(key)
+    if symbols is None:
+        symbols = _symbols[key] = list(iter_function_symbols(elf))
+    return symbols
 
 
 def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:

@@ -38,6 +38,8 @@ class HintType(IntEnum):
     IRET_REGS = 2     # an iret frame (ip, cs, flags, sp, ss) starts there
     END_OF_STACK = 3  # the walk ends here, reliably
     UNDEFINED = 4     # unwinding from here is unreliable
+    SAVE = 5          # remember the state here (inline asm that switches stacks) ...
+    RESTORE = 6       # ... and take it back here, where the asm ends
 
 
 @dataclass(frozen=True, slots=True)

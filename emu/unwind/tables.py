@@ -83,6 +83,11 @@ class UnwindTables:
         self._rebuild()
         return len(gone)
 
+    @property
+    def memo(self) -> dict[int, Entry | None]:
+        """The addresses lookup() has answered, and its answers."""
+        return self._memo
+
     def lookup(self, ip: int) -> Entry | None:
         """The entry covering `ip`, or None if no tracked instruction covers it."""
         try:

@@ -67,7 +67,7 @@ class StackTrace:
 
     @property
     def ips(self) -> tuple[int, ...]:
-        return tuple(f.ip for f in self.frames)
+        return tuple([f[0] for f in self.frames])
 
 
 def walk(tables: UnwindTables, read_u64: ReadU64, start: StartState,
@@ -123,7 +123,10 @@ def _walk(tables: UnwindTables, read_u64: ReadU64, start: StartState,
     if not low <= sp <= high:
         return f"stack pointer 0x{sp:x} left the task stack"
     lookup = tables.lookup
+    memo = tables.memo       # lookup()'s own memo, read inline: walks make many lookups...
     append = frames.append
+    new = tuple.__new__      # ... and many frames: Frame(...) without NamedTuple's Python-level __new__
+    NORMAL = FrameKind.NORMAL
     CALL, REGS, IRET, END = (HintType.CALL, HintType.REGS, HintType.IRET_REGS,
                              HintType.END_OF_STACK)
     RSP = SpReg.RSP
@@ -134,8 +137,11 @@ def _walk(tables: UnwindTables, read_u64: ReadU64, start: StartState,
         while True:
             if len(frames) >= max_frames:
                 return "too many frames"
-            append(Frame(ip, sp, kind))
-            e = lookup(ip - 1 if after_call else ip)
+            append(new(Frame, (ip, sp, kind, False)))
+            key = ip - 1 if after_call else ip
+            e = memo.get(key, lookup)
+            if e is lookup:
+                e = lookup(key)
             if e is None:
                 return _no_entry_reason(tables, ip, after_call)
             t = e.type
@@ -154,7 +160,7 @@ def _walk(tables: UnwindTables, read_u64: ReadU64, start: StartState,
                     bp = read_u64(at)
                 if ret == 0:
                     return f"return address 0 in the frame of {tables.describe(ip)}"
-                ip, sp, kind, after_call = ret, cfa, FrameKind.NORMAL, True
+                ip, sp, kind, after_call = ret, cfa, NORMAL, True
             elif t is REGS or t is IRET:
                 base = (sp if e.base is RSP else bp) + e.offset
                 full = t is REGS

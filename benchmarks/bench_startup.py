@@ -1,0 +1,140 @@
+"""Start-up: boot, unwind tables, module load.
+
+- boot: Machine(cpus=2) + boot() to a running 2-CPU kernel whose shell waits
+  for commands, after imports: the first in a fresh process (which parses
+  the kernel's ELF symbols) and again in the same process;
+- unwind tables of the kernel image, per function: cold (every function
+  disassembled and tracked, no cache) and cached (rows loaded from the
+  on-disk cache written by the cold build; the in-process copy dropped);
+- module load: the loader alone (parse, lay out, relocate klpemu_bench_tasks,
+  105 functions) and a whole insmod + rmmod through the guest (syscall,
+  loader, unwind tables, ftrace sites, init).
+Host wall time, medians, rounds interleaved.
+
+Run: python -m benchmarks.bench_startup [--quick] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from emu import Machine
+from emu.machine import resolve_kernel
+from emu.module_loader import load_module
+from emu.unwind import cache, tables_from_elf
+
+from .common import MODULES, machine_description, svg_bars, table
+
+TARGET_BOOT_S = 0.3
+MODULE = MODULES / "klpemu_bench_tasks.ko"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+FIRST_BOOT = ("import time; from emu import Machine; start = time.perf_counter(); "
+              "Machine(cpus=2, seed=0).boot(); print(time.perf_counter() - start)")
+
+
+def first_boot_s() -> float:
+    """Boot time in a fresh interpreter, after its imports."""
+    out = subprocess.run([sys.executable, "-c", FIRST_BOOT], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return float(out.stdout)
+
+
+def run(quick: bool = False) -> dict[str, object]:
+    rounds = 3 if quick else 7
+    kernel = resolve_kernel("modern")
+    functions = len(tables_from_elf(kernel, use_cache=False))
+    data = MODULE.read_bytes()
+    m = Machine(cpus=2, seed=0).boot()
+    resolve = m.kallsyms.lookup_name
+    base = 0xFFFFFFFFA8000000
+    loaded = load_module(data, "klpemu_bench_tasks", base, resolve)
+    keys = ("first_boot", "boot", "tables_cold", "tables_cached", "loader", "insmod")
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    # fresh processes, with the user's unwind cache (which the boot above filled)
+    times["first_boot"] = [first_boot_s() for _ in range(1 if quick else 3)]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = tmp          # a cache of our own, cold at first
+        try:
+            for _ in range(rounds):
+                times["boot"].append(timed(lambda: Machine(cpus=2, seed=0).boot()))
+                cache._memory.clear()
+                for f in Path(tmp, "klpemu").glob("*"):
+                    f.unlink()
+                times["tables_cold"].append(timed(lambda: tables_from_elf(kernel)))
+                cache._memory.clear()               # from disk, as a new process would
+                times["tables_cached"].append(timed(lambda: tables_from_elf(kernel)))
+                times["loader"].append(timed(lambda: load_module(data, "klpemu_bench_tasks", base, resolve)))
+                times["insmod"].append(timed(lambda: (m.insmod(MODULE), m.rmmod("klpemu_bench_tasks"))))
+        finally:
+            if env is None:
+                del os.environ["XDG_CACHE_HOME"]
+            else:
+                os.environ["XDG_CACHE_HOME"] = env
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "benchmark": "startup", "machine": machine_description(), "rounds": rounds,
+        "first_boot_s": round(median["first_boot"], 4), "boot_s": round(median["boot"], 4),
+        "target_boot_s": TARGET_BOOT_S, "met": median["first_boot"] <= TARGET_BOOT_S,
+        "kernel_functions": functions,
+        "unwind_tables_cold_s": round(median["tables_cold"], 4),
+        "unwind_tables_cached_s": round(median["tables_cached"], 4),
+        "unwind_cold_us_per_function": round(median["tables_cold"] / functions * 1e6, 1),
+        "unwind_cached_us_per_function": round(median["tables_cached"] / functions * 1e6, 2),
+        "module": MODULE.name, "module_bytes": len(data), "module_functions": len(loaded.mcount_sites),
+        "module_loader_ms": round(median["loader"] * 1e3, 2),
+        "insmod_rmmod_ms": round(median["insmod"] * 1e3, 2),
+    }
+
+
+def report(result: dict[str, object]) -> str:
+    r = result
+    rows = [("boot to a running 2-CPU kernel, fresh process (target <= 0.3 s)", f"{r['first_boot_s']:.3f} s"),
+            ("boot to a running 2-CPU kernel, again", f"{r['boot_s']:.3f} s"),
+            (f"unwind tables, cold ({r['kernel_functions']} functions)",
+             f"{r['unwind_tables_cold_s']:.3f} s = {r['unwind_cold_us_per_function']} us/function"),
+            ("unwind tables, cached",
+             f"{r['unwind_tables_cached_s']:.4f} s = {r['unwind_cached_us_per_function']} us/function"),
+            (f"module loader: parse, lay out, relocate {r['module']}", f"{r['module_loader_ms']} ms"),
+            (f"insmod + rmmod {r['module']} through the guest", f"{r['insmod_rmmod_ms']} ms")]
+    return table(("start-up", "time"), rows)
+
+
+def svg(result: dict[str, object]) -> str:
+    r = result
+    bars = [("boot, fresh process", r["first_boot_s"] * 1e3), ("boot, again", r["boot_s"] * 1e3), ("unwind tables, cold", r["unwind_tables_cold_s"] * 1e3),
+            ("unwind tables, cached", r["unwind_tables_cached_s"] * 1e3),
+            ("module loader", r["module_loader_ms"]), ("insmod + rmmod", r["insmod_rmmod_ms"])]
+    return svg_bars("Start-up costs (ms, log scale)", bars, " ms", marks=[(TARGET_BOOT_S * 1e3, "boot target")],
+                    log=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args(argv)
+    result = run(args.quick)
+    sys.stdout.write(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

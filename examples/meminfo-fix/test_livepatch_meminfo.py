@@ -1,0 +1,60 @@
+"""Regression test for livepatch_meminfo.ko, with the klpemu pytest plugin.
+
+Run from the repository root:
+    .venv/bin/klpemu build examples/meminfo-fix/livepatch_meminfo.c \
+        -o examples/meminfo-fix/livepatch_meminfo.ko --livepatch
+    .venv/bin/python -m pytest examples/meminfo-fix
+(the `built` fixture below also builds it when the .ko is missing or stale).
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+from klp.build import build_module
+
+HERE = Path(__file__).resolve().parent
+MODULE = "livepatch_meminfo"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built() -> Path:
+    src, ko = HERE / f"{MODULE}.c", HERE / f"{MODULE}.ko"
+    if not ko.exists() or ko.stat().st_mtime < src.stat().st_mtime:
+        build_module([src], ko, livepatch=True)
+    return ko
+
+
+@pytest.mark.klpemu(cpus=2)
+def test_meminfo_gains_memavailable_and_loses_it_again(klp) -> None:
+    assert "MemAvailable" not in klp.read("/proc/meminfo")
+
+    klp.start_test("add MemAvailable to /proc/meminfo")
+    klp.load_lp(MODULE)
+    meminfo = klp.read("/proc/meminfo")
+    total = int(re.search(r"^MemTotal:\s+(\d+) kB$", meminfo, re.M).group(1))
+    available = int(re.search(r"^MemAvailable:\s+(\d+) kB$", meminfo, re.M).group(1))
+    assert 0 < available <= total
+
+    klp.disable_lp(MODULE)
+    klp.unload_lp(MODULE)
+    assert "MemAvailable" not in klp.read("/proc/meminfo")
+
+    # as in the kernel selftests, check_result compares the log lines that
+    # contain "livepatch:" or "test_klp" since start_test
+    klp.check_result(f"""livepatch: enabling patch '{MODULE}'
+livepatch: '{MODULE}': initializing patching transition
+livepatch: '{MODULE}': starting patching transition
+livepatch: '{MODULE}': completing patching transition
+livepatch: '{MODULE}': patching complete
+livepatch: '{MODULE}': initializing unpatching transition
+livepatch: '{MODULE}': starting unpatching transition
+livepatch: '{MODULE}': completing unpatching transition
+livepatch: '{MODULE}': unpatching complete""")
+
+
+def test_every_task_runs_the_fix_once_the_transition_is_done(klp) -> None:
+    klp.load_lp(MODULE)
+    for task in klp.machine.tasks():
+        assert klp.read(f"/proc/{task.pid}/patch_state") == "-1\n"
+    assert "MemAvailable" in klp.read("/proc/meminfo")

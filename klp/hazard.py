@@ -1,0 +1,157 @@
+"""The switch_to/RIP hazard: what a livepatch must not replace blindly.
+
+Before 4.9, x86-64 switched stacks inline in __schedule() and saved no
+resume address: a task switched to goes on with the code after the switch
+in whichever copy of __schedule() made it. If a patched task switches to a
+task that went to sleep in the old __schedule(), that task resumes in the
+new function's code on the old function's frame (and the other way round):
+registers and the return address come from the wrong slots. So a function
+that switches stacks without saving RIP may be replaced only by one whose
+frame at the resume point is the same, and what gcc inlined into it can be
+patched only by patching the function itself.
+
+Everything here comes from the machine code (emu.unwind.switches, Capstone)
+and, for inlining, from the image's DWARF (DW_TAG_inlined_subroutine).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from elftools.elf.elffile import ELFFile
+
+from emu.unwind import (HINTS_SECTION, FunctionSym, StackSwitch, find_stack_switches, parse_hints,
+                        stack_switches_from_elf)
+from emu.unwind.elf import iter_function_symbols
+
+if TYPE_CHECKING:
+    from emu import Machine
+
+    from .objects import KlpFunc
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """A function that is unsafe to patch, and why."""
+
+    function: str
+    reason: str
+
+
+def no_rip_switches(switches: list[StackSwitch]) -> dict[str, StackSwitch]:
+    """The functions whose stack switch saves no resume address, by name."""
+    return {s.function.name: s for s in switches if not s.saves_rip}
+
+
+def inlined_into(path: str | os.PathLike[str], containers: set[str]) -> dict[str, set[str]]:
+    """{function: containers it was inlined into}, from the image's DWARF.
+
+    Empty if the image has no debug info."""
+    found: dict[str, set[str]] = {}
+    if not containers:
+        return found
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        if not elf.has_dwarf_info():
+            return found
+        dwarf = elf.get_dwarf_info()
+        for cu in dwarf.iter_CUs():
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
+                    continue
+                name = _die_name(die)
+                if name in containers:
+                    for inl in _inlined(die):
+                        found.setdefault(inl, set()).add(name)
+    return found
+
+
+def _die_name(die) -> str | None:
+    while die is not None:
+        if "DW_AT_name" in die.attributes:
+            return die.attributes["DW_AT_name"].value.decode()
+        ref = die.attributes.get("DW_AT_abstract_origin") or die.attributes.get("DW_AT_specification")
+        die = die.get_DIE_from_attribute(ref.name) if ref is not None else None
+    return None
+
+
+def _inlined(die):
+    for child in die.iter_children():
+        if child.tag == "DW_TAG_inlined_subroutine":
+            name = _die_name(child)
+            if name:
+                yield name
+        yield from _inlined(child)
+
+
+def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
+    """What `klpemu hazards` lists for a kernel image, in address order of the
+    function where possible: stack switches without a saved RIP, what gcc
+    inlined into them, and functions without an fentry site (notrace)."""
+    switchers = no_rip_switches(stack_switches_from_elf(path))
+    out = [Hazard(name, f"switches stacks without saving RIP: a task resumes at "
+                        f"{name}+{s.resume_ip - s.function.start:#x} in the frame its own copy left "
+                        f"({s.frame()})") for name, s in switchers.items()]
+    for func, containers in sorted(inlined_into(path, set(switchers)).items()):
+        for c in sorted(containers):
+            out.append(Hazard(func, f"inlined into {c}, which switches stacks without saving RIP: "
+                                    f"patch {c} (and mind its frame)"))
+    out.extend(Hazard(name, "notrace: no fentry site") for name in _notrace(path))
+    return out
+
+
+def _notrace(path: str | os.PathLike[str]) -> list[str]:
+    """Functions of the image that have no __mcount_loc entry at their start."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        sec = elf.get_section_by_name("__mcount_loc")
+        data = sec.data() if sec is not None else b""
+        sites = {int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)}
+        funcs = sorted({(v, n) for n, v, _size in iter_function_symbols(elf)})
+    return [n for v, n in funcs if v not in sites]
+
+
+class SwitchCheck:
+    """The check on the enable path: which patched functions would make a task
+    resume in a different frame. Built once per machine (the kernel's
+    switches come from its image)."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.switchers = no_rip_switches(machine.walker.switches)
+        self.inlined = inlined_into(machine.kernel.path, set(self.switchers))
+
+    def problems(self, obj_name: str | None, func: "KlpFunc") -> list[str]:
+        """Why replacing `func` is unsafe (empty: it is not)."""
+        if obj_name is not None:
+            return []
+        old = self.switchers.get(func.old_name)
+        if old is None:
+            return [f"function '{func.old_name}' is inlined into '{c}', which switches stacks "
+                    f"without saving RIP: patch '{c}' instead"
+                    for c in sorted(self.inlined.get(func.old_name, ()))]
+        new = self._switch_of(func)
+        if new is None:
+            return [f"function '{func.old_name}' switches stacks without saving RIP, and its "
+                    f"replacement does not switch at the same point: a task sleeping in it "
+                    f"would resume in a different frame"]
+        if (new.frame_size, new.saved_regs) != (old.frame_size, old.saved_regs):
+            return [f"function '{func.old_name}' switches stacks without saving RIP: a task "
+                    f"sleeping in it would resume in a different frame "
+                    f"(old: {old.frame()}; new: {new.frame()})"]
+        return []
+
+    def _switch_of(self, func: "KlpFunc") -> StackSwitch | None:
+        """The no-RIP stack switch of the replacement function, from its code."""
+        loc = self.machine.kallsyms.lookup(func.new_func)
+        if loc is None:
+            return None
+        sym = FunctionSym(loc.symbol.name, func.new_func, func.new_size)
+        read = self.machine.mem.read
+        hints = []
+        mod = self.machine.modules.modules.get(loc.module) if loc.module else None
+        if mod is not None and HINTS_SECTION in mod.image.sections:
+            hints = parse_hints(read(*mod.image.sections[HINTS_SECTION]))
+        return next((s for s in find_stack_switches([sym], read, hints) if not s.saves_rip), None)
+

@@ -1,0 +1,110 @@
+"""The benchmarks compute what they claim (figures are measured in
+benchmarks/, never asserted here: no timing)."""
+import json
+import random
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
+from benchmarks.common import svg_bars, table
+from klp.cli import main as cli_main
+from klp.objects import KlpState
+from klp.transition import CheckRanges
+
+
+@pytest.fixture(scope="module")
+def dispatch_machines():
+    return {name: setup() for name, setup in bench_dispatch.SETUPS.items()}
+
+
+def test_every_dispatch_case_runs_the_function_it_claims(dispatch_machines) -> None:
+    """bench_target returns x + 1, its patches x + 2 (x + 4 at the top of a
+    func_stack of 3): each case's loop result says which function ran."""
+    results = {c.name: bench_dispatch.run_loop(dispatch_machines[c.setup], c, 100) for c in bench_dispatch.CASES}
+    bench_dispatch.check_results(results, 100)
+    assert results["native"] == 200 != results["unpatched"] == 100
+    assert results["transition, task unpatched"] == 100 and results["transition, task patched"] == 200
+    assert results["func_stack of 3"] == 400
+    assert dispatch_machines["python"].extensions["klp"].dispatch.python_calls > 0
+
+
+def test_a_transition_is_held_open_with_one_worker_on_each_side(dispatch_machines) -> None:
+    for setup in ("transition", "nop"):
+        m = dispatch_machines[setup]
+        assert m.extensions["klp"].transition.patch is not None
+        assert bench_dispatch.worker_state(m, bench_dispatch.HELD) == KlpState.UNPATCHED
+        assert bench_dispatch.worker_state(m, bench_dispatch.FREE) == KlpState.PATCHED
+    assert dispatch_machines["nop discarded"].extensions["klp"].transition.patch is None
+
+
+def test_extra_instructions_are_counted_per_call(dispatch_machines) -> None:
+    def insns(name: str) -> float:
+        case = next(c for c in bench_dispatch.CASES if c.name == name)
+        return bench_dispatch.count_instructions(dispatch_machines[case.setup], case, 50)
+    unpatched = insns("unpatched")
+    assert unpatched == int(unpatched) > 3
+    assert insns("native") == insns("direct jmp to new_func") == unpatched + 1     # the jmp at the site
+    assert insns("NOP discarded (replace completed)") == unpatched                 # the site is a NOP again
+    assert unpatched + 1 < insns("transition, task patched") < insns("transition, task unpatched")
+    assert insns("unpatched 500") - insns("unpatched 50") > 400
+
+
+def test_scale_sleepers_sleep_8_to_15_frames_deep_and_block_every_pass() -> None:
+    m = bench_transition.scale_machine(16)
+    sleepers = [t for t in m.tasks() if t.comm.startswith("bench/")]
+    depths = {len(m.walker.trace(t).frames) for t in sleepers}
+    assert len(sleepers) == 16 and depths == set(range(8, 16))
+    times, frames, blocking = bench_transition.timed_passes(m, "klpemu_bench_scale10", 2)
+    assert len(times) == 2 and blocking == 16
+    assert frames == sum(len(m.walker.trace(t).frames) for t in sleepers)
+    assert not m.exists("/sys/kernel/livepatch/klpemu_bench_scale10")   # disabled again
+
+
+def test_check_ranges_finds_the_first_func_in_patch_order() -> None:
+    rng = random.Random(1)
+    for _ in range(2000):
+        ranges = []
+        for i in range(rng.randint(0, 8)):
+            start = rng.randint(0, 100)
+            ranges.append((start, start + rng.randint(0, 30), f"f{i}"))
+        ips = tuple(rng.randint(-5, 140) for _ in range(rng.randint(0, 6)))
+        naive = next((f for s, e, f in ranges if any(s <= ip < e for ip in ips)), None)
+        assert CheckRanges(ranges).first_hit(ips) == naive
+
+
+def test_bare_unicorn_runs_the_machines_code_counting_or_not() -> None:
+    plain, counted = bench_machine.Bare("demo_calls", False), bench_machine.Bare("demo_calls", True)
+    assert plain.per_call == counted.per_call > 1000
+
+
+def test_scenario_run_reports_virtual_time(tmp_path: Path) -> None:
+    one = bench_scenarios.run_one(bench_scenarios.SELFTESTS / "test-livepatch.sh")
+    assert one["virtual_s"] > 1 and one["wall_s"] > 0
+    bad = tmp_path / "test-bad.sh"
+    bad.write_text("cat /proc/no-such-file\n")
+    with pytest.raises(RuntimeError, match="test-bad.sh failed"):
+        bench_scenarios.run_one(bad)
+
+
+def test_suite_writes_dated_json_and_charts(tmp_path: Path) -> None:
+    assert run.main(["startup", "--quick", "--out", str(tmp_path)]) == 0
+    [out] = tmp_path.glob("*-quick.json")
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["results"]["startup"]["module_functions"] > 100
+    assert [t["what"] for t in result["targets"]] == ["boot <= 0.3 s after imports"]
+    [chart] = tmp_path.glob("*-startup.svg")
+    assert len(ET.parse(chart).getroot().findall("{http://www.w3.org/2000/svg}rect")) == 6
+
+
+def test_cli_refuses_an_unknown_benchmark(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", "nope"])
+    assert exc.value.code == 2 and "unknown benchmark nope" in capsys.readouterr().err
+
+
+def test_chart_and_table_helpers() -> None:
+    root = ET.fromstring(svg_bars("t <&>", [("a", 1.0), ("b", 30.0)], "x", marks=[(2.0, "2x")], log=True))
+    assert len(root.findall("{http://www.w3.org/2000/svg}rect")) == 2
+    assert table(("a", "bb"), [(1, 2)]).splitlines()[2] == "| 1 | 2  |"

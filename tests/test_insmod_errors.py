@@ -1,0 +1,83 @@
+"""Every loader error through the guest: insmod of a malformed, hostile or
+clashing module fails with the kernel's errno and a message naming the
+problem, and the machine goes on (a valid module loads afterwards)."""
+import errno
+import struct
+
+import pytest
+
+from emu import Machine, ShellError
+
+from test_module_loader import _file_off, _malformed, mods, patch  # noqa: F401  (mods: a fixture)
+
+MODULES = "fixtures/build/modules"
+CMDLINE = "console=ttyS0 klpemu\n"
+
+
+@pytest.fixture(scope="module")
+def booted() -> Machine:
+    return Machine(cpus=2, seed=0).boot()
+
+
+def insmod_bytes(m: Machine, tmp_path, data: bytes, args: str = "") -> ShellError:
+    path = tmp_path / "bad.ko"
+    path.write_bytes(data)
+    with pytest.raises(ShellError) as info:
+        m.insmod(path, args)
+    return info.value
+
+
+def test_every_malformed_image_is_refused_and_the_machine_goes_on(booted: Machine, mods, tmp_path) -> None:
+    m = booted
+    for what, (data, message) in _malformed(mods).items():
+        before = len(m.dmesg_lines())
+        err = insmod_bytes(m, tmp_path, data)
+        assert err.errno == errno.ENOEXEC, what
+        new = m.dmesg_lines()[before:]
+        assert any(message in line for line in new), (what, new)
+        assert m.read_file("/proc/cmdline") == CMDLINE
+    assert not m.modules.modules
+    m.insmod(f"{MODULES}/test_klp_mod_target.ko")
+    assert m.read_file("/proc/test_klp_mod_target") == "test_klp_mod_target: original output\n"
+    m.rmmod("test_klp_mod_target")
+
+
+def test_unknown_relocation_type(booted: Machine, mods, tmp_path) -> None:
+    d = mods["modtest"]
+    info = _file_off(d, ".rela.text", 8)
+    (old,) = struct.unpack_from("<Q", d, info)
+    err = insmod_bytes(booted, tmp_path, patch(d, info, "<Q", (old & ~0xFFFFFFFF) | 9))
+    assert err.errno == errno.ENOEXEC
+    assert "modtest: Unknown rela relocation: 9" in booted.dmesg_lines()
+
+
+def test_duplicate_module_name_is_eexist(booted: Machine) -> None:
+    m = booted
+    m.insmod(f"{MODULES}/test_klp_mod_target.ko")
+    with pytest.raises(ShellError) as info:
+        m.insmod(f"{MODULES}/test_klp_mod_target.ko")
+    assert info.value.errno == errno.EEXIST
+    assert m.read_file("/proc/test_klp_mod_target") == "test_klp_mod_target: original output\n"
+    m.rmmod("test_klp_mod_target")
+    m.insmod(f"{MODULES}/test_klp_mod_target.ko")          # and again, once it is gone
+    m.rmmod("test_klp_mod_target")
+
+
+def test_unknown_parameter_is_ignored_and_a_bad_value_refused(booted: Machine, mods, tmp_path) -> None:
+    m = booted
+    path = tmp_path / "modtest.ko"
+    path.write_bytes(mods["modtest"])
+    m.insmod(path, "nosuch=1")
+    assert "modtest: unknown parameter 'nosuch' ignored" in m.dmesg_lines()
+    m.rmmod("modtest")
+    before = len(m.dmesg_lines())
+    err = insmod_bytes(m, tmp_path, mods["modtest"], "count=abc")
+    assert err.errno == errno.EINVAL
+    assert m.dmesg_lines()[before:] == ["modtest: 'abc' invalid for parameter 'count'"]
+    assert "modtest" not in m.modules.modules
+
+
+def test_rmmod_errors(booted: Machine) -> None:
+    with pytest.raises(ShellError) as info:
+        booted.rmmod("no_such_module")
+    assert info.value.errno == errno.ENOENT

@@ -1,0 +1,206 @@
+"""test_klp_syscall and what it stands on: sysfs kobjects in the guest, user
+tasks hammering getpid, kill, the scenario language of test-syscall.sh, and
+that selftest itself."""
+from __future__ import annotations
+
+import errno
+import io
+from pathlib import Path
+
+import pytest
+
+from emu import Machine, ShellError
+from emu.shell import MODE_GETPID_LOOP, MODE_SLEEPER
+from klp import Livepatch
+from klp.scenario import ScenarioError, ScenarioResult, ScenarioRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = ROOT / "fixtures" / "build" / "modules" / "test_klp_syscall.ko"
+SCRIPT = ROOT / "scenarios" / "selftests" / "test-syscall.sh"
+KOBJ = "/sys/kernel/test_klp_syscall"
+NPIDS = f"{KOBJ}/npids"
+KLP = "/sys/kernel/livepatch/test_klp_syscall"
+SIGTERM = 15
+
+
+@pytest.fixture
+def m() -> Machine:
+    m = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(m)
+    return m
+
+
+@pytest.fixture(scope="module")
+def shared() -> Machine:
+    """For scripts that stop at a usage error: one machine for them all."""
+    return Machine(cpus=1, seed=0).boot()
+
+
+def load(m: Machine, args: str = "") -> None:
+    m.insmod(MODULE, args)
+    m.run_until(lambda: m.read_file(f"{KLP}/transition") == "0\n", 5, "the patching transition")
+
+
+def unload(m: Machine) -> None:
+    m.write_file(f"{KLP}/enabled", "0")
+    m.run_until(lambda: not m.exists(KLP), 5, "the patch to be freed")
+    m.rmmod("test_klp_syscall")
+
+
+def run(m: Machine, text: str) -> tuple[ScenarioResult, str]:
+    out = io.StringIO()
+    return ScenarioRunner(m, out).run_text(text), out.getvalue()
+
+
+def errno_of(call, *args: object) -> int:
+    with pytest.raises(ShellError) as exc:
+        call(*args)
+    return exc.value.errno
+
+
+# ---------------------------------------------------------------- guest sysfs
+def test_the_kernels_own_kobjects(m: Machine) -> None:
+    assert m.read_file("/sys/devices/system/cpu/online") == "0\n"
+    assert {"devices", "kernel"} <= set(m.listdir("/sys"))
+    assert m.is_dir("/sys/kernel") and m.is_dir("/sys/devices/system/cpu")
+    assert m.listdir("/sys/devices/system/cpu") == ["online"]
+    assert m.file_mode("/sys/devices/system/cpu") == 0o755
+    assert m.file_mode("/sys/devices/system/cpu/online") == 0o444
+    assert errno_of(m.read_file, "/sys/kernel") == errno.EISDIR
+    assert errno_of(m.write_file, "/sys/devices/system/cpu/online", "1") == errno.EACCES
+    assert Machine(cpus=2, seed=0).boot().read_file("/sys/devices/system/cpu/online") == "0-1\n"
+
+
+def test_the_module_adds_its_kobject_and_rmmod_removes_it(m: Machine) -> None:
+    load(m)
+    assert {"livepatch", "test_klp_syscall"} <= set(m.listdir("/sys/kernel"))
+    assert m.listdir(KOBJ) == ["npids"]
+    assert (m.file_mode(KOBJ), m.file_mode(NPIDS)) == (0o755, 0o444)
+    assert m.read_file(NPIDS) == "0\n"                    # shown by the module's npids_show()
+    assert not m.exists("/sys/module/test_klp_syscall/parameters/klp_pids")   # perm 0
+    with pytest.raises(ShellError, match="write error: .*/npids: Permission denied"):
+        m.write_file(NPIDS, "3")
+    assert errno_of(m.write_file, KOBJ, "3") == errno.EISDIR
+    assert m.shell.syscall(39) == m.shell.pid             # the new getpid gives the same answer
+    unload(m)
+    assert not m.exists(KOBJ) and not m.is_dir(KOBJ)
+    assert "test_klp_syscall" not in m.listdir("/sys/kernel")
+    assert errno_of(m.read_file, NPIDS) == errno.ENOENT
+    assert m.read_file("/sys/devices/system/cpu/online") == "0\n"   # the other kobjects stay
+
+
+def test_a_duplicate_kobject_is_refused_with_the_kernels_messages(m: Machine) -> None:
+    load(m)
+    kernel_kobj = m.mem.read_u64(m.symbol_address("kernel_kobj"))
+    assert m.call("kobject_create_and_add", m.shell.put_string("test_klp_syscall"), kernel_kobj) == 0
+    assert m.dmesg_lines()[-3:] == [
+        "sysfs: cannot create duplicate filename '/kernel/test_klp_syscall'",
+        "kobject: kobject_add_internal failed for test_klp_syscall with -EEXIST, don't try to register "
+        "things with the same name in the same directory.",
+        "kobject: kobject_create_and_add: kobject_add error: -17"]
+    assert m.read_file(NPIDS) == "0\n"                    # the module's kobject is untouched
+    unload(m)
+
+
+# ---------------------------------------------------------------- the module
+def test_npids_counts_down_as_each_listed_task_calls_the_new_getpid() -> None:
+    m = Machine(cpus=2, seed=0).boot()
+    Livepatch.attach(m)
+    hammers = [m.shell.spawn(MODE_GETPID_LOOP, "test_klp-call_getpid") for _ in range(2)]
+    sleeper = m.shell.spawn(MODE_SLEEPER, "sleeper")
+    m.insmod(MODULE, f"klp_pids={hammers[0]},{hammers[1]},{sleeper},{m.shell.pid}")
+    # The hammering tasks switch at their own syscall exit, long before the
+    # transition's next retry (a second later) completes it, and then call
+    # the new getpid.
+    m.run_until(lambda: m.read_file(NPIDS) == "2\n", 0.5, "the hammering tasks to call the new getpid")
+    assert m.read_file(f"{KLP}/transition") == "1\n"
+    assert [m.task(p).patch_state for p in hammers] == [1, 1]     # KLP_TRANSITION_PATCHED
+    # The shell (switched when it enabled the patch) counts when it calls
+    # getpid; the sleeper never does.
+    assert m.shell.syscall(39) == m.shell.pid
+    assert m.read_file(NPIDS) == "1\n"
+    for pid in [*hammers, sleeper]:
+        assert m.shell.syscall(62, pid, SIGTERM) == 0
+    m.run_until(lambda: m.read_file(f"{KLP}/transition") == "0\n", 5, "the patching transition")
+    assert not {t.pid for t in m.tasks()} & {*hammers, sleeper}
+    assert m.read_file(NPIDS) == "1\n"
+    unload(m)
+    assert not m.exists(KOBJ)
+
+
+# ---------------------------------------------------------------- the scenario language
+def test_background_programs_arrays_and_arithmetic(m: Machine) -> None:
+    result, out = run(m, """\
+N=$(getconf _NPROCESSORS_ONLN)
+for i in $(seq 1 $(($N < 2 ? 3 : 1))); do
+	./test_klp-call_getpid &
+	pids[$i]="$!"
+done
+echo "${#pids[@]} $(nproc) ${pids[2]} ${pids[$((1 + 2))]} $((7 / -2)) $((1 << 4 | 1))"
+list=$(echo ${pids[@]} | tr ' ' ',')
+echo "$list" $'a\\tb'
+for w in "${pids[@]}" x; do
+	echo -n "<$w>"
+done
+echo
+""")
+    pids = [t.pid for t in m.tasks() if t.comm == "test_klp-call_g"]   # comm: 15 characters, as on Linux
+    assert result.ok and len(pids) == 3
+    assert out == (f"3 1 {pids[1]} {pids[2]} -3 17\n{','.join(map(str, pids))} a\tb\n"
+                   + "".join(f"<{p}>" for p in pids) + "<x>\n")
+
+
+def test_kill_and_or(m: Machine) -> None:
+    result, out = run(m, """\
+./test_klp-call_getpid &
+kill $!
+sleep 0.05
+kill $! || true
+kill -KILL $! || kill -s 9 $! || echo gone
+kill 1 || true
+""")
+    dead = [s for s in result.steps if s.verb == "kill" and not s.ok]
+    assert result.ok, result.failures
+    assert len(dead) == 4
+    assert out.count("- No such process\n") == 3 and out.endswith(
+        "gone\nkill: (1) - the scenario's own shell cannot be killed\n")
+    assert not [t for t in m.tasks() if t.comm == "test_klp-call_g"]
+    result, out = run(m, "kill 4242\n")
+    assert not result.ok and out == "kill: (4242) - No such process\n"
+
+
+@pytest.mark.parametrize("script, line, message", [
+    ("./test_klp-call_getpid\n", 1, "runs until a signal ends it: start it in the background"),
+    ("echo a\ncat /proc/cmdline &\n", 2, "only the guest's programs (test_klp-call_getpid) can run in the background"),
+    ("./test_klp-call_getpid & echo a\n", 1, "'&' must end a command"),
+    ("kill -FOO 1\n", 1, "kill: FOO: invalid signal specification"),
+    ("echo $!\n", 1, "$! is not set: no program was started with '&'"),
+    ("echo $((1 = 2))\n", 1, "'=' (assignment, increment or comma) is not supported"),
+    ("echo $((2 / 0))\n", 1, "division by 0"),
+    ("for i in 1 2; do\n\techo $i\n", 1, "'for' without 'done'"),
+    ("for i in 1 2\n\techo $i\ndone\n", 1, "'for' without 'do'"),
+    ("for 1 in a; do\n\techo\ndone\n", 1, "'for' needs a variable name"),
+    ("for i; do\n\techo\ndone\n", 1, "only 'for NAME in WORDS; do' loops are supported"),
+    ("echo a\ndone\n", 2, "'done' without a matching 'for'"),
+    ("true ||\n", 1, "'||' needs a command on each side"),
+    ("echo ${#X}\n", 1, "unsupported expansion ${#X}"),
+    ("echo $(getconf PAGESIZE)\n", 1, "$(getconf PAGESIZE) is not supported"),
+    ("echo $(echo a | tr -d a)\n", 1, "usage: tr SET1 SET2"),
+])
+def test_usage_errors_name_what_is_unsupported(shared: Machine, script: str, line: int, message: str) -> None:
+    with pytest.raises(ScenarioError) as exc:
+        run(shared, script)
+    assert exc.value.lineno == line and message in str(exc.value)
+
+
+# ---------------------------------------------------------------- the selftest
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_the_ported_selftest_passes(cpus: int) -> None:
+    m = Machine(cpus=cpus, seed=0).boot()
+    result, out = run(m, SCRIPT.read_text())
+    assert out == "TEST: patch getpid syscall while being heavily hammered ... ok\n"
+    assert result.ok and result.exit_code == 0, result.failures
+    insmod, = [ln for ln in m.dmesg_lines() if ln.startswith("% insmod test_modules/test_klp_syscall.ko")]
+    assert len(insmod.split("klp_pids=")[1].split(",")) == cpus         # one hammering task per CPU
+    assert not [t for t in m.tasks() if t.comm == "test_klp-call_g"]  # killed
+    assert not m.exists(KOBJ)

@@ -1,0 +1,89 @@
+"""The pytest plugin and `klpemu build`, as a livepatch author uses them:
+the worked example passes, a broken patch fails with a clear report,
+--klpemu-seeds reruns tests on several seeds."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emu.module_loader import load_module
+from klp.build import BuildError, build_module
+from klp.cli import main
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "meminfo-fix"
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def example(pytester: pytest.Pytester) -> Path:
+    for f in ("livepatch_meminfo.c", "test_livepatch_meminfo.py"):
+        shutil.copy(EXAMPLE / f, pytester.path / f)
+    return pytester.path
+
+
+def test_the_worked_example_passes(pytester: pytest.Pytester, example: Path) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_broken_patch_fails_with_the_log_diff_and_kernel_log(pytester: pytest.Pytester, example: Path) -> None:
+    src = example / "livepatch_meminfo.c"
+    src.write_text(src.read_text().replace('"MemAvailable:   "', '"MemAvail:       "'))
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*klpemu kernel log*", "*livepatch: 'livepatch_meminfo': patching complete*"])
+
+
+def test_check_result_failure_shows_the_diff(pytester: pytest.Pytester, example: Path) -> None:
+    test = example / "test_livepatch_meminfo.py"
+    test.write_text(test.read_text().replace("initializing patching", "initialising patching"))
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*KlpemuFailure: not ok*", "*-livepatch: 'livepatch_meminfo': initialising*",
+                                 "*+livepatch: 'livepatch_meminfo': initializing*"])
+
+
+def test_seeds_option_reruns_each_test(pytester: pytest.Pytester, example: Path) -> None:
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "--klpemu-seeds", "3")
+    result.assert_outcomes(passed=6)
+    result.stdout.no_fnmatch_line("*seed3*")
+
+
+def test_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.klpemu(cpu=2)
+        def test_x(klp):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*unknown option(s) cpu*"])
+    assert result.ret != 0
+
+
+def test_build_marks_a_livepatch_and_compiles_with_the_kernel_flags(tmp_path: Path) -> None:
+    ko = build_module([EXAMPLE / "livepatch_meminfo.c"], tmp_path / "lp.ko", livepatch=True)
+    image = load_module(ko.read_bytes(), "lp", 0xFFFFFFFFA0000000, lambda name: 0xFFFFFFFF81000000)
+    assert image.name == "lp"
+    assert image.modinfo["livepatch"] == ["Y"]           # the source says so already: not twice
+    assert image.mcount_sites                               # -pg -mfentry -mrecord-mcount
+    plain = tmp_path / "plain.c"
+    plain.write_text("#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n")
+    image = load_module(build_module([plain], tmp_path / "plain.ko", livepatch=True).read_bytes(),
+                        "plain", 0xFFFFFFFFA0000000, lambda name: 0xFFFFFFFF81000000)
+    assert image.modinfo["livepatch"] == ["Y"]
+
+
+def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.c"
+    bad.write_text("int f(void) { return undeclared_thing; }\n")
+    with pytest.raises(BuildError, match="undeclared_thing"):
+        build_module([bad], tmp_path / "bad.ko")
+    with pytest.raises(BuildError, match="NAME.ko"):
+        build_module([bad], tmp_path / "bad-name.ko")
+    with pytest.raises(BuildError, match="no such source file"):
+        build_module([tmp_path / "missing.c"], tmp_path / "m.ko")
+    assert main(["build", str(bad), "-o", str(tmp_path / "bad.ko")]) == 1
+    assert "undeclared_thing" in capsys.readouterr().err
+    assert main(["build", str(EXAMPLE / "livepatch_meminfo.c"), "-o", str(tmp_path / "ok.ko")]) == 0
+    assert (tmp_path / "ok.ko").is_file()
