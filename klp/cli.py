@@ -9,6 +9,7 @@ import argparse
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineCrashed, MachineConfig
@@ -96,6 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     m = _machine(args)
+    started = time.perf_counter()
     m.boot()
     out = io.StringIO() if args.json else sys.stdout
     runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch)
@@ -112,9 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.blocking:
                 sys.stdout.write("\n--- blocking tasks ---\n" + blocking_report(m))
     if args.json:
-        extra = {"blocking": blocking_json(m)} if args.blocking else {}
         json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
-                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns, **extra}, sys.stdout, indent=1)
+                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns,
+                   "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m)},
+                  sys.stdout, indent=1)
         sys.stdout.write("\n")
     return result.exit_code
 
@@ -172,11 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script")
     run.add_argument("--module-dir", action="append", default=[], type=Path,
                      help="look for NAME.ko here before the built fixtures (repeatable)")
-    run.add_argument("--json", action="store_true", help="machine-readable steps, outcome and log")
+    run.add_argument("--json", action="store_true",
+                     help="machine-readable outcome, steps, log, times and blocking tasks "
+                          "(klp/schemas/run.schema.json)")
     run.add_argument("--blocking", action="store_true",
                      help="at the end, report the tasks that block a livepatch transition still in "
                           "progress, why (running, unreliable stack, sleeping on which function) and "
-                          "their stacks")
+                          "their stacks (always in --json)")
     run.add_argument("--dispatch", choices=BACKENDS, default="native",
                      help="how patched functions are dispatched: native trampolines (default) "
                           "or a Python code hook per call (slow; for tracing)")

@@ -87,3 +87,17 @@ def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "undeclared_thing" in capsys.readouterr().err
     assert main(["build", str(EXAMPLE / "livepatch_meminfo.c"), "-o", str(tmp_path / "ok.ko")]) == 0
     assert (tmp_path / "ok.ko").is_file()
+
+
+def test_a_stuck_transition_is_explained_in_the_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_stuck(klp):
+            klp.load_mod("klpemu_test_target", "sleeper=1")
+            klp.load_lp_nowait("klpemu_test_patch")
+            klp.sleep(2)
+            assert klp.read("/sys/kernel/livepatch/klpemu_test_patch/transition") == "0\\n"
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*klpemu blocking tasks*",
+                                 "*klpemu_sleeper:* is sleeping on function klpemu_test_sleep*"])

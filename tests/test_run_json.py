@@ -1,0 +1,72 @@
+"""`klpemu run --json` output, validated against klp/schemas/run.schema.json,
+for a passing, a failing, a skipping and a blocked run."""
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from klp.cli import main
+
+SCHEMA = json.loads(resources.files("klp").joinpath("schemas/run.schema.json").read_text())
+
+PASSING = """start_test "ok"
+load_lp test_klp_livepatch
+disable_lp test_klp_livepatch
+unload_lp test_klp_livepatch
+"""
+FAILING = """start_test "wrong"
+log "livepatch: something"
+check_result "livepatch: something else"
+"""
+SKIPPING = """skip "not here"
+"""
+BLOCKED = """insmod klpemu_test_target.ko sleeper=1
+insmod klpemu_test_patch.ko
+sleep 2
+"""
+
+
+def run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> tuple[int, dict]:
+    script = tmp_path / "s.sh"
+    script.write_text(text)
+    code = main(["run", str(script), "--cpus", "1", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    jsonschema.validate(data, SCHEMA)
+    return code, data
+
+
+def test_the_schema_is_a_valid_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_passing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(tmp_path, capsys, PASSING)
+    assert code == 0 and data["ok"] and data["exit_code"] == 0
+    assert [s["verb"] for s in data["steps"]] == ["start_test", "load_lp", "disable_lp", "unload_lp"]
+    assert "livepatch: 'test_klp_livepatch': patching complete" in data["dmesg"]
+    assert data["virtual_time_ns"] > 0 and data["wall_time_s"] > 0
+    assert data["blocking"] is None
+
+
+def test_failing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(tmp_path, capsys, FAILING)
+    assert code == 1 and not data["ok"]
+    assert data["failures"] == ["ERROR: livepatch kselftest(s) failed"]
+    assert [s["ok"] for s in data["steps"]] == [True, True, False]
+
+
+def test_skipping_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(tmp_path, capsys, SKIPPING)
+    assert code == 4 and data["skipped"] == "not here"
+
+
+def test_blocked_run_names_the_blocking_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(tmp_path, capsys, BLOCKED)
+    assert code == 0
+    blocking = data["blocking"]
+    assert blocking["patch"] == "klpemu_test_patch" and blocking["target"] == "patched"
+    (task,) = [t for t in blocking["tasks"] if t["comm"] == "klpemu_sleeper"]
+    assert task["reason"] == "is sleeping on function" and task["detail"] == "klpemu_test_sleep"
+    assert task["stack"][0].startswith("__schedule+")
