@@ -30,13 +30,10 @@ Run: python -m benchmarks.bench_dispatch [--quick] [--json PATH]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from unicorn import UC_HOOK_CODE, Uc
@@ -48,7 +45,7 @@ from emu.memory import MODULES_SIZE
 from klp import Livepatch
 from klp.objects import KlpState
 
-from .common import MODULES, machine_description, median_ratio, svg_bars, table
+from .common import MODULES, bench_main, machine_description, median_ratio, svg_bars, table
 
 FREE, HELD = 0, 1                     # the two workers (klpemu_bench.c)
 SIZES = {"tiny": 0, "50": 1, "500": 2}   # loop number -> function size
@@ -257,15 +254,7 @@ def svg(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args(argv)
-    result = run(args.quick)
-    sys.stdout.write(report(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return bench_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,10 @@ Run: python -m benchmarks.bench_machine [--quick] [--json PATH]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import struct
 import sys
 import time
-from pathlib import Path
 
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as x86
@@ -36,7 +33,7 @@ from emu.image import ElfImage
 from emu.machine import resolve_kernel
 from emu.memory import PAGE_OFFSET, Ram, build_page_tables, write_gdt
 
-from .common import machine_description, svg_bars, table
+from .common import bench_main, machine_description, svg_bars, table
 
 PARK = 0x22000
 STACK_TOP = PAGE_OFFSET + 0x80000
@@ -154,15 +151,7 @@ def svg(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args(argv)
-    result = run(args.quick)
-    sys.stdout.write(report(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return bench_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ Run: python -m benchmarks.bench_scenarios [--quick] [--json PATH]
 """
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import statistics
 import sys
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 from emu import Machine
 from klp.scenario import ScenarioRunner
 
-from .common import machine_description, svg_bars, table
+from .common import bench_main, machine_description, svg_bars, table
 
 SELFTESTS = Path(__file__).resolve().parent.parent / "scenarios" / "selftests"
 TARGET_SET_S = 30.0
@@ -70,15 +68,7 @@ def svg(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args(argv)
-    result = run(args.quick)
-    sys.stdout.write(report(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return bench_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ Run: python -m benchmarks.bench_startup [--quick] [--json PATH]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -31,7 +29,7 @@ from emu.machine import resolve_kernel
 from emu.module_loader import load_module
 from emu.unwind import cache, tables_from_elf
 
-from .common import MODULES, machine_description, svg_bars, table
+from .common import MODULES, bench_main, machine_description, svg_bars, table
 
 TARGET_BOOT_S = 0.3
 MODULE = MODULES / "klpemu_bench_tasks.ko"
@@ -125,15 +123,7 @@ def svg(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args(argv)
-    result = run(args.quick)
-    sys.stdout.write(report(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return bench_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

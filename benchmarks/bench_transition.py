@@ -15,20 +15,17 @@ Run: python -m benchmarks.bench_transition [--quick] [--json PATH]
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from emu import Machine
 from emu.guestcall import ServiceContext
 from klp import Livepatch
 from klp.transition import BlockingTask
 
-from .common import MODULES, machine_description, reset_peak_rss, rss_mib, svg_bars, table
+from .common import MODULES, bench_main, machine_description, reset_peak_rss, rss_mib, svg_bars, table
 
 SYSFS = "/sys/kernel/livepatch"
 TARGET_PASS_S, TARGET_FRAMES_PER_S, TARGET_PEAK_MIB = 0.5, 200_000, 2048
@@ -117,15 +114,7 @@ def svg(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args(argv)
-    result = run(args.quick)
-    sys.stdout.write(report(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return bench_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

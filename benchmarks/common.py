@@ -2,10 +2,13 @@
 side-by-side ratios, tables, peak memory, and a hand-written SVG bar chart."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -82,3 +85,17 @@ def svg_bars(title: str, bars: Sequence[tuple[str, float]], unit: str, *,
         out.append(f'<text x="{x:.1f}" y="{y}" text-anchor="middle" fill="#c0392b">{escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def bench_main(doc: str, run: Callable[[bool], dict[str, object]],
+               report: Callable[[dict[str, object]], str], argv: list[str] | None) -> int:
+    """A benchmark module's command line: --quick, --json PATH; prints its report."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args(argv)
+    result = run(args.quick)
+    sys.stdout.write(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
