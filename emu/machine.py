@@ -466,8 +466,9 @@ class Machine:
         entries = {}
         for i in range(count):
             entry = base + i * stride
-            entries[self.mem.read_cstr(entry + path_off, 64)] = int.from_bytes(self.mem.read(entry + mode_off, 2),
-                                                                              "little")
+            path = self.mem.read_cstr(entry + path_off, 64)
+            if path:                                  # an empty path is a free slot
+                entries[path] = int.from_bytes(self.mem.read(entry + mode_off, 2), "little")
         return entries
 
     def read_file(self, path: str) -> str:

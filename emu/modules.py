@@ -76,12 +76,15 @@ class ModuleManager:
         self._next = MODULES_VADDR
         self._tainted = False
         self._vmlinux_exports = machine.kernel.ksymtab()
+        # exports of the image that the kernel being reproduced did not have
+        # (set by the layer above, e.g. a livepatch version profile)
+        self.withheld: frozenset[str] = frozenset()
         machine.vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
 
     # ------------------------------------------------------------ lookup
     def resolve(self, name: str) -> int | None:
         """An exported symbol of vmlinux or of a loaded module."""
-        if name in self._vmlinux_exports:
+        if name in self._vmlinux_exports and name not in self.withheld:
             return self._vmlinux_exports[name]
         if name == "__fentry__":
             return self.machine.symbol_address("__fentry__")

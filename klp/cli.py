@@ -19,6 +19,7 @@ from .core import Livepatch, core_of
 from .hazard import image_hazards
 from .build import BuildError, build_module
 from .ops import BACKENDS
+from .profiles import DEFAULT, PROFILES
 from .scenario import ScenarioError, ScenarioRunner
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
@@ -100,7 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     m.boot()
     out = io.StringIO() if args.json else sys.stdout
-    runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch)
+    runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch,
+                            klp_version=args.klp_version)
     if args.unsafe_switch_to:
         Livepatch.attach(m).allow_unsafe_switch_to()
     try:
@@ -185,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dispatch", choices=BACKENDS, default="native",
                      help="how patched functions are dispatched: native trampolines (default) "
                           "or a Python code hook per call (slow; for tracing)")
+    run.add_argument("--klp-version", choices=[*PROFILES, "current"], default=DEFAULT,
+                     help="the kernel whose livepatch semantics to reproduce (default: the newest, "
+                          f"{DEFAULT}); see the README's table")
     run.add_argument("--unsafe-switch-to", action="store_true",
                      help="let a livepatch replace a function that switches stacks without saving "
                           "RIP even if tasks would resume in a different frame (reproduces the "

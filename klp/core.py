@@ -20,6 +20,7 @@ from .objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, Klp
 from . import klp_relocs
 from .hazard import SwitchCheck
 from .ops import Dispatch
+from .profiles import Profile, get_profile
 from .transition import Transition
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ class KlpError(Exception):
 class Livepatch:
     """The livepatch core of one machine (klp_patches, klp_mutex, …)."""
 
-    def __init__(self, machine: "Machine", backend: str = "native") -> None:
+    def __init__(self, machine: "Machine", backend: str = "native", profile: Profile | None = None) -> None:
         self.machine = machine
+        self.profile = profile or get_profile(None)
         self.g = GuestStructs(machine)
-        self.patches: list[KlpPatch] = []          # klp_patches: enabled or in transition
+        # klp_patches: enabled or in transition (every registered patch before 5.1)
+        self.patches: list[KlpPatch] = []
         self.dispatch = Dispatch(machine, backend)
         self.transition = Transition(self)
         self._locked = False
@@ -52,21 +55,30 @@ class Livepatch:
         self.unsafe_switch_to = False  # see allow_unsafe_switch_to()
 
     @classmethod
-    def attach(cls, machine: "Machine", backend: str | None = None) -> "Livepatch":
+    def attach(cls, machine: "Machine", backend: str | None = None,
+               klp_version: str | None = None) -> "Livepatch":
         """The machine's livepatch core, created on first use. `backend` picks
-        the dispatch (ops.BACKENDS; native by default) and cannot change later."""
+        the dispatch (ops.BACKENDS; native by default) and `klp_version` the
+        kernel whose semantics it reproduces (klp/profiles.py; the newest by
+        default); neither can change later."""
+        profile = None if klp_version is None else get_profile(klp_version)
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):
             if backend is not None and backend != core.dispatch.backend:
                 raise ValueError(f"this machine's livepatch core already uses the "
                                  f"{core.dispatch.backend} dispatch backend")
+            if profile is not None and profile != core.profile:
+                raise ValueError(f"this machine's livepatch core already reproduces "
+                                 f"{core.profile.name}")
             return core
-        core = cls(machine, backend or "native")
+        core = cls(machine, backend or "native", profile)
         machine.extensions["klp"] = core
         machine.modules.notifiers.append(core)
+        machine.modules.withheld = core.profile.withheld_exports
         machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(core, mod)
         machine.vfs.register_dir(SYSFS)
-        machine.vfs.register_dynamic(r"/proc/(\d+)/patch_state", core._patch_state_node)
+        if core.profile.consistency_model:
+            machine.vfs.register_dynamic(r"/proc/(\d+)/patch_state", core._patch_state_node)
         return core
 
     # ------------------------------------------------------------ helpers
@@ -100,7 +112,7 @@ class Livepatch:
 
     # ------------------------------------------------------------ reading the structs
     def _read_patch(self, addr: int) -> KlpPatch:
-        g, m = self.g, self.machine
+        g, m, p = self.g, self.machine, self.profile
         mod_struct = g.u64(addr, "KLP_PATCH_mod")
         objs_addr = g.u64(addr, "KLP_PATCH_objs")
         if not addr or not mod_struct or not objs_addr:
@@ -116,16 +128,19 @@ class Livepatch:
                 break
             if not funcs_ptr:
                 raise KlpError(errno.EINVAL)
-            objs.append(KlpObject(g.cstr(name_ptr, MODULE_NAME_LEN), o, self._read_funcs(funcs_ptr),
-                                  g.u64(o, "KLP_OBJ_pre_patch"), g.u64(o, "KLP_OBJ_post_patch"),
-                                  g.u64(o, "KLP_OBJ_pre_unpatch"), g.u64(o, "KLP_OBJ_post_unpatch")))
+            # a kernel without callbacks has no such fields: they do not run
+            callbacks = [g.u64(o, f"KLP_OBJ_{cb}") if p.callbacks else 0
+                         for cb in ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")]
+            objs.append(KlpObject(g.cstr(name_ptr, MODULE_NAME_LEN), o, self._read_funcs(funcs_ptr), *callbacks))
             o += m.offsets["KLP_OBJ_size"]
         states = []
-        s = g.u64(addr, "KLP_PATCH_states")
+        s = g.u64(addr, "KLP_PATCH_states") if p.states else 0
         while s and g.u64(s, "KLP_STATE_id"):
             states.append(KlpStateEntry(g.u64(s, "KLP_STATE_id"), g.u32(s, "KLP_STATE_version"), s))
             s += m.offsets["KLP_STATE_size"]
-        return KlpPatch(module.name, addr, module, objs, states, bool(g.u8(addr, "KLP_PATCH_replace")))
+        replace = p.atomic_replace and bool(g.u8(addr, "KLP_PATCH_replace"))
+        immediate = p.immediate_flag and bool(g.u8(addr, "KLP_PATCH_immediate"))
+        return KlpPatch(module.name, addr, module, objs, states, replace, immediate=immediate)
 
     def _read_funcs(self, addr: int) -> list[KlpFunc]:
         g, funcs = self.g, []
@@ -136,7 +151,8 @@ class Livepatch:
             if not name_ptr and not new_func and not sympos:
                 return funcs
             name = g.cstr(name_ptr, KSYM_NAME_LEN) if name_ptr else None
-            funcs.append(KlpFunc(name or "", new_func, sympos, addr))
+            immediate = self.profile.immediate_flag and bool(g.u8(addr, "KLP_FUNC_immediate"))
+            funcs.append(KlpFunc(name or "", new_func, sympos, addr, immediate=immediate))
             if name is None or not new_func or len(name) >= KSYM_NAME_LEN:
                 raise KlpError(errno.EINVAL)
             addr += self.machine.offsets["KLP_FUNC_size"]
@@ -144,6 +160,8 @@ class Livepatch:
     # ------------------------------------------------------------ enable
     def enable_patch(self, ctx: "ServiceContext", addr: int) -> int:
         """klp_enable_patch(): 0 or -errno (the module's init returns it)."""
+        if self.profile.register_api:
+            return self.enable_registered(ctx, addr)
         try:
             patch = self._read_patch(addr)
         except KlpError as err:
@@ -174,6 +192,81 @@ class Livepatch:
         finally:
             self.unlock()
 
+    # ------------------------------------------------------------ the API before 5.1
+    def registered(self, addr: int) -> KlpPatch | None:
+        """klp_is_patch_registered."""
+        return next((p for p in self.patches if p.struct == addr), None)
+
+    def register_patch(self, ctx: "ServiceContext", addr: int) -> int:
+        """klp_register_patch: onto klp_patches, disabled. Without the consistency
+        model (4.11) it takes a module reference that is never dropped."""
+        try:
+            patch = self._read_patch(addr)
+        except KlpError as err:
+            return -err.errno
+        if not patch.module.livepatch:
+            self.log(f"module {patch.name} is not marked as a livepatch module", PR_ERR)
+            return -errno.EINVAL
+        pinned = not self.profile.consistency_model
+        if pinned and not self.machine.modules.get(patch.module):
+            return -errno.ENODEV
+        self.lock(ctx)
+        try:
+            self.init_patch(patch)
+            self.check_switch_frames(patch)
+        except KlpError as err:
+            self.free_patch_start(patch)
+            if pinned:
+                self.machine.modules.put(patch.module)
+            return -err.errno
+        finally:
+            self.unlock()
+        return 0
+
+    def enable_registered(self, ctx: "ServiceContext", addr: int) -> int:
+        """klp_enable_patch before 5.1: enable a registered patch."""
+        self.lock(ctx)
+        try:
+            patch = self.registered(addr)
+            return -errno.EINVAL if patch is None else self._enable(ctx, patch)
+        finally:
+            self.unlock()
+
+    def disable_registered(self, ctx: "ServiceContext", addr: int) -> int:
+        """klp_disable_patch (before 5.1)."""
+        self.lock(ctx)
+        try:
+            patch = self.registered(addr)
+            if patch is None or not patch.enabled:
+                return -errno.EINVAL
+            return self.disable_patch(ctx, patch)
+        finally:
+            self.unlock()
+
+    def unregister_patch(self, ctx: "ServiceContext", addr: int) -> int:
+        """klp_unregister_patch: only a disabled patch leaves klp_patches."""
+        self.lock(ctx)
+        try:
+            patch = self.registered(addr)
+            if patch is None:
+                return -errno.EINVAL
+            if patch.enabled:
+                return -errno.EBUSY
+            self.free_patch_start(patch)
+            return 0
+        finally:
+            self.unlock()
+
+    def _stacking_refuses(self, patch: KlpPatch, enable: bool) -> bool:
+        """The stacking rule before 5.1: only the first disabled patch may be
+        enabled, only the last enabled one disabled."""
+        if not self.profile.stacking_rule:
+            return False
+        i = self.patches.index(patch)
+        if enable:
+            return i > 0 and not self.patches[i - 1].enabled
+        return i + 1 < len(self.patches) and self.patches[i + 1].enabled
+
     def allow_unsafe_switch_to(self) -> None:
         """Let patches replace functions that switch stacks without saving RIP
         even when a task would resume in a different frame (klp/hazard.py):
@@ -200,7 +293,7 @@ class Livepatch:
 
     def is_compatible(self, new: KlpPatch) -> bool:
         """klp_is_patch_compatible (system states)."""
-        for old in self.patches:
+        for old in self.patches if self.profile.states else ():
             for state in old.states:
                 mine = next((s for s in new.states if s.id == state.id), None)
                 if mine is None and new.replace:
@@ -275,10 +368,15 @@ class Livepatch:
 
     def _enable(self, ctx: "ServiceContext", patch: KlpPatch) -> int:
         """__klp_enable_patch."""
-        t = self.transition
-        if t.patch is not None:
+        t, p = self.transition, self.profile
+        if t.patch is not None or self._stacking_refuses(patch, enable=True):
             return -errno.EBUSY
+        # 4.12-5.0: each enable holds the module until unpatching completes
+        if p.register_api and p.consistency_model and not self.machine.modules.get(patch.module):
+            return -errno.ENODEV
         self.log(f"enabling patch '{patch.name}'")
+        if not p.consistency_model:
+            return self._enable_at_once(patch)
         t.init(patch, KlpState.PATCHED)
         for obj in patch.objs:
             if not obj.loaded:
@@ -295,6 +393,26 @@ class Livepatch:
         patch.enabled = True
         self.mirror_patch(patch)
         t.try_complete(ctx)
+        return 0
+
+    def _enable_at_once(self, patch: KlpPatch) -> int:
+        """__klp_enable_patch without the consistency model (4.11): every task
+        sees the new functions as soon as they are on the func_stack."""
+        for obj in patch.objs:
+            if obj.loaded:
+                ret = self.patch_object(obj)
+                if ret:
+                    self._disable_at_once(patch)
+                    return ret
+        patch.enabled = True
+        self.mirror_patch(patch)
+        return 0
+
+    def _disable_at_once(self, patch: KlpPatch) -> int:
+        self.log(f"disabling patch '{patch.name}'")
+        self.unpatch_objects(patch)
+        patch.enabled = False
+        self.mirror_patch(patch)
         return 0
 
     def _enable_failed(self, ctx: "ServiceContext", patch: KlpPatch, ret: int) -> int:
@@ -378,8 +496,10 @@ class Livepatch:
     def disable_patch(self, ctx: "ServiceContext", patch: KlpPatch) -> int:
         """__klp_disable_patch."""
         t = self.transition
-        if t.patch is not None:
+        if t.patch is not None or self._stacking_refuses(patch, enable=False):
             return -errno.EBUSY
+        if not self.profile.consistency_model:
+            return self._disable_at_once(patch)
         t.init(patch, KlpState.UNPATCHED)
         for obj in patch.objs:
             if obj.patched:
@@ -443,6 +563,8 @@ class Livepatch:
             self.log(f"failed to initialize patch '{patch.name}' for module '{mod.name}' (-{err.errno})",
                      PR_WARN)
             return -err.errno
+        if not self._active(patch):
+            return 0
         self.log(f"applying patch '{patch.name}' to loading module '{mod.name}'")
         ret = self.pre_patch(ctx, obj)
         if ret:
@@ -476,14 +598,20 @@ class Livepatch:
             obj = next((o for o in patch.objs if o.name == mod.name), None)
             if obj is None:
                 continue
-            # a patch in transition has not run post_patch on it either
-            if patch is not self.transition.patch:
-                self.pre_unpatch(ctx, obj)
-            self.log(f"reverting patch '{patch.name}' on unloading module '{mod.name}'")
-            self.unpatch_object(obj)
-            self.post_unpatch(ctx, obj)
+            if self._active(patch):
+                # a patch in transition has not run post_patch on it either
+                if patch is not self.transition.patch:
+                    self.pre_unpatch(ctx, obj)
+                self.log(f"reverting patch '{patch.name}' on unloading module '{mod.name}'")
+                self.unpatch_object(obj)
+                self.post_unpatch(ctx, obj)
             klp_relocs.write_object_relocs(self, patch, obj, apply=False)
             self._free_object_loaded(obj)
+
+    def _active(self, patch: KlpPatch) -> bool:
+        """Patched into loading modules: enabled or in transition (before 5.1 a
+        registered patch may be neither)."""
+        return patch.enabled or patch is self.transition.patch
 
     def _free_object_loaded(self, obj: KlpObject) -> None:
         obj.mod = None
@@ -496,21 +624,35 @@ class Livepatch:
 
     # ------------------------------------------------------------ sysfs
     def _register_patch_sysfs(self, patch: KlpPatch) -> None:
-        vfs, root = self.machine.vfs, f"{SYSFS}/{patch.name}"
+        vfs, root, p = self.machine.vfs, f"{SYSFS}/{patch.name}", self.profile
         vfs.register_dir(root)
         vfs.register(f"{root}/enabled", lambda: f"{int(patch.enabled)}\n",
                      lambda ctx, text: self._enabled_store(ctx, patch, text), 0o644)
-        vfs.register(f"{root}/transition", lambda: f"{int(self.transition.patch is patch)}\n", None, 0o444)
-        vfs.register(f"{root}/force", None, lambda ctx, text: self._force_store(ctx, patch, text), 0o200)
-        vfs.register(f"{root}/replace", lambda: f"{int(patch.replace)}\n", None, 0o444)
-        vfs.register(f"{root}/stack_order", lambda: f"{self._stack_order(patch)}\n", None, 0o444)
+        if p.consistency_model:
+            vfs.register(f"{root}/transition", lambda: f"{int(self.transition.patch is patch)}\n", None, 0o444)
+        if p.signal_attr:
+            vfs.register(f"{root}/signal", None, lambda ctx, text: self._signal_store(ctx, patch, text), 0o200)
+        if p.force_attr:
+            vfs.register(f"{root}/force", None, lambda ctx, text: self._force_store(ctx, patch, text), 0o200)
+        if p.replace_attr:
+            vfs.register(f"{root}/replace", lambda: f"{int(patch.replace)}\n", None, 0o444)
+        if p.stack_order_attr:
+            vfs.register(f"{root}/stack_order", lambda: f"{self._stack_order(patch)}\n", None, 0o444)
 
     def _register_object_sysfs(self, patch: KlpPatch, obj: KlpObject) -> None:
+        """The object's and its funcs' kobjects: a name already taken is -EEXIST
+        (two funcs of one function, or a replace's nop beside a func that names
+        the same function with old_sympos 1 instead of 0)."""
         vfs = self.machine.vfs
         root = f"{SYSFS}/{patch.name}/{obj.display_name}"
+        if vfs.is_dir(root):
+            raise KlpError(errno.EEXIST)
         vfs.register_dir(root)
-        vfs.register(f"{root}/patched", lambda: f"{int(obj.patched)}\n", None, 0o444)
+        if self.profile.obj_patched_attr:
+            vfs.register(f"{root}/patched", lambda: f"{int(obj.patched)}\n", None, 0o444)
         for func in obj.funcs:
+            if vfs.is_dir(f"{root}/{func.sysfs_name}"):
+                raise KlpError(errno.EEXIST)
             vfs.register_dir(f"{root}/{func.sysfs_name}")
 
     def _refresh_patch_sysfs(self, patch: KlpPatch) -> None:
@@ -542,6 +684,10 @@ class Livepatch:
                 ret = self.disable_patch(ctx, patch)
                 if ret:
                     return ret
+            elif self.profile.register_api:      # re-enabling: before 5.1 only
+                ret = self._enable(ctx, patch)
+                if ret:
+                    return ret
             else:
                 return -errno.EINVAL
             return len(text)
@@ -559,6 +705,22 @@ class Livepatch:
             if patch is not self.transition.patch:
                 return -errno.EINVAL
             self.transition.force()
+            return len(text)
+        finally:
+            self.unlock()
+
+    def _signal_store(self, ctx: "ServiceContext", patch: KlpPatch, text: str) -> int:
+        """signal_store (4.15-5.0): fake-signal the tasks the transition waits for."""
+        value = _kstrtobool(text)
+        if value is None:
+            return -errno.EINVAL
+        if not value:
+            return len(text)
+        self.lock(ctx)
+        try:
+            if patch is not self.transition.patch:
+                return -errno.EINVAL
+            self.transition.signal(ctx)
             return len(text)
         finally:
             self.unlock()
@@ -602,6 +764,27 @@ def hc_klp_enable(ctx: "ServiceContext", patch: int, *_: int) -> int:
     """int klp_enable_patch(struct klp_patch *patch)"""
     core = core_of(ctx.machine)
     return -errno.ENODEV if core is None else core.enable_patch(ctx, patch)
+
+
+@hypercall("HC_KLP_REGISTER", blocking=True)
+def hc_klp_register(ctx: "ServiceContext", patch: int, *_: int) -> int:
+    """int klp_register_patch(struct klp_patch *patch)"""
+    core = core_of(ctx.machine)
+    return -errno.ENODEV if core is None else core.register_patch(ctx, patch)
+
+
+@hypercall("HC_KLP_UNREGISTER", blocking=True)
+def hc_klp_unregister(ctx: "ServiceContext", patch: int, *_: int) -> int:
+    """int klp_unregister_patch(struct klp_patch *patch)"""
+    core = core_of(ctx.machine)
+    return -errno.ENODEV if core is None else core.unregister_patch(ctx, patch)
+
+
+@hypercall("HC_KLP_DISABLE", blocking=True)
+def hc_klp_disable(ctx: "ServiceContext", patch: int, *_: int) -> int:
+    """int klp_disable_patch(struct klp_patch *patch)"""
+    core = core_of(ctx.machine)
+    return -errno.ENODEV if core is None else core.disable_registered(ctx, patch)
 
 
 @hypercall("HC_KLP_WORK", blocking=True)

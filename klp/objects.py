@@ -38,6 +38,7 @@ class KlpFunc:
     new_size: int = 0
     patched: bool = False
     transition: bool = False
+    immediate: bool = False            # 4.12-4.15: no stack check for this func
 
     @property
     def sysfs_name(self) -> str:
@@ -84,6 +85,7 @@ class KlpPatch:
     replace: bool
     enabled: bool = False
     forced: bool = False
+    immediate: bool = False            # 4.12-4.15: no per-task consistency model
 
     def funcs(self):
         for obj in self.objs:

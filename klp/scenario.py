@@ -124,6 +124,11 @@ KMOD_ERRORS = {
     _errno.ENOENT: "Unknown symbol in module",
     _errno.EINVAL: "Invalid parameters",
 }
+# kmod's modprobe (the selftests before 6.9 loaded with it): strerror but for these.
+MODPROBE_ERRORS = {
+    _errno.ENOEXEC: "Invalid module format",
+    _errno.ENOENT: "Unknown symbol in module, or unknown parameter (see dmesg)",
+}
 
 
 class ScenarioError(Exception):
@@ -813,6 +818,11 @@ def insmod_error(display: str, err: int) -> str:
     return f"insmod: ERROR: could not insert module {display}: {KMOD_ERRORS.get(err, os.strerror(err))}"
 
 
+def modprobe_error(name: str, err: int) -> str:
+    """kmod modprobe's message for a failed init_module."""
+    return f"modprobe: ERROR: could not insert '{name}': {MODPROBE_ERRORS.get(err, os.strerror(err))}"
+
+
 def rmmod_error(name: str, err: int) -> str:
     if err == _errno.ENOENT:
         return f"rmmod: ERROR: Module {name} is not currently loaded"
@@ -912,8 +922,9 @@ def check_simple_command(cmd: RawCommand) -> None:
 
 class ScenarioRunner:
     def __init__(self, machine: Machine, out: TextIO, *, module_dirs: list[Path] | None = None,
-                 dispatch: str | None = None) -> None:
-        Livepatch.attach(machine, dispatch)   # the selftests' kernel has CONFIG_LIVEPATCH
+                 dispatch: str | None = None, klp_version: str | None = None) -> None:
+        # the selftests' kernel has CONFIG_LIVEPATCH; klp_version: klp/profiles.py
+        self.profile = Livepatch.attach(machine, dispatch, klp_version).profile
         self.machine = machine
         self.out = out
         self.result = ScenarioResult()
@@ -1379,11 +1390,15 @@ class ScenarioRunner:
         try:
             self.machine.insmod(str(path), " ".join(args))
         except ShellError as exc:
+            if not self.profile.insmod_log:
+                return modprobe_error(name, exc.errno)
             return insmod_error(f"test_modules/{name}.ko", exc.errno)
         return None
 
     def load_message(self, name: str, args: list[str]) -> str:
-        return " ".join([f"% insmod test_modules/{name}.ko", *args])
+        """__load_mod's log line: `% modprobe NAME ARGS` before 6.9."""
+        command = f"% insmod test_modules/{name}.ko" if self.profile.insmod_log else f"% modprobe {name}"
+        return " ".join([command, *args])
 
     def is_livepatch(self, name: str) -> bool | None:
         """modinfo's `livepatch: Y`; None when the .ko carries no .modinfo."""
@@ -1780,6 +1795,8 @@ def _load_lp(r: ScenarioRunner, args: list[str], lineno: int) -> None:
     _need(args, lineno, "load_lp MODULE [PARAM=VALUE …]", 1)
     name = args[0]
     _load_lp_nowait(r, name, args[1:])
+    if not r.profile.consistency_model:
+        return                        # 4.11: patched at once, no `transition`
     path = f"{SYSFS_KLP_DIR}/{name}/transition"
     if not r.wait(lambda: _reads(r, path, "0")):
         r.die("failed to complete transition")
@@ -1823,7 +1840,13 @@ def _disable_lp(r: ScenarioRunner, args: list[str], lineno: int) -> None:
         r.machine.write_file(path, "0")
     except ShellError as exc:
         r.fail(f"echo: write error: {path}: {os.strerror(exc.errno)}")
-    if not r.wait(lambda: not r.machine.exists(f"{SYSFS_KLP_DIR}/{name}")):
+    if r.profile.register_api:
+        # before 5.1 a disabled patch stays registered: wait for the transition
+        done = (lambda: _reads(r, f"{SYSFS_KLP_DIR}/{name}/transition", "0")) \
+            if r.profile.consistency_model else (lambda: _reads(r, path, "0"))
+        if not r.wait(done):
+            r.die(f"failed to disable livepatch {name}")
+    elif not r.wait(lambda: not r.machine.exists(f"{SYSFS_KLP_DIR}/{name}")):
         r.die(f"failed to disable livepatch {name}")
 
 

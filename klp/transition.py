@@ -8,8 +8,10 @@ about once a second of virtual time, with fake signals every 15th retry.
 """
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ from .objects import KlpFunc, KlpPatch, KlpState
 
 if TYPE_CHECKING:
     from emu.guestcall import ServiceContext
+    from emu.unwind_glue import StackWalker
 
     from .core import Livepatch
 
@@ -41,7 +44,14 @@ class BlockingTask:
     comm: str
     reason: SwitchResult
     detail: str              # the function it sleeps on, its CPU, or the unwinder's reason
-    stack: tuple[str, ...]   # symbolised, innermost first (best effort when unreliable)
+    trace: StackTrace = field(repr=False)       # as walked at the try
+    walker: "StackWalker" = field(repr=False, compare=False)
+
+    @cached_property
+    def stack(self) -> tuple[str, ...]:
+        """Symbolised, innermost first (best effort when unreliable). Formatted
+        on first use: a pass over thousands of blocked tasks need not pay it."""
+        return tuple(self.walker.format(self.trace))
 
     def __str__(self) -> str:
         """klp_try_switch_task's debug line (without __func__), completed by the detail."""
@@ -86,6 +96,7 @@ class Transition:
         self.machine = core.machine
         self.patch: KlpPatch | None = None
         self.target = KlpState.IDLE
+        self.immediate = False                     # 4.12-4.15: the patch skips per-task switching
         self.signals_cnt = 0                       # klp_signals_cnt: failed tries since the start
         self.blocking: list[BlockingTask] = []     # who failed the last try
         self.last_try_ns = 0
@@ -123,8 +134,12 @@ class Transition:
     def init(self, patch: KlpPatch, state: KlpState) -> None:
         """klp_init_transition."""
         self.patch = patch
+        # the target is set even for an immediate patch (the fix of 4.12's review)
         self._set_target(state)
         self._log(f"'{patch.name}': initializing {self._word(state)} transition")
+        self.immediate = patch.immediate
+        if self.immediate:
+            return
         initial = KlpState.UNPATCHED if state == KlpState.PATCHED else KlpState.PATCHED
         for task in self._tasks():
             self._set_patch_state(task, int(initial))
@@ -138,10 +153,12 @@ class Transition:
         patch = self.patch
         assert patch is not None
         self._log(f"'{patch.name}': starting {self._word(self.target)} transition")
+        if self.immediate:
+            return
         for task in self._tasks():
             if task.patch_state != int(self.target):
                 self._set_pending(task, True)
-        self._set_sched_hook(True)
+        self._set_sched_hook(self.core.profile.sched_try_switch)
         self.signals_cnt = 0
         self.blocking = []
 
@@ -149,17 +166,19 @@ class Transition:
         """klp_try_complete_transition: True when the transition completed."""
         patch = self.patch
         assert patch is not None
-        blocking = self.check_tasks(ctx)
+        blocking = [] if self.immediate else self.check_tasks(ctx)
         self.blocking = blocking
         self.last_try_ns = self.machine.clock_ns
         if blocking:
-            if self.signals_cnt and not self.signals_cnt % SIGNALS_EVERY:
+            if self.core.profile.auto_signals and self.signals_cnt and not self.signals_cnt % SIGNALS_EVERY:
                 self.send_signals(ctx)
             self.signals_cnt += 1
             ctx.call("klp_schedule_transition_work")
             return False
         self._set_sched_hook(False)
         self.complete(ctx)
+        if self.core.profile.register_api:
+            return True               # a disabled patch stays registered until unregistered
         if not patch.enabled:
             self.core.free_patch(ctx, patch)
         elif patch.replace:
@@ -171,12 +190,20 @@ class Transition:
         switch each, and return those that could not switch."""
         blocking = []
         ranges = CheckRanges(self.check_ranges())
-        for task in self._tasks():
-            result = self.try_switch_task(ctx, task, ranges)
-            if result is not None:
-                blocking.append(result)
-                if task.is_idle and self.machine.running_on(task) is not None:
-                    ctx.call("wake_up_if_idle", task.cpu)
+        # the pass makes many short-lived objects (frames) and no cycles: the
+        # cyclic collector would rescan the whole heap several times over
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for task in self._tasks():
+                result = self.try_switch_task(ctx, task, ranges)
+                if result is not None:
+                    blocking.append(result)
+                    if task.is_idle and self.machine.running_on(task) is not None:
+                        ctx.call("wake_up_if_idle", task.cpu)
+        finally:
+            if collecting:
+                gc.enable()
         return blocking
 
     def try_switch_task(self, ctx: "ServiceContext", task: TaskView,
@@ -203,8 +230,7 @@ class Transition:
                  trace: StackTrace | None = None) -> BlockingTask:
         """`trace`: the task's reliable trace, if it has one (what a best-effort walk would find)."""
         walker = self.machine.walker
-        stack = tuple(walker.format(trace or walker.trace(task, reliable=False)))
-        return BlockingTask(task.pid, task.comm, why, detail, stack)
+        return BlockingTask(task.pid, task.comm, why, detail, trace or walker.trace(task, reliable=False), walker)
 
     def report(self) -> str:
         """Who blocked the last try of the running transition, and why, with stacks."""
@@ -229,7 +255,7 @@ class Transition:
         assert patch is not None
         ranges = []
         for obj, func in patch.funcs():
-            if not obj.patched:
+            if not obj.patched or func.immediate:
                 continue
             if self.target == KlpState.UNPATCHED:
                 start, size = func.new_func, func.new_size
@@ -249,6 +275,14 @@ class Transition:
         """klp_send_signals: wake kthreads, fake-signal everybody else."""
         if self.signals_cnt == SIGNALS_EVERY:
             self._log("signaling remaining tasks")
+        self._signal_tasks(ctx)
+
+    def signal(self, ctx: "ServiceContext") -> None:
+        """klp_send_signals of 4.15-5.0, on a write to `signal`: a notice every time."""
+        self._log("signaling remaining tasks")
+        self._signal_tasks(ctx)
+
+    def _signal_tasks(self, ctx: "ServiceContext") -> None:
         for task in self._tasks():
             if task.ti_flags & (1 << TIF_PATCH_PENDING) and not task.is_idle:
                 ctx.call("klp_send_signal", task.address)
@@ -263,13 +297,14 @@ class Transition:
             self.core.discard_nops(patch)
         if target == KlpState.UNPATCHED:
             self.core.unpatch_objects(patch)
-        for _, func in patch.funcs():
-            func.transition = False
-            self.core.mirror_func(func)
-        self.core.dispatch.sync_all()
-        for task in self._tasks():
-            self._set_pending(task, False)
-            self._set_patch_state(task, int(KlpState.IDLE))
+        if not self.immediate:
+            for _, func in patch.funcs():
+                func.transition = False
+                self.core.mirror_func(func)
+            self.core.dispatch.sync_all()
+            for task in self._tasks():
+                self._set_pending(task, False)
+                self._set_patch_state(task, int(KlpState.IDLE))
         for obj in patch.objs:
             if not obj.loaded:
                 continue
@@ -278,6 +313,11 @@ class Transition:
             else:
                 self.core.post_unpatch(ctx, obj)
         self._log(f"'{patch.name}': {self._word(target)} complete")
+        # 4.12-5.0: the reference of __klp_enable_patch, kept for good by an
+        # immediate (or forced) patch, or one with an immediate func
+        if (self.core.profile.register_api and target == KlpState.UNPATCHED and not patch.forced
+                and not self.immediate and not any(f.immediate for _, f in patch.funcs())):
+            self.machine.modules.put(patch.module)
         self._set_target(KlpState.IDLE)
         self.patch = None
         self.blocking = []
@@ -312,11 +352,14 @@ class Transition:
                 self._set_pending(task, False)
                 self._set_patch_state(task, int(self.target))
         if self.target == KlpState.UNPATCHED:
-            patch.forced = True
+            forced = [patch]
         elif patch.replace:
-            for other in self.core.patches:
-                if other is not patch:
-                    other.forced = True
+            forced = [other for other in self.core.patches if other is not patch]
+        else:
+            forced = []
+        for other in forced:
+            other.forced = True
+            self.core.mirror_patch(other)
 
     @staticmethod
     def _word(state: KlpState) -> str:
