@@ -252,7 +252,8 @@ class Lexer:
             c = text[self.i]
             if c == "\n":
                 end_word()
-                if words:
+                # as in bash, a command ending in `||` goes on on the next line
+                if words and words[-1] != OR:
                     out.append(RawCommand(start, words))
                     words = []
                 self.line += 1

@@ -588,3 +588,10 @@ livepatch: '$MOD_LIVEPATCH1': unpatching complete
                       .replace('start_test "basic function patching"', 'start_test "again"'))
     assert not result.ok
     assert out == "TEST: again ... FAIL\n\n\nERROR: livepatch kselftest(s) failed\n"
+
+
+def test_a_command_ending_in_or_goes_on_on_the_next_line(m: Machine) -> None:
+    """As in bash (the selftests write `loop_until … ||` then `die …` below)."""
+    result, out = run(m, 'false ||\n\n\techo "from the next line"\ntrue ||\n\techo never\necho end\n')
+    assert result.ok
+    assert out == "from the next line\nend\n"

@@ -1,8 +1,6 @@
 # The kernel's tools/testing/selftests/livepatch/test-callbacks.sh (6.12),
-# ported: same steps, same expected kernel log. Changes: functions.sh is
-# built into the scenario language, so it is not sourced; the "busy target
-# module" test's `loop_until … ||` + newline + `die …` is joined into one
-# line (the scenario language does not continue a line after `||`).
+# ported: same steps, same expected kernel log; functions.sh is
+# built into the scenario language, so it is not sourced.
 
 MOD_LIVEPATCH=test_klp_callbacks_demo
 MOD_LIVEPATCH2=test_klp_callbacks_demo2
@@ -328,7 +326,8 @@ load_mod $MOD_TARGET_BUSY block_transition=Y
 load_lp_nowait $MOD_LIVEPATCH
 
 # wait until the transition shows as stalled on busymod_work_func()
-loop_until 'grep -q '^1$' /sys/kernel/livepatch/$MOD_LIVEPATCH/transition' || die "failed to stall transition"
+loop_until 'grep -q '^1$' /sys/kernel/livepatch/$MOD_LIVEPATCH/transition' ||
+	die "failed to stall transition"
 
 load_mod $MOD_TARGET
 unload_mod $MOD_TARGET

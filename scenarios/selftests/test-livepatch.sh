@@ -138,7 +138,8 @@ load_lp $MOD_REPLACE replace=1
 grep 'live patched' /proc/cmdline > /dev/kmsg
 grep 'live patched' /proc/meminfo > /dev/kmsg
 
-loop_until '[[ $(ls -1 $SYSFS_KLP_DIR | wc -l) -eq 1 ]]' || die "Expecting only one moduled listed"
+loop_until '[[ $(ls -1 $SYSFS_KLP_DIR | wc -l) -eq 1 ]]' ||
+        die "Expecting only one moduled listed"
 
 # These modules were disabled by the atomic replace
 for mod in $MOD_LIVEPATCH3 $MOD_LIVEPATCH2 $MOD_LIVEPATCH1; do
