@@ -30,7 +30,8 @@ Syntax (read as a whole, so that a quoted argument may span lines):
 - `for NAME in WORDS; do` (or `do` on the next line) … `done`: WORDS are
   expanded and split when the loop starts; `do` and `done` stand alone.
 - `CMD1 || CMD2 …`: a command runs only if the one before it failed, whose
-  failure then does not count (`kill $pid || true`).
+  failure then does not count (`kill $pid || true`); a line ending in `||`
+  goes on on the next one.
 - `PROGRAM &` starts one of the guest's user programs (PROGRAMS, e.g.
   `./test_klp-call_getpid`, the selftests' helper that calls getpid in a
   loop) as a user task, in the background; `$!` is its pid. A program runs
