@@ -3,6 +3,7 @@
 that Unicorn does not perform by itself: interrupt delivery and syscall."""
 from __future__ import annotations
 
+import ctypes
 import struct
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from .memory import AddressSpace
 X86_EFLAGS_IF = 0x200
 X86_EFLAGS_TF = 0x100
 RFLAGS_FIXED = 0x2
+RCX_INDEX, R11_INDEX, RSP_INDEX = GPR_INDEX["rcx"], GPR_INDEX["r11"], GPR_INDEX["rsp"]
 
 
 @dataclass
@@ -50,8 +52,8 @@ class Cpu:
         if self.in_user_mode():
             new_rsp = kernel_stack_top - 40
 
-            def to_kernel(regs: list[int]) -> None:
-                regs[GPR_INDEX["rsp"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = new_rsp, entry, new_rflags
+            def to_kernel(regs: "ctypes.Array[ctypes.c_uint64]") -> None:
+                regs[RSP_INDEX], regs[RIP_INDEX], regs[RFLAGS_INDEX] = new_rsp, entry, new_rflags
             e.enter_kernel_mode(to_kernel)
             mem.write(new_rsp, struct.pack("<5Q", rip, USER_CS, rflags, rsp, USER_DS))
         else:
@@ -65,9 +67,9 @@ class Cpu:
     def enter_syscall(self, entry: int) -> None:
         """What `syscall` does (Unicorn only calls our hook): to CPL 0 at LSTAR,
         rcx = return address, r11 = rflags, IF masked (SFMASK)."""
-        def to_kernel(regs: list[int]) -> None:
+        def to_kernel(regs: "ctypes.Array[ctypes.c_uint64]") -> None:
             rip, rflags = regs[RIP_INDEX], regs[RFLAGS_INDEX]
-            regs[GPR_INDEX["rcx"]], regs[GPR_INDEX["r11"]] = rip + 2, rflags
+            regs[RCX_INDEX], regs[R11_INDEX] = rip + 2, rflags
             # entry - 2: Unicorn adds the syscall's length after the hook returns
             regs[RIP_INDEX], regs[RFLAGS_INDEX] = entry - 2, RFLAGS_FIXED
         self.engine.enter_kernel_mode(to_kernel)

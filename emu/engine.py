@@ -70,8 +70,16 @@ class _RegBatch:
         self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
 
     def read(self) -> tuple[int, ...]:
+        return tuple(self.load())
+
+    def load(self) -> "ctypes.Array[ctypes.c_uint64]":
+        """Read into the batch's own array and return it (no copies: the hot path)."""
         uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self._n)
-        return tuple(self._vals)
+        return self._vals
+
+    def store(self) -> None:
+        """Write the batch's array back, as load() returned and its caller edited it."""
+        uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self._n)
 
     def write(self, values: list[int]) -> None:
         self._vals[:] = [v & 0xFFFFFFFFFFFFFFFF for v in values]
@@ -176,12 +184,12 @@ class Engine:
         self._msr.value = value
         uclib.uc_reg_write(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
 
-    def enter_kernel_mode(self, transform: Callable[[list[int]], None]) -> None:
+    def enter_kernel_mode(self, transform: Callable[["ctypes.Array[ctypes.c_uint64]"], None]) -> None:
         """Switch to CPL 0 as an interrupt or syscall does.
 
         `transform` gets the register values [16 GPRs in GPRS order, rip,
-        rflags] as they were, and edits them in place into the values to run
-        with at CPL 0.
+        rflags] as they were (an array of u64), and edits them in place into
+        the values to run with at CPL 0.
 
         Writing CS does not change the privilege level in Unicorn (field notes
         §7), so a kernel context is restored and the user registers are put
@@ -190,7 +198,7 @@ class Engine:
         is what the MSRs hold at every user->kernel transition here (user code
         never sets a GS base, and a CPU's per-CPU area never moves).
         """
-        old = self._batch.read()
+        regs = self._batch.load()
         if self._entry_context is None:
             gs_base, kernel_gs = self.msr(MSR_GS_BASE), self.msr(MSR_KERNEL_GS_BASE)
             self.uc.context_restore(self.kernel_context)
@@ -199,9 +207,8 @@ class Engine:
             self._entry_context = self.uc.context_save()
         else:
             uclib.uc_context_restore(self._uch, self._entry_context.context)
-        values = list(old)
-        transform(values)
-        self._batch.write(values)
+        transform(regs)
+        self._batch.store()
 
     # -- hooks --
     def hook_code_at(self, address: int, callback: Callable[[], None]) -> Callable[[], None]:

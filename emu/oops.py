@@ -6,6 +6,7 @@ as it is for the kernel ("Fatal exception in interrupt").
 """
 from __future__ import annotations
 
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,7 @@ class Oops:
         e = cpu.engine
         target = machine.symbol_address("rewind_stack_and_make_dead")
         if cpu.in_user_mode():
-            def to_kernel(regs: list[int]) -> None:
+            def to_kernel(regs: MutableSequence[int]) -> None:
                 regs[GPR_INDEX["rdi"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = SIGSEGV, target, 0x2
             e.enter_kernel_mode(to_kernel)
             kernel_gs = e.msr(MSR_KERNEL_GS_BASE)      # as swapgs on kernel entry
