@@ -40,6 +40,17 @@ class Kallsyms:
             self._entries.insert(i, (sym, module))
             self._by_name.setdefault(sym.name, []).append((sym, module))
 
+    def proc_text(self) -> str:
+        """/proc/kallsyms: `address type name`, then `\t[module]` for modules,
+        in address order (T/t: global/local text, D/d: data)."""
+        lines = []
+        for sym, module in self._entries:
+            kind = "T" if sym.is_function else "D"
+            kind = kind if sym.is_global else kind.lower()
+            lines.append(f"{sym.address:016x} {kind} {sym.name}\t[{module}]\n" if module
+                         else f"{sym.address:016x} {kind} {sym.name}\n")
+        return "".join(lines)
+
     def remove_module(self, module: str) -> None:
         keep = [(s, e) for s, e in zip(self._starts, self._entries) if e[1] != module]
         self._starts = [s for s, _ in keep]

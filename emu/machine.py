@@ -126,6 +126,7 @@ class Machine:
         self.dmesg_log = LogBuffer(self.ram, LOG_PHYS, LOG_SIZE)
         self.guest_calls = GuestCalls(self)
         self.vfs = Vfs(self)
+        self.vfs.register("/proc/kallsyms", self.kallsyms.proc_text, mode=0o444)
         self.shells: list[Shell] = []
         self.dead_tasks: set[int] = set()
         self.pending_calls: list[tuple[int, tuple[int, ...]]] = []

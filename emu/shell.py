@@ -21,6 +21,7 @@ MODE_GETPID_LOOP, MODE_SLEEPER = 1, 2
 SEQ, DONE_SEQ, OP, STATUS, ARGS, DATA_LEN, OUT_LEN = 0, 8, 16, 24, 32, 80, 88
 PATH, DATA, OUT = 96, 96 + 256, 96 + 256 + 4096
 PATH_MAX, DATA_MAX, OUT_MAX = 256, 4096, 16384
+CAT_MAX = 16 << 20                 # the most cat() reads of one file
 TASK_INTERRUPTIBLE = 1
 
 
@@ -105,11 +106,18 @@ class Shell:
         return ShellError(f"{what}: {os.strerror(-status)}", errno=-status)
 
     def cat(self, path: str) -> str:
-        status = self._command(OP_CAT, path=path)
-        if status < 0:
-            raise self._fail(f"cat: {path}", status)
-        n = self._u64(OUT_LEN)
-        return self.machine.mem.read(self.mailbox + OUT, n).decode("utf-8", "replace")
+        """The whole file: a file larger than the mailbox comes in pieces."""
+        data = b""
+        while True:
+            status = self._command(OP_CAT, path=path, args=(len(data),))
+            if status < 0:
+                raise self._fail(f"cat: {path}", status)
+            n = self._u64(OUT_LEN)
+            data += self.machine.mem.read(self.mailbox + OUT, n)
+            if n < OUT_MAX:
+                return data.decode("utf-8", "replace")
+            if len(data) >= CAT_MAX:
+                raise ShellError(f"cat: {path}: larger than {CAT_MAX >> 20} MiB", errno=27)
 
     def cat_background(self, path: str) -> None:
         """`cat PATH &`: the shell starts reading while the caller goes on

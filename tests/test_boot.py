@@ -80,3 +80,15 @@ def test_spawned_shells_land_on_other_cpus(machine: Machine) -> None:
     task = second.task()
     assert task is not None and task.comm == "sh"
     assert second.cat("/proc/cmdline") == "console=ttyS0 klpemu\n"
+
+
+def test_proc_kallsyms_lists_vmlinux_and_module_symbols_in_address_order(machine: Machine) -> None:
+    """Read through the guest shell in pieces: it is larger than one mailbox."""
+    machine.insmod("fixtures/build/modules/test_klp_mod_target.ko")
+    text = machine.read_file("/proc/kallsyms")
+    assert len(text) > 16384
+    lines = text.splitlines()
+    assert f"{machine.symbol_address('cmdline_proc_show'):016x} t cmdline_proc_show" in lines
+    assert any(line.endswith(" t test_klp_mod_target_show\t[test_klp_mod_target]") for line in lines)
+    addresses = [int(line.split()[0], 16) for line in lines]
+    assert addresses == sorted(addresses)

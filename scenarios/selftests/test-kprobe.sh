@@ -1,10 +1,8 @@
 # The kernel's tools/testing/selftests/livepatch/test-kprobe.sh, ported:
 # same steps, same expected kernel log (the sourcing of functions.sh is
-# implicit: its helpers are scenario verbs). The kernel script first skips
-# unless kprobes run on ftrace:
-#   grep -q kprobe_ftrace_ops /proc/kallsyms || skip "test-kprobe requires CONFIG_KPROBES_ON_FTRACE"
-# The emulated kernel's kprobes always do (fixtures/kernel/kprobes.c), and it
-# has no /proc/kallsyms, so the check is left out.
+# implicit: its helpers are scenario verbs).
+
+grep -q kprobe_ftrace_ops /proc/kallsyms || skip "test-kprobe requires CONFIG_KPROBES_ON_FTRACE"
 
 MOD_LIVEPATCH=test_klp_livepatch
 MOD_KPROBE=test_klp_kprobe
