@@ -2,13 +2,14 @@
 scenarios/history/ and the kernel selftests that existed in a generation,
 each under the profiles where it applies, with the output that kernel
 printed."""
+import errno
 import io
 import re
 from pathlib import Path
 
 import pytest
 
-from emu import Machine
+from emu import Machine, ShellError
 from klp import Livepatch
 from klp.profiles import PROFILES, get_profile
 from klp.scenario import ScenarioRunner
@@ -117,3 +118,21 @@ def _attrs(version: str) -> list[str]:
     name = "klpemu_old_test_klp" if get_profile(version).register_api else "test_klp_livepatch"
     m.insmod(str(ROOT / "fixtures" / "build" / "modules" / f"{name}.ko"))
     return m.vfs.listdir(f"/sys/kernel/livepatch/{name}")
+
+
+def test_4_15_signal_attribute_signals_the_waiting_tasks() -> None:
+    """4.15-5.0: writing 1 to `signal` during a transition logs the notice
+    (every time) and sends the fake signal; with no transition it is -EINVAL."""
+    P = "klpemu_old_test_klp"
+    m = Machine(cpus=2, seed=0).boot()
+    Livepatch.attach(m, klp_version="4.15")
+    m.insmod(str(ROOT / "fixtures" / "build" / "modules" / f"{P}.ko"))
+    assert m.read_file(f"/sys/kernel/livepatch/{P}/transition") == "1\n"   # the other CPU's idle task runs
+    m.write_file(f"/sys/kernel/livepatch/{P}/signal", "1")
+    m.write_file(f"/sys/kernel/livepatch/{P}/signal", "1")
+    notices = [line for line in m.dmesg_lines() if line == "livepatch: signaling remaining tasks"]
+    assert len(notices) == 2
+    m.run_until(lambda: m.read_file(f"/sys/kernel/livepatch/{P}/transition") == "0\n", 5, "the transition")
+    with pytest.raises(ShellError) as err:
+        m.write_file(f"/sys/kernel/livepatch/{P}/signal", "1")
+    assert err.value.errno == errno.EINVAL
