@@ -48,7 +48,7 @@ class Livepatch:
         self.g = GuestStructs(machine)
         # klp_patches: enabled or in transition (every registered patch before 5.1)
         self.patches: list[KlpPatch] = []
-        self.dispatch = Dispatch(machine, backend)
+        self.dispatch = Dispatch(machine, backend, permanent=self.profile.permanent_ftrace_ops)
         self.transition = Transition(self)
         self._locked = False
         self._switch_check: SwitchCheck | None = None

@@ -76,11 +76,15 @@ class KlpOps:
 class Dispatch:
     """Trampolines and records in the module area; sites owned through ftrace."""
 
-    def __init__(self, machine: "Machine", backend: str = "native") -> None:
+    def __init__(self, machine: "Machine", backend: str = "native", permanent: bool = True) -> None:
+        """`permanent`: the ops are FTRACE_OPS_FL_PERMANENT (5.5+), so that
+        kernel.ftrace_enabled cannot go to 0 under a livepatch; before, it
+        could, and silently took every patch out of effect."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
         self.machine = machine
         self.backend = backend
+        self._flags = FTRACE_OPS_FL_IPMODIFY | (FTRACE_OPS_FL_PERMANENT if permanent else 0)
         self.ops: dict[int, KlpOps] = {}
         # FIFO: a slot freed while a preempted task may still be inside it is reused last
         self._free: deque[tuple[int, int]] = deque()
@@ -110,7 +114,7 @@ class Dispatch:
             return 0
         m = self.machine
         tramp, record = self._slot()
-        fops = FtraceOps("klp", FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_PERMANENT, target=tramp)
+        fops = FtraceOps("klp", self._flags, target=tramp)
         ops = KlpOps(func.old_func, func.old_func, tramp, record, fops, [func])
         self.sync(ops)
         if self.backend == "native":

@@ -34,6 +34,9 @@ class Profile:
     auto_signals: bool        # 5.1: fake signals every 15th retry, a notice the first time
     shadow_vars: bool         # 4.13: klp_shadow_*
     states: bool              # 5.5: klp_state, klp_get_(prev_)state, the compatibility check
+    permanent_ftrace_ops: bool  # 5.5: klp's ftrace ops are PERMANENT: kernel.ftrace_enabled=0 is
+                                # refused (-EBUSY) while a patch is registered; before, it was
+                                # accepted and silently took the patches out of effect
     obj_patched_attr: bool    # 6.1: <obj>/patched
     sched_try_switch: bool    # 6.4: cond_resched() switches a pending task
     insmod_log: bool          # 6.9: selftests log `% insmod test_modules/X.ko` (not `% modprobe X`)
@@ -53,7 +56,7 @@ _V4_11 = Profile(
     name="4.11", consistency_model=False, immediate_flag=False, callbacks=False,
     signal_attr=False, force_attr=False, register_api=True, stacking_rule=True,
     atomic_replace=False, auto_signals=False, shadow_vars=False, states=False,
-    obj_patched_attr=False, sched_try_switch=False, insmod_log=False,
+    permanent_ftrace_ops=False, obj_patched_attr=False, sched_try_switch=False, insmod_log=False,
     replace_attr=False, stack_order_attr=False)
 _V4_12 = Profile(**{**_V4_11.__dict__, "name": "4.12", "consistency_model": True,
                     "immediate_flag": True})
@@ -62,7 +65,8 @@ _V4_15 = Profile(**{**_V4_12.__dict__, "name": "4.15", "callbacks": True, "signa
 _V5_1 = Profile(**{**_V4_15.__dict__, "name": "5.1", "immediate_flag": False, "signal_attr": False,
                    "register_api": False, "stacking_rule": False, "atomic_replace": True,
                    "auto_signals": True})
-_CURRENT = Profile(**{**_V5_1.__dict__, "name": "6.13", "states": True, "obj_patched_attr": True,
+_CURRENT = Profile(**{**_V5_1.__dict__, "name": "6.13", "states": True, "permanent_ftrace_ops": True,
+                      "obj_patched_attr": True,
                       "sched_try_switch": True, "insmod_log": True, "replace_attr": True,
                       "stack_order_attr": True})
 

@@ -136,3 +136,19 @@ def test_4_15_signal_attribute_signals_the_waiting_tasks() -> None:
     with pytest.raises(ShellError) as err:
         m.write_file(f"/sys/kernel/livepatch/{P}/signal", "1")
     assert err.value.errno == errno.EINVAL
+
+
+def test_before_5_5_ftrace_enabled_0_silently_unpatches() -> None:
+    """Before PERMANENT ftrace ops (5.5), kernel.ftrace_enabled=0 was accepted
+    under a livepatch and took it out of effect; from 5.5 it is -EBUSY."""
+    P = "test_klp_livepatch"
+    m = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(m, klp_version="5.1")
+    m.insmod(str(ROOT / "fixtures" / "build" / "modules" / f"{P}.ko"))
+    m.run_until(lambda: m.read_file(f"/sys/kernel/livepatch/{P}/transition") == "0\n", 5, "the transition")
+    assert m.read_file("/proc/cmdline") == f"{P}: this has been live patched\n"
+    m.write_file("/proc/sys/kernel/ftrace_enabled", "0")
+    assert m.read_file(f"/sys/kernel/livepatch/{P}/enabled") == "1\n"
+    assert m.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n"          # silently unpatched
+    m.write_file("/proc/sys/kernel/ftrace_enabled", "1")
+    assert m.read_file("/proc/cmdline") == f"{P}: this has been live patched\n"
