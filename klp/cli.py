@@ -20,6 +20,7 @@ from .hazard import image_hazards
 from .build import BuildError, build_module
 from .ops import BACKENDS
 from .profiles import DEFAULT, PROFILES
+from .state_report import format_state, livepatch_state
 from .scenario import ScenarioError, ScenarioRunner
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
@@ -115,10 +116,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
             if args.blocking:
                 sys.stdout.write("\n--- blocking tasks ---\n" + blocking_report(m))
+            if args.state:
+                sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
     if args.json:
         json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
                    "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns,
-                   "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m)},
+                   "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m),
+                   **({"state": livepatch_state(m)} if args.state else {})},
                   sys.stdout, indent=1)
         sys.stdout.write("\n")
     return result.exit_code
@@ -184,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="at the end, report the tasks that block a livepatch transition still in "
                           "progress, why (running, unreliable stack, sleeping on which function) and "
                           "their stacks (always in --json)")
+    run.add_argument("--state", action="store_true",
+                     help="at the end, show the livepatch state: patches, objects and funcs, each "
+                          "function's func_stack and site, the transition, every task's patch_state")
     run.add_argument("--dispatch", choices=BACKENDS, default="native",
                      help="how patched functions are dispatched: native trampolines (default) "
                           "or a Python code hook per call (slow; for tracing)")

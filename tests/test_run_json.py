@@ -70,3 +70,37 @@ def test_blocked_run_names_the_blocking_task(tmp_path: Path, capsys: pytest.Capt
     (task,) = [t for t in blocking["tasks"] if t["comm"] == "klpemu_sleeper"]
     assert task["reason"] == "is sleeping on function" and task["detail"] == "klpemu_test_sleep"
     assert task["stack"][0].startswith("__schedule+")
+
+
+STATE = """load_lp test_klp_livepatch
+insmod klpemu_test_target.ko sleeper=1
+insmod klpemu_test_patch.ko
+sleep 1
+"""
+
+
+def test_state_in_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text(STATE)
+    assert main(["run", str(script), "--cpus", "1", "--json", "--state"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    jsonschema.validate(data, SCHEMA)
+    state = data["state"]
+    assert [p["name"] for p in state["patches"]] == ["test_klp_livepatch", "klpemu_test_patch"]
+    assert state["transition"]["patch"] == "klpemu_test_patch"
+    sites = {s["function"]: s["site"] for s in state["func_stacks"]}
+    assert sites["cmdline_proc_show"] == "jump"                      # outside a transition
+    assert sites["klpemu_test_sleep [klpemu_test_target]"] == "trampoline"
+    sleeper = next(t for t in state["tasks"] if t["comm"] == "klpemu_sleeper")
+    assert sleeper["patch_state"] == "unpatched" and sleeper["pending"]
+
+
+def test_state_as_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text(STATE)
+    assert main(["run", str(script), "--cpus", "1", "--state", "--dispatch", "python"]) == 0
+    text = capsys.readouterr().out.split("\n--- livepatch state ---\n")[1]
+    assert text.startswith("profile 6.13, python dispatch\ntransition: klpemu_test_patch -> patched")
+    assert "  cmdline_proc_show [python hook]: test_klp_livepatch" in text.splitlines()
+    assert "      cmdline_proc_show,1: cmdline_proc_show -> livepatch_cmdline_proc_show [test_klp_livepatch]" \
+        in text.splitlines()
