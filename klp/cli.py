@@ -1,4 +1,4 @@
-"""`klpemu`: boot a kernel, run a scenario.
+"""`klpemu`: boot a kernel, run livepatch scenarios, build modules, find hazards, benchmark.
 
 Exit codes (kselftest style where they overlap): 0 ok, 1 a step or check
 failed, 2 usage error, 3 the guest hung or crashed.
