@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emu import Machine, ShellError
-from emu.shell import MODE_GETPID_LOOP, MODE_SLEEPER
+from emu.shell import MODE_GETPID_LOOP, MODE_SLEEPER, OUT
 from klp import Livepatch
 from klp.scenario import ScenarioError, ScenarioResult, ScenarioRunner
 
@@ -204,3 +204,26 @@ def test_the_ported_selftest_passes(cpus: int) -> None:
     assert len(insmod.split("klp_pids=")[1].split(",")) == cpus         # one hammering task per CPU
     assert not [t for t in m.tasks() if t.comm == "test_klp-call_g"]  # killed
     assert not m.exists(KOBJ)
+
+
+SYS_READ, SYS_OPEN, SYS_CLOSE = 0, 2, 3
+
+
+def test_a_file_left_open_when_its_module_goes_fails_instead_of_calling_it(m: Machine) -> None:
+    """kernfs (sysfs) gives -ENODEV, procfs -EIO, for an entry removed while
+    open: the module's show()/store() is never called after it is gone, even
+    when a new entry has taken the slot."""
+    sh = m.shell
+    buf = sh.mailbox + OUT                                  # the mailbox's output area
+    load(m)
+    m.insmod(ROOT / "fixtures" / "build" / "modules" / "test_klp_mod_target.ko")
+    sysfs_fd = sh.syscall(SYS_OPEN, sh.put_string(NPIDS), 0)
+    proc_fd = sh.syscall(SYS_OPEN, sh.put_string("/proc/test_klp_mod_target"), 0)
+    assert sysfs_fd >= 0 and proc_fd >= 0
+    unload(m)
+    m.rmmod("test_klp_mod_target")
+    m.insmod(ROOT / "fixtures" / "build" / "modules" / "test_klp_mod_target.ko")   # reuses a slot
+    assert sh.syscall(SYS_READ, sysfs_fd, buf, 64) == -errno.ENODEV
+    assert sh.syscall(SYS_READ, proc_fd, buf, 64) == -errno.EIO
+    assert sh.syscall(SYS_CLOSE, sysfs_fd) == 0 and sh.syscall(SYS_CLOSE, proc_fd) == 0
+    assert m.read_file("/proc/test_klp_mod_target") == "test_klp_mod_target: original output\n"
