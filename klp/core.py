@@ -61,6 +61,7 @@ class Livepatch:
         the dispatch (ops.BACKENDS; native by default) and `klp_version` the
         kernel whose semantics it reproduces (klp/profiles.py; the newest by
         default); neither can change later."""
+        from . import states  # noqa: F401  (registers klp_get_prev_state's hypercall; imports us)
         profile = None if klp_version is None else get_profile(klp_version)
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from emu import Machine
+if TYPE_CHECKING:
+    from emu import Machine
 
-from .core import Livepatch
-from .scenario import VERBS, ScenarioRunner, _Stop
+# The emulator (unicorn, capstone …) is imported only when a test uses a
+# fixture: every pytest run in this environment loads the plugin.
 
 MARKER = "klpemu(cpus=2, seed=0, kernel='modern', dispatch='native', cmdline=None, module_dirs=()): " \
          "how to boot the machine of the klp / klpemu_machine fixtures"
 DMESG_TAIL = 80
-_MACHINES = pytest.StashKey[Machine]()
+_MACHINES = pytest.StashKey["Machine"]()
 
 
 class KlpemuFailure(AssertionError):
@@ -46,12 +47,14 @@ class Klp:
     (in virtual time) as the kernel selftests' does, and raises KlpemuFailure
     where the shell function would `die`."""
 
-    def __init__(self, machine: Machine, module_dirs: list[Path], dispatch: str | None = None) -> None:
+    def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None) -> None:
+        from .scenario import ScenarioRunner
         self.machine = machine
         self._out = io.StringIO()
         self.runner = ScenarioRunner(machine, self._out, module_dirs=module_dirs, dispatch=dispatch)
 
     def _verb(self, name: str, *args: object) -> None:
+        from .scenario import VERBS, _Stop
         failures = len(self.runner.result.failures)
         mark = self._out.tell()
         try:
@@ -134,9 +137,10 @@ class Klp:
         return _blocking_report(self.machine)
 
 
-def _blocking_report(machine: Machine) -> str:
-    core = machine.extensions.get("klp")
-    if not isinstance(core, Livepatch) or core.transition.patch is None:
+def _blocking_report(machine: "Machine") -> str:
+    from .core import core_of
+    core = core_of(machine)
+    if core is None or core.transition.patch is None:
         return ""
     return core.transition.report()
 
@@ -176,10 +180,13 @@ def klpemu_seed(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator[Machine]:
+def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator["Machine"]:
     """A booted machine with the livepatch core attached."""
     options = _options(request)
     kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline") if options.get(k) is not None}
+    from emu import Machine
+
+    from .core import Livepatch
     machine = Machine(seed=klpemu_seed, **kwargs).boot()
     Livepatch.attach(machine, options.get("dispatch"))
     request.node.stash[_MACHINES] = machine
@@ -187,7 +194,7 @@ def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator
 
 
 @pytest.fixture
-def klp(request: pytest.FixtureRequest, klpemu_machine: Machine) -> Klp:
+def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine") -> Klp:
     """functions.sh's helpers on `klpemu_machine`; modules are looked up next
     to the test file, then in the marker's module_dirs, then in the fixtures."""
     options = _options(request)
