@@ -65,6 +65,9 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
+LIVEPATCH_API_PREFIX = "klp_"      # kernel/livepatch/'s exports (klp_enable_patch, klp_shadow_* …)
+
+
 class ModuleManager:
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine
@@ -77,8 +80,10 @@ class ModuleManager:
         self._tainted = False
         self._vmlinux_exports = machine.kernel.ksymtab()
         # exports of the image that the kernel being reproduced did not have
-        # (set by the layer above, e.g. a livepatch version profile)
-        self.withheld: frozenset[str] = frozenset()
+        # (set by the layer above, e.g. a livepatch version profile); until a
+        # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
+        self.withheld: frozenset[str] = frozenset(
+            n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
         machine.vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
 
     # ------------------------------------------------------------ lookup

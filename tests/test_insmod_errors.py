@@ -81,3 +81,14 @@ def test_rmmod_errors(booted: Machine) -> None:
     with pytest.raises(ShellError) as info:
         booted.rmmod("no_such_module")
     assert info.value.errno == errno.ENOENT
+
+
+def test_a_livepatch_on_a_kernel_without_a_livepatch_core_is_an_unknown_symbol(booted: Machine) -> None:
+    """Until a livepatch core attaches, the kernel is one built without
+    CONFIG_LIVEPATCH: kernel/livepatch/'s exports do not resolve."""
+    m = booted
+    with pytest.raises(ShellError) as info:
+        m.insmod(f"{MODULES}/test_klp_livepatch.ko")
+    assert info.value.errno == errno.ENOENT
+    assert m.dmesg_lines()[-1] == "test_klp_livepatch: Unknown symbol klp_enable_patch (err -2)"
+    assert m.read_file("/proc/cmdline") == CMDLINE
