@@ -17,11 +17,11 @@ from __future__ import annotations
 import errno
 import re
 import struct
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .errors import EmuError, ImageError
+from .slots import SlotPool
 
 if TYPE_CHECKING:
     from .cpu import Cpu
@@ -43,6 +43,20 @@ def rel32_insn(opcode: int, site: int, target: int) -> bytes:
     if not -(1 << 31) <= disp < (1 << 31):
         raise EmuError(f"{target:#x} is out of rel32 reach of {site:#x}")
     return bytes([opcode]) + struct.pack("<i", disp)
+
+
+def chain_code(at: int, site: int, callbacks: list[int], target: int) -> bytes:
+    """Generated code at `at` for `site`: call each callback with r11 = the
+    site (the stack as at the function's entry below the return address),
+    then jump to `target` (an IPMODIFY owner, or the function's body)."""
+    code = bytearray()
+    for callback in callbacks:
+        code += b"\x49\xbb" + struct.pack("<Q", site)              # movabs r11, site
+        code += rel32_insn(CALL, at + len(code), callback)
+    code += rel32_insn(JMP, at + len(code), target)
+    if len(code) > CHAIN_SLOT:
+        raise EmuError(f"too many ftrace callbacks on {site:#x}")
+    return bytes(code)
 
 
 @dataclass(eq=False)
@@ -82,7 +96,7 @@ class Ftrace:
         self.ops: dict[int, list[FtraceOps]] = {}      # site -> registered ops, oldest first
         self.enabled = 1                                # the kernel.ftrace_enabled sysctl
         self._chains: dict[int, int] = {}               # site -> its chain's code
-        self._free_chains: deque[int] = deque()         # FIFO: a freed chain is reused last
+        self.chain_slots = SlotPool(machine, CHAIN_SLOT)
         machine.vfs.register(SYSCTL, self._sysctl_show, self._sysctl_store, mode=0o644)
 
     def add_module_sites(self, module: str, sites: list[int]) -> None:
@@ -98,7 +112,7 @@ class Ftrace:
             self.ops.pop(site, None)
             chain = self._chains.pop(site, None)
             if chain is not None:
-                self._free_chains.append(chain)
+                self.chain_slots.give(chain)
 
     def site_of(self, function: str) -> int:
         """The fentry site of a traceable vmlinux function; EmuError if it has none."""
@@ -171,7 +185,7 @@ class Ftrace:
         """A callback address for a non-IPMODIFY ops implemented in Python:
         a `ret` whose code hook runs `handler(cpu)` (r11 = the site, [rsp+8] =
         the traced function's caller). Slow, like every Python hook: for tracing."""
-        stub = self._free_chains.popleft() if self._free_chains else self._new_chain_slot()
+        stub = self.chain_slots.take()
         self.machine.text_poke(stub, b"\xc3")
         for cpu in self.machine.cpus:
             cpu.engine.hook_code_at(stub, lambda cpu=cpu: handler(cpu))
@@ -194,31 +208,17 @@ class Ftrace:
                 # an owner sending calls on to the body itself needs no jump at all
                 insn = NOP5 if owner.target == site + 5 else rel32_insn(JMP, site, owner.target)
             else:
-                chain = self._free_chains.popleft() if self._free_chains else self._new_chain_slot()
-                writes.append((chain, self._chain_code(chain, site, callbacks, owner)))
+                chain = self.chain_slots.take()
+                writes.append((chain, chain_code(chain, site, [o.callback for o in callbacks],
+                                                 owner.target if owner else site + 5)))
                 self._chains[site] = chain
                 insn = rel32_insn(JMP, site, chain)
             if self.read_site(site) != insn:
                 writes.append((site, insn))
         if writes:
             self.machine.text_poke_many(writes)
-        self._free_chains.extend(freed)
-
-    def _new_chain_slot(self) -> int:
-        page = self.machine.modules.alloc_pages(4096)
-        self._free_chains.extend(page + i * CHAIN_SLOT for i in range(1, 4096 // CHAIN_SLOT))
-        return page
-
-    @staticmethod
-    def _chain_code(chain: int, site: int, callbacks: list[FtraceOps], owner: FtraceOps | None) -> bytes:
-        code = bytearray()
-        for ops in callbacks:
-            code += b"\x49\xbb" + struct.pack("<Q", site)              # movabs r11, site
-            code += rel32_insn(CALL, chain + len(code), ops.callback)
-        code += rel32_insn(JMP, chain + len(code), owner.target if owner else site + 5)
-        if len(code) > CHAIN_SLOT:
-            raise EmuError(f"too many ftrace callbacks on {site:#x}")
-        return bytes(code)
+        for chain in freed:
+            self.chain_slots.give(chain)
 
     # ------------------------------------------------------------ kernel.ftrace_enabled
     def set_enabled(self, value: int) -> int:

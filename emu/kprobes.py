@@ -16,14 +16,13 @@ ftrace sites) and put the ops on the site:
 from __future__ import annotations
 
 import errno
-import struct
-from collections import deque
 from typing import TYPE_CHECKING
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from .ftrace import CALL, FTRACE_OPS_FL_IPMODIFY, JMP, FtraceOps, rel32_insn
+from .ftrace import CHAIN_SLOT, FTRACE_OPS_FL_IPMODIFY, FtraceOps, chain_code
 from .hypercalls import hypercall
+from .slots import SlotPool
 
 if TYPE_CHECKING:
     from .cpu import Cpu
@@ -32,16 +31,7 @@ if TYPE_CHECKING:
 
 KSYM_NAME_LEN = 512
 MCOUNT_INSN_SIZE = 5
-STUB_SIZE = 32
 _CS = Cs(CS_ARCH_X86, CS_MODE_64)
-
-
-def stub_code(stub: int, site: int, caller: int) -> bytes:
-    """The IPMODIFY target of one site: kprobe_ftrace_caller, then the function."""
-    code = b"\x49\xbb" + struct.pack("<Q", site)                  # movabs r11, site
-    code += rel32_insn(CALL, stub + len(code), caller)
-    code += rel32_insn(JMP, stub + len(code), site + MCOUNT_INSN_SIZE)
-    return code
 
 
 class Kprobes:
@@ -49,7 +39,7 @@ class Kprobes:
         self.machine = machine
         self._shared: FtraceOps | None = None           # kprobe_ftrace_ops
         self._ipmodify: dict[int, FtraceOps] = {}       # site -> its kprobe_ipmodify_ops
-        self._free_stubs: deque[int] = deque()          # FIFO: a freed stub is reused last
+        self._stubs = SlotPool(machine, CHAIN_SLOT)
 
     def _is_ipmodify(self, ops: int) -> bool | None:
         """Which of the guest's two ops `ops` is (None: neither)."""
@@ -101,7 +91,7 @@ class Kprobes:
         fops = FtraceOps("kprobe_ipmodify_ops", FTRACE_OPS_FL_IPMODIFY, target=stub)
         ret = ftrace.register(fops, site)
         if ret:
-            self._free_stubs.append(stub)
+            self._stubs.give(stub)
             return ret
         self._ipmodify[site] = fops
         return 0
@@ -115,7 +105,7 @@ class Kprobes:
             if fops is None:
                 return -errno.ENOENT
             ftrace.unregister(fops, site)
-            self._free_stubs.append(fops.target)
+            self._stubs.give(fops.target)
             return 0
         if ipmodify is None or self._shared is None or self._shared not in ftrace.ops.get(site, []):
             return -errno.ENOENT
@@ -123,12 +113,11 @@ class Kprobes:
         return 0
 
     def _stub(self, site: int) -> int:
+        """The IPMODIFY target of one site: kprobe_ftrace_caller, then the function."""
         m = self.machine
-        if not self._free_stubs:
-            page = m.modules.alloc_pages(4096)
-            self._free_stubs.extend(range(page, page + 4096, STUB_SIZE))
-        stub = self._free_stubs.popleft()
-        m.text_poke(stub, stub_code(stub, site, m.symbol_address("kprobe_ftrace_caller")))
+        stub = self._stubs.take()
+        m.text_poke(stub, chain_code(stub, site, [m.symbol_address("kprobe_ftrace_caller")],
+                                     site + MCOUNT_INSN_SIZE))
         return stub
 
 

@@ -121,10 +121,9 @@ class FunctionTracer:
 
     def _store_on(self, ctx: "ServiceContext", text: str) -> int:
         try:
-            self.tracing_on = int(text.strip()) != 0
+            self.tracing_on = int(int(text.strip()) != 0)
         except ValueError:
             return -errno.EINVAL
-        self.tracing_on = int(self.tracing_on)
         return len(text.encode())
 
     def _store_trace(self, ctx: "ServiceContext", text: str) -> int:

@@ -27,11 +27,11 @@ with the kernel's klp_ftrace_handler logic:
 from __future__ import annotations
 
 import struct
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from emu.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, JMP, FtraceOps, rel32_insn
+from emu.slots import SlotPool
 
 from .objects import KlpFunc, KlpState
 
@@ -86,22 +86,13 @@ class Dispatch:
         self.backend = backend
         self._flags = FTRACE_OPS_FL_IPMODIFY | (FTRACE_OPS_FL_PERMANENT if permanent else 0)
         self.ops: dict[int, KlpOps] = {}
-        # FIFO: a slot freed while a preempted task may still be inside it is reused last
-        self._free: deque[tuple[int, int]] = deque()
+        self._trampolines = SlotPool(machine, TRAMPOLINE_SIZE)
+        self._records = SlotPool(machine, RECORD_SIZE)
         self._patch_state = machine.offsets["TASK_patch_state"]
         self.python_calls = 0           # calls the python backend dispatched
 
     def find_ops(self, old_func: int) -> KlpOps | None:
         return self.ops.get(old_func)
-
-    def _slot(self) -> tuple[int, int]:
-        if not self._free:
-            m = self.machine
-            text = m.modules.alloc_pages(4096)
-            data = m.modules.alloc_pages(4096)
-            self._free.extend((text + i * TRAMPOLINE_SIZE, data + i * RECORD_SIZE)
-                              for i in range(4096 // TRAMPOLINE_SIZE))
-        return self._free.popleft()
 
     def push(self, func: KlpFunc) -> int:
         """klp_patch_func: the first func for an address registers the ops.
@@ -113,7 +104,7 @@ class Dispatch:
             func.patched = True
             return 0
         m = self.machine
-        tramp, record = self._slot()
+        tramp, record = self._trampolines.take(), self._records.take()
         fops = FtraceOps("klp", self._flags, target=tramp)
         ops = KlpOps(func.old_func, func.old_func, tramp, record, fops, [func])
         self.sync(ops)
@@ -146,7 +137,8 @@ class Dispatch:
         for remove in ops.hooks:
             remove()
         ops.hooks = []
-        self._free.append((ops.trampoline, ops.record))
+        self._trampolines.give(ops.trampoline)
+        self._records.give(ops.record)
 
     def sync(self, ops: KlpOps) -> None:
         """Write the record the trampoline reads; with the native backend, also

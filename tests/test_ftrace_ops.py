@@ -6,6 +6,7 @@ import pytest
 
 from emu import Machine, ShellError
 from emu.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, NOP5, SYSCTL, FtraceOps
+from emu.slots import SlotPool
 from klp import Livepatch
 
 from test_klp_core import MODULES, PATCHED, disable_lp, load_lp
@@ -118,6 +119,9 @@ def test_tracer_files(machine: Machine) -> None:
     machine.write_file(f"{TRACING}/set_ftrace_filter", "*_proc_show")
     assert "cmdline_proc_show\n" in machine.read_file(f"{TRACING}/set_ftrace_filter")
     machine.write_file(f"{TRACING}/current_tracer", "function")
+    with pytest.raises(ShellError) as err:
+        machine.write_file(f"{TRACING}/tracing_on", "on")
+    assert err.value.errno == errno.EINVAL
     machine.write_file(f"{TRACING}/tracing_on", "0")
     machine.read_file("/proc/cmdline")
     assert "cmdline_proc_show" not in machine.read_file(f"{TRACING}/trace")
@@ -127,3 +131,16 @@ def test_tracer_files(machine: Machine) -> None:
     assert trace.startswith("# tracer: function\n")
     assert " meminfo_proc_show <-__x64_sys_open" in trace
     assert machine.read_file("/sys/kernel/tracing/current_tracer") == "function\n"
+
+
+def test_generated_code_slots_are_reused_last(machine: Machine) -> None:
+    """A task preempted inside a freed chain must not find other code there
+    soon: freed slots go to the back of the queue."""
+    pool = SlotPool(machine, 1024)
+    a, b = pool.take(), pool.take()
+    assert b == a + 1024
+    pool.give(a)
+    assert [pool.take(), pool.take()] == [a + 2048, a + 3072]
+    assert pool.take() == a                                   # only once the page is used up
+    with pytest.raises(ValueError):
+        SlotPool(machine, 0)
