@@ -81,10 +81,6 @@ class _RegBatch:
         """Write the batch's array back, as load() returned and its caller edited it."""
         uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self._n)
 
-    def write(self, values: list[int]) -> None:
-        self._vals[:] = [v & 0xFFFFFFFFFFFFFFFF for v in values]
-        uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self._n)
-
 
 _CR2_CLEAR = 0xDEAD_0000_0000_0000     # non-canonical: never a real fault address
 
