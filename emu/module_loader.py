@@ -49,10 +49,10 @@ SHN_LIVEPATCH, SHN_ABS, SHN_COMMON, SHN_XINDEX = 0xFF20, 0xFFF1, 0xFFF2, 0xFFFF
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION = 0, 1, 2, 3
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")       # 64 bytes
-_SHDR = struct.Struct("<IIQQQQIIQQ")             # 64 bytes
-_SYM = struct.Struct("<IBBHQQ")                  # 24 bytes
-_RELA = struct.Struct("<QQq")                    # 24 bytes
+EHDR = struct.Struct("<16sHHIQQQIHHHHHH")       # 64 bytes
+SHDR = struct.Struct("<IIQQQQIIQQ")             # 64 bytes
+SYM = struct.Struct("<IBBHQQ")                  # 24 bytes
+RELA = struct.Struct("<QQq")                    # 24 bytes
 _KSYM = struct.Struct("<QQ")                     # struct kernel_symbol, 16 bytes
 _PARAM = struct.Struct("<QQQHHIQ")               # struct kernel_param, 40 bytes
 _MOD_NAME_OFF, _MOD_NAME_LEN = 4, 56             # struct module: int state; char name[56]
@@ -128,6 +128,7 @@ class _Section:
     name: str
     type: int
     flags: int
+    addr: int
     offset: int
     size: int
     link: int
@@ -154,24 +155,26 @@ class _Sym:
     shndx: int
     value: int
     size: int
+    other: int = 0
 
 
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-class _Elf:
-    """The validated section headers and symbol table of an ET_REL object."""
+class ElfRel:
+    """The validated section headers and symbol table of an x86-64 ET_REL
+    object (ModuleLoadError otherwise); klp/klp_convert.py reads objects with it too."""
 
     def __init__(self, data: bytes, name: str, max_size: int) -> None:
         self.data = data
         self.name = name
         if len(data) > max_size:
             raise self.bad(f"module file of {len(data)} bytes exceeds the limit of {max_size}")
-        if len(data) < _EHDR.size:
+        if len(data) < EHDR.size:
             raise self.bad("truncated ELF header")
         (ident, e_type, e_machine, _version, _entry, _phoff, e_shoff, _flags,
-         _ehsize, _phentsize, _phnum, e_shentsize, e_shnum, e_shstrndx) = _EHDR.unpack_from(data)
+         _ehsize, _phentsize, _phnum, e_shentsize, e_shnum, e_shstrndx) = EHDR.unpack_from(data)
         if ident[:4] != b"\x7fELF":
             raise self.bad("Invalid ELF header magic: != ELF")
         if ident[4] != 2:
@@ -182,21 +185,22 @@ class _Elf:
             raise self.bad(f"not a relocatable object (e_type {e_type}, want ET_REL)")
         if e_machine != EM_X86_64:
             raise self.bad(f"not an x86-64 object (e_machine {e_machine})")
-        if e_shentsize != _SHDR.size:
-            raise self.bad(f"Invalid module section header size: {e_shentsize} != {_SHDR.size}")
+        if e_shentsize != SHDR.size:
+            raise self.bad(f"Invalid module section header size: {e_shentsize} != {SHDR.size}")
         if e_shnum == 0:
             raise self.bad("no section header table")
-        if e_shoff + e_shnum * _SHDR.size > len(data):
+        if e_shoff + e_shnum * SHDR.size > len(data):
             raise self.bad("section header table truncated")
         if e_shstrndx == 0 or e_shstrndx >= e_shnum:
             raise self.bad(f"section name table index {e_shstrndx} out of range")
-        raw = [_SHDR.unpack_from(data, e_shoff + i * _SHDR.size) for i in range(e_shnum)]
+        raw = [SHDR.unpack_from(data, e_shoff + i * SHDR.size) for i in range(e_shnum)]
         self.sections: list[_Section] = []
-        for i, (_n, typ, flags, _addr, off, size, link, info, align, entsize) in enumerate(raw):
+        for i, (_n, typ, flags, addr, off, size, link, info, align, entsize) in enumerate(raw):
             if i and typ not in (SHT_NULL, SHT_NOBITS) and off + size > len(data):
                 raise self.bad(f"section {i} truncated (offset {off:#x} size {size:#x}, "
                                f"file {len(data):#x})")
-            self.sections.append(_Section(i, "", typ, flags, off, size, link, info, align, entsize))
+            self.sections.append(_Section(i, "", typ, flags, addr, off, size, link, info, align, entsize))
+        self.shstrndx = e_shstrndx
         shstr = self.sections[e_shstrndx]
         if shstr.type != SHT_STRTAB:
             raise self.bad(f"section name table (section {e_shstrndx}) is not a string table")
@@ -222,17 +226,17 @@ class _Elf:
         strtab = self.sections[symtab.link]
         if strtab.type != SHT_STRTAB:
             raise self.bad(f"symbol table: section {symtab.link} is not a string table")
-        if symtab.size % _SYM.size:
-            raise self.bad(f"symbol table size {symtab.size} is not a multiple of {_SYM.size}")
+        if symtab.size % SYM.size:
+            raise self.bad(f"symbol table size {symtab.size} is not a multiple of {SYM.size}")
         str_data = strtab.contents(data)
         self.symbols: list[_Sym] = []
-        for i in range(symtab.size // _SYM.size):
-            st_name, st_info, _other, shndx, value, size = _SYM.unpack_from(
-                data, symtab.offset + i * _SYM.size)
+        for i in range(symtab.size // SYM.size):
+            st_name, st_info, other, shndx, value, size = SYM.unpack_from(
+                data, symtab.offset + i * SYM.size)
             if SHN_UNDEF < shndx < SHN_LORESERVE and shndx >= e_shnum:
                 raise self.bad(f"symbol {i}: section index {shndx} out of range")
             sym_name = self.string(str_data, st_name, f"name of symbol {i}")
-            self.symbols.append(_Sym(sym_name, st_info >> 4, st_info & 0xF, shndx, value, size))
+            self.symbols.append(_Sym(sym_name, st_info >> 4, st_info & 0xF, shndx, value, size, other))
 
     def bad(self, message: str) -> ModuleLoadError:
         return ModuleLoadError([f"{self.name}: {message}"], _errno.ENOEXEC)
@@ -296,7 +300,7 @@ def _coerce(data: bytes) -> bytes:
 
 def layout_size(data: bytes, name: str, *, max_size: int = DEFAULT_MAX_SIZE) -> int:
     """Bytes of guest memory (a multiple of the page size) the module needs."""
-    elf = _Elf(_coerce(data), name, max_size)
+    elf = ElfRel(_coerce(data), name, max_size)
     return elf.layout(max_size)[2]
 
 
@@ -311,7 +315,7 @@ def load_module(data: bytes, name: str, base: int,
     data = _coerce(data)
     if base % PAGE_SIZE or not 0 <= base <= MASK64:
         raise ValueError(f"module base {base:#x} is not a page-aligned 64-bit address")
-    elf = _Elf(data, name, max_size)
+    elf = ElfRel(data, name, max_size)
     offsets, text_end, total = elf.layout(max_size)
     if base + total > MASK64 + 1:
         raise ValueError(f"module of {total:#x} bytes does not fit at {base:#x}")
@@ -358,6 +362,11 @@ def load_module(data: bytes, name: str, base: int,
                                for s in missing], _errno.ENOENT)
 
     # ---- relocations
+    def check_place(rsec: _Section, target: _Section, k: int, off: int, width: int) -> None:
+        if target.type == SHT_NOBITS or off + width > target.size:
+            raise elf.bad(f"relocation {k} of {rsec.name}: offset {off:#x} (+{width}) "
+                          f"outside {target.name} (size {target.size:#x})")
+
     klp: list[KlpRelaSection] = []
     for rsec in elf.sections[1:]:
         if rsec.type not in (SHT_RELA, SHT_REL):
@@ -370,11 +379,11 @@ def load_module(data: bytes, name: str, base: int,
         if rsec.link != elf.symtab.index:
             raise elf.bad(f"relocation section {rsec.name}: sh_link {rsec.link} "
                           f"is not the symbol table")
-        if rsec.size % _RELA.size:
+        if rsec.size % RELA.size:
             raise elf.bad(f"relocation section {rsec.name}: size {rsec.size} "
-                          f"is not a multiple of {_RELA.size}")
-        entries = [_RELA.unpack_from(data, rsec.offset + k * _RELA.size)
-                   for k in range(rsec.size // _RELA.size)]
+                          f"is not a multiple of {RELA.size}")
+        entries = [RELA.unpack_from(data, rsec.offset + k * RELA.size)
+                   for k in range(rsec.size // RELA.size)]
         for k, (_off, info, _add) in enumerate(entries):
             if info >> 32 >= len(elf.symbols):
                 raise elf.bad(f"relocation {k} of {rsec.name}: symbol index {info >> 32} "
@@ -382,10 +391,7 @@ def load_module(data: bytes, name: str, base: int,
         if rsec.flags & SHF_RELA_LIVEPATCH:
             for k, (off, info, _add) in enumerate(entries):
                 handler = RELOCATIONS.get(info & 0xFFFFFFFF)
-                width = handler.width if handler else 8
-                if target.type == SHT_NOBITS or off + width > target.size:
-                    raise elf.bad(f"relocation {k} of {rsec.name}: offset {off:#x} (+{width}) "
-                                  f"outside {target.name} (size {target.size:#x})")
+                check_place(rsec, target, k, off, handler.width if handler else 8)
             klp.append(KlpRelaSection(
                 rsec.name, target.name, sec_addr(target.index),
                 tuple(KlpRela(off, info & 0xFFFFFFFF, elf.symbols[info >> 32].name, add,
@@ -400,16 +406,13 @@ def load_module(data: bytes, name: str, base: int,
                 raise elf.bad(f"Unknown rela relocation: {rtype}")
             if handler.width == 0:
                 continue
-            if target.type == SHT_NOBITS or off + handler.width > target.size:
-                raise elf.bad(f"relocation {k} of {rsec.name}: offset {off:#x} (+{handler.width}) "
-                              f"outside {target.name} (size {target.size:#x})")
+            check_place(rsec, target, k, off, handler.width)
             place = base + tbase + off
             try:
                 value = handler.compute(addrs[info >> 32], addend, place)
             except RelocOverflow as exc:
                 raise ModuleLoadError(
-                    [f"overflow in relocation type {exc.rtype} val {exc.value:x}",
-                     f"`{name}' likely not compiled with -mcmodel=kernel"],
+                    [str(exc), f"`{name}' likely not compiled with -mcmodel=kernel"],
                     _errno.ENOEXEC) from None
             image[tbase + off:tbase + off + handler.width] = value
 
@@ -441,12 +444,7 @@ def load_module(data: bytes, name: str, base: int,
         for p_name, p_type, arg, perm, esize, pmax, num in table("__param", _PARAM)
     ]
 
-    this_module = None
-    final_name = name
-    if this_mod:
-        this_module = sec_addr(this_mod[0].index)
-        off = offsets[this_mod[0].index]
-        final_name = _module_name(elf, bytes(image[off:off + this_mod[0].size])) or name
+    this_module = sec_addr(this_mod[0].index) if this_mod else None
 
     modinfo: dict[str, list[str]] = {}
     for sec in elf.sections[1:]:
@@ -469,14 +467,14 @@ def load_module(data: bytes, name: str, base: int,
     ]
 
     return LoadedModule(
-        name=final_name, base=base, size=total, image=bytes(image),
+        name=name, base=base, size=total, image=bytes(image),
         text=(base, base + text_end), sections=sections, symbols=symbols,
         exports=exports, modinfo=modinfo, params=params, mcount_sites=mcount_sites,
         this_module=this_module, klp_relocations=klp,
     )
 
 
-def _module_name(elf: _Elf, raw: bytes) -> str | None:
+def _module_name(elf: ElfRel, raw: bytes) -> str | None:
     """The name field of a struct module, or None when the section is too small or it is empty."""
     field_ = raw[_MOD_NAME_OFF:_MOD_NAME_OFF + _MOD_NAME_LEN]
     if len(field_) < _MOD_NAME_LEN:

@@ -20,7 +20,7 @@ from .ftrace import CALL, NOP5, rel32_insn
 from .hypercalls import hypercall
 from .memory import MODULES_SIZE
 from .abi import MODULES_VADDR
-from .module_loader import LoadedModule, ModuleLoadError, ParamDesc, layout_size, load_module
+from .module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
 
 if TYPE_CHECKING:
     from .cpu import Cpu
@@ -56,11 +56,8 @@ class Module:
     state: ModuleState = ModuleState.UNFORMED
     data: dict[str, object] = field(default_factory=dict)   # per-subsystem state (e.g. the klp core's)
 
-    def contains(self, address: int) -> bool:
-        return self.image.base <= address < self.image.base + self.image.size
 
-
-def _s32(value: int) -> int:
+def s32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >> 31 else value
 
@@ -78,6 +75,7 @@ class ModuleManager:
         self.apply_livepatch_relocs: Callable[[Module], int] | None = None
         self._next = MODULES_VADDR
         self._tainted = False
+        self._livepatch_tainted = False
         self._vmlinux_exports = machine.kernel.ksymtab()
         # exports of the image that the kernel being reproduced did not have
         # (set by the layer above, e.g. a livepatch version profile); until a
@@ -101,9 +99,6 @@ class ModuleManager:
     def by_struct(self, address: int) -> Module | None:
         return next((m for m in self.modules.values() if m.struct == address), None)
 
-    def owner_of(self, address: int) -> Module | None:
-        return next((m for m in self.modules.values() if m.contains(address)), None)
-
     def _set_state(self, mod: Module, state: ModuleState) -> None:
         mod.state = state
         o = self.machine.offsets
@@ -125,8 +120,11 @@ class ModuleManager:
     def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str) -> int:
         """finit/init_module: 0, or -errno with the kernel's messages logged."""
         m = self.machine
+        # Laid out at the next free address, which is only taken (and the
+        # image written) once the module is accepted: a refused one costs
+        # no module area.
         try:
-            image = load_module(data, "module", self._allocate(layout_size(data, "module")), self.resolve)
+            image = load_module(data, "module", self._next, self.resolve)
         except ModuleLoadError as err:
             for line in err.lines:
                 m.log(line, level=4)
@@ -136,15 +134,23 @@ class ModuleManager:
             return -errno.ENOEXEC
         if image.name in self.modules:
             return -errno.EEXIST
-        m.mem.write(image.base, image.image)
-        for cpu in m.cpus:
-            cpu.engine.invalidate(image.base, image.size)
+        body = bytearray(image.image)
         fentry = m.symbol_address("__fentry__")
         for site in image.mcount_sites:
-            if m.mem.read(site, 5) != rel32_insn(CALL, site, fentry):
+            off = site - image.base
+            if not (image.text[0] <= site <= image.text[1] - 5
+                    and body[off:off + 5] == rel32_insn(CALL, site, fentry)):
                 m.log(f"{image.name}: __mcount_loc entry {site:#x} is not a call to __fentry__", level=4)
                 return -errno.ENOEXEC
-            m.mem.write(site, NOP5)
+            body[off:off + 5] = NOP5
+        try:
+            self._allocate(image.size)
+        except ModuleLoadError as err:
+            m.log(err.lines[0], level=4)
+            return -err.errno
+        m.mem.write(image.base, bytes(body))
+        for cpu in m.cpus:
+            cpu.engine.invalidate(image.base, image.size)
         mod = Module(image.name, image, image.this_module, image.modinfo.get("livepatch") == ["Y"],
                      {p.name: p for p in image.params})
         self._set_state(mod, ModuleState.UNFORMED)
@@ -168,7 +174,7 @@ class ModuleManager:
                 self._teardown(mod)
                 return ret
         init = m.mem.read_u64(mod.struct + m.offsets["MODULE_init"])
-        ret = _s32(ctx.call(init)) if init else 0
+        ret = s32(ctx.call(init)) if init else 0
         if ret < 0:
             self._set_state(mod, ModuleState.GOING)
             for notifier in reversed(self.notifiers):
@@ -184,7 +190,7 @@ class ModuleManager:
     def _taint(self, mod: Module) -> None:
         if not self._tainted:
             self.machine.log(f"{mod.name}: loading out-of-tree module taints kernel.", level=4)
-        if mod.livepatch and not getattr(self, "_livepatch_tainted", False):
+        if mod.livepatch and not self._livepatch_tainted:
             self.machine.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
             self._livepatch_tainted = True
         self._tainted = True

@@ -41,6 +41,11 @@ class Reloc:
     pc_relative = False       # the value is S + A - P (else S + A)
 
     @classmethod
+    def value(cls, S: int, A: int, P: int) -> int:
+        """The u64 value the field should hold (before the fit check)."""
+        return (S + A - (P if cls.pc_relative else 0)) & MASK64
+
+    @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
         raise NotImplementedError
 
@@ -59,7 +64,7 @@ class R_X86_64_64(Reloc):
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
-        return struct.pack("<Q", (S + A) & MASK64)
+        return struct.pack("<Q", cls.value(S, A, P))
 
 
 class R_X86_64_PC32(Reloc):
@@ -69,7 +74,7 @@ class R_X86_64_PC32(Reloc):
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
-        value = (S + A - P) & MASK64
+        value = cls.value(S, A, P)
         if not _fits_s32(value):
             raise RelocOverflow(cls.number, value)
         return struct.pack("<I", value & 0xFFFFFFFF)
@@ -86,7 +91,7 @@ class R_X86_64_32(Reloc):
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
-        value = (S + A) & MASK64
+        value = cls.value(S, A, P)
         if value > 0xFFFFFFFF:
             raise RelocOverflow(cls.number, value)
         return struct.pack("<I", value)
@@ -98,7 +103,7 @@ class R_X86_64_32S(Reloc):
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
-        value = (S + A) & MASK64
+        value = cls.value(S, A, P)
         if not _fits_s32(value):
             raise RelocOverflow(cls.number, value)
         return struct.pack("<I", value & 0xFFFFFFFF)
@@ -111,7 +116,7 @@ class R_X86_64_PC64(Reloc):
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
-        return struct.pack("<Q", (S + A - P) & MASK64)
+        return struct.pack("<Q", cls.value(S, A, P))
 
 
 RELOCATIONS: dict[int, type[Reloc]] = {cls.number: cls for cls in (

@@ -15,12 +15,12 @@ from pathlib import Path
 from emu import EmuError, GuestHang, Machine, MachineCrashed, MachineConfig
 from emu.machine import resolve_kernel
 
-from .core import Livepatch, core_of
+from .core import Livepatch
 from .hazard import image_hazards
 from .build import BuildError, build_module
 from .ops import BACKENDS
 from .profiles import DEFAULT, PROFILES
-from .state_report import format_state, livepatch_state
+from .state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
 from .scenario import ScenarioError, ScenarioRunner
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
@@ -58,23 +58,6 @@ def format_task_table(rows: list[dict[str, object]]) -> str:
         out.append(f"{r['pid']:>5} {r['comm']:<16} {r['state']:1} {r['cpu']:>3}  {stack[0]}")
         out.extend(f"{'':>30}{frame}" for frame in stack[1:])
     return "\n".join(out) + "\n"
-
-
-def blocking_json(m: Machine) -> dict[str, object] | None:
-    """The livepatch transition still in progress and who blocked its last try."""
-    core = core_of(m)
-    t = core.transition if core else None
-    if t is None or t.patch is None:
-        return None
-    return {"patch": t.patch.name, "target": t.target.name.lower(), "tries": t.signals_cnt,
-            "last_try_ns": t.last_try_ns,
-            "tasks": [{"pid": b.pid, "comm": b.comm, "reason": b.reason.value, "detail": b.detail,
-                       "stack": list(b.stack)} for b in t.blocking]}
-
-
-def blocking_report(m: Machine) -> str:
-    core = core_of(m)
-    return core.transition.report() if core else "livepatch: no transition in progress\n"
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -115,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.json:
             sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
             if args.blocking:
-                sys.stdout.write("\n--- blocking tasks ---\n" + blocking_report(m))
+                sys.stdout.write("\n--- blocking tasks ---\n" + (blocking_report(m) or NO_TRANSITION))
             if args.state:
                 sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
     if args.json:

@@ -11,8 +11,8 @@ import errno
 from typing import TYPE_CHECKING
 
 from emu.hypercalls import hypercall
-from emu.modules import Module
-from emu.tasks import TIF_PATCH_PENDING
+from emu.modules import Module, s32
+from emu.tasks import TIF_PATCH_PENDING, TaskView
 from emu.vfs import FileNode
 
 from .objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch,
@@ -114,9 +114,11 @@ class Livepatch:
     # ------------------------------------------------------------ reading the structs
     def _read_patch(self, addr: int) -> KlpPatch:
         g, m, p = self.g, self.machine, self.profile
+        if not addr:
+            raise KlpError(errno.EINVAL)
         mod_struct = g.u64(addr, "KLP_PATCH_mod")
         objs_addr = g.u64(addr, "KLP_PATCH_objs")
-        if not addr or not mod_struct or not objs_addr:
+        if not mod_struct or not objs_addr:
             raise KlpError(errno.EINVAL)
         module = m.modules.by_struct(mod_struct)
         if module is None:
@@ -152,10 +154,10 @@ class Livepatch:
             if not name_ptr and not new_func and not sympos:
                 return funcs
             name = g.cstr(name_ptr, KSYM_NAME_LEN) if name_ptr else None
-            immediate = self.profile.immediate_flag and bool(g.u8(addr, "KLP_FUNC_immediate"))
-            funcs.append(KlpFunc(name or "", new_func, sympos, addr, immediate=immediate))
             if name is None or not new_func or len(name) >= KSYM_NAME_LEN:
                 raise KlpError(errno.EINVAL)
+            immediate = self.profile.immediate_flag and bool(g.u8(addr, "KLP_FUNC_immediate"))
+            funcs.append(KlpFunc(name, new_func, sympos, addr, immediate=immediate))
             addr += self.machine.offsets["KLP_FUNC_size"]
 
     # ------------------------------------------------------------ enable
@@ -473,8 +475,7 @@ class Livepatch:
     def pre_patch(self, ctx: "ServiceContext", obj: KlpObject) -> int:
         ret = 0
         if obj.pre_patch:
-            ret = ctx.call(obj.pre_patch, obj.struct or 0) & 0xFFFFFFFF
-            ret = ret - (1 << 32) if ret >> 31 else ret
+            ret = s32(ctx.call(obj.pre_patch, obj.struct or 0))
         obj.post_unpatch_enabled = not ret
         self.mirror_obj(obj)
         return ret
@@ -516,17 +517,17 @@ class Livepatch:
             self.patches.remove(patch)
         self.machine.vfs.unregister_tree(f"{SYSFS}/{patch.name}")
 
-    def free_patch(self, ctx: "ServiceContext", patch: KlpPatch) -> None:
+    def free_patch(self, patch: KlpPatch) -> None:
         """The end of klp_free_patch_async: gone from sysfs, module put unless forced."""
         self.free_patch_start(patch)
         if not patch.forced:
             self.machine.modules.put(patch.module)
 
-    def free_replaced_patches(self, ctx: "ServiceContext", new: KlpPatch) -> None:
+    def free_replaced_patches(self, new: KlpPatch) -> None:
         for old in list(self.patches):
             if old is new:
                 break
-            self.free_patch(ctx, old)
+            self.free_patch(old)
 
     # ------------------------------------------------------------ modules
     def module_coming(self, ctx: "ServiceContext", mod: Module) -> int:
@@ -803,8 +804,8 @@ def hc_klp_try_switch(ctx: "ServiceContext", *_: int) -> int:
     As in the kernel, without klp_mutex: only a pending current is touched."""
     core = core_of(ctx.machine)
     if core is not None and core.transition.patch is not None:
-        task = next((t for t in ctx.machine.tasks() if t.address == ctx.task), None)
-        if task is not None and task.ti_flags & (1 << TIF_PATCH_PENDING):
+        task = TaskView(ctx.machine, ctx.task)
+        if task.ti_flags & (1 << TIF_PATCH_PENDING):
             core.transition.try_switch_task(ctx, task)
     return 0
 

@@ -21,30 +21,23 @@ when the annotation sections and their symbols go away.
 """
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
-from emu.module_loader import SHF_RELA_LIVEPATCH, SHN_LIVEPATCH
+from emu.module_loader import (EHDR as _EHDR, RELA as _RELA, SHDR as _SHDR, SHF_ALLOC,
+                               SHF_RELA_LIVEPATCH, SHN_LIVEPATCH, SHN_LORESERVE, SHN_UNDEF,
+                               SHT_NOBITS, SHT_RELA, SHT_SYMTAB, STB_LOCAL, SYM as _SYM,
+                               ElfRel, ModuleLoadError)
+from emu.relocs import R_X86_64_64
 
 from .objects import KSYM_NAME_LEN, MODULE_NAME_LEN
 
 __all__ = ["ConvertError", "klp_convert", "ANNOTATION_PREFIX"]
 
 ANNOTATION_PREFIX = ".klp.module_relocs."
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-_SYM = struct.Struct("<IBBHQQ")
-_RELA = struct.Struct("<QQq")
 _ANNOTATION = struct.Struct("<QI")            # struct klp_module_reloc, packed: 12 bytes
-SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_GROUP, SHT_SYMTAB_SHNDX = 2, 4, 8, 17, 18
-SHF_ALLOC, SHF_INFO_LINK = 0x2, 0x40
-SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
-STB_LOCAL = 0
-R_X86_64_64 = 1
+SHT_GROUP, SHT_SYMTAB_SHNDX = 17, 18
+SHF_INFO_LINK = 0x40
 
 
 class ConvertError(Exception):
@@ -86,22 +79,19 @@ def klp_convert(data: bytes) -> bytes:
     """The linked module `data` with its KLP_MODULE_RELOC annotations turned
     into livepatch relocations; `data` itself when it has none."""
     try:
-        elf = ELFFile(io.BytesIO(data))
-        if elf["e_type"] != "ET_REL" or elf["e_machine"] != "EM_X86_64" or elf.elfclass != 64:
-            raise ConvertError("not an x86-64 relocatable object")
-        sections = [_read_section(data, elf, i) for i in range(elf.num_sections())]
-    except ELFError as exc:
+        elf = ElfRel(data, "klp-convert", max(len(data), 1))
+    except ModuleLoadError as exc:
         raise ConvertError(f"malformed ELF object: {exc}") from None
+    sections = [_Section(s.name, s.type, s.flags, s.addr, s.link, s.info, s.align, s.entsize,
+                         s.contents(data), s.size) for s in elf.sections]
     annotated = [i for i, s in enumerate(sections) if s.name.startswith(ANNOTATION_PREFIX)]
     if not annotated:
         return data
     if any(s.type == SHT_SYMTAB_SHNDX for s in sections):
         raise ConvertError("objects with extended section indices are not supported")
-    symtab_index = next(i for i, s in enumerate(sections) if s.type == SHT_SYMTAB)
-    symtab = sections[symtab_index]
-    strtab = sections[symtab.link]
-    symbols = [_Sym(_cstr(strtab.data, n), info, other, shndx, value, size)
-               for n, info, other, shndx, value, size in _SYM.iter_unpack(symtab.data)]
+    symtab_index = elf.symtab.index
+    symbols = [_Sym(s.name, s.bind << 4 | s.type, s.other, s.shndx, s.value, s.size)
+               for s in elf.symbols]
     if "livepatch=Y" not in _modinfo(sections):
         raise ConvertError(f"{ANNOTATION_PREFIX}* annotations (KLP_MODULE_RELOC) in a module "
                            "that is not a livepatch: build it with --livepatch")
@@ -134,7 +124,7 @@ def klp_convert(data: bytes) -> bytes:
                                  SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH, 0, symtab_index,
                                  target, 8, _RELA.size, b"".join(_RELA.pack(*r) for r in relas), 0))
         sections[-1].size = len(sections[-1].data)
-    return _write(data, elf, sections, symbols, symtab_index, dropped)
+    return _write(data, elf.shstrndx, sections, symbols, symtab_index, dropped)
 
 
 def _read_annotations(sections: list[_Section], symbols: list[_Sym],
@@ -154,7 +144,7 @@ def _read_annotations(sections: list[_Section], symbols: list[_Sym],
                  for off, info, addend in _RELA.iter_unpack(rsec.data)}
         for k in range(sec.size // _ANNOTATION.size):
             info, addend = relas.get(k * _ANNOTATION.size, (0, 0))
-            if info & 0xFFFFFFFF != R_X86_64_64 or not info >> 32:
+            if info & 0xFFFFFFFF != R_X86_64_64.number or not info >> 32:
                 raise ConvertError(f"{sec.name}: entry {k} does not point to a symbol "
                                    "(use KLP_SYMPOS(symbol, position))")
             sym = symbols[info >> 32]
@@ -181,10 +171,9 @@ def _read_annotations(sections: list[_Section], symbols: list[_Sym],
     return notes
 
 
-def _write(data: bytes, elf: ELFFile, sections: list[_Section], symbols: list[_Sym],
+def _write(data: bytes, shstrndx: int, sections: list[_Section], symbols: list[_Sym],
            symtab_index: int, dropped: set[int]) -> bytes:
     """The object again, without the `dropped` sections and their symbols."""
-    shstrndx = elf["e_shstrndx"]
     if sections[symtab_index].link == shstrndx:
         raise ConvertError("objects whose symbol and section names share a string table "
                            "are not supported")
@@ -277,20 +266,6 @@ class _StringTable:
             self._offsets[name] = len(self.data)
             self.data += name.encode() + b"\0"
         return self._offsets[name]
-
-
-def _read_section(data: bytes, elf: ELFFile, index: int) -> _Section:
-    sec = elf.get_section(index)
-    (_n, typ, flags, addr, offset, size, link, info, align, entsize) = _SHDR.unpack_from(
-        data, elf["e_shoff"] + index * _SHDR.size)
-    content = b"" if typ in (0, SHT_NOBITS) else data[offset:offset + size]
-    if len(content) != (0 if typ in (0, SHT_NOBITS) else size):
-        raise ConvertError(f"section {sec.name} is truncated")
-    return _Section(sec.name, typ, flags, addr, link, info, align, entsize, content, size)
-
-
-def _cstr(table: bytes, offset: int) -> str:
-    return table[offset:table.index(b"\0", offset)].decode("utf-8", "backslashreplace")
 
 
 def _modinfo(sections: list[_Section]) -> list[str]:

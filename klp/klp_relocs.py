@@ -101,7 +101,7 @@ def write_relocate_add(core: "Livepatch", pmod: Module, sec: KlpRelaSection, app
                 continue
             loc = sec.target_address + rela.offset
             S = symtab.get(rela.symbol, 0)
-            value = (S + rela.addend - (loc if reloc.pc_relative else 0)) & MASK64
+            value = reloc.value(S, rela.addend, loc)
             try:
                 data = reloc.compute(S, rela.addend, loc)
             except RelocOverflow:

@@ -11,7 +11,7 @@ symbol", as it did.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 REGISTER_API = ("klp_register_patch", "klp_unregister_patch", "klp_disable_patch")
 SHADOW_API = ("klp_shadow_get", "klp_shadow_alloc", "klp_shadow_get_or_alloc",
@@ -58,17 +58,13 @@ _V4_11 = Profile(
     atomic_replace=False, auto_signals=False, shadow_vars=False, states=False,
     permanent_ftrace_ops=False, obj_patched_attr=False, sched_try_switch=False, insmod_log=False,
     replace_attr=False, stack_order_attr=False)
-_V4_12 = Profile(**{**_V4_11.__dict__, "name": "4.12", "consistency_model": True,
-                    "immediate_flag": True})
-_V4_15 = Profile(**{**_V4_12.__dict__, "name": "4.15", "callbacks": True, "signal_attr": True,
-                    "force_attr": True, "shadow_vars": True})
-_V5_1 = Profile(**{**_V4_15.__dict__, "name": "5.1", "immediate_flag": False, "signal_attr": False,
-                   "register_api": False, "stacking_rule": False, "atomic_replace": True,
-                   "auto_signals": True})
-_CURRENT = Profile(**{**_V5_1.__dict__, "name": "6.13", "states": True, "permanent_ftrace_ops": True,
-                      "obj_patched_attr": True,
-                      "sched_try_switch": True, "insmod_log": True, "replace_attr": True,
-                      "stack_order_attr": True})
+_V4_12 = replace(_V4_11, name="4.12", consistency_model=True, immediate_flag=True)
+_V4_15 = replace(_V4_12, name="4.15", callbacks=True, signal_attr=True, force_attr=True,
+                 shadow_vars=True)
+_V5_1 = replace(_V4_15, name="5.1", immediate_flag=False, signal_attr=False, register_api=False,
+                stacking_rule=False, atomic_replace=True, auto_signals=True)
+_CURRENT = replace(_V5_1, name="6.13", states=True, permanent_ftrace_ops=True, obj_patched_attr=True,
+                   sched_try_switch=True, insmod_log=True, replace_attr=True, stack_order_attr=True)
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_V4_11, _V4_12, _V4_15, _V5_1, _CURRENT)}
 DEFAULT = _CURRENT.name

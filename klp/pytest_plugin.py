@@ -44,8 +44,8 @@ class KlpemuFailure(AssertionError):
 
 class Klp:
     """functions.sh on a booted machine: each helper behaves, logs and waits
-    (in virtual time) as the kernel selftests' does, and raises KlpemuFailure
-    where the shell function would `die`."""
+    (in virtual time) as the kernel selftests' does, raises KlpemuFailure
+    where the shell function would `die` and skips the test where it would `skip`."""
 
     def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None) -> None:
         from .scenario import ScenarioRunner
@@ -60,7 +60,8 @@ class Klp:
         try:
             VERBS[name](self.runner, [str(a) for a in args], 0)
         except _Stop:
-            pass
+            if self.runner.result.skipped is not None:       # functions.sh's skip
+                pytest.skip(self.runner.result.skipped)
         if len(self.runner.result.failures) > failures:
             said = self._out.getvalue()[mark:].strip()
             raise KlpemuFailure(said or self.runner.result.failures[-1])
@@ -108,10 +109,6 @@ class Klp:
     def log(self, message: str) -> None:
         self._verb("log", message)
 
-    def add_module_dir(self, directory: str | Path) -> None:
-        """Look for NAME.ko in `directory` first (e.g. where a fixture built it)."""
-        self.runner.module_dirs.insert(0, Path(directory))
-
     # ------------------------------------------------------------ the machine
     def read(self, path: str) -> str:
         """`cat PATH` through the guest."""
@@ -138,11 +135,8 @@ class Klp:
 
 
 def _blocking_report(machine: "Machine") -> str:
-    from .core import core_of
-    core = core_of(machine)
-    if core is None or core.transition.patch is None:
-        return ""
-    return core.transition.report()
+    from .state_report import blocking_report       # imports the emulator
+    return blocking_report(machine)
 
 
 # ---------------------------------------------------------------------- pytest hooks
@@ -154,13 +148,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    seeds = config.getoption("klpemu_seeds")
+    if seeds is not None and seeds < 1:
+        raise pytest.UsageError("--klpemu-seeds needs a positive number")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     seeds = metafunc.config.getoption("klpemu_seeds")
     if seeds and "klpemu_seed" in metafunc.fixturenames:
-        if seeds < 1:
-            raise pytest.UsageError("--klpemu-seeds needs a positive number")
         metafunc.parametrize("klpemu_seed", range(seeds), ids=[f"seed{s}" for s in range(seeds)])
 
 

@@ -3,7 +3,8 @@
 What the kernel spreads over sysfs, debugfs and /proc (and partly keeps to
 itself): the patches in klp_patches order with their objects and funcs,
 each patched function's func_stack (newest first) and how its fentry site
-dispatches, the running transition, and every task's patch_state.
+dispatches, the running transition, and every task's patch_state. Also who
+blocks that transition (`klpemu run --blocking`, the pytest plugin's report).
 """
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from typing import TYPE_CHECKING
 from emu.ftrace import NOP5
 from emu.tasks import TIF_PATCH_PENDING
 
-from .core import Livepatch
+from .core import core_of
+from .objects import KlpState
 
 if TYPE_CHECKING:
     from emu import Machine
 
-PATCH_STATES = {-1: "idle", 0: "unpatched", 1: "patched"}
+    from .transition import Transition
+
+PATCH_STATES = {s.value: s.name.lower() for s in KlpState}
+NO_TRANSITION = "livepatch: no transition in progress\n"
 
 
 def _function(m: "Machine", address: int) -> str:
@@ -30,11 +35,11 @@ def _function(m: "Machine", address: int) -> str:
 
 def livepatch_state(m: "Machine") -> dict[str, object] | None:
     """The state as plain data (JSON-ready); None without a livepatch core."""
-    core = m.extensions.get("klp")
-    if not isinstance(core, Livepatch):
+    core = core_of(m)
+    if core is None:
         return None
     t = core.transition
-    owner = {id(f): (p.name, obj) for p in core.patches for obj, f in p.funcs()}
+    owner = {id(f): p.name for p in core.patches for _, f in p.funcs()}
     patches = [{
         "name": p.name, "enabled": p.enabled, "transition": p is t.patch, "forced": p.forced,
         "replace": p.replace,
@@ -51,7 +56,7 @@ def livepatch_state(m: "Machine") -> dict[str, object] | None:
         how = ("python hook" if core.dispatch.backend == "python" else "nop" if site == NOP5
                else "trampoline" if ops.func_stack[0].transition else "jump")
         stacks.append({"function": _function(m, ops.old_func), "site": how,
-                       "func_stack": [{"patch": owner.get(id(f), ("?", None))[0], "nop": f.nop}
+                       "func_stack": [{"patch": owner.get(id(f), "?"), "nop": f.nop}
                                       for f in ops.func_stack]})
     tasks = [{"pid": task.pid, "comm": task.comm, "patch_state": PATCH_STATES.get(task.patch_state, "?"),
               "pending": bool(task.ti_flags & (1 << TIF_PATCH_PENDING))} for task in m.tasks()]
@@ -59,6 +64,31 @@ def livepatch_state(m: "Machine") -> dict[str, object] | None:
                   {"patch": t.patch.name, "target": t.target.name.lower(), "tries": t.signals_cnt})
     return {"profile": core.profile.name, "dispatch": core.dispatch.backend, "patches": patches,
             "func_stacks": stacks, "transition": transition, "tasks": tasks}
+
+
+def running_transition(m: "Machine") -> "Transition | None":
+    """The livepatch transition in progress on M, if any."""
+    core = core_of(m)
+    return core.transition if core is not None and core.transition.patch is not None else None
+
+
+def blocking_json(m: "Machine") -> dict[str, object] | None:
+    """The transition in progress and who blocked its last try, as plain data
+    (`klpemu run --json`'s "blocking"); None when none runs."""
+    t = running_transition(m)
+    if t is None:
+        return None
+    return {"patch": t.patch.name, "target": t.target.name.lower(), "tries": t.signals_cnt,
+            "last_try_ns": t.last_try_ns,
+            "tasks": [{"pid": b.pid, "comm": b.comm, "reason": b.reason.value, "detail": b.detail,
+                       "stack": list(b.stack)} for b in t.blocking]}
+
+
+def blocking_report(m: "Machine") -> str:
+    """Who blocks the transition in progress, and why, with stacks (the
+    transition's report()); empty when none runs."""
+    t = running_transition(m)
+    return t.report() if t is not None else ""
 
 
 def format_state(state: dict[str, object] | None) -> str:

@@ -96,12 +96,16 @@ class Transition:
         self.machine = core.machine
         self.patch: KlpPatch | None = None
         self.target = KlpState.IDLE
-        self.immediate = False                     # 4.12-4.15: the patch skips per-task switching
         self.signals_cnt = 0                       # klp_signals_cnt: failed tries since the start
         self.blocking: list[BlockingTask] = []     # who failed the last try
         self.last_try_ns = 0
         self._target_addr = self.machine.symbol_address("klp_target_state")
         self._sched_hook = self.machine.symbol_address("klp_sched_try_switch_enabled")
+
+    @property
+    def immediate(self) -> bool:
+        """4.12-4.15: the transition patch skips per-task switching."""
+        return self.patch is not None and self.patch.immediate
 
     # ------------------------------------------------------------ guest state
     def _set_target(self, state: KlpState) -> None:
@@ -137,7 +141,6 @@ class Transition:
         # the target is set even for an immediate patch (the fix of 4.12's review)
         self._set_target(state)
         self._log(f"'{patch.name}': initializing {self._word(state)} transition")
-        self.immediate = patch.immediate
         if self.immediate:
             return
         initial = KlpState.UNPATCHED if state == KlpState.PATCHED else KlpState.PATCHED
@@ -180,9 +183,9 @@ class Transition:
         if self.core.profile.register_api:
             return True               # a disabled patch stays registered until unregistered
         if not patch.enabled:
-            self.core.free_patch(ctx, patch)
+            self.core.free_patch(patch)
         elif patch.replace:
-            self.core.free_replaced_patches(ctx, patch)
+            self.core.free_replaced_patches(patch)
         return True
 
     def check_tasks(self, ctx: "ServiceContext") -> list[BlockingTask]:

@@ -124,6 +124,13 @@ class ScenarioRunner:
                     self.fail(f"write error: {target}: {os.strerror(exc.errno)}")
                     return
 
+    def echo_to(self, path: str, value: str) -> None:
+        """`echo VALUE > PATH`: a refused write is a failed step."""
+        try:
+            self.machine.write_file(path, value)
+        except ShellError as exc:
+            self.fail(f"echo: write error: {path}: {os.strerror(exc.errno)}")
+
     # ------------------------------------------------------------ running
     def run_text(self, text: str, first_line: int = 1) -> ScenarioResult:
         """Parse the whole script (usage errors come out before anything runs),
@@ -136,9 +143,6 @@ class ScenarioRunner:
         finally:
             self._step = None
         return self.result
-
-    def run_line(self, line: str, lineno: int) -> None:
-        self.run_text(line, lineno)
 
     def run_statements(self, statements: list[Statement]) -> None:
         for st in statements:

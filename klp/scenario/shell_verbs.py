@@ -36,11 +36,8 @@ def _echo(r: ScenarioRunner, args: list[str], lineno: int) -> None:
     text = echo_text(args)
     if r.redirect is None or r.redirect == "/dev/null":
         r.produce(text)
-        return
-    try:
-        r.machine.write_file(r.redirect, text)
-    except ShellError as exc:
-        r.fail(f"echo: write error: {r.redirect}: {os.strerror(exc.errno)}")
+    else:
+        r.echo_to(r.redirect, text)
 
 
 @verb("grep")

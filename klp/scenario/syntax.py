@@ -14,7 +14,8 @@ from typing import Callable
 from .registry import REDIRECTABLE, VERBS, check_background
 from .result import ScenarioError
 
-# A word is a list of parts: (quoted, kind, value), kind "lit", "var" or "cmd".
+# A word is a list of parts: (quoted, kind, value), kind "lit" (text), "var" ($NAME),
+# "cmd" ($(…)), "arith" ($((…))), "elem" (${NAME[INDEX]}) or "count" (${#NAME[@]}).
 Part = tuple[bool, str, str]
 REDIRECT = ">"
 PIPE = "|"
