@@ -9,7 +9,7 @@ from emu.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, NOP5, SY
 from emu.slots import SlotPool
 from klp import Livepatch
 
-from test_klp_core import MODULES, PATCHED, disable_lp, load_lp
+from klp_helpers import MODULES, PATCHED, disable_lp, load_lp
 
 TRACING = "/sys/kernel/debug/tracing"
 CMDLINE = "console=ttyS0 klpemu\n"

@@ -1,12 +1,11 @@
 """Python -> guest calls run as continuations, without re-entering emu_start."""
-from pathlib import Path
-
 import pytest
 
 from emu import EmuError, Machine
 
+from klp_helpers import MODULES, wait_sleeping_in
+
 SIGTERM = 15
-MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
 
 
 def test_call_a_kernel_function(machine: Machine) -> None:
@@ -45,9 +44,8 @@ def test_kill_delivers_a_signal_through_the_exit_to_user_path(demo_machine: Mach
     victims = [t for t in m.tasks() if t.comm in ("sleeper", "spin", "getpid_loop")]
     for t in victims:
         assert m.shell.syscall(62, t.pid, SIGTERM) == 0
-    m.run(0.05)
-    alive = {t.pid for t in m.tasks()}
-    assert not alive & {t.pid for t in victims}
+    doomed = {t.pid for t in victims}
+    m.run_until(lambda: not {t.pid for t in m.tasks()} & doomed, 1.0, "the killed tasks to exit")
     assert m.shell.syscall(62, 9999, SIGTERM) == -3                # ESRCH
 
 
@@ -60,8 +58,7 @@ def test_a_fake_signal_wakes_a_sleeping_user_task_without_killing_it(machine: Ma
     m.insmod(MODULES / "klpemu_test_target.ko")
     sh = m.spawn_shell()
     sh.cat_background("/proc/klpemu_test_target")
-    m.run(0.3)
-    reader = sh.task()
+    reader = wait_sleeping_in(m, sh.task, "klpemu_test_wait")
     assert reader.state == 1                                        # TASK_INTERRUPTIBLE
     m.call("set_notify_signal", reader.address)
     assert sh.cat_result("/proc/klpemu_test_target") == "klpemu_test_target: interrupted\n"

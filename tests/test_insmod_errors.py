@@ -92,3 +92,19 @@ def test_a_livepatch_on_a_kernel_without_a_livepatch_core_is_an_unknown_symbol(b
     assert info.value.errno == errno.ENOENT
     assert m.dmesg_lines()[-1] == "test_klp_livepatch: Unknown symbol klp_enable_patch (err -2)"
     assert m.read_file("/proc/cmdline") == CMDLINE
+
+
+def test_a_refused_module_takes_no_module_area(booted: Machine, mods, tmp_path) -> None:
+    m = booted
+    before = m.modules._next
+    info = _file_off(mods["modtest"], ".rela.text", 8)
+    (old,) = struct.unpack_from("<Q", mods["modtest"], info)
+    insmod_bytes(m, tmp_path, patch(mods["modtest"], info, "<Q", (old & ~0xFFFFFFFF) | 9))
+    # an __mcount_loc entry outside the module's text: refused, nothing read or written there
+    addend = _file_off(mods["modtest"], ".rela__mcount_loc", 16)
+    err = insmod_bytes(m, tmp_path, patch(mods["modtest"], addend, "<q", 1 << 40))
+    assert err.errno == errno.ENOEXEC
+    assert any("__mcount_loc entry" in line and "is not a call to __fentry__" in line
+               for line in m.dmesg_lines())
+    assert m.modules._next == before
+    assert "modtest" not in m.modules.modules

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from emu import Machine, ShellError
+from emu import Machine
 from klp.scenario import FIXTURE_MODULES, ScenarioRunner, selftest_log
+
+from klp_helpers import errno_of
 
 SELFTESTS = Path(__file__).resolve().parent.parent / "scenarios" / "selftests"
 D, D2 = "test_klp_callbacks_demo", "test_klp_callbacks_demo2"
@@ -47,9 +49,7 @@ def lp(text: str) -> str:
 
 
 def insmod_refused(s: Session, name: str, args: str = "") -> int:
-    with pytest.raises(ShellError) as exc:
-        s.m.insmod(FIXTURE_MODULES / f"{name}.ko", args)
-    return exc.value.errno
+    return errno_of(s.m.insmod, FIXTURE_MODULES / f"{name}.ko", args)
 
 
 # ---------------------------------------------------------------- enable, disable

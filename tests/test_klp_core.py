@@ -1,14 +1,10 @@
 """The livepatch core on genuine modules: enable, dispatch, disable, modules, sysfs."""
-from pathlib import Path
-
 import pytest
 
 from emu import Machine, ShellError
 from klp import Livepatch
 
-MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
-SYSFS = "/sys/kernel/livepatch"
-PATCHED = "test_klp_livepatch: this has been live patched\n"
+from klp_helpers import MODULES, PATCHED, SYSFS, TICK, disable_lp, klp_lines, load_lp
 
 
 @pytest.fixture(params=[(1, "native"), (2, "native"), (1, "python"), (2, "python")],
@@ -18,20 +14,6 @@ def lp_machine(request) -> Machine:
     m = Machine(cpus=cpus, seed=0).boot()
     Livepatch.attach(m, backend)
     return m
-
-
-def load_lp(m: Machine, name: str, args: str = "") -> None:
-    m.insmod(MODULES / f"{name}.ko", args)
-    m.run_until(lambda: m.read_file(f"{SYSFS}/{name}/transition") == "0\n", 60, f"{name} to finish")
-
-
-def disable_lp(m: Machine, name: str) -> None:
-    m.write_file(f"{SYSFS}/{name}/enabled", "0")
-    m.run_until(lambda: not m.exists(f"{SYSFS}/{name}"), 60, f"{name} to be freed")
-
-
-def klp_lines(m: Machine) -> list[str]:
-    return [line for line in m.dmesg_lines() if line.startswith("livepatch:")]
 
 
 def test_enable_patches_the_function_and_disable_restores_it(lp_machine: Machine) -> None:
@@ -62,12 +44,19 @@ def test_enable_patches_the_function_and_disable_restores_it(lp_machine: Machine
 
 
 def test_the_transition_completes_at_the_first_retry_a_second_later(lp_machine: Machine) -> None:
-    """As on the real kernel: the idle tasks are running at enable time."""
+    """As on the real kernel: on 2 CPUs the other CPU's idle task is running at
+    enable time, so the first try fails and the retry a second later completes;
+    on 1 CPU the idle task sleeps while the shell enables, so the first try
+    (at enable time) completes."""
     m = lp_machine
-    start = m.clock_ns
     load_lp(m, "test_klp_livepatch")
-    done = next(r for r in m.dmesg_log.records() if r.text.endswith("patching complete"))
-    assert 0.9e9 < done.timestamp_ns - start < 1.1e9 or lp_machine.config.cpus == 1
+    records = m.dmesg_log.records()
+    started = next(r for r in records if r.text.endswith("starting patching transition"))
+    done = next(r for r in records if r.text.endswith("patching complete"))
+    if m.config.cpus == 1:
+        assert done.timestamp_ns - started.timestamp_ns < TICK
+    else:
+        assert 0.9e9 < done.timestamp_ns - started.timestamp_ns < 1.1e9
 
 
 def test_a_livepatch_module_cannot_be_removed_while_enabled(lp_machine: Machine) -> None:
@@ -157,3 +146,48 @@ def test_module_parameters_in_sysfs(lp_machine: Machine) -> None:
 
 def test_patch_state_in_proc(lp_machine: Machine) -> None:
     assert lp_machine.read_file("/proc/1/patch_state") == "-1\n"
+
+
+def test_klp_enable_patch_of_null_is_einval() -> None:
+    """klp_enable_patch(NULL) and klp_register_patch(NULL) (4.12) are -EINVAL,
+    as in the kernel: the core checks the pointer before reading the struct."""
+    m = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(m)
+    assert m.call("klp_enable_patch", 0, returns="int") == -22
+    old = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(old, klp_version="4.12")
+    assert old.call("klp_register_patch", 0, returns="int") == -22
+
+
+NOT_A_LIVEPATCH = """#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/livepatch.h>
+
+static noinline int new_cmdline(void) { return 0; }
+static struct klp_func funcs[] = { { .old_name = "cmdline_proc_show", .new_func = new_cmdline }, { } };
+static struct klp_object objs[] = { { .funcs = funcs }, { } };
+static struct klp_patch patch = { .mod = THIS_MODULE, .objs = objs };
+
+static int not_lp_init(void)
+{
+	return klp_enable_patch(&patch);
+}
+
+module_init(not_lp_init);
+MODULE_LICENSE("GPL");
+"""
+
+
+def test_a_module_not_marked_livepatch_cannot_enable_a_patch(tmp_path) -> None:
+    from klp.build import build_module
+    src = tmp_path / "klp_not_lp.c"
+    src.write_text(NOT_A_LIVEPATCH)
+    ko = build_module([src], tmp_path / "klp_not_lp.ko")
+    m = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(m)
+    with pytest.raises(ShellError) as e:
+        m.insmod(ko)
+    assert e.value.errno == 22
+    assert "livepatch: module klp_not_lp is not marked as a livepatch module" in m.dmesg_lines()
+    assert not m.exists(f"{SYSFS}/klp_not_lp")
+    assert m.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n"

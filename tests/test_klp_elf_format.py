@@ -21,7 +21,8 @@ from klp import Livepatch
 from klp.build import BuildError, build_module
 from klp.cli import main as klpemu
 
-SYSFS = "/sys/kernel/livepatch"
+from klp_helpers import SYSFS, disable_lp, load_lp
+
 SHN_ABS = 0xFFF1
 R_X86_64_32 = 10
 
@@ -142,17 +143,6 @@ def machine() -> Machine:
     return m
 
 
-def load_lp(m: Machine, path: Path) -> None:
-    m.insmod(path)
-    name = path.stem
-    m.run_until(lambda: m.read_file(f"{SYSFS}/{name}/transition") == "0\n", 60, f"{name} to finish")
-
-
-def disable_lp(m: Machine, name: str) -> None:
-    m.write_file(f"{SYSFS}/{name}/enabled", "0")
-    m.run_until(lambda: not m.exists(f"{SYSFS}/{name}"), 60, f"{name} to be freed")
-
-
 def call(m: Machine, name: str, x: int, module: str | None = None) -> int:
     return m.call(m.kallsyms.find(name, module).address, x, returns="int")
 
@@ -248,6 +238,24 @@ def test_module_relocations_follow_the_target_module(machine: Machine, built) ->
     assert call(m, "klp_elf_target_value", 1, "klp_elf_target") == 8
     load_lp(m, built["klp_elf_mod_lp"])
     assert call(m, "klp_elf_target_value", 1, "klp_elf_target") == 800
+
+
+def test_clearing_a_field_that_changed_warns_and_leaves_it(machine: Machine, built) -> None:
+    """klp_clear_object_relocs wants the value applying wrote: a field changed
+    since is left as it is, with x86 __write_relocate_add's warning, and the
+    module still goes (clear_relocate_add() is void)."""
+    m = machine
+    load_lp(m, built["klp_elf_mod_lp"])
+    m.insmod(built["klp_elf_target"])
+    ((off, _, _),) = klp_relocs(built["klp_elf_mod_lp"])[".klp.rela.klp_elf_target..text"]
+    loc = m.modules.modules["klp_elf_mod_lp"].image.sections[".text"][0] + off
+    m.text_poke(loc, b"\x01\x02\x03\x04")
+    m.rmmod("klp_elf_target")
+    assert "klp_elf_target" not in m.modules.modules
+    assert m.mem.read(loc, 4) == b"\x01\x02\x03\x04"
+    assert any(line.startswith("x86/modules: Invalid relocation target, existing value does not match "
+                               f"expected value for type 4, loc {loc:016x}, val ")
+               for line in m.dmesg_lines())
 
 
 # ------------------------------------------------------------ bad ELF files

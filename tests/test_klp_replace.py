@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import re
-from pathlib import Path
 
 import pytest
 
@@ -22,15 +21,14 @@ from emu.shell import Shell
 from klp import Livepatch
 from klp.objects import KlpPatch
 
-MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
-SYSFS = "/sys/kernel/livepatch"
+from klp_helpers import MODULES, SEC, SYSFS, TICK, attr, errno_of, load_lp, patch_state, wait_done, wait_sleeping_in
+from klp_helpers import reader as shared_reader
+
 TARGET = "klpemu_test_target"
 PROC = f"/proc/{TARGET}"
 P1, P2, P3 = "klpemu_test_patch", "klpemu_test_patch2", "klpemu_test_patch3"
 CMDLINE_LP = "test_klp_livepatch"
 ORIGINAL, BY_P1, BY_P2 = "released", "released by the livepatch", "released by livepatch 2"
-SEC = 1_000_000_000
-TICK = SEC // 250
 WARN = "livepatch: forcing remaining tasks to the patched state"
 
 
@@ -46,18 +44,8 @@ def boot(backend: str = "native", target_args: str = "") -> Machine:
     return m
 
 
-def attr(m: Machine, patch: str, name: str) -> str:
-    return m.read_file(f"{SYSFS}/{patch}/{name}")
-
-
-def wait_done(m: Machine, patch: str, timeout_s: float = 2.5) -> None:
-    m.run_until(lambda: not m.exists(f"{SYSFS}/{patch}") or attr(m, patch, "transition") == "0\n",
-                timeout_s, f"the transition of {patch} to complete")
-
-
 def load(m: Machine, patch: str, args: str = "") -> None:
-    m.insmod(MODULES / f"{patch}.ko", args)
-    wait_done(m, patch)
+    load_lp(m, patch, args, timeout_s=2.5)
 
 
 def release(m: Machine, value: int = 1) -> None:
@@ -66,10 +54,7 @@ def release(m: Machine, value: int = 1) -> None:
 
 def reader(m: Machine) -> Shell:
     """A new shell (forked from the first one) blocked in `cat /proc/klpemu_test_target`."""
-    sh = m.spawn_shell()
-    sh.cat_background(PROC)
-    m.run(0.2)
-    return sh
+    return shared_reader(m, PROC, "klpemu_test_wait")
 
 
 def answer(sh: Shell) -> str:
@@ -113,10 +98,6 @@ def sysfs_funcs(m: Machine, patch: str, obj: str = TARGET) -> list[str]:
     return sorted(m.listdir(f"{SYSFS}/{patch}/{obj}"))
 
 
-def patch_state(m: Machine, pid: int) -> str:
-    return m.read_file(f"/proc/{pid}/patch_state")
-
-
 def blocking(m: Machine) -> list[str]:
     return [str(b) for b in Livepatch.attach(m).transition.blocking]
 
@@ -155,9 +136,7 @@ def patched(patch: str) -> list[str]:
 
 
 def rmmod_refused(m: Machine, name: str) -> int:
-    with pytest.raises(ShellError) as err:
-        m.rmmod(name)
-    return err.value.errno
+    return errno_of(m.rmmod, name)
 
 
 # ---------------------------------------------------------------- 1. older patches mid-stack
@@ -166,8 +145,9 @@ def test_a_task_in_the_older_patch_runs_it_and_blocks_the_replace_until_it_leave
     release(m)                                        # the kthread waits outside, in its loop
     load(m, P1)
     release(m, 0)                                     # and goes back in: into P1's function
+    sleeper = wait_sleeping_in(m, lambda: next(t for t in m.tasks() if t.comm == "klpemu_sleeper"),
+                               "klpemu_test_sleep").pid
     old = reader(m)
-    sleeper = next(t.pid for t in m.tasks() if t.comm == "klpemu_sleeper")
     assert f"livepatch_klpemu_test_sleep [{P1}]" in stack(m, sleeper)
     assert f"livepatch_klpemu_test_wait [{P1}]" in stack(m, old.pid)
     log = Log(m)

@@ -11,10 +11,12 @@ import io
 
 import pytest
 
-from emu import Machine, ShellError
+from emu import Machine
 from emu.ftrace import FtraceOps
 from klp import Livepatch
 from klp.scenario import FIXTURE_MODULES, ScenarioRunner, selftest_log
+
+from klp_helpers import errno_of
 
 GFP_KERNEL, GFP_ATOMIC = 0x0CC0, 0x0820
 SHADOW_HEADER = 24                   # struct klp_shadow before data[]: next, obj, id
@@ -189,9 +191,7 @@ class States:
         return self.m.mem.read_u32(self.m.symbol_address("console_printk"))
 
     def insmod_refused(self, name: str, args: str = "") -> int:
-        with pytest.raises(ShellError) as exc:
-            self.m.insmod(FIXTURE_MODULES / f"{name}.ko", args)
-        return exc.value.errno
+        return errno_of(self.m.insmod, FIXTURE_MODULES / f"{name}.ko", args)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,14 @@ from emu.shell import MODE_GETPID_LOOP, MODE_SLEEPER, OUT
 from klp import Livepatch
 from klp.scenario import ScenarioError, ScenarioResult, ScenarioRunner
 
+from klp_helpers import MODULES, SYSFS, disable_lp, errno_of, load_lp
+
 ROOT = Path(__file__).resolve().parent.parent
-MODULE = ROOT / "fixtures" / "build" / "modules" / "test_klp_syscall.ko"
+MODULE = MODULES / "test_klp_syscall.ko"
 SCRIPT = ROOT / "scenarios" / "selftests" / "test-syscall.sh"
 KOBJ = "/sys/kernel/test_klp_syscall"
 NPIDS = f"{KOBJ}/npids"
-KLP = "/sys/kernel/livepatch/test_klp_syscall"
+KLP = f"{SYSFS}/test_klp_syscall"
 SIGTERM = 15
 
 
@@ -37,25 +39,17 @@ def shared() -> Machine:
 
 
 def load(m: Machine, args: str = "") -> None:
-    m.insmod(MODULE, args)
-    m.run_until(lambda: m.read_file(f"{KLP}/transition") == "0\n", 5, "the patching transition")
+    load_lp(m, MODULE, args, timeout_s=5)
 
 
 def unload(m: Machine) -> None:
-    m.write_file(f"{KLP}/enabled", "0")
-    m.run_until(lambda: not m.exists(KLP), 5, "the patch to be freed")
+    disable_lp(m, "test_klp_syscall", timeout_s=5)
     m.rmmod("test_klp_syscall")
 
 
 def run(m: Machine, text: str) -> tuple[ScenarioResult, str]:
     out = io.StringIO()
     return ScenarioRunner(m, out).run_text(text), out.getvalue()
-
-
-def errno_of(call, *args: object) -> int:
-    with pytest.raises(ShellError) as exc:
-        call(*args)
-    return exc.value.errno
 
 
 # ---------------------------------------------------------------- guest sysfs
@@ -216,13 +210,13 @@ def test_a_file_left_open_when_its_module_goes_fails_instead_of_calling_it(m: Ma
     sh = m.shell
     buf = sh.mailbox + OUT                                  # the mailbox's output area
     load(m)
-    m.insmod(ROOT / "fixtures" / "build" / "modules" / "test_klp_mod_target.ko")
+    m.insmod(MODULES / "test_klp_mod_target.ko")
     sysfs_fd = sh.syscall(SYS_OPEN, sh.put_string(NPIDS), 0)
     proc_fd = sh.syscall(SYS_OPEN, sh.put_string("/proc/test_klp_mod_target"), 0)
     assert sysfs_fd >= 0 and proc_fd >= 0
     unload(m)
     m.rmmod("test_klp_mod_target")
-    m.insmod(ROOT / "fixtures" / "build" / "modules" / "test_klp_mod_target.ko")   # reuses a slot
+    m.insmod(MODULES / "test_klp_mod_target.ko")   # reuses a slot
     assert sh.syscall(SYS_READ, sysfs_fd, buf, 64) == -errno.ENODEV
     assert sh.syscall(SYS_READ, proc_fd, buf, 64) == -errno.EIO
     assert sh.syscall(SYS_CLOSE, sysfs_fd) == 0 and sh.syscall(SYS_CLOSE, proc_fd) == 0

@@ -18,12 +18,11 @@ from klp import Livepatch
 from klp.cli import main
 from klp.transition import SwitchResult, Transition
 
-MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
-SYSFS = "/sys/kernel/livepatch"
+import klp_helpers
+from klp_helpers import MODULES, SEC, SYSFS, TICK, klp_lines, patch_state
+
 LP, TARGET = "klpemu_test_patch", "klpemu_test_target"
 PROC = f"/proc/{TARGET}"
-SEC = 1_000_000_000
-TICK = SEC // 250
 EAGAIN, EBUSY, EINVAL, EACCES, ENOENT = 11, 16, 22, 13, 2
 
 
@@ -50,12 +49,11 @@ def start(m: Machine, target_args: str = "") -> None:
 
 
 def attr(m: Machine, name: str) -> str:
-    return m.read_file(f"{SYSFS}/{LP}/{name}")
+    return klp_helpers.attr(m, LP, name)
 
 
 def wait_done(m: Machine, timeout_s: float = 2.5) -> None:
-    m.run_until(lambda: not m.exists(f"{SYSFS}/{LP}") or attr(m, "transition") == "0\n", timeout_s,
-                "the transition to complete")
+    klp_helpers.wait_done(m, LP, timeout_s)
 
 
 def release(m: Machine) -> None:
@@ -66,14 +64,6 @@ def task(m: Machine, comm: str) -> TaskView:
     return next(t for t in m.tasks() if t.comm == comm)
 
 
-def patch_state(m: Machine, pid: int) -> str:
-    return m.read_file(f"/proc/{pid}/patch_state")
-
-
-def klp_lines(m: Machine) -> list[str]:
-    return [line for line in m.dmesg_lines() if line.startswith("livepatch:")]
-
-
 def functions(stack: tuple[str, ...] | list[str]) -> list[str]:
     """The function of each symbolised frame ("name+0xoff/0xsize [mod]" -> "name"), offsets
     being the compiler's business."""
@@ -82,10 +72,7 @@ def functions(stack: tuple[str, ...] | list[str]) -> list[str]:
 
 def reader(m: Machine) -> Shell:
     """A second shell, blocked in `cat /proc/klpemu_test_target`."""
-    sh = m.spawn_shell()
-    sh.cat_background(PROC)
-    m.run(0.2)
-    return sh
+    return klp_helpers.reader(m, PROC, "klpemu_test_wait")
 
 
 PATCHING = [

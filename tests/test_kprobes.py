@@ -10,7 +10,7 @@ from emu.ftrace import JMP, NOP5, rel32_insn
 from emu.tasks import TaskView
 from klp import Livepatch
 
-from test_klp_core import MODULES, PATCHED, disable_lp, load_lp
+from klp_helpers import MODULES, PATCHED, disable_lp, load_lp
 
 CMDLINE = "console=ttyS0 klpemu\n"
 KPROBES = "/sys/kernel/debug/kprobes"

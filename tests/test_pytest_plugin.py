@@ -101,3 +101,22 @@ def test_a_stuck_transition_is_explained_in_the_report(pytester: pytest.Pytester
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*klpemu blocking tasks*",
                                  "*klpemu_sleeper:* is sleeping on function klpemu_test_sleep*"])
+
+
+def test_a_skipping_helper_skips_the_test(pytester: pytest.Pytester) -> None:
+    """functions.sh's skip (here: kernel.ftrace_enabled refuses the value) skips the test."""
+    pytester.makepyfile("""
+        def test_skips(klp):
+            klp.set_ftrace_enabled("x")
+            raise AssertionError("not reached")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*failed to set kernel.ftrace_enabled = x*"])
+
+
+def test_seeds_must_be_positive(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "--klpemu-seeds", "0")
+    result.stderr.fnmatch_lines(["*--klpemu-seeds needs a positive number*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR

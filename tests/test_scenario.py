@@ -595,3 +595,43 @@ def test_a_command_ending_in_or_goes_on_on_the_next_line(m: Machine) -> None:
     result, out = run(m, 'false ||\n\n\techo "from the next line"\ntrue ||\n\techo never\necho end\n')
     assert result.ok
     assert out == "from the next line\nend\n"
+
+
+def test_a_refused_echo_is_a_failed_step_and_the_script_goes_on(m: Machine) -> None:
+    """echo > PATH and the helpers that echo into sysfs (disable_lp …) share one message."""
+    result, out = run(m, "echo 1 > /proc/cmdline\ndisable_lp no_such_patch\necho end\n")
+    assert [s.ok for s in result.steps] == [False, False, True]
+    assert out == ("echo: write error: /proc/cmdline: Permission denied\n"
+                   "echo: write error: /sys/kernel/livepatch/no_such_patch/enabled: "
+                   "No such file or directory\nend\n")
+
+
+# ---------------------------------------------------------------- $((…)) (klp/arith.py)
+@pytest.mark.parametrize("expression, value", [
+    ("", 0), ("1 + 2 * 3", 7), ("(1 + 2) * 3", 9), ("-7 / 2", -3), ("-7 % 2", -1), ("7 % -2", 1),
+    ("010 + 0x10", 24), ("1 < 2 && 2 < 1 || 3", 1), ("!0 + ~0", 0), ("1 ? 2 ? 3 : 4 : 5", 3),
+    ("0 ? 1 : 2", 2), ("x * 2", 84), ("empty + 1", 1), ("9223372036854775807 + 1", -(1 << 63)),
+    ("1 << 65", 2), ("6 & 3 ^ 1 | 8", 11),
+])
+def test_arithmetic(expression: str, value: int) -> None:
+    from klp.arith import evaluate
+    assert evaluate(expression, {"x": "42", "empty": ""}.__getitem__) == value
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("08", 'value too great for base (error token is "08")'),
+    ("word + 1", "$word is not a number: 'a b'"),
+    ("(1 + 2", "expected ')' before 'end of expression'"),
+    ("1 +", "operand expected"),
+    ("1 2", 'syntax error (error token is "2")'),
+    ("1 ? 2", "expected ':' before 'end of expression'"),
+    ("* 2", 'operand expected (error token is "*")'),
+    ("1 @ 2", 'syntax error (error token is "@ 2")'),
+    ("x++", "'++' (assignment, increment or comma) is not supported"),
+    ("5 % 0", "division by 0"),
+])
+def test_arithmetic_errors(expression: str, message: str) -> None:
+    from klp.arith import ArithError, evaluate
+    with pytest.raises(ArithError) as exc:
+        evaluate(expression, {"word": "a b", "x": "1"}.__getitem__)
+    assert str(exc.value) == message

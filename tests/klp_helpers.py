@@ -1,0 +1,92 @@
+"""Helpers shared by the livepatch tests: where the fixture modules are, loading
+a livepatch and waiting for its transition, disabling it, reading its sysfs
+and /proc files, and a reader blocked in a /proc file.
+
+Every wait is on a condition in virtual time (Machine.run_until), never a
+fixed delay: the timeout is the bound the test allows."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from emu import Machine, ShellError
+from emu.shell import Shell
+from emu.tasks import TaskView
+
+MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
+SYSFS = "/sys/kernel/livepatch"
+SEC = 1_000_000_000
+TICK = SEC // 250
+PATCHED = "test_klp_livepatch: this has been live patched\n"      # its /proc/cmdline
+
+
+def attr(m: Machine, patch: str, name: str) -> str:
+    """/sys/kernel/livepatch/PATCH/NAME."""
+    return m.read_file(f"{SYSFS}/{patch}/{name}")
+
+
+def wait_done(m: Machine, patch: str, timeout_s: float = 2.5) -> None:
+    """Until the patch's transition is over (or the patch is gone, freed by
+    a completed disable or replace) within timeout_s virtual seconds."""
+    m.run_until(lambda: not m.exists(f"{SYSFS}/{patch}") or attr(m, patch, "transition") == "0\n",
+                timeout_s, f"the transition of {patch} to complete")
+
+
+def load_lp(m: Machine, module: str | Path, args: str = "", timeout_s: float = 60) -> None:
+    """insmod a livepatch (a fixture module's name, or a .ko path) and wait
+    until its transition completes; the patch must stay enabled."""
+    path = module if isinstance(module, Path) else MODULES / f"{module}.ko"
+    name = path.stem
+    m.insmod(path, args)
+    m.run_until(lambda: attr(m, name, "transition") == "0\n", timeout_s, f"{name} to finish")
+
+
+def disable_lp(m: Machine, name: str, timeout_s: float = 60) -> None:
+    """echo 0 > enabled, and wait until the patch is freed."""
+    m.write_file(f"{SYSFS}/{name}/enabled", "0")
+    m.run_until(lambda: not m.exists(f"{SYSFS}/{name}"), timeout_s, f"{name} to be freed")
+
+
+def klp_lines(m: Machine) -> list[str]:
+    """The livepatch core's lines in the kernel log."""
+    return [line for line in m.dmesg_lines() if line.startswith("livepatch:")]
+
+
+def patch_state(m: Machine, pid: int) -> str:
+    return m.read_file(f"/proc/{pid}/patch_state")
+
+
+def errno_of(call: Callable[..., object], *args: object) -> int:
+    """The errno of the ShellError that call(*args) must raise."""
+    with pytest.raises(ShellError) as exc:
+        call(*args)
+    return exc.value.errno
+
+
+def frames(m: Machine, task: TaskView) -> list[str]:
+    """The task's symbolised stack, innermost first."""
+    return m.walker.format(m.walker.trace(task))
+
+
+def wait_sleeping_in(m: Machine, task: Callable[[], TaskView | None], func: str,
+                     timeout_s: float = 5.0) -> TaskView:
+    """Until task() is off-CPU, asleep (TASK_INTERRUPTIBLE or UNINTERRUPTIBLE)
+    with a frame of a function whose name ends with `func` (so a livepatch's
+    livepatch_FUNC counts) on its stack."""
+    def asleep() -> bool:
+        t = task()
+        return (t is not None and m.running_on(t) is None and t.state in (1, 2)
+                and any(f.split("+")[0].endswith(func) for f in frames(m, t)))
+    m.run_until(asleep, timeout_s, f"a task to sleep in {func}")
+    return task()
+
+
+def reader(m: Machine, path: str, func: str) -> Shell:
+    """A new shell (forked from the first one) running `cat PATH` in the
+    background, waited for until it sleeps in `func`."""
+    sh = m.spawn_shell()
+    sh.cat_background(path)
+    wait_sleeping_in(m, sh.task, func)
+    return sh
