@@ -67,10 +67,9 @@ class R_X86_64_64(Reloc):
         return struct.pack("<Q", cls.value(S, A, P))
 
 
-class R_X86_64_PC32(Reloc):
-    """S + A - P, signed 32 bits (RIP-relative data)."""
-    number, name, width = 2, "R_X86_64_PC32", 4
-    pc_relative = True
+class _Signed32(Reloc):
+    """A sign-extended 32-bit field."""
+    width = 4
 
     @classmethod
     def compute(cls, S: int, A: int, P: int) -> bytes:
@@ -78,6 +77,12 @@ class R_X86_64_PC32(Reloc):
         if not _fits_s32(value):
             raise RelocOverflow(cls.number, value)
         return struct.pack("<I", value & 0xFFFFFFFF)
+
+
+class R_X86_64_PC32(_Signed32):
+    """S + A - P, signed 32 bits (RIP-relative data)."""
+    number, name = 2, "R_X86_64_PC32"
+    pc_relative = True
 
 
 class R_X86_64_PLT32(R_X86_64_PC32):
@@ -97,16 +102,9 @@ class R_X86_64_32(Reloc):
         return struct.pack("<I", value)
 
 
-class R_X86_64_32S(Reloc):
+class R_X86_64_32S(_Signed32):
     """S + A, sign-extended 32 bits (-mcmodel=kernel absolute addresses)."""
-    number, name, width = 11, "R_X86_64_32S", 4
-
-    @classmethod
-    def compute(cls, S: int, A: int, P: int) -> bytes:
-        value = cls.value(S, A, P)
-        if not _fits_s32(value):
-            raise RelocOverflow(cls.number, value)
-        return struct.pack("<I", value & 0xFFFFFFFF)
+    number, name = 11, "R_X86_64_32S"
 
 
 class R_X86_64_PC64(Reloc):

@@ -6,6 +6,7 @@ Every wait is on a condition in virtual time (Machine.run_until), never a
 fixed delay: the timeout is the bound the test allows."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,8 @@ import pytest
 from emu import Machine, ShellError
 from emu.shell import Shell
 from emu.tasks import TaskView
+from klp import Livepatch
+from klp.scenario import ScenarioRunner, selftest_log
 
 MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
 SYSFS = "/sys/kernel/livepatch"
@@ -90,3 +93,25 @@ def reader(m: Machine, path: str, func: str) -> Shell:
     sh.cat_background(path)
     wait_sleeping_in(m, sh.task, func)
     return sh
+
+
+class Session:
+    """A booted machine with a livepatch core and a scenario runner whose
+    steps must all succeed."""
+
+    def __init__(self, cpus: int = 2) -> None:
+        self.m = Machine(cpus=cpus, seed=0).boot()
+        self.core = Livepatch.attach(self.m)
+        self.out = io.StringIO()
+        self.r = ScenarioRunner(self.m, self.out)
+
+    def run(self, text: str) -> None:
+        result = self.r.run_text(text)
+        assert result.ok, self.out.getvalue() + "\n" + self.m.dmesg()
+
+    def log(self) -> list[str]:
+        """check_result's view: the livepatch lines since the last start_test."""
+        return selftest_log(self.r)[0]
+
+    def patch(self, name: str):
+        return next(p for p in self.core.patches if p.name == name)

@@ -5,15 +5,13 @@ test_klp_callbacks_demo module's own code."""
 from __future__ import annotations
 
 import errno
-import io
 from pathlib import Path
 
 import pytest
 
-from emu import Machine
-from klp.scenario import FIXTURE_MODULES, ScenarioRunner, selftest_log
+from klp.scenario import FIXTURE_MODULES
 
-from klp_helpers import errno_of
+from klp_helpers import Session, errno_of
 
 SELFTESTS = Path(__file__).resolve().parent.parent / "scenarios" / "selftests"
 D, D2 = "test_klp_callbacks_demo", "test_klp_callbacks_demo2"
@@ -21,23 +19,6 @@ T, B = "test_klp_callbacks_mod", "test_klp_callbacks_busy"
 LIVE = "[MODULE_STATE_LIVE] Normal state"
 COMING = "[MODULE_STATE_COMING] Full formed, running module_init"
 GOING = "[MODULE_STATE_GOING] Going away"
-
-
-class Session:
-    """A booted machine and a scenario runner whose steps must all succeed."""
-
-    def __init__(self, cpus: int = 2) -> None:
-        self.m = Machine(cpus=cpus, seed=0).boot()
-        self.out = io.StringIO()
-        self.r = ScenarioRunner(self.m, self.out)
-
-    def run(self, text: str) -> None:
-        result = self.r.run_text(text)
-        assert result.ok, self.out.getvalue() + "\n" + self.m.dmesg()
-
-    def log(self) -> list[str]:
-        """check_result's view: the livepatch lines since the last start_test."""
-        return selftest_log(self.r)[0]
 
 
 def cb(callback: str, obj: str | None = None, state: str = LIVE, patch: str = D) -> str:

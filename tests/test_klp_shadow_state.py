@@ -7,16 +7,15 @@ test_selftests.py."""
 from __future__ import annotations
 
 import errno
-import io
 
 import pytest
 
 from emu import Machine
 from emu.ftrace import FtraceOps
 from klp import Livepatch
-from klp.scenario import FIXTURE_MODULES, ScenarioRunner, selftest_log
+from klp.scenario import FIXTURE_MODULES
 
-from klp_helpers import errno_of
+from klp_helpers import Session, errno_of
 
 GFP_KERNEL, GFP_ATOMIC = 0x0CC0, 0x0820
 SHADOW_HEADER = 24                   # struct klp_shadow before data[]: next, obj, id
@@ -164,24 +163,8 @@ def test_free_all_frees_every_object_with_that_id_only(sh: Shadow) -> None:
 
 
 # ---------------------------------------------------------------- system states
-class States:
-    """A booted machine with a livepatch core and a scenario runner."""
-
-    def __init__(self, cpus: int = 2) -> None:
-        self.m = Machine(cpus=cpus, seed=0).boot()
-        self.core = Livepatch.attach(self.m)
-        self.out = io.StringIO()
-        self.r = ScenarioRunner(self.m, self.out)
-
-    def run(self, text: str) -> None:
-        result = self.r.run_text(text)
-        assert result.ok, self.out.getvalue() + "\n" + self.m.dmesg()
-
-    def log(self) -> list[str]:
-        return selftest_log(self.r)[0]
-
-    def patch(self, name: str):
-        return next(p for p in self.core.patches if p.name == name)
+class States(Session):
+    """A Session that reads the patches' states and the console loglevel."""
 
     def state_data(self, name: str) -> int:
         state = self.patch(name).states[0]
