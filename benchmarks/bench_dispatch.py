@@ -40,8 +40,8 @@ from unicorn import UC_HOOK_CODE, Uc
 
 from emu import Machine
 from emu.abi import MODULES_VADDR
-from emu.ftrace import JMP, rel32_insn
-from emu.memory import MODULES_SIZE
+from emu.arch.memory import MODULES_SIZE
+from emu.trace.ftrace import JMP, rel32_insn
 from klp import Livepatch
 from klp.objects import KlpState
 

@@ -28,10 +28,10 @@ from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as x86
 
 from emu import Machine
-from emu.engine import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER
-from emu.image import ElfImage
+from emu.arch.engine import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER
+from emu.arch.memory import PAGE_OFFSET, Ram, build_page_tables, write_gdt
+from emu.elf.image import ElfImage
 from emu.machine import resolve_kernel
-from emu.memory import PAGE_OFFSET, Ram, build_page_tables, write_gdt
 
 from .common import bench_main, machine_description, svg_bars, table
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from emu import Machine
-from klp.scenario import ScenarioRunner
+from klpemu.scenario import ScenarioRunner
 
 from .common import bench_main, machine_description, svg_bars, table
 

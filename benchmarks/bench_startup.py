@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from emu import Machine
+from emu.elf.module_loader import load_module
 from emu.machine import resolve_kernel
-from emu.module_loader import load_module
 from emu.unwind import cache, tables_from_elf
 
 from .common import MODULES, bench_main, machine_description, svg_bars, table

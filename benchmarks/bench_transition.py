@@ -21,7 +21,7 @@ import sys
 import time
 
 from emu import Machine
-from emu.guestcall import ServiceContext
+from emu.kernel.guestcall import ServiceContext
 from klp import Livepatch
 from klp.transition import BlockingTask
 

@@ -3,9 +3,8 @@
 Only this package touches unicorn, capstone, keystone and lief. It knows
 nothing about livepatching; klp/ builds on the services it offers.
 """
-from .errors import (EmuError, ImageError, GuestFault, GuestHang, MachineCrashed,
-                     GuestCallError, ShellError)
-from .machine import Machine, MachineConfig
+from emu.errors import EmuError, GuestCallError, GuestFault, GuestHang, ImageError, MachineCrashed, ShellError
+from emu.machine import Machine, MachineConfig
 
 __all__ = ["EmuError", "ImageError", "GuestFault", "GuestHang", "MachineCrashed",
            "GuestCallError", "ShellError", "Machine", "MachineConfig"]

@@ -15,29 +15,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import services  # noqa: F401  (registers the machine's hypercalls)
-from . import vfs as _vfs  # noqa: F401  (registers the VFS hypercalls)
-from .abi import (DOORBELL_VECTOR, FIXTURES, HZ, LOCAL_TIMER_VECTOR, PAGE_OFFSET,
-                  RESCHEDULE_VECTOR, THREAD_SIZE, USER_BASE, abi)
-from .cpu import Cpu
-from .dmesg import LogBuffer
-from .engine import CpuFault, Engine
-from .errors import EmuError, GuestHang, ImageError, MachineCrashed
-from .ftrace import Ftrace
-from .guestcall import GuestCalls
-from .hypercalls import REGISTRY
-from .image import ElfImage
-from .kallsyms import Kallsyms
-from .kprobes import Kprobes
-from .modules import ModuleManager
-from .memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, MiB, AddressSpace, Ram,
-                     USER_CODE_PHYS, build_page_tables, write_gdt)
-from .oops import Oops
-from .shell import Shell
-from .tasks import TaskView
-from .tracing import FunctionTracer
-from .unwind_glue import StackWalker
-from .vfs import Vfs
+from emu.abi import (DOORBELL_VECTOR, FIXTURES, HZ, LOCAL_TIMER_VECTOR, PAGE_OFFSET, RESCHEDULE_VECTOR,
+                     THREAD_SIZE, USER_BASE, abi)
+from emu.arch.cpu import Cpu
+from emu.arch.engine import CpuFault, Engine
+from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB, Ram,
+                             build_page_tables, write_gdt)
+from emu.elf.image import ElfImage
+from emu.errors import EmuError, GuestHang, ImageError, MachineCrashed
+from emu.fs import vfs as _vfs  # noqa: F401  (registers the VFS hypercalls)
+from emu.fs.vfs import Vfs
+from emu.kernel import services  # noqa: F401  (registers the machine's hypercalls)
+from emu.kernel.guestcall import GuestCalls
+from emu.kernel.hypercalls import REGISTRY
+from emu.kernel.kallsyms import Kallsyms
+from emu.kernel.modules import ModuleManager
+from emu.kernel.oops import Oops
+from emu.kernel.printk import LogBuffer
+from emu.kernel.shell import Shell
+from emu.kernel.tasks import TaskView
+from emu.trace.ftrace import Ftrace
+from emu.trace.kprobes import Kprobes
+from emu.trace.tracer import FunctionTracer
+from emu.unwind.stack_walker import StackWalker
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ class Machine:
                 cpu.engine.stop()
 
     def _watchdog(self) -> None:
-        from .oops import lockup_report
+        from emu.kernel.oops import lockup_report
         thresh = int(self.config.watchdog_thresh_s * 1e9)
         now = self.clock_ns
         for cpu in self.cpus:

@@ -1,8 +1,8 @@
-"""The livepatch core and the user surfaces (CLI, scenarios) on top of emu/.
+"""The livepatch core (kernel/livepatch/): patches, func_stack dispatch,
+the transition, callbacks, atomic replace, shadow variables, system states.
 
-`Livepatch` is imported on first use, so that loading the pytest plugin
-(klp.pytest_plugin, which every pytest run in this environment loads) does
-not import the emulator until a test asks for a machine.
+`Livepatch` is imported on first use, so that importing klp (as the pytest
+plugin's fixtures do) does not import the emulator until it is needed.
 """
 from __future__ import annotations
 

@@ -10,22 +10,21 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from emu.hypercalls import hypercall
-from emu.modules import Module, s32
-from emu.tasks import TIF_PATCH_PENDING, TaskView
-from emu.vfs import FileNode
-
-from .objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch,
-                      KlpState, KlpStateEntry)
-from . import klp_relocs
-from .hazard import SwitchCheck
-from .ops import Dispatch
-from .profiles import Profile, get_profile
-from .transition import Transition
+from emu.fs.vfs import FileNode
+from emu.kernel.hypercalls import hypercall
+from emu.kernel.modules import Module, s32
+from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
+from klp import klp_relocs
+from klp.hazard import SwitchCheck
+from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch, KlpState,
+                         KlpStateEntry)
+from klp.ops import Dispatch
+from klp.profiles import Profile, get_profile
+from klp.transition import Transition
 
 if TYPE_CHECKING:
     from emu import Machine
-    from emu.guestcall import ServiceContext
+    from emu.kernel.guestcall import ServiceContext
 
 SYSFS = "/sys/kernel/livepatch"
 PR_NOTICE, PR_WARN, PR_ERR = 5, 4, 3
@@ -61,7 +60,7 @@ class Livepatch:
         the dispatch (ops.BACKENDS; native by default) and `klp_version` the
         kernel whose semantics it reproduces (klp/profiles.py; the newest by
         default); neither can change later."""
-        from . import states  # noqa: F401  (registers klp_get_prev_state's hypercall; imports us)
+        from klp import states  # noqa: F401  (registers klp_get_prev_state's hypercall; imports us)
         profile = None if klp_version is None else get_profile(klp_version)
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):

@@ -27,8 +27,7 @@ from emu.unwind.elf import iter_function_symbols
 
 if TYPE_CHECKING:
     from emu import Machine
-
-    from .objects import KlpFunc
+    from klp.objects import KlpFunc
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ module loader when the livepatch module loads (`apply_vmlinux_relocs`, the
 loader's klp_apply_section_relocs call), a module's sections when that
 module is loaded (klp_init_object_loaded), and cleared again when it goes
 (klp_clear_object_relocs), so that the next load can write them afresh.
-The arithmetic is the loader's (emu/relocs.py); the checks and messages
+The arithmetic is the loader's (emu/elf/relocs.py); the checks and messages
 are the kernel's (klp_resolve_symbols, x86 __write_relocate_add).
 """
 from __future__ import annotations
@@ -18,17 +18,15 @@ import errno
 import re
 from typing import TYPE_CHECKING
 
-from emu.image import Symbol
-from emu.module_loader import SHN_LIVEPATCH, KlpRelaSection
-from emu.modules import Module, ModuleState
-from emu.relocs import MASK64, RELOCATIONS, RelocOverflow
-
-from .objects import KSYM_NAME_LEN, MODULE_NAME_LEN, KlpObject, KlpPatch
+from emu.elf.image import Symbol
+from emu.elf.module_loader import SHN_LIVEPATCH, KlpRelaSection
+from emu.elf.relocs import MASK64, RELOCATIONS, RelocOverflow
+from emu.kernel.modules import Module, ModuleState
+from klp.objects import KSYM_NAME_LEN, MODULE_NAME_LEN, KlpObject, KlpPatch
 
 if TYPE_CHECKING:
     from emu import Machine
-
-    from .core import Livepatch
+    from klp.core import Livepatch
 
 PR_WARN, PR_ERR = 4, 3
 

@@ -30,14 +30,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from emu.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, JMP, FtraceOps, rel32_insn
-from emu.slots import SlotPool
-
-from .objects import KlpFunc, KlpState
+from emu.trace.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, JMP, FtraceOps, rel32_insn
+from emu.trace.slots import SlotPool
+from klp.objects import KlpFunc, KlpState
 
 if TYPE_CHECKING:
     from emu import Machine
-    from emu.cpu import Cpu
+    from emu.arch.cpu import Cpu
 
 BACKENDS = ("native", "python")
 RECORD_SIZE = 24            # u64 target, u64 prev, u8 transition (+pad)

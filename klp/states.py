@@ -9,15 +9,13 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from emu.hypercalls import hypercall
-
-from .core import core_of
+from emu.kernel.hypercalls import hypercall
+from klp.core import core_of
 
 if TYPE_CHECKING:
     from emu import Machine
-    from emu.cpu import Cpu
-
-    from .core import Livepatch
+    from emu.arch.cpu import Cpu
+    from klp.core import Livepatch
 
 
 def prev_state(core: "Livepatch", state_id: int) -> int | None:

@@ -11,20 +11,18 @@ from __future__ import annotations
 import gc
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from functools import cached_property
 from enum import Enum
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from emu.tasks import TIF_PATCH_PENDING, TaskView
+from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
 from emu.unwind import StackTrace
-
-from .objects import KlpFunc, KlpPatch, KlpState
+from klp.objects import KlpFunc, KlpPatch, KlpState
 
 if TYPE_CHECKING:
-    from emu.guestcall import ServiceContext
-    from emu.unwind_glue import StackWalker
-
-    from .core import Livepatch
+    from emu.kernel.guestcall import ServiceContext
+    from emu.unwind.stack_walker import StackWalker
+    from klp.core import Livepatch
 
 SIGNALS_EVERY = 15
 PR_WARN = 4                 # KERN_WARNING

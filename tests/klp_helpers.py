@@ -13,10 +13,10 @@ from typing import Callable
 import pytest
 
 from emu import Machine, ShellError
-from emu.shell import Shell
-from emu.tasks import TaskView
+from emu.kernel.shell import Shell
+from emu.kernel.tasks import TaskView
 from klp import Livepatch
-from klp.scenario import ScenarioRunner, selftest_log
+from klpemu.scenario import ScenarioRunner, selftest_log
 
 MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
 SYSFS = "/sys/kernel/livepatch"

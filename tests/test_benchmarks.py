@@ -9,9 +9,9 @@ import pytest
 
 from benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
 from benchmarks.common import svg_bars, table
-from klp.cli import main as cli_main
 from klp.objects import KlpState
 from klp.transition import CheckRanges
+from klpemu.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from klp.cli import main
+from klpemu.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 import pytest
 
 from emu import EmuError, Machine
-from emu.ftrace import JMP, NOP5, rel32_insn
+from emu.trace.ftrace import JMP, NOP5, rel32_insn
 
 
 def test_every_mcount_site_is_a_nop_before_the_first_instruction() -> None:

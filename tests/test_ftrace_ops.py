@@ -5,10 +5,9 @@ import errno
 import pytest
 
 from emu import Machine, ShellError
-from emu.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, NOP5, SYSCTL, FtraceOps
-from emu.slots import SlotPool
+from emu.trace.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, NOP5, SYSCTL, FtraceOps
+from emu.trace.slots import SlotPool
 from klp import Livepatch
-
 from klp_helpers import MODULES, PATCHED, disable_lp, load_lp
 
 TRACING = "/sys/kernel/debug/tracing"

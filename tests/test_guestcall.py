@@ -2,7 +2,6 @@
 import pytest
 
 from emu import EmuError, Machine
-
 from klp_helpers import MODULES, wait_sleeping_in
 
 SIGTERM = 15

@@ -5,10 +5,9 @@ import errno
 import struct
 
 import pytest
+from test_module_loader import _file_off, _malformed, mods, patch  # noqa: F401  (mods: a fixture)
 
 from emu import Machine, ShellError
-
-from test_module_loader import _file_off, _malformed, mods, patch  # noqa: F401  (mods: a fixture)
 
 MODULES = "fixtures/build/modules"
 CMDLINE = "console=ttyS0 klpemu\n"

@@ -1,7 +1,7 @@
 """kallsyms: symbolisation, and duplicate names in the kernel's sympos order."""
 from emu import Machine
-from emu.image import Symbol
-from emu.kallsyms import Kallsyms
+from emu.elf.image import Symbol
+from emu.kernel.kallsyms import Kallsyms
 
 
 def test_symbolize_like_the_kernel() -> None:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from klp.scenario import FIXTURE_MODULES
-
 from klp_helpers import Session, errno_of
+from klpemu.scenario import FIXTURE_MODULES
 
 SELFTESTS = Path(__file__).resolve().parent.parent / "scenarios" / "selftests"
 D, D2 = "test_klp_callbacks_demo", "test_klp_callbacks_demo2"

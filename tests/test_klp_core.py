@@ -3,7 +3,6 @@ import pytest
 
 from emu import Machine, ShellError
 from klp import Livepatch
-
 from klp_helpers import MODULES, PATCHED, SYSFS, TICK, disable_lp, klp_lines, load_lp
 
 
@@ -179,7 +178,7 @@ MODULE_LICENSE("GPL");
 
 
 def test_a_module_not_marked_livepatch_cannot_enable_a_patch(tmp_path) -> None:
-    from klp.build import build_module
+    from klpemu.build.compile import build_module
     src = tmp_path / "klp_not_lp.c"
     src.write_text(NOT_A_LIVEPATCH)
     ko = build_module([src], tmp_path / "klp_not_lp.ko")

@@ -12,7 +12,7 @@ import pytest
 from emu import Machine, ShellError
 from klp import Livepatch
 from klp.profiles import PROFILES, get_profile
-from klp.scenario import ScenarioRunner
+from klpemu.scenario import ScenarioRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 HISTORY = ROOT / "scenarios" / "history"

@@ -16,13 +16,13 @@ import re
 import pytest
 
 from emu import Machine, ShellError
-from emu.ftrace import JMP, NOP5
-from emu.shell import Shell
+from emu.kernel.shell import Shell
+from emu.trace.ftrace import JMP, NOP5
 from klp import Livepatch
 from klp.objects import KlpPatch
-
-from klp_helpers import MODULES, SEC, SYSFS, TICK, attr, errno_of, load_lp, patch_state, wait_done, wait_sleeping_in
+from klp_helpers import MODULES, SEC, SYSFS, TICK, attr, errno_of, load_lp, patch_state
 from klp_helpers import reader as shared_reader
+from klp_helpers import wait_done, wait_sleeping_in
 
 TARGET = "klpemu_test_target"
 PROC = f"/proc/{TARGET}"

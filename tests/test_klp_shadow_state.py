@@ -11,11 +11,10 @@ import errno
 import pytest
 
 from emu import Machine
-from emu.ftrace import FtraceOps
+from emu.trace.ftrace import FtraceOps
 from klp import Livepatch
-from klp.scenario import FIXTURE_MODULES
-
 from klp_helpers import Session, errno_of
+from klpemu.scenario import FIXTURE_MODULES
 
 GFP_KERNEL, GFP_ATOMIC = 0x0CC0, 0x0820
 SHADOW_HEADER = 24                   # struct klp_shadow before data[]: next, obj, id

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from emu import Machine, ShellError
-from emu.shell import MODE_GETPID_LOOP, MODE_SLEEPER, OUT
+from emu.kernel.shell import MODE_GETPID_LOOP, MODE_SLEEPER, OUT
 from klp import Livepatch
-from klp.scenario import ScenarioError, ScenarioResult, ScenarioRunner
-
 from klp_helpers import MODULES, SYSFS, disable_lp, errno_of, load_lp
+from klpemu.scenario import ScenarioError, ScenarioResult, ScenarioRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = MODULES / "test_klp_syscall.ko"

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from emu import Machine, ShellError
-from emu.shell import Shell
-from emu.tasks import TaskView
-from klp import Livepatch
-from klp.cli import main
-from klp.transition import SwitchResult, Transition
-
 import klp_helpers
+from emu import Machine, ShellError
+from emu.kernel.shell import Shell
+from emu.kernel.tasks import TaskView
+from klp import Livepatch
+from klp.transition import SwitchResult, Transition
 from klp_helpers import MODULES, SEC, SYSFS, TICK, klp_lines, patch_state
+from klpemu.cli import main
 
 LP, TARGET = "klpemu_test_patch", "klpemu_test_target"
 PROC = f"/proc/{TARGET}"

@@ -6,10 +6,9 @@ import errno
 import pytest
 
 from emu import Machine, ShellError
-from emu.ftrace import JMP, NOP5, rel32_insn
-from emu.tasks import TaskView
+from emu.kernel.tasks import TaskView
+from emu.trace.ftrace import JMP, NOP5, rel32_insn
 from klp import Livepatch
-
 from klp_helpers import MODULES, PATCHED, disable_lp, load_lp
 
 CMDLINE = "console=ttyS0 klpemu\n"

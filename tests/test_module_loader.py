@@ -1,4 +1,4 @@
-"""emu/module_loader.py: ET_REL kernel modules built by gcc with the guest's flags.
+"""emu/elf/module_loader.py: ET_REL kernel modules built by gcc with the guest's flags.
 
 The modules are compiled from tests/data/module_loader/*.c into a temporary
 directory (gcc and ld are needed), the way the fixture build makes a .ko: the
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from emu.elf.image import Symbol
+from emu.elf.module_loader import (KlpRelaSection, LoadedModule, ModuleLoadError, ParamDesc, layout_size,
+                                   load_module)
 from emu.errors import ImageError
-from emu.image import Symbol
-from emu.module_loader import (KlpRelaSection, LoadedModule, ModuleLoadError, ParamDesc,
-                               layout_size, load_module)
-from klp.build import kernel_cflags
+from klpemu.build.compile import kernel_cflags
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(__file__).resolve().parent / "data" / "module_loader"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from emu.module_loader import load_module
-from klp.build import BuildError, build_module
-from klp.cli import main
+from emu.elf.module_loader import load_module
+from klpemu.build.compile import BuildError, build_module
+from klpemu.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "meminfo-fix"
 pytest_plugins = ["pytester"]

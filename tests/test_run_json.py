@@ -1,4 +1,4 @@
-"""`klpemu run --json` output, validated against klp/schemas/run.schema.json,
+"""`klpemu run --json` output, validated against klpemu/schemas/run.schema.json,
 for a passing, a failing, a skipping and a blocked run."""
 import json
 from importlib import resources
@@ -7,9 +7,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from klp.cli import main
+from klpemu.cli import main
 
-SCHEMA = json.loads(resources.files("klp").joinpath("schemas/run.schema.json").read_text())
+SCHEMA = json.loads(resources.files("klpemu").joinpath("schemas/run.schema.json").read_text())
 
 PASSING = """start_test "ok"
 load_lp test_klp_livepatch

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from emu import Machine
-from klp.scenario import (FIXTURE_MODULES, Lexer, ScenarioError, ScenarioResult, ScenarioRunner,
-                          bre_to_python, rights_string)
+from klpemu.scenario import (FIXTURE_MODULES, Lexer, ScenarioError, ScenarioResult, ScenarioRunner,
+                             bre_to_python, rights_string)
 
 
 @pytest.fixture
@@ -606,7 +606,7 @@ def test_a_refused_echo_is_a_failed_step_and_the_script_goes_on(m: Machine) -> N
                    "No such file or directory\nend\n")
 
 
-# ---------------------------------------------------------------- $((…)) (klp/arith.py)
+# ---------------------------------------------------------------- $((…)) (klpemu/scenario/arith.py)
 @pytest.mark.parametrize("expression, value", [
     ("", 0), ("1 + 2 * 3", 7), ("(1 + 2) * 3", 9), ("-7 / 2", -3), ("-7 % 2", -1), ("7 % -2", 1),
     ("010 + 0x10", 24), ("1 < 2 && 2 < 1 || 3", 1), ("!0 + ~0", 0), ("1 ? 2 ? 3 : 4 : 5", 3),
@@ -614,7 +614,7 @@ def test_a_refused_echo_is_a_failed_step_and_the_script_goes_on(m: Machine) -> N
     ("1 << 65", 2), ("6 & 3 ^ 1 | 8", 11),
 ])
 def test_arithmetic(expression: str, value: int) -> None:
-    from klp.arith import evaluate
+    from klpemu.scenario.arith import evaluate
     assert evaluate(expression, {"x": "42", "empty": ""}.__getitem__) == value
 
 
@@ -631,7 +631,7 @@ def test_arithmetic(expression: str, value: int) -> None:
     ("5 % 0", "division by 0"),
 ])
 def test_arithmetic_errors(expression: str, message: str) -> None:
-    from klp.arith import ArithError, evaluate
+    from klpemu.scenario.arith import ArithError, evaluate
     with pytest.raises(ArithError) as exc:
         evaluate(expression, {"word": "a b", "x": "1"}.__getitem__)
     assert str(exc.value) == message

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from emu import Machine
-from klp.scenario import ScenarioRunner
+from klpemu.scenario import ScenarioRunner
 
 SELFTESTS = sorted((Path(__file__).resolve().parent.parent / "scenarios" / "selftests").glob("test-*.sh"))
 

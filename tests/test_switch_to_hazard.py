@@ -9,9 +9,9 @@ import pytest
 from emu import Machine, MachineCrashed
 from emu.errors import ShellError
 from klp import Livepatch
-from klp.cli import main
 from klp.hazard import SwitchCheck
 from klp.objects import KlpFunc
+from klpemu.cli import main
 
 MODS = "fixtures/build/modules"
 FRAME_MSG = ("livepatch: function '__schedule' switches stacks without saving RIP: a task sleeping "

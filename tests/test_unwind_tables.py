@@ -21,15 +21,7 @@ from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
 
 from emu.errors import ImageError
-from emu.unwind import (
-    HINTS_SECTION,
-    Hint,
-    HintType,
-    SpReg,
-    build_tables,
-    parse_hints,
-    tables_from_elf,
-)
+from emu.unwind import HINTS_SECTION, Hint, HintType, SpReg, build_tables, parse_hints, tables_from_elf
 from emu.unwind.elf import iter_function_symbols
 
 ROOT = Path(__file__).resolve().parents[1]

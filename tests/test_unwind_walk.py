@@ -18,24 +18,12 @@ import time
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from emu.unwind import (
-    PT_REGS_SIZE,
-    FrameKind,
-    StartState,
-    build_tables,
-    tables_from_elf,
-    walk,
-    walk_best_effort,
-)
+from emu.unwind import (PT_REGS_SIZE, FrameKind, StartState, build_tables, tables_from_elf, walk,
+                        walk_best_effort)
 
 unicorn = pytest.importorskip("unicorn")
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, Uc  # noqa: E402
-from unicorn.x86_const import (  # noqa: E402
-    UC_X86_REG_EFLAGS,
-    UC_X86_REG_RBP,
-    UC_X86_REG_RIP,
-    UC_X86_REG_RSP,
-)
+from unicorn.x86_const import UC_X86_REG_EFLAGS, UC_X86_REG_RBP, UC_X86_REG_RIP, UC_X86_REG_RSP  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 

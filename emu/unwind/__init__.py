@@ -8,24 +8,14 @@ Typical use::
         print(trace.reason)
 """
 
-from .cfa import track_function
-from .elf import stack_switches_from_elf, tables_from_elf
-from .entry import Entry
-from .hints import HINTS_SECTION, Hint, HintType, SpReg, parse_hints
-from .switches import StackSwitch, find_stack_switches
-from .tables import FunctionSym, UnwindTables, build_tables
-from .walk import (
-    DEFAULT_MAX_FRAMES,
-    IRET_FRAME_SIZE,
-    PT_REGS_SIZE,
-    RULES,
-    Frame,
-    FrameKind,
-    StackTrace,
-    StartState,
-    walk,
-    walk_best_effort,
-)
+from emu.unwind.cfa import track_function
+from emu.unwind.elf import stack_switches_from_elf, tables_from_elf
+from emu.unwind.entry import Entry
+from emu.unwind.hints import HINTS_SECTION, Hint, HintType, SpReg, parse_hints
+from emu.unwind.switches import StackSwitch, find_stack_switches
+from emu.unwind.tables import FunctionSym, UnwindTables, build_tables
+from emu.unwind.walk import (DEFAULT_MAX_FRAMES, IRET_FRAME_SIZE, PT_REGS_SIZE, RULES, Frame, FrameKind,
+                             StackTrace, StartState, walk, walk_best_effort)
 
 __all__ = [
     "DEFAULT_MAX_FRAMES", "Entry", "Frame", "FrameKind", "FunctionSym", "HINTS_SECTION",

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from .entry import END_ENTRY, UNDEFINED_ENTRY, Entry
-from .hints import Hint, HintType, SpReg
+from emu.unwind.entry import END_ENTRY, UNDEFINED_ENTRY, Entry
+from emu.unwind.hints import Hint, HintType, SpReg
 
 log = logging.getLogger(__name__)
 

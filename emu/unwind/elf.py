@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from ..errors import ImageError
-from . import cache
-from .hints import HINTS_SECTION, Hint, parse_hints
-from .switches import StackSwitch, find_stack_switches
-from .tables import ReadCode, UnwindTables, _unique_functions, build_tables
+from emu.errors import ImageError
+from emu.unwind import cache
+from emu.unwind.hints import HINTS_SECTION, Hint, parse_hints
+from emu.unwind.switches import StackSwitch, find_stack_switches
+from emu.unwind.tables import ReadCode, UnwindTables, _unique_functions, build_tables
 
 _SHF_ALLOC = 0x2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hints import HintType, SpReg
+from emu.unwind.hints import HintType, SpReg
 
 
 @dataclass(frozen=True, slots=True)

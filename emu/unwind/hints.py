@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..errors import ImageError
+from emu.errors import ImageError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .cfa import rsp_offset, track_states
-from .hints import Hint
-from .tables import FunctionSym, ReadCode
+from emu.unwind.cfa import rsp_offset, track_states
+from emu.unwind.hints import Hint
+from emu.unwind.tables import FunctionSym, ReadCode
 
 CALLEE_SAVED = ("rbp", "rbx", "r12", "r13", "r14", "r15")
 

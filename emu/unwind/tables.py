@@ -8,10 +8,10 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from . import cache
-from .cfa import Row, track_function
-from .entry import Entry
-from .hints import Hint
+from emu.unwind import cache
+from emu.unwind.cfa import Row, track_function
+from emu.unwind.entry import Entry
+from emu.unwind.hints import Hint
 
 log = logging.getLogger(__name__)
 

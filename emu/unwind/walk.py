@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from .hints import HintType, SpReg
-from .tables import UnwindTables
+from emu.unwind.hints import HintType, SpReg
+from emu.unwind.tables import UnwindTables
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from klp.build import build_module
+from klpemu.build.compile import build_module
 
 HERE = Path(__file__).resolve().parent
 MODULE = "livepatch_meminfo"

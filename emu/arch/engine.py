@@ -1,0 +1,295 @@
+"""The one module that talks to Unicorn: a CPU engine per emulated CPU.
+
+Field-notes facts this module encodes:
+- the binding's reg_read/reg_write cost ~2.6 µs; direct ctypes calls ~0.75 µs;
+- hooks and `count` are applied when a block is translated, so counting is
+  switched on (and the cache flushed) before anything runs, and `count=0`
+  is never used afterwards;
+- host writes to code need ctl_remove_cache on every instance;
+- a hook's exception is hidden when emu_start itself fails: we keep it
+  ourselves and re-raise it chained to the Unicorn error.
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
+
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_64, Cs
+from capstone.x86 import X86_OP_MEM
+from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
+                     UC_ERR_INSN_INVALID, UC_ERR_READ_PROT, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MODE_64,
+                     UC_PROT_ALL, Uc, UcError)
+from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
+
+from emu.arch.memory import Ram
+
+MSR_EFER = 0xC0000080
+MSR_GS_BASE = 0xC0000101
+MSR_KERNEL_GS_BASE = 0xC0000102
+EFER_SCE, EFER_LME, EFER_LMA = 0x1, 0x100, 0x400
+CR0_PE, CR0_ET, CR0_PG = 0x1, 0x10, 0x80000000
+CR4_PAE, CR4_PGE = 0x20, 0x80
+
+# Register ids by name, the kernel's pt_regs names where they differ.
+REG = {
+    "rax": x86.UC_X86_REG_RAX, "rbx": x86.UC_X86_REG_RBX, "rcx": x86.UC_X86_REG_RCX,
+    "rdx": x86.UC_X86_REG_RDX, "rsi": x86.UC_X86_REG_RSI, "rdi": x86.UC_X86_REG_RDI,
+    "rbp": x86.UC_X86_REG_RBP, "rsp": x86.UC_X86_REG_RSP, "r8": x86.UC_X86_REG_R8,
+    "r9": x86.UC_X86_REG_R9, "r10": x86.UC_X86_REG_R10, "r11": x86.UC_X86_REG_R11,
+    "r12": x86.UC_X86_REG_R12, "r13": x86.UC_X86_REG_R13, "r14": x86.UC_X86_REG_R14,
+    "r15": x86.UC_X86_REG_R15, "rip": x86.UC_X86_REG_RIP, "rflags": x86.UC_X86_REG_EFLAGS,
+    "cs": x86.UC_X86_REG_CS, "ss": x86.UC_X86_REG_SS,
+    "gs_base": x86.UC_X86_REG_GS_BASE, "cr2": x86.UC_X86_REG_CR2, "cr3": x86.UC_X86_REG_CR3,
+}
+GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+GPR_INDEX = {name: i for i, name in enumerate(GPRS)}
+RIP_INDEX, RFLAGS_INDEX = 16, 17
+_BATCH_NAMES = (*GPRS, "rip", "rflags")
+
+
+class _X86Msr(ctypes.Structure):
+    _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
+
+
+class _RegBatch:
+    """Prebuilt arrays for reading/writing the GPRs, rip and rflags in one call."""
+
+    def __init__(self, uch: object) -> None:
+        n = len(_BATCH_NAMES)
+        self._uch = uch
+        self._n = n
+        self._ids = (ctypes.c_int * n)(*[REG[name] for name in _BATCH_NAMES])
+        self._vals = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self._vals)
+        self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+
+    def read(self) -> tuple[int, ...]:
+        return tuple(self.load())
+
+    def load(self) -> "ctypes.Array[ctypes.c_uint64]":
+        """Read into the batch's own array and return it (no copies: the hot path)."""
+        uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self._n)
+        return self._vals
+
+    def store(self) -> None:
+        """Write the batch's array back, as load() returned and its caller edited it."""
+        uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self._n)
+
+
+_CR2_CLEAR = 0xDEAD_0000_0000_0000     # non-canonical: never a real fault address
+
+
+class FaultKind(Enum):
+    PAGE_FAULT = "page fault"
+    INVALID_OPCODE = "invalid opcode"
+    GENERAL_PROTECTION = "general protection fault"
+
+
+_FAULTS = {
+    UC_ERR_READ_UNMAPPED: (FaultKind.PAGE_FAULT, "read"),
+    UC_ERR_WRITE_UNMAPPED: (FaultKind.PAGE_FAULT, "write"),
+    UC_ERR_FETCH_UNMAPPED: (FaultKind.PAGE_FAULT, "instruction fetch"),
+    UC_ERR_READ_PROT: (FaultKind.PAGE_FAULT, "read"),
+    UC_ERR_WRITE_PROT: (FaultKind.PAGE_FAULT, "write"),
+    UC_ERR_FETCH_PROT: (FaultKind.PAGE_FAULT, "instruction fetch"),
+    UC_ERR_INSN_INVALID: (FaultKind.INVALID_OPCODE, None),
+    UC_ERR_EXCEPTION: (FaultKind.GENERAL_PROTECTION, None),
+}
+
+
+@dataclass(frozen=True)
+class CpuFault:
+    """Why emu_start stopped with an error: what the guest did wrong."""
+    kind: FaultKind
+    access: str | None     # read / write / instruction fetch (page faults)
+    address: int | None    # the faulting data address, when known
+    pc: int
+    unicorn_error: str
+
+
+class Engine:
+    """One emulated x86-64 CPU: a Unicorn instance over the shared RAM."""
+
+    def __init__(self, ram: Ram, cr3: int, gdt: tuple[int, int],
+                 v2p: Callable[[int], int] | None = None) -> None:
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self._uch = self.uc._uch
+        self.uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.base)
+        self._val = ctypes.c_uint64()
+        self._msr = _X86Msr()
+        self._batch = _RegBatch(self._uch)
+        self._entry_context: object | None = None
+        self._v2p = v2p
+        self._cs = Cs(CS_ARCH_X86, CS_MODE_64)
+        self._cs.detail = True
+        self._hook_error: BaseException | None = None
+        self._fault_address: int | None = None
+        self._hooks: list[int] = []
+        self._enter_long_mode(cr3, gdt)
+        self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid_memory)
+        self.kernel_context = self.uc.context_save()
+
+    def _enter_long_mode(self, cr3: int, gdt: tuple[int, int]) -> None:
+        base, limit = gdt
+        uc = self.uc
+        uc.reg_write(x86.UC_X86_REG_GDTR, (0, base, limit, 0))
+        uc.reg_write(x86.UC_X86_REG_CR3, cr3)
+        uc.reg_write(x86.UC_X86_REG_CR4, uc.reg_read(x86.UC_X86_REG_CR4) | CR4_PAE)
+        uc.msr_write(MSR_EFER, EFER_SCE | EFER_LME | EFER_LMA)
+        uc.reg_write(x86.UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_PG)
+        uc.reg_write(x86.UC_X86_REG_CS, 0x10)
+        for seg in (x86.UC_X86_REG_SS, x86.UC_X86_REG_DS, x86.UC_X86_REG_ES):
+            uc.reg_write(seg, 0x18)
+
+    def enable_counting(self, park: int) -> None:
+        """Switch instruction counting on before anything is translated.
+
+        `park` is an address whose first instruction is `hlt`: a counted
+        emu_start of one instruction there installs the count hook, then the
+        whole translation cache is flushed (field notes §5, count= pitfall).
+        """
+        self.uc.emu_start(park, park + 0x100000, count=1)
+        self.uc.ctl_flush_tb()
+
+    # -- registers (direct ctypes calls: the binding costs 3x more) --
+    def reg(self, name: str) -> int:
+        self._val.value = 0            # 16- and 32-bit registers fill only the low bytes
+        uclib.uc_reg_read(self._uch, REG[name], ctypes.byref(self._val))
+        return self._val.value
+
+    def set_reg(self, name: str, value: int) -> None:
+        self._val.value = value & 0xFFFFFFFFFFFFFFFF
+        uclib.uc_reg_write(self._uch, REG[name], ctypes.byref(self._val))
+
+    def gprs(self) -> dict[str, int]:
+        return dict(zip(GPRS, self._batch.read()[:16]))
+
+    def msr(self, msr: int) -> int:
+        self._msr.rid = msr
+        uclib.uc_reg_read(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
+        return self._msr.value
+
+    def set_msr(self, msr: int, value: int) -> None:
+        self._msr.rid = msr
+        self._msr.value = value
+        uclib.uc_reg_write(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
+
+    def enter_kernel_mode(self, transform: Callable[["ctypes.Array[ctypes.c_uint64]"], None]) -> None:
+        """Switch to CPL 0 as an interrupt or syscall does.
+
+        `transform` gets the register values [16 GPRs in GPRS order, rip,
+        rflags] as they were (an array of u64), and edits them in place into
+        the values to run with at CPL 0.
+
+        Writing CS does not change the privilege level in Unicorn (field notes
+        §7), so a kernel context is restored and the user registers are put
+        back. The context is a per-CPU template taken at the first entry, with
+        GS_BASE = 0 (user) and KERNEL_GS_BASE = this CPU's per-CPU area, which
+        is what the MSRs hold at every user->kernel transition here (user code
+        never sets a GS base, and a CPU's per-CPU area never moves).
+        """
+        regs = self._batch.load()
+        if self._entry_context is None:
+            gs_base, kernel_gs = self.msr(MSR_GS_BASE), self.msr(MSR_KERNEL_GS_BASE)
+            self.uc.context_restore(self.kernel_context)
+            self.set_msr(MSR_GS_BASE, gs_base)
+            self.set_msr(MSR_KERNEL_GS_BASE, kernel_gs)
+            self._entry_context = self.uc.context_save()
+        else:
+            uclib.uc_context_restore(self._uch, self._entry_context.context)
+        transform(regs)
+        self._batch.store()
+
+    # -- hooks --
+    def hook_code_at(self, address: int, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` each time the instruction at `address` is about to
+        run; returns the function that removes the hook."""
+        def on_code(uc: Uc, addr: int, size: int, data: object) -> None:
+            try:
+                callback()
+            except BaseException as exc:   # re-raised by run(), never swallowed
+                self._hook_error = exc
+                uc.emu_stop()
+        handle = self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
+        self._hooks.append(handle)
+        self.invalidate(address, 1)
+
+        def remove() -> None:
+            self.uc.hook_del(handle)
+            self._hooks.remove(handle)
+        return remove
+
+    def hook_syscall(self, callback: Callable[[], None]) -> None:
+        def on_syscall(uc: Uc, data: object) -> None:
+            try:
+                callback()
+            except BaseException as exc:
+                self._hook_error = exc
+                uc.emu_stop()
+        self._hooks.append(self.uc.hook_add(UC_HOOK_INSN, on_syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL))
+
+    def _on_invalid_memory(self, uc: Uc, access: int, address: int, size: int, value: int,
+                           data: object) -> bool:
+        self._fault_address = address
+        return False
+
+    # -- running --
+    def run(self, begin: int, until: int, count: int) -> CpuFault | None:
+        """Run up to `count` instructions from `begin`; a guest fault is returned.
+
+        An exception raised by a hook is re-raised here, chained to the
+        Unicorn error when emu_start failed too. `until` must be an address
+        the guest never reaches (Unicorn invalidates the code around it).
+        """
+        self._hook_error = None
+        self._fault_address = None
+        fault = None
+        try:
+            self.uc.emu_start(begin, until, count=count)
+        except UcError as err:
+            if self._hook_error is not None:
+                raise self._hook_error from err
+            fault = self._classify(err)
+        if self._hook_error is not None:
+            error, self._hook_error = self._hook_error, None
+            raise error
+        return fault
+
+    def _classify(self, err: UcError) -> CpuFault:
+        """What the guest did. Under paging Unicorn reports a page fault as a
+        bare exception: CR2 (cleared before each run) tells it apart, and the
+        instruction's operands tell a read from a write."""
+        rip = self.reg("rip")
+        kind, access = _FAULTS.get(err.errno, (FaultKind.GENERAL_PROTECTION, None))
+        address = self._fault_address
+        cr2 = self.reg("cr2")
+        if err.errno == UC_ERR_EXCEPTION and cr2 != _CR2_CLEAR:
+            kind, address = FaultKind.PAGE_FAULT, cr2
+            access = "instruction fetch" if cr2 == rip else self._access_of(rip)
+        return CpuFault(kind, access, address, rip, str(err))
+
+    def _access_of(self, rip: int) -> str:
+        code = bytes(self.uc.mem_read(self._v2p(rip), 16)) if self._v2p else b""
+        for insn in self._cs.disasm(code, rip, 1):
+            for op in insn.operands:
+                if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
+                    return "write"
+        return "read"
+
+    def clear_fault_address(self) -> None:
+        self.set_reg("cr2", _CR2_CLEAR)
+
+    def stop(self) -> None:
+        self.uc.emu_stop()
+
+    def invalidate(self, address: int, size: int) -> None:
+        """Drop translated code for [address, address+size) on this CPU."""
+        self.uc.ctl_remove_cache(address, address + size)
+
+    def flush_all(self) -> None:
+        self.uc.ctl_flush_tb()

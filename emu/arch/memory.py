@@ -1,0 +1,171 @@
+"""Guest-physical RAM and the page tables that give it kernel addresses.
+
+Unicorn's default TLB truncates high-half addresses (field notes §2), so the
+machine runs under real 4-level paging. All CPUs map this one buffer with
+mem_map_ptr; Python reads and writes it directly (under paging, uc.mem_read
+takes physical addresses, which we avoid altogether).
+
+Physical layout:
+    0x000000  page tables, GDT, boot_params (emulator-owned, below 1 MiB)
+    8 MiB     user program (mapped at USER_BASE, U/S)
+    10 MiB    user stacks and the shell mailbox (mapped at USER_BASE + 2 MiB)
+    12 MiB    staging area for files the shell hands to the kernel (USER_STAGING)
+    16 MiB    kernel image (KERNEL_VIRT_BASE + 16 MiB = 0xffffffff81000000)
+    64 MiB    module area (MODULES_VADDR)
+    96 MiB .. kernel heap (kmalloc, stacks), reached through the direct map
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+
+from emu.abi import KERNEL_VIRT_BASE, MODULES_VADDR, PAGE_OFFSET, USER_BASE
+from emu.errors import EmuError
+
+MiB = 1 << 20
+RAM_SIZE = 192 * MiB
+PAGE_2M = 2 * MiB
+
+PT_BASE = 0x1000            # page tables live in [0x1000, 0x20000)
+GDT_PHYS = 0x20000
+BOOT_PARAMS_PHYS = 0x21000
+USER_CODE_PHYS = 8 * MiB
+USER_DATA_PHYS = 10 * MiB
+USER_STAGING_PHYS = 12 * MiB
+KERNEL_PHYS = 16 * MiB
+MODULES_PHYS = 64 * MiB
+MODULES_SIZE = 32 * MiB
+HEAP_PHYS = 96 * MiB
+
+_PRESENT, _RW, _USER, _PS = 0x1, 0x2, 0x4, 0x80
+# the hottest reads (task fields, stack walks): struct straight from the buffer
+_U64, _U32, _S32 = (struct.Struct(f).unpack_from for f in ("<Q", "<I", "<i"))
+
+# Flat 64-bit segments: null, null, kernel code, kernel data, null, user data, user code.
+GDT_ENTRIES = (0, 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0,
+               0x00CFF2000000FFFF, 0x00AFFA000000FFFF)
+
+
+class Ram:
+    """The guest's physical memory: one ctypes buffer shared by every CPU."""
+
+    def __init__(self, size: int = RAM_SIZE) -> None:
+        self.size = size
+        # an anonymous mapping: zero pages on first touch, where a zeroed
+        # malloc (create_string_buffer) costs a quarter of a second per boot
+        # and makes all of RAM resident
+        self._map = mmap.mmap(-1, size)
+        self.buffer = (ctypes.c_char * size).from_buffer(self._map)
+        self.base = ctypes.addressof(self.buffer)
+        self.view = memoryview(self.buffer).cast("B")
+
+    def read(self, paddr: int, size: int) -> bytes:
+        self._check(paddr, size)
+        return bytes(self.view[paddr:paddr + size])
+
+    def write(self, paddr: int, data: bytes) -> None:
+        self._check(paddr, len(data))
+        self.view[paddr:paddr + len(data)] = data
+
+    def _check(self, paddr: int, size: int) -> None:
+        if paddr < 0 or size < 0 or paddr + size > self.size:
+            raise EmuError(f"physical access [{paddr:#x}, +{size:#x}) outside RAM")
+
+
+class AddressSpace:
+    """Virtual-to-physical translation of the fixed kernel mappings.
+
+    The guest never changes its page tables, so translation is arithmetic.
+    """
+
+    def __init__(self, ram: Ram) -> None:
+        self.ram = ram
+        # (virtual start, virtual end, physical start), most used first
+        self.regions = [
+            (PAGE_OFFSET, PAGE_OFFSET + ram.size, 0),
+            (KERNEL_VIRT_BASE, KERNEL_VIRT_BASE + MODULES_PHYS, 0),
+            (MODULES_VADDR, MODULES_VADDR + MODULES_SIZE, MODULES_PHYS),
+            (USER_BASE, USER_BASE + 3 * PAGE_2M, USER_CODE_PHYS),
+        ]
+
+    def v2p(self, vaddr: int, size: int = 1) -> int:
+        for start, end, phys in self.regions:
+            if start <= vaddr and vaddr + size <= end:
+                return vaddr - start + phys
+        raise EmuError(f"virtual address {vaddr:#x} (+{size:#x}) is not mapped")
+
+    def is_mapped(self, vaddr: int, size: int = 1) -> bool:
+        return any(s <= vaddr and vaddr + size <= e for s, e, _ in self.regions)
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        return self.ram.read(self.v2p(vaddr, size), size)
+
+    def write(self, vaddr: int, data: bytes) -> None:
+        self.ram.write(self.v2p(vaddr, len(data)), data)
+
+    def read_u64(self, vaddr: int) -> int:
+        return _U64(self.ram.buffer, self.v2p(vaddr, 8))[0]
+
+    def read_u32(self, vaddr: int) -> int:
+        return _U32(self.ram.buffer, self.v2p(vaddr, 4))[0]
+
+    def read_s32(self, vaddr: int) -> int:
+        return _S32(self.ram.buffer, self.v2p(vaddr, 4))[0]
+
+    def write_u64(self, vaddr: int, value: int) -> None:
+        self.write(vaddr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
+
+    def read_cstr(self, vaddr: int, limit: int = 4096) -> str:
+        """A NUL-terminated string (at most `limit` bytes) at vaddr."""
+        p = self.v2p(vaddr)
+        end = min(p + limit, self.ram.size)
+        raw = bytes(self.ram.view[p:end])
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def build_page_tables(ram: Ram) -> int:
+    """Write the PML4 and its tables; return CR3. 2 MiB pages throughout."""
+    next_table = [PT_BASE]
+
+    def alloc() -> int:
+        addr = next_table[0]
+        next_table[0] += 0x1000
+        if next_table[0] > GDT_PHYS:
+            raise EmuError("page-table area exhausted")
+        return addr
+
+    pml4 = alloc()
+
+    def table_for(parent: int, index: int, user: bool) -> int:
+        entry = struct.unpack_from("<Q", ram.buffer, parent + index * 8)[0]
+        if entry & _PRESENT:
+            return entry & ~0xFFF & ((1 << 52) - 1)
+        table = alloc()
+        flags = _PRESENT | _RW | (_USER if user else 0)
+        struct.pack_into("<Q", ram.buffer, parent + index * 8, table | flags)
+        return table
+
+    def map_2m(vaddr: int, paddr: int, user: bool = False) -> None:
+        pdpt = table_for(pml4, (vaddr >> 39) & 511, user)
+        pd = table_for(pdpt, (vaddr >> 30) & 511, user)
+        flags = _PRESENT | _RW | _PS | (_USER if user else 0)
+        struct.pack_into("<Q", ram.buffer, pd + ((vaddr >> 21) & 511) * 8, paddr | flags)
+
+    for off in range(0, ram.size, PAGE_2M):
+        map_2m(PAGE_OFFSET + off, off)
+    for off in range(0, MODULES_PHYS, PAGE_2M):
+        map_2m(KERNEL_VIRT_BASE + off, off)
+    for off in range(0, MODULES_SIZE, PAGE_2M):
+        map_2m(MODULES_VADDR + off, MODULES_PHYS + off)
+    map_2m(USER_BASE, USER_CODE_PHYS, user=True)
+    map_2m(USER_BASE + PAGE_2M, USER_DATA_PHYS, user=True)
+    map_2m(USER_BASE + 2 * PAGE_2M, USER_STAGING_PHYS, user=True)
+    return pml4
+
+
+def write_gdt(ram: Ram) -> tuple[int, int]:
+    """Write the GDT (iretq needs one); return its (virtual base, limit)."""
+    for i, desc in enumerate(GDT_ENTRIES):
+        struct.pack_into("<Q", ram.buffer, GDT_PHYS + i * 8, desc)
+    return PAGE_OFFSET + GDT_PHYS, len(GDT_ENTRIES) * 8 - 1

@@ -1,0 +1,179 @@
+"""Files the emulator serves to the guest: sysfs attributes, /proc/<pid>/stack.
+
+The guest's open() asks here (HC_VFS_OPEN) for any path its own tables do not
+have. A read returns what `show()` produced at open, as seq_file does; a
+write calls `store(ctx, text)`, which runs as a continuation so that it may
+call back into the guest (a livepatch's callbacks, for instance).
+"""
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from emu.kernel.hypercalls import hypercall
+from emu.unwind import FrameKind, StackTrace
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
+    from emu.kernel.guestcall import ServiceContext
+    from emu.machine import Machine
+
+O_ACCMODE, O_RDONLY, O_WRONLY = 3, 0, 1
+Show = Callable[[], str]
+Store = Callable[["ServiceContext", str], int]
+
+
+@dataclass(frozen=True)
+class FileNode:
+    show: Show | None = None
+    store: Store | None = None
+    mode: int = 0o444
+
+
+@dataclass
+class _OpenFile:
+    node: FileNode
+    content: bytes
+
+
+class Vfs:
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self._files: dict[str, FileNode] = {}
+        self._dirs: set[str] = set()
+        self._dynamic: list[tuple[re.Pattern[str], Callable[[re.Match[str]], FileNode | None]]] = []
+        self._open: dict[int, _OpenFile] = {}
+        self._next_id = 1
+        self.register_dynamic(r"/proc/(\d+)/stack", self._proc_stack)
+
+    def register(self, path: str, show: Show | None = None, store: Store | None = None,
+                 mode: int | None = None) -> None:
+        if mode is None:
+            mode = (0o444 if show else 0) | (0o200 if store else 0)
+        self._files[path] = FileNode(show, store, mode)
+
+    def register_dir(self, path: str) -> None:
+        """A directory (parents are implied)."""
+        path = path.rstrip("/")
+        while path:
+            self._dirs.add(path)
+            path = path.rsplit("/", 1)[0]
+
+    def unregister(self, path: str) -> None:
+        self._files.pop(path, None)
+
+    def unregister_tree(self, prefix: str) -> None:
+        """Remove a directory and everything below it."""
+        prefix = prefix.rstrip("/")
+        inside = lambda p: p == prefix or p.startswith(prefix + "/")  # noqa: E731
+        for path in [p for p in self._files if inside(p)]:
+            del self._files[path]
+        self._dirs = {d for d in self._dirs if not inside(d)}
+
+    def is_dir(self, path: str) -> bool:
+        return path.rstrip("/") in self._dirs or any(
+            p.startswith(path.rstrip("/") + "/") for p in self._files)
+
+    def register_dynamic(self, pattern: str, factory: Callable[[re.Match[str]], FileNode | None]) -> None:
+        self._dynamic.append((re.compile(pattern + r"\Z"), factory))
+
+    def lookup(self, path: str) -> FileNode | None:
+        node = self._files.get(path)
+        if node is not None:
+            return node
+        for pattern, factory in self._dynamic:
+            match = pattern.match(path)
+            if match:
+                return factory(match)
+        return None
+
+    def exists(self, path: str) -> bool:
+        return self.is_dir(path) or self.lookup(path) is not None
+
+    def listdir(self, directory: str) -> list[str]:
+        prefix = directory.rstrip("/") + "/"
+        names = {p[len(prefix):].split("/", 1)[0] for p in (*self._files, *self._dirs) if p.startswith(prefix)}
+        return sorted(names)
+
+    def mode(self, path: str) -> int | None:
+        """Permission bits (0o755 for directories), None if absent."""
+        if self.is_dir(path):
+            return 0o755
+        node = self.lookup(path)
+        return None if node is None else node.mode
+
+    def open(self, path: str, flags: int) -> int:
+        node = self.lookup(path)
+        if node is None:
+            return -errno.ENOENT
+        acc = flags & O_ACCMODE
+        if acc != O_RDONLY and node.store is None:
+            return -errno.EACCES
+        if acc != O_WRONLY and node.show is None:
+            return -errno.EACCES
+        content = node.show().encode() if acc != O_WRONLY and node.show else b""
+        fid = self._next_id
+        self._next_id += 1
+        self._open[fid] = _OpenFile(node, content)
+        return fid
+
+    def read(self, fid: int, pos: int, size: int) -> bytes | int:
+        f = self._open.get(fid)
+        if f is None:
+            return -errno.EBADF
+        return f.content[pos:pos + size]
+
+    def store(self, ctx: "ServiceContext", fid: int, data: bytes) -> int:
+        f = self._open.get(fid)
+        if f is None or f.node.store is None:
+            return -errno.EBADF
+        return f.node.store(ctx, data.decode("utf-8", "replace"))
+
+    def release(self, fid: int) -> None:
+        self._open.pop(fid, None)
+
+    def _proc_stack(self, match: re.Match[str]) -> FileNode | None:
+        pid = int(match.group(1))
+        m = self.machine
+        task = next((t for t in m.tasks() if t.pid == pid), None)
+        if task is None:
+            return None
+
+        def show() -> str:
+            trace = m.walker.trace(task, reliable=False)
+            kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER),
+                                trace.reliable, trace.reason)
+            return "".join(f"[<0>] {line}\n" for line in m.walker.format(kernel))
+        return FileNode(show, None, 0o400)
+
+
+@hypercall("HC_VFS_OPEN")
+def hc_vfs_open(m: "Machine", cpu: "Cpu", path: int, length: int, flags: int, _: int) -> int:
+    """long vfs_open(const char *path, int len, int flags): a file id or -errno."""
+    return m.vfs.open(m.mem.read(path, length).decode("utf-8", "replace"), flags)
+
+
+@hypercall("HC_VFS_READ")
+def hc_vfs_read(m: "Machine", cpu: "Cpu", fid: int, buf: int, size: int, pos: int) -> int:
+    """long vfs_read(long id, char *buf, size_t len, loff_t pos): bytes read or -errno."""
+    data = m.vfs.read(fid, pos, size)
+    if isinstance(data, int):
+        return data
+    m.mem.write(buf, data)
+    return len(data)
+
+
+@hypercall("HC_VFS_WRITE", blocking=True)
+def hc_vfs_write(ctx: "ServiceContext", fid: int, buf: int, size: int, _: int) -> int:
+    """long vfs_write(long id, const char *buf, size_t len): bytes written or -errno."""
+    m = ctx.machine
+    return m.vfs.store(ctx, fid, m.mem.read(buf, size))
+
+
+@hypercall("HC_VFS_RELEASE")
+def hc_vfs_release(m: "Machine", cpu: "Cpu", fid: int, *_: int) -> int:
+    """void vfs_release(long id)"""
+    m.vfs.release(fid)
+    return 0

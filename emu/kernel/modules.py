@@ -1,0 +1,379 @@
+"""Loaded kernel modules: init_module/delete_module, parameters, /sys/module.
+
+The syscalls arrive from a guest task (the shell that runs insmod/rmmod) as
+blocking hypercalls, so a module's init and exit run as genuine guest code on
+that task's stack. The order of events is the kernel's: lay out and relocate,
+NOP the module's ftrace sites, parse parameters, state COMING and the coming
+notifiers (the livepatch core's klp_module_coming), init, state LIVE; on
+unload: state GOING, exit, the going notifiers, teardown.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from emu.abi import MODULES_VADDR
+from emu.arch.memory import MODULES_SIZE
+from emu.elf.module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
+from emu.errors import EmuError
+from emu.kernel.hypercalls import hypercall
+from emu.trace.ftrace import CALL, NOP5, rel32_insn
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
+    from emu.kernel.guestcall import ServiceContext
+    from emu.machine import Machine
+
+log = logging.getLogger(__name__)
+
+MODULE_NAME_LEN = 56
+PAGE = 4096
+
+
+class ModuleState(IntEnum):
+    LIVE = 0
+    COMING = 1
+    GOING = 2
+    UNFORMED = 3
+
+
+class ModuleNotifier(Protocol):
+    def module_coming(self, ctx: "ServiceContext", module: "Module") -> int: ...
+    def module_going(self, ctx: "ServiceContext", module: "Module") -> None: ...
+
+
+@dataclass
+class Module:
+    name: str
+    image: LoadedModule
+    struct: int                      # guest address of its struct module
+    livepatch: bool
+    params: dict[str, ParamDesc]
+    refcnt: int = 0
+    state: ModuleState = ModuleState.UNFORMED
+    data: dict[str, object] = field(default_factory=dict)   # per-subsystem state (e.g. the klp core's)
+
+
+def s32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >> 31 else value
+
+
+LIVEPATCH_API_PREFIX = "klp_"      # kernel/livepatch/'s exports (klp_enable_patch, klp_shadow_* …)
+
+
+class ModuleManager:
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.modules: dict[str, Module] = {}
+        self.notifiers: list[ModuleNotifier] = []
+        # klp_apply_section_relocs for vmlinux, called by the loader
+        # (set by the livepatch core): 0 or -errno
+        self.apply_livepatch_relocs: Callable[[Module], int] | None = None
+        self._next = MODULES_VADDR
+        self._tainted = False
+        self._livepatch_tainted = False
+        self._vmlinux_exports = machine.kernel.ksymtab()
+        # exports of the image that the kernel being reproduced did not have
+        # (set by the layer above, e.g. a livepatch version profile); until a
+        # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
+        self.withheld: frozenset[str] = frozenset(
+            n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
+        machine.vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
+
+    # ------------------------------------------------------------ lookup
+    def resolve(self, name: str) -> int | None:
+        """An exported symbol of vmlinux or of a loaded module."""
+        if name in self._vmlinux_exports and name not in self.withheld:
+            return self._vmlinux_exports[name]
+        if name == "__fentry__":
+            return self.machine.symbol_address("__fentry__")
+        for mod in self.modules.values():
+            if name in mod.image.exports:
+                return mod.image.exports[name]
+        return None
+
+    def by_struct(self, address: int) -> Module | None:
+        return next((m for m in self.modules.values() if m.struct == address), None)
+
+    def _set_state(self, mod: Module, state: ModuleState) -> None:
+        mod.state = state
+        o = self.machine.offsets
+        self.machine.mem.write(mod.struct + o["MODULE_state"], int(state).to_bytes(4, "little"))
+
+    # ------------------------------------------------------------ load
+    def alloc_pages(self, size: int) -> int:
+        """Fresh page-aligned memory in the module area (module_alloc)."""
+        return self._allocate(size)
+
+    def _allocate(self, size: int) -> int:
+        base = self._next
+        end = (base + size + PAGE - 1) & ~(PAGE - 1)
+        if end > MODULES_VADDR + MODULES_SIZE:
+            raise ModuleLoadError([f"module area exhausted ({size} bytes requested)"], errno.ENOMEM)
+        self._next = end
+        return base
+
+    def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str) -> int:
+        """finit/init_module: 0, or -errno with the kernel's messages logged."""
+        m = self.machine
+        # Laid out at the next free address, which is only taken (and the
+        # image written) once the module is accepted: a refused one costs
+        # no module area.
+        try:
+            image = load_module(data, "module", self._next, self.resolve)
+        except ModuleLoadError as err:
+            for line in err.lines:
+                m.log(line, level=4)
+            return -err.errno
+        if image.this_module is None:
+            m.log("module has no .gnu.linkonce.this_module section", level=4)
+            return -errno.ENOEXEC
+        if image.name in self.modules:
+            return -errno.EEXIST
+        body = bytearray(image.image)
+        fentry = m.symbol_address("__fentry__")
+        for site in image.mcount_sites:
+            off = site - image.base
+            if not (image.text[0] <= site <= image.text[1] - 5
+                    and body[off:off + 5] == rel32_insn(CALL, site, fentry)):
+                m.log(f"{image.name}: __mcount_loc entry {site:#x} is not a call to __fentry__", level=4)
+                return -errno.ENOEXEC
+            body[off:off + 5] = NOP5
+        try:
+            self._allocate(image.size)
+        except ModuleLoadError as err:
+            m.log(err.lines[0], level=4)
+            return -err.errno
+        m.mem.write(image.base, bytes(body))
+        for cpu in m.cpus:
+            cpu.engine.invalidate(image.base, image.size)
+        mod = Module(image.name, image, image.this_module, image.modinfo.get("livepatch") == ["Y"],
+                     {p.name: p for p in image.params})
+        self._set_state(mod, ModuleState.UNFORMED)
+        if self.apply_livepatch_relocs is not None:
+            err = self.apply_livepatch_relocs(mod)
+            if err:
+                return err
+        err = self._parse_args(ctx, mod, uargs)
+        if err:
+            return err
+        self._taint(mod)
+        self.modules[mod.name] = mod
+        m.kallsyms.add(image.symbols, module=mod.name)
+        m.ftrace.add_module_sites(mod.name, image.mcount_sites)
+        m.walker.add_module(mod)
+        self._register_sysfs(mod)
+        self._set_state(mod, ModuleState.COMING)
+        for notifier in self.notifiers:
+            ret = notifier.module_coming(ctx, mod)
+            if ret:
+                self._teardown(mod)
+                return ret
+        init = m.mem.read_u64(mod.struct + m.offsets["MODULE_init"])
+        ret = s32(ctx.call(init)) if init else 0
+        if ret < 0:
+            self._set_state(mod, ModuleState.GOING)
+            for notifier in reversed(self.notifiers):
+                notifier.module_going(ctx, mod)
+            self._teardown(mod)
+            return ret
+        if ret > 0:
+            m.log(f"do_init_module: '{mod.name}'->init suspiciously returned {ret}, "
+                  "it should follow 0/-E convention", level=4)
+        self._set_state(mod, ModuleState.LIVE)
+        return 0
+
+    def _taint(self, mod: Module) -> None:
+        if not self._tainted:
+            self.machine.log(f"{mod.name}: loading out-of-tree module taints kernel.", level=4)
+        if mod.livepatch and not self._livepatch_tainted:
+            self.machine.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
+            self._livepatch_tainted = True
+        self._tainted = True
+
+    # ------------------------------------------------------------ unload
+    def delete_module(self, ctx: "ServiceContext", name: str) -> int:
+        m = self.machine
+        mod = self.modules.get(name)
+        if mod is None or mod.state == ModuleState.UNFORMED:
+            return -errno.ENOENT
+        if mod.state != ModuleState.LIVE:
+            return -errno.EBUSY
+        exit_fn = m.mem.read_u64(mod.struct + m.offsets["MODULE_exit"])
+        init_fn = m.mem.read_u64(mod.struct + m.offsets["MODULE_init"])
+        if init_fn and not exit_fn:
+            return -errno.EBUSY
+        if mod.refcnt:
+            return -errno.EWOULDBLOCK
+        self._set_state(mod, ModuleState.GOING)
+        if exit_fn:
+            ctx.call(exit_fn)
+        for notifier in reversed(self.notifiers):
+            notifier.module_going(ctx, mod)
+        self._teardown(mod)
+        return 0
+
+    def _teardown(self, mod: Module) -> None:
+        """Forget a module; its memory is never reused (so no stale code)."""
+        m = self.machine
+        self.modules.pop(mod.name, None)
+        m.kallsyms.remove_module(mod.name)
+        m.ftrace.remove_module_sites(mod.name)
+        m.walker.remove_module(mod)
+        m.vfs.unregister_tree(f"/sys/module/{mod.name}")
+
+    # ------------------------------------------------------------ refcount
+    def get(self, mod: Module) -> bool:
+        if mod.state == ModuleState.GOING:
+            return False
+        mod.refcnt += 1
+        return True
+
+    def put(self, mod: Module) -> None:
+        if mod.refcnt <= 0:
+            raise EmuError(f"module_put of {mod.name} with refcnt 0")
+        mod.refcnt -= 1
+
+    # ------------------------------------------------------------ sysfs
+    def _refcnt_node(self, match):
+        from emu.fs.vfs import FileNode
+        mod = self.modules.get(match.group(1))
+        return None if mod is None else FileNode(lambda: f"{mod.refcnt}\n", None, 0o444)
+
+    def _register_sysfs(self, mod: Module) -> None:
+        vfs = self.machine.vfs
+        vfs.register_dir(f"/sys/module/{mod.name}")
+        vfs.register_dir(f"/sys/module/{mod.name}/parameters")
+        for p in mod.params.values():
+            if not p.perm & 0o777:
+                continue
+            show: Callable[[], str] = lambda p=p: self._param_show(p)
+            store = None
+            if p.perm & 0o222:
+                store = lambda ctx, text, p=p, mod=mod: self._param_store(ctx, mod, p, text)
+            vfs.register(f"/sys/module/{mod.name}/parameters/{p.name}", show, store, p.perm & 0o777)
+
+    # ------------------------------------------------------------ parameters
+    def _parse_args(self, ctx: "ServiceContext", mod: Module, uargs: str) -> int:
+        for word in uargs.split():
+            name, _, value = word.partition("=")
+            param = mod.params.get(name.replace("-", "_"))
+            if param is None:
+                self.machine.log(f"{mod.name}: unknown parameter '{name}' ignored", level=4)
+                continue
+            if self._param_set(ctx, param, value if "=" in word else None) < 0:
+                self.machine.log(f"{mod.name}: '{value}' invalid for parameter '{name}'", level=4)
+                return -errno.EINVAL
+        return 0
+
+    def _param_store(self, ctx: "ServiceContext", mod: Module, p: ParamDesc, text: str) -> int:
+        err = self._param_set(ctx, p, text.rstrip("\n"))
+        return err if err < 0 else len(text)
+
+    def _param_set(self, ctx: "ServiceContext", p: ParamDesc, value: str | None) -> int:
+        """Parse and store one value (a comma list for arrays); 0 or -EINVAL."""
+        mem = self.machine.mem
+        if p.max:
+            items = (value or "").split(",")
+            if not value or len(items) > p.max:
+                return -errno.EINVAL
+            encoded = [self._encode(p, item) for item in items]
+            if any(e is None for e in encoded):
+                return -errno.EINVAL
+            for i, raw in enumerate(encoded):
+                mem.write(p.arg + i * p.elem_size, raw)
+            if p.num:
+                mem.write(p.num, len(items).to_bytes(4, "little"))
+            return 0
+        if p.type == "charp":
+            if value is None:
+                return -errno.EINVAL
+            raw = value.encode() + b"\0"
+            addr = ctx.call("kmalloc", len(raw), 0xCC0)
+            if not addr:
+                return -errno.ENOMEM
+            mem.write(addr, raw)
+            mem.write_u64(p.arg, addr)
+            return 0
+        raw = self._encode(p, "Y" if value is None and p.type == "bool" else value or "")
+        if raw is None:
+            return -errno.EINVAL
+        mem.write(p.arg, raw)
+        return 0
+
+    @staticmethod
+    def _encode(p: ParamDesc, text: str) -> bytes | None:
+        size = p.elem_size
+        if p.type == "bool":
+            t = text.strip().lower()
+            if t in ("y", "1", "on", "true", "t"):
+                v = 1
+            elif t in ("n", "0", "off", "false", "f"):
+                v = 0
+            else:
+                return None
+            return v.to_bytes(size, "little")
+        try:
+            v = int(text.strip(), 0)
+        except ValueError:
+            return None
+        signed = p.type in ("int", "long", "short")
+        bits = size * 8
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        if not lo <= v <= hi:
+            return None
+        return (v & ((1 << bits) - 1)).to_bytes(size, "little")
+
+    def _param_show(self, p: ParamDesc) -> str:
+        mem = self.machine.mem
+        if p.type == "charp":
+            addr = mem.read_u64(p.arg)
+            return f"{mem.read_cstr(addr) if addr else '(null)'}\n"
+
+        def one(addr: int) -> str:
+            raw = int.from_bytes(mem.read(addr, p.elem_size), "little")
+            if p.type == "bool":
+                return "Y" if raw else "N"
+            if p.type in ("int", "long", "short") and raw >> (p.elem_size * 8 - 1):
+                raw -= 1 << (p.elem_size * 8)
+            return str(raw)
+        if p.max:
+            n = int.from_bytes(mem.read(p.num, 4), "little") if p.num else p.max
+            return ",".join(one(p.arg + i * p.elem_size) for i in range(n)) + "\n"
+        return one(p.arg) + "\n"
+
+
+@hypercall("HC_INIT_MODULE", blocking=True)
+def hc_init_module(ctx: "ServiceContext", image: int, length: int, uargs: int, _: int) -> int:
+    """long init_module(void *image, unsigned long len, const char *uargs)"""
+    m = ctx.machine
+    if length > 0x200000 or not m.mem.is_mapped(image, max(length, 1)):
+        return -errno.EFAULT
+    args = m.mem.read_cstr(uargs, 4096) if uargs else ""
+    return m.modules.init_module(ctx, m.mem.read(image, length), args)
+
+
+@hypercall("HC_DELETE_MODULE", blocking=True)
+def hc_delete_module(ctx: "ServiceContext", name: int, flags: int, *_: int) -> int:
+    """long delete_module(const char *name, unsigned int flags)"""
+    return ctx.machine.modules.delete_module(ctx, ctx.machine.mem.read_cstr(name, MODULE_NAME_LEN))
+
+
+@hypercall("HC_MODULE_GET")
+def hc_module_get(m: "Machine", cpu: "Cpu", struct: int, *_: int) -> int:
+    """bool try_module_get(struct module *mod)"""
+    mod = m.modules.by_struct(struct)
+    return int(mod is not None and m.modules.get(mod))
+
+
+@hypercall("HC_MODULE_PUT")
+def hc_module_put(m: "Machine", cpu: "Cpu", struct: int, *_: int) -> int:
+    """void module_put(struct module *mod)"""
+    mod = m.modules.by_struct(struct)
+    if mod is not None:
+        m.modules.put(mod)
+    return 0

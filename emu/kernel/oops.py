@@ -1,0 +1,128 @@
+"""Oops and lockup reports in the kernel's format, and what follows a fault.
+
+A fault in a task kills that task (the kernel's make_task_dead) and the
+machine goes on; a fault in interrupt context or in an idle task is fatal,
+as it is for the kernel ("Fatal exception in interrupt").
+"""
+from __future__ import annotations
+
+from collections.abc import MutableSequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from emu.abi import THREAD_SIZE
+from emu.arch.engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_INDEX, RIP_INDEX, CpuFault,
+                             FaultKind)
+from emu.kernel.tasks import TaskView
+from emu.unwind import FrameKind, StackTrace, StartState
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
+    from emu.machine import Machine
+
+SIGSEGV = 11
+HARDIRQ_MASK = 0x000F0000
+PF_WRITE, PF_USER, PF_INSTR = 0x2, 0x4, 0x10
+KERNEL_RELEASE = "6.12.0-klpemu"
+
+
+def register_lines(machine: "Machine", cpu: "Cpu") -> list[str]:
+    """RIP/RSP/registers as the kernel's __show_regs prints them."""
+    e = cpu.engine
+    r = e.gprs()
+    cs = e.reg("cs")
+    ss = e.reg("ss")
+    where = machine.symbolize(e.reg("rip")) if not cs & 3 else f"{e.reg('rip'):#x}"
+    q = lambda n: f"{r[n]:016x}"  # noqa: E731
+    return [
+        f"RIP: {cs:04x}:{where}",
+        f"RSP: {ss:04x}:{q('rsp')} EFLAGS: {e.reg('rflags'):08x}",
+        f"RAX: {q('rax')} RBX: {q('rbx')} RCX: {q('rcx')}",
+        f"RDX: {q('rdx')} RSI: {q('rsi')} RDI: {q('rdi')}",
+        f"RBP: {q('rbp')} R08: {q('r8')} R09: {q('r9')}",
+        f"R10: {q('r10')} R11: {q('r11')} R12: {q('r12')}",
+        f"R13: {q('r13')} R14: {q('r14')} R15: {q('r15')}",
+    ]
+
+
+def task_line(machine: "Machine", cpu: "Cpu", task: TaskView) -> str:
+    return f"CPU: {cpu.index} UID: 0 PID: {task.pid} Comm: {task.comm} Not tainted {KERNEL_RELEASE} #1"
+
+
+def call_trace(machine: "Machine", cpu: "Cpu", task: TaskView) -> list[str]:
+    e = cpu.engine
+    start = StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp"))
+    trace = machine.walker.trace_from(start, (task.stack, task.stack + THREAD_SIZE))
+    kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER), trace.reliable, trace.reason)
+    frames = machine.walker.format(kernel)[1:]       # the first is RIP, printed above
+    return ["Call Trace:", " <TASK>", *(f" {f}" for f in frames), " </TASK>"]
+
+
+def lockup_report(machine: "Machine", cpu: "Cpu", headline: str) -> list[str]:
+    task = TaskView(machine, machine.current_task(cpu))
+    return [headline, task_line(machine, cpu, task), *register_lines(machine, cpu),
+            *call_trace(machine, cpu, task)]
+
+
+@dataclass
+class Oops:
+    lines: list[str]
+    fatal: str | None
+    pc: int
+    address: int | None
+    task_pid: int
+    user_fault: bool
+
+    @classmethod
+    def from_fault(cls, machine: "Machine", cpu: "Cpu", fault: CpuFault) -> "Oops":
+        task = TaskView(machine, machine.current_task(cpu))
+        if cpu.in_user_mode():
+            return cls._user_fault(machine, cpu, fault, task)
+        number = sum(1 for o in machine.oopses if not o.user_fault) + 1
+        head = []
+        if fault.kind is FaultKind.PAGE_FAULT:
+            addr = fault.address or 0
+            code = (PF_WRITE if fault.access == "write" else 0) | (PF_INSTR if fault.access == "instruction fetch" else 0)
+            head.append(f"BUG: kernel NULL pointer dereference, address: {addr:016x}" if addr < 4096
+                        else f"BUG: unable to handle page fault for address: {addr:016x}")
+            head.append(f"#PF: supervisor {fault.access} access in kernel mode"
+                        if fault.access != "instruction fetch" else "#PF: supervisor instruction fetch in kernel mode")
+            head.append(f"#PF: error_code({code:#06x}) - not-present page")
+            head.append(f"Oops: Oops: {code:04x} [#{number}] PREEMPT SMP NOPTI")
+        else:
+            head.append(f"Oops: {fault.kind.value}: 0000 [#{number}] PREEMPT SMP NOPTI")
+        lines = [*head, task_line(machine, cpu, task), *register_lines(machine, cpu),
+                 *call_trace(machine, cpu, task), "---[ end trace 0000000000000000 ]---"]
+        preempt = machine.mem.read_s32(machine.pcpu_address(cpu.index) + machine.offsets["PCPU_preempt_count"])
+        fatal = None
+        if preempt & HARDIRQ_MASK:
+            fatal = "Fatal exception in interrupt"
+        elif task.is_idle:
+            fatal = "Attempted to kill the idle task!"
+        if fatal:
+            lines.append(f"Kernel panic - not syncing: {fatal}")
+        return cls(lines, fatal, fault.pc, fault.address, task.pid, False)
+
+    @classmethod
+    def _user_fault(cls, machine: "Machine", cpu: "Cpu", fault: CpuFault, task: TaskView) -> "Oops":
+        e = cpu.engine
+        code = PF_USER | (PF_WRITE if fault.access == "write" else 0)
+        line = (f"{task.comm}[{task.pid}]: segfault at {fault.address or 0:x} ip {e.reg('rip'):016x} "
+                f"sp {e.reg('rsp'):016x} error {code:x} in user.elf")
+        return cls([line], None, fault.pc, fault.address, task.pid, True)
+
+    def kill_task(self, machine: "Machine", cpu: "Cpu") -> None:
+        """Send the faulting task to make_task_dead() on a fresh stack."""
+        e = cpu.engine
+        target = machine.symbol_address("rewind_stack_and_make_dead")
+        if cpu.in_user_mode():
+            def to_kernel(regs: MutableSequence[int]) -> None:
+                regs[GPR_INDEX["rdi"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = SIGSEGV, target, 0x2
+            e.enter_kernel_mode(to_kernel)
+            kernel_gs = e.msr(MSR_KERNEL_GS_BASE)      # as swapgs on kernel entry
+            e.set_msr(MSR_KERNEL_GS_BASE, e.msr(MSR_GS_BASE))
+            e.set_msr(MSR_GS_BASE, kernel_gs)
+        else:
+            e.set_reg("rflags", 0x2)
+            e.set_reg("rdi", SIGSEGV)
+            e.set_reg("rip", target)

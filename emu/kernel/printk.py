@@ -1,0 +1,70 @@
+"""The kernel log: one ring of records in guest memory, in event order.
+
+Guest printk formats its text and hands it over by hypercall; Python-side
+messages (the livepatch core, the loader, oops reports) are appended through
+the same `append`, stamped with the virtual time of the event, so the log
+reads in the order things happened.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from emu.arch.memory import Ram
+
+_HEADER = struct.Struct("<QQ")      # next free offset, records dropped
+_RECORD = struct.Struct("<QHBB")    # timestamp ns, text length, level, pad
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    timestamp_ns: int
+    level: int
+    text: str
+
+    def format(self) -> str:
+        """As dmesg prints it: `[    1.234567] text`."""
+        secs, ns = divmod(self.timestamp_ns, 1_000_000_000)
+        return f"[{secs:5d}.{ns // 1000:06d}] {self.text}"
+
+
+class LogBuffer:
+    def __init__(self, ram: Ram, phys: int, size: int) -> None:
+        self.ram = ram
+        self.phys = phys
+        self.size = size
+        self._parsed: list[LogRecord] = []
+        self._parsed_upto = _HEADER.size
+        ram.write(phys, _HEADER.pack(_HEADER.size, 0))
+
+    def append(self, timestamp_ns: int, level: int, text: str) -> None:
+        """Add one record per line of `text` (a trailing newline is dropped)."""
+        for line in text.rstrip("\n").split("\n"):
+            self._append_line(timestamp_ns, level, line)
+
+    def _append_line(self, timestamp_ns: int, level: int, line: str) -> None:
+        data = line.encode("utf-8", "replace")[:0xFFFF]
+        nxt, dropped = _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))
+        rec_size = (_RECORD.size + len(data) + 7) & ~7
+        if nxt + rec_size > self.size:
+            self.ram.write(self.phys, _HEADER.pack(nxt, dropped + 1))
+            return
+        self.ram.write(self.phys + nxt, _RECORD.pack(timestamp_ns, len(data), level & 0xFF, 0) + data)
+        self.ram.write(self.phys, _HEADER.pack(nxt + rec_size, dropped))
+
+    def records(self) -> list[LogRecord]:
+        """Every record so far (parsed incrementally from guest memory)."""
+        nxt, _ = _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))
+        if nxt < self._parsed_upto:          # memory was restored to an earlier state
+            self._parsed, self._parsed_upto = [], _HEADER.size
+        off = self._parsed_upto
+        while off < nxt:
+            ts, length, level, _ = _RECORD.unpack(self.ram.read(self.phys + off, _RECORD.size))
+            text = self.ram.read(self.phys + off + _RECORD.size, length).decode("utf-8", "replace")
+            self._parsed.append(LogRecord(ts, level, text))
+            off += (_RECORD.size + length + 7) & ~7
+        self._parsed_upto = off
+        return list(self._parsed)
+
+    def text(self) -> str:
+        return "".join(r.format() + "\n" for r in self.records())

@@ -1,0 +1,145 @@
+"""kprobes on ftrace sites: the emulator's half of fixtures/kernel/kprobes.c.
+
+The guest keeps the probes and decides, as kernel/kprobes.c does, when an
+address is armed and with which of its two ftrace ops. These hypercalls
+answer what it cannot know by itself (symbol names, which addresses are
+ftrace sites) and put the ops on the site:
+
+- `kprobe_ftrace_ops` (probes without a post_handler) is an ordinary ops:
+  the site's chain calls `kprobe_ftrace_caller` (entry.S) with r11 = the
+  site, and other users of the site (a livepatch, the tracer) still run;
+- `kprobe_ipmodify_ops` (a post_handler) owns the site, IPMODIFY: the site
+  jumps to a stub of its own, `movabs r11, site; call kprobe_ftrace_caller;
+  jmp site+5`. So a livepatch of the function fails with -EBUSY, and so does
+  a probe with a post_handler on a livepatched function, as in the kernel.
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+from emu.kernel.hypercalls import hypercall
+from emu.trace.ftrace import CHAIN_SLOT, FTRACE_OPS_FL_IPMODIFY, FtraceOps, chain_code
+from emu.trace.slots import SlotPool
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
+    from emu.kernel.kallsyms import Location
+    from emu.machine import Machine
+
+KSYM_NAME_LEN = 512
+MCOUNT_INSN_SIZE = 5
+_CS = Cs(CS_ARCH_X86, CS_MODE_64)
+
+
+class Kprobes:
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self._shared: FtraceOps | None = None           # kprobe_ftrace_ops
+        self._ipmodify: dict[int, FtraceOps] = {}       # site -> its kprobe_ipmodify_ops
+        self._stubs = SlotPool(machine, CHAIN_SLOT)
+
+    def _is_ipmodify(self, ops: int) -> bool | None:
+        """Which of the guest's two ops `ops` is (None: neither)."""
+        m = self.machine
+        if ops == m.symbol_address("kprobe_ipmodify_ops"):
+            return True
+        if ops == m.symbol_address("kprobe_ftrace_ops"):
+            return False
+        return None
+
+    def prepare(self, addr: int) -> int:
+        """Whether a probe may go at `addr`, with the kernel's errno where it
+        would refuse it, and -EOPNOTSUPP where it would plant an int3."""
+        loc = self.machine.kallsyms.lookup(addr)
+        if loc is None:
+            return -errno.ENOENT                        # _kprobe_addr: in no symbol
+        if self.machine.ftrace.is_site(addr):
+            return 0
+        if not loc.symbol.is_function:
+            return -errno.EINVAL                        # not kernel or module text
+        if not self._on_insn_boundary(loc):
+            return -errno.EILSEQ                        # can_probe()
+        return -errno.EOPNOTSUPP
+
+    def _on_insn_boundary(self, loc: "Location") -> bool:
+        start = loc.symbol.address
+        code = self.machine.mem.read(start, loc.symbol.size)
+        for address, size, _, _ in _CS.disasm_lite(code, start):
+            if address >= start + loc.offset:
+                return address == start + loc.offset
+        return False
+
+    def arm(self, ops: int, site: int) -> int:
+        """Register the guest's `ops` on `site`: 0 or the -errno of ftrace."""
+        ipmodify = self._is_ipmodify(ops)
+        ftrace = self.machine.ftrace
+        if ipmodify is None or not ftrace.is_site(site):
+            return -errno.EINVAL
+        if not ipmodify:
+            if self._shared is None:
+                caller = self.machine.symbol_address("kprobe_ftrace_caller")
+                self._shared = FtraceOps("kprobe_ftrace_ops", 0, callback=caller)
+            if self._shared in ftrace.ops.get(site, []):
+                return -errno.EBUSY
+            return ftrace.register(self._shared, site)
+        if site in self._ipmodify:
+            return -errno.EBUSY
+        stub = self._stub(site)
+        fops = FtraceOps("kprobe_ipmodify_ops", FTRACE_OPS_FL_IPMODIFY, target=stub)
+        ret = ftrace.register(fops, site)
+        if ret:
+            self._stubs.give(stub)
+            return ret
+        self._ipmodify[site] = fops
+        return 0
+
+    def disarm(self, ops: int, site: int) -> int:
+        """Unregister the guest's `ops` from `site`: 0, or -ENOENT if it is not there."""
+        ipmodify = self._is_ipmodify(ops)
+        ftrace = self.machine.ftrace
+        if ipmodify:
+            fops = self._ipmodify.pop(site, None)
+            if fops is None:
+                return -errno.ENOENT
+            ftrace.unregister(fops, site)
+            self._stubs.give(fops.target)
+            return 0
+        if ipmodify is None or self._shared is None or self._shared not in ftrace.ops.get(site, []):
+            return -errno.ENOENT
+        ftrace.unregister(self._shared, site)
+        return 0
+
+    def _stub(self, site: int) -> int:
+        """The IPMODIFY target of one site: kprobe_ftrace_caller, then the function."""
+        m = self.machine
+        stub = self._stubs.take()
+        m.text_poke(stub, chain_code(stub, site, [m.symbol_address("kprobe_ftrace_caller")],
+                                     site + MCOUNT_INSN_SIZE))
+        return stub
+
+
+@hypercall("HC_KALLSYMS_LOOKUP_NAME")
+def hc_kallsyms_lookup_name(m: "Machine", cpu: "Cpu", name: int, *_: int) -> int:
+    """unsigned long kallsyms_lookup_name(const char *name): 0 if unknown."""
+    return m.kallsyms.lookup_name(m.mem.read_cstr(name, KSYM_NAME_LEN)) or 0
+
+
+@hypercall("HC_KPROBE_PREPARE")
+def hc_kprobe_prepare(m: "Machine", cpu: "Cpu", addr: int, *_: int) -> int:
+    """int check_kprobe_address_safe(addr): 0 for an ftrace site, else -errno."""
+    return m.kprobes.prepare(addr)
+
+
+@hypercall("HC_KPROBE_ARM")
+def hc_kprobe_arm(m: "Machine", cpu: "Cpu", ops: int, addr: int, *_: int) -> int:
+    """int arm(struct ftrace_ops *ops, void *addr): 0 or -errno."""
+    return m.kprobes.arm(ops, addr)
+
+
+@hypercall("HC_KPROBE_DISARM")
+def hc_kprobe_disarm(m: "Machine", cpu: "Cpu", ops: int, addr: int, *_: int) -> int:
+    """int disarm(struct ftrace_ops *ops, void *addr): 0 or -errno."""
+    return m.kprobes.disarm(ops, addr)

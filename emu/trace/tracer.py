@@ -1,0 +1,146 @@
+"""The function tracer and its tracefs files (kernel/trace/trace_functions.c).
+
+`/sys/kernel/debug/tracing` (also `/sys/kernel/tracing`) has what the
+livepatch selftests use: `current_tracer` (`nop` or `function`),
+`set_ftrace_filter` (function names or globs, one per write; empty clears),
+`tracing_on` and `trace`. The function tracer is an ordinary, non-IPMODIFY
+ftrace ops whose callback is a Python hook, so it composes with livepatch
+trampolines and kprobes on the same site as in the kernel. It is slow (a
+Python call per traced call), as tracing may be.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from emu.kernel.tasks import TaskView
+from emu.trace.ftrace import FtraceOps
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
+    from emu.kernel.guestcall import ServiceContext
+    from emu.machine import Machine
+
+TRACEFS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
+TRACERS = ("function", "nop")
+ALL_FUNCTIONS = "#### all functions enabled ####\n"
+BUFFER_ENTRIES = 65536
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    ns: int
+    cpu: int
+    comm: str
+    pid: int
+    function: str
+    parent: str
+
+
+class FunctionTracer:
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.tracer = "nop"
+        self.tracing_on = 1
+        self.filter: list[int] = []           # sites; empty: every function
+        self.entries: list[TraceEntry] = []
+        self.written = 0
+        self._ops: FtraceOps | None = None
+        self._registered: list[int] = []
+        for root in TRACEFS:
+            vfs = machine.vfs
+            vfs.register(f"{root}/current_tracer", self._show_tracer, self._store_tracer, mode=0o644)
+            vfs.register(f"{root}/available_tracers", lambda: " ".join(TRACERS) + "\n", mode=0o444)
+            vfs.register(f"{root}/set_ftrace_filter", self._show_filter, self._store_filter, mode=0o644)
+            vfs.register(f"{root}/tracing_on", lambda: f"{self.tracing_on}\n", self._store_on, mode=0o644)
+            vfs.register(f"{root}/trace", self.show_trace, self._store_trace, mode=0o644)
+
+    # ------------------------------------------------------------ the ops
+    def _callback(self, cpu: "Cpu") -> None:
+        if not self.tracing_on:
+            return
+        m, e = self.machine, cpu.engine
+        site = e.reg("r11")
+        parent = m.mem.read_u64(e.reg("rsp") + 8)
+        task = TaskView(m, m.current_task(cpu))
+        loc = m.kallsyms.lookup(parent)
+        self.written += 1
+        if len(self.entries) >= BUFFER_ENTRIES:
+            del self.entries[0]
+        self.entries.append(TraceEntry(m.clock_ns, cpu.index, task.comm, task.pid,
+                                       m.ftrace.sites.get(site, f"{site:#x}"),
+                                       loc.symbol.name if loc else f"{parent:#x}"))
+
+    def _sites(self) -> list[int]:
+        return list(self.filter) if self.filter else list(self.machine.ftrace.sites)
+
+    def _attach(self) -> None:
+        """(Re)register the ops on the filtered sites, if the function tracer is current."""
+        ftrace = self.machine.ftrace
+        if self._ops is not None:
+            ftrace.unregister_many(self._ops, self._registered)
+            self._registered = []
+        if self.tracer != "function":
+            return
+        if self._ops is None:
+            self._ops = FtraceOps("function", 0, callback=ftrace.python_callback(self._callback))
+        sites = [s for s in self._sites() if s in ftrace.sites]
+        ftrace.register_many(self._ops, sites)
+        self._registered = sites
+
+    # ------------------------------------------------------------ files
+    def _show_tracer(self) -> str:
+        return f"{self.tracer}\n"
+
+    def _store_tracer(self, ctx: "ServiceContext", text: str) -> int:
+        name = text.strip()
+        if name not in TRACERS:
+            return -errno.EINVAL
+        if name != self.tracer:
+            self.tracer = name
+            self._attach()
+        return len(text.encode())
+
+    def _show_filter(self) -> str:
+        if not self.filter:
+            return ALL_FUNCTIONS
+        return "".join(f"{self.machine.ftrace.sites[s]}\n" for s in self.filter if s in self.machine.ftrace.sites)
+
+    def _store_filter(self, ctx: "ServiceContext", text: str) -> int:
+        """Replace the filter (an O_TRUNC write, as `echo f > set_ftrace_filter`)."""
+        patterns = text.split()
+        sites = self.machine.ftrace.sites
+        chosen = [s for s, name in sites.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+        if patterns and not chosen:
+            return -errno.EINVAL
+        self.filter = sorted(chosen)
+        self._attach()
+        return len(text.encode())
+
+    def _store_on(self, ctx: "ServiceContext", text: str) -> int:
+        try:
+            self.tracing_on = int(int(text.strip()) != 0)
+        except ValueError:
+            return -errno.EINVAL
+        return len(text.encode())
+
+    def _store_trace(self, ctx: "ServiceContext", text: str) -> int:
+        """Opening `trace` for writing (O_TRUNC) clears the buffer."""
+        self.entries.clear()
+        self.written = 0
+        return len(text.encode())
+
+    def show_trace(self) -> str:
+        n = len(self.entries)
+        lines = [f"# tracer: {self.tracer}", "#",
+                 f"# entries-in-buffer/entries-written: {n}/{self.written}   #P:{len(self.machine.cpus)}",
+                 "#",
+                 "#           TASK-PID     CPU#  TIMESTAMP  FUNCTION",
+                 "#              | |         |       |         |"]
+        for e in self.entries:
+            task = f"{e.comm}-{e.pid}"
+            lines.append(f"{task:>22} [{e.cpu:03d}] {e.ns // 1000_000_000:5d}.{e.ns // 1000 % 1000_000:06d}: "
+                         f"{e.function} <-{e.parent}")
+        return "\n".join(lines) + "\n"

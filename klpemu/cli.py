@@ -1,0 +1,222 @@
+"""`klpemu`: boot a kernel, run livepatch scenarios, build modules, find hazards, benchmark.
+
+Exit codes (kselftest style where they overlap): 0 ok, 1 a step or check
+failed, 2 usage error, 3 the guest hung or crashed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
+from emu.machine import resolve_kernel
+from klp.core import Livepatch
+from klp.hazard import image_hazards
+from klp.ops import BACKENDS
+from klp.profiles import DEFAULT, PROFILES
+from klpemu.build.compile import BuildError, build_module
+from klpemu.scenario import ScenarioError, ScenarioRunner
+from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
+JSON_SCHEMA_VERSION = 1
+
+
+def _machine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
+    p.add_argument("--cpus", type=int, default=2, help="number of CPUs (1-8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scheduling interleaving")
+    p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
+    p.add_argument("--watchdog-thresh", type=float, default=MachineConfig.watchdog_thresh_s,
+                   help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
+
+
+def _machine(args: argparse.Namespace) -> Machine:
+    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=args.seed, cmdline=args.cmdline,
+                                 watchdog_thresh_s=args.watchdog_thresh))
+
+
+def task_table(m: Machine) -> list[dict[str, object]]:
+    rows = []
+    for t in m.tasks():
+        trace = m.walker.trace(t, reliable=False)
+        cpu = m.running_on(t)
+        rows.append({"pid": t.pid, "comm": t.comm, "state": t.state_letter, "cpu": t.cpu,
+                     "running": cpu is not None, "stack": m.walker.format(trace)})
+    return rows
+
+
+def format_task_table(rows: list[dict[str, object]]) -> str:
+    out = [f"{'PID':>5} {'COMM':<16} {'S':1} {'CPU':>3}  STACK"]
+    for r in rows:
+        stack = r["stack"] or ["(user mode)" if r["running"] else "(empty)"]
+        out.append(f"{r['pid']:>5} {r['comm']:<16} {r['state']:1} {r['cpu']:>3}  {stack[0]}")
+        out.extend(f"{'':>30}{frame}" for frame in stack[1:])
+    return "\n".join(out) + "\n"
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    m = _machine(args)
+    m.boot()
+    m.run(args.time)
+    rows = task_table(m)
+    if args.json:
+        json.dump({"schema": JSON_SCHEMA_VERSION, "dmesg": m.dmesg_lines(),
+                   "virtual_time_ns": m.clock_ns, "tasks": rows}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(m.dmesg())
+        sys.stdout.write("\n" + format_task_table(rows))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.script).read_text()
+    except OSError as exc:
+        print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    m = _machine(args)
+    started = time.perf_counter()
+    m.boot()
+    out = io.StringIO() if args.json else sys.stdout
+    runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch,
+                            klp_version=args.klp_version)
+    if args.unsafe_switch_to:
+        Livepatch.attach(m).allow_unsafe_switch_to()
+    try:
+        result = runner.run_text(text)
+    except ScenarioError as exc:
+        print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if not args.json:
+            sys.stdout.write("\n--- kernel log ---\n" + m.dmesg())
+            if args.blocking:
+                sys.stdout.write("\n--- blocking tasks ---\n" + (blocking_report(m) or NO_TRANSITION))
+            if args.state:
+                sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
+    if args.json:
+        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
+                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns,
+                   "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m),
+                   **({"state": livepatch_state(m)} if args.state else {})},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    return result.exit_code
+
+
+def cmd_hazards(args: argparse.Namespace) -> int:
+    try:
+        hazards = image_hazards(resolve_kernel(args.kernel))
+    except (EmuError, OSError) as exc:
+        print(f"klpemu: hazards: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        json.dump({"schema": JSON_SCHEMA_VERSION, "kernel": args.kernel,
+                   "hazards": [{"function": h.function, "reason": h.reason} for h in hazards]},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        width = max((len(h.function) for h in hazards), default=0)
+        for h in hazards:
+            print(f"{h.function:<{width}}  {h.reason}")
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    try:
+        out = build_module(args.sources, args.output, livepatch=args.livepatch)
+    except BuildError as exc:
+        print(f"klpemu: build: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(out)
+    return EXIT_OK
+
+
+BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    # benchmarks/ lives next to klp/ in the source tree and is not installed
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.run import main as bench_main
+    return bench_main([*args.names, *(["--quick"] if args.quick else []),
+                       *(["--out", str(args.out)] if args.out else [])])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="klpemu", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    boot = sub.add_parser("boot", help="boot a kernel, run a while, print dmesg and tasks")
+    _machine_args(boot)
+    boot.add_argument("--time", type=float, default=1.0, help="virtual seconds to run after boot")
+    boot.add_argument("--json", action="store_true", help="machine-readable output")
+    boot.set_defaults(func=cmd_boot)
+    run = sub.add_parser("run", help="run a scenario script")
+    run.add_argument("script")
+    run.add_argument("--module-dir", action="append", default=[], type=Path,
+                     help="look for NAME.ko here before the built fixtures (repeatable)")
+    run.add_argument("--json", action="store_true",
+                     help="machine-readable outcome, steps, log, times and blocking tasks "
+                          "(klpemu/schemas/run.schema.json)")
+    run.add_argument("--blocking", action="store_true",
+                     help="at the end, report the tasks that block a livepatch transition still in "
+                          "progress, why (running, unreliable stack, sleeping on which function) and "
+                          "their stacks (always in --json)")
+    run.add_argument("--state", action="store_true",
+                     help="at the end, show the livepatch state: patches, objects and funcs, each "
+                          "function's func_stack and site, the transition, every task's patch_state")
+    run.add_argument("--dispatch", choices=BACKENDS, default="native",
+                     help="how patched functions are dispatched: native trampolines (default) "
+                          "or a Python code hook per call (slow; for tracing)")
+    run.add_argument("--klp-version", choices=[*PROFILES, "current"], default=DEFAULT,
+                     help="the kernel whose livepatch semantics to reproduce (default: the newest, "
+                          f"{DEFAULT}); see the README's table")
+    run.add_argument("--unsafe-switch-to", action="store_true",
+                     help="let a livepatch replace a function that switches stacks without saving "
+                          "RIP even if tasks would resume in a different frame (reproduces the "
+                          "crash; loud in dmesg)")
+    _machine_args(run)
+    run.set_defaults(func=cmd_run)
+    hazards = sub.add_parser("hazards", help="list the functions of a kernel image that are unsafe "
+                                             "to livepatch, and why")
+    hazards.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
+    hazards.add_argument("--json", action="store_true", help="machine-readable output")
+    hazards.set_defaults(func=cmd_hazards)
+    build = sub.add_parser("build", help="compile kernel-style module sources into NAME.ko for the guest "
+                                         "(KLP_MODULE_RELOC annotations become .klp.rela relocations)")
+    build.add_argument("sources", nargs="+", type=Path)
+    build.add_argument("-o", "--output", required=True, type=Path, help="the module, NAME.ko")
+    build.add_argument("--livepatch", action="store_true", help="mark it a livepatch module (livepatch=Y)")
+    build.set_defaults(func=cmd_build)
+    bench = sub.add_parser("bench", help="run the benchmark suite: tables, a dated JSON and SVG charts "
+                                         "(benchmarks/README.md)")
+    bench.add_argument("names", nargs="*", metavar="NAME",
+                       help=f"run only these ({', '.join(BENCHMARK_NAMES)}; default: all)")
+    bench.add_argument("--quick", action="store_true", help="fewer rounds and sizes (under a minute)")
+    bench.add_argument("--out", type=Path, help="directory for the JSON and SVGs (default: benchmarks/results)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (GuestHang, MachineCrashed) as exc:
+        print(f"klpemu: {exc}", file=sys.stderr)
+        return EXIT_HANG
+    except EmuError as exc:
+        print(f"klpemu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""pytest plugin: regression tests for livepatch modules on an emulated kernel.
+
+Registered through the `pytest11` entry point, so installing klpemu is enough.
+
+    import pytest
+
+    @pytest.mark.klpemu(cpus=2, dispatch="native")      # all optional
+    def test_my_fix(klp):
+        klp.load_lp("my_fix")                            # my_fix.ko next to the test file
+        assert klp.read("/proc/meminfo").startswith("MemTotal:")
+        klp.disable_lp("my_fix")
+        klp.unload_lp("my_fix")
+        klp.check_result("...")                          # the selftests' check, exactly
+
+Fixtures: `klp` (the functions.sh helpers as methods on a booted machine),
+`klpemu_machine` (the emu.Machine, with the livepatch core attached) and
+`klpemu_seed`. `--klpemu-seeds N` reruns every such test on seeds 0…N-1. A
+failing test's report shows the kernel log and, when a transition is
+stuck, the tasks that block it with their stacks.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from emu import Machine
+
+# The emulator (unicorn, capstone …) is imported only when a test uses a
+# fixture: every pytest run in this environment loads the plugin.
+
+MARKER = "klpemu(cpus=2, seed=0, kernel='modern', dispatch='native', cmdline=None, module_dirs=()): " \
+         "how to boot the machine of the klp / klpemu_machine fixtures"
+DMESG_TAIL = 80
+_MACHINES = pytest.StashKey["Machine"]()
+
+
+class KlpemuFailure(AssertionError):
+    """A functions.sh helper failed (a check_result diff, a module that did not load …)."""
+
+
+class Klp:
+    """functions.sh on a booted machine: each helper behaves, logs and waits
+    (in virtual time) as the kernel selftests' does, raises KlpemuFailure
+    where the shell function would `die` and skips the test where it would `skip`."""
+
+    def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None) -> None:
+        from klpemu.scenario import ScenarioRunner
+        self.machine = machine
+        self._out = io.StringIO()
+        self.runner = ScenarioRunner(machine, self._out, module_dirs=module_dirs, dispatch=dispatch)
+
+    def _verb(self, name: str, *args: object) -> None:
+        from klpemu.scenario import VERBS, _Stop
+        failures = len(self.runner.result.failures)
+        mark = self._out.tell()
+        try:
+            VERBS[name](self.runner, [str(a) for a in args], 0)
+        except _Stop:
+            if self.runner.result.skipped is not None:       # functions.sh's skip
+                pytest.skip(self.runner.result.skipped)
+        if len(self.runner.result.failures) > failures:
+            said = self._out.getvalue()[mark:].strip()
+            raise KlpemuFailure(said or self.runner.result.failures[-1])
+
+    # ------------------------------------------------------------ functions.sh
+    def start_test(self, name: str) -> None:
+        self._verb("start_test", name)
+
+    def check_result(self, expected: str) -> None:
+        self._verb("check_result", expected)
+
+    def load_mod(self, name: str, *params: str) -> None:
+        self._verb("load_mod", name, *params)
+
+    def load_lp(self, name: str, *params: str) -> None:
+        self._verb("load_lp", name, *params)
+
+    def load_lp_nowait(self, name: str, *params: str) -> None:
+        self._verb("load_lp_nowait", name, *params)
+
+    def load_failing_mod(self, name: str, *params: str) -> None:
+        self._verb("load_failing_mod", name, *params)
+
+    def unload_mod(self, name: str) -> None:
+        self._verb("unload_mod", name)
+
+    def unload_lp(self, name: str) -> None:
+        self._verb("unload_lp", name)
+
+    def disable_lp(self, name: str) -> None:
+        self._verb("disable_lp", name)
+
+    def set_pre_patch_ret(self, name: str, value: int) -> None:
+        self._verb("set_pre_patch_ret", name, value)
+
+    def check_sysfs_rights(self, name: str, rel_path: str, rights: str) -> None:
+        self._verb("check_sysfs_rights", name, rel_path, rights)
+
+    def check_sysfs_value(self, name: str, rel_path: str, value: str) -> None:
+        self._verb("check_sysfs_value", name, rel_path, value)
+
+    def set_ftrace_enabled(self, value: int, *, can_fail: bool = False) -> None:
+        self._verb("set_ftrace_enabled", *(["--fail"] if can_fail else []), value)
+
+    def log(self, message: str) -> None:
+        self._verb("log", message)
+
+    # ------------------------------------------------------------ the machine
+    def read(self, path: str) -> str:
+        """`cat PATH` through the guest."""
+        return self.machine.read_file(path)
+
+    def write(self, path: str, value: str) -> None:
+        """`echo VALUE > PATH` through the guest."""
+        self.machine.write_file(path, value)
+
+    def call(self, function: str, *args: int, returns: str = "long") -> int:
+        """Call a guest kernel function (see Machine.call)."""
+        return self.machine.call(function, *args, returns=returns)
+
+    def sleep(self, seconds: float) -> None:
+        """Let virtual time pass."""
+        self.machine.run(seconds)
+
+    def dmesg(self) -> str:
+        return self.machine.dmesg()
+
+    def blocking(self) -> str:
+        """Who blocks the running transition, and why (empty when none runs)."""
+        return _blocking_report(self.machine)
+
+
+def _blocking_report(machine: "Machine") -> str:
+    from klpemu.state_report import blocking_report  # imports the emulator
+    return blocking_report(machine)
+
+
+# ---------------------------------------------------------------------- pytest hooks
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("klpemu")
+    group.addoption("--klpemu-seeds", type=int, default=None, metavar="N",
+                    help="run every klpemu test on seeds 0..N-1 (scheduling interleavings)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    seeds = config.getoption("klpemu_seeds")
+    if seeds is not None and seeds < 1:
+        raise pytest.UsageError("--klpemu-seeds needs a positive number")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    seeds = metafunc.config.getoption("klpemu_seeds")
+    if seeds and "klpemu_seed" in metafunc.fixturenames:
+        metafunc.parametrize("klpemu_seed", range(seeds), ids=[f"seed{s}" for s in range(seeds)])
+
+
+def _options(request: pytest.FixtureRequest) -> dict[str, object]:
+    marker = request.node.get_closest_marker("klpemu")
+    options: dict[str, object] = dict(marker.kwargs) if marker else {}
+    unknown = set(options) - {"cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs"}
+    if unknown:
+        raise pytest.UsageError(f"@pytest.mark.klpemu: unknown option(s) {', '.join(sorted(unknown))}")
+    return options
+
+
+@pytest.fixture
+def klpemu_seed(request: pytest.FixtureRequest) -> int:
+    """The scheduling seed: the marker's `seed`, or each of --klpemu-seeds."""
+    return int(_options(request).get("seed", 0))
+
+
+@pytest.fixture
+def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator["Machine"]:
+    """A booted machine with the livepatch core attached."""
+    options = _options(request)
+    kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline") if options.get(k) is not None}
+    from emu import Machine
+    from klp.core import Livepatch
+    machine = Machine(seed=klpemu_seed, **kwargs).boot()
+    Livepatch.attach(machine, options.get("dispatch"))
+    request.node.stash[_MACHINES] = machine
+    yield machine
+
+
+@pytest.fixture
+def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine") -> Klp:
+    """functions.sh's helpers on `klpemu_machine`; modules are looked up next
+    to the test file, then in the marker's module_dirs, then in the fixtures."""
+    options = _options(request)
+    dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
+    return Klp(klpemu_machine, dirs, options.get("dispatch"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    machine = item.stash.get(_MACHINES, None)
+    if machine is None or report.when != "call" or not report.failed:
+        return
+    lines = machine.dmesg().splitlines()
+    report.sections.append(("klpemu kernel log", "\n".join(lines[-DMESG_TAIL:])))
+    blocking = _blocking_report(machine)
+    if blocking:
+        report.sections.append(("klpemu blocking tasks", blocking))
