@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING
 from emu.fs.vfs import FileNode
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.modules import Module, s32
-from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
+from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView, find_task
 from klp import klp_relocs
 from klp.hazard import SwitchCheck
 from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch, KlpState,
                          KlpStateEntry)
 from klp.ops import Dispatch
 from klp.profiles import Profile, get_profile
+from klp.states import prev_state
 from klp.transition import Transition
 
 if TYPE_CHECKING:
     from emu import Machine
+    from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
 
 SYSFS = "/sys/kernel/livepatch"
@@ -60,7 +62,6 @@ class Livepatch:
         the dispatch (ops.BACKENDS; native by default) and `klp_version` the
         kernel whose semantics it reproduces (klp/profiles.py; the newest by
         default); neither can change later."""
-        from klp import states  # noqa: F401  (registers klp_get_prev_state's hypercall; imports us)
         profile = None if klp_version is None else get_profile(klp_version)
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):
@@ -73,9 +74,10 @@ class Livepatch:
             return core
         core = cls(machine, backend or "native", profile)
         machine.extensions["klp"] = core
+        machine.hypercalls.register_object(core)
         machine.modules.notifiers.append(core)
         machine.modules.withheld = core.profile.withheld_exports
-        machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(core, mod)
+        machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(machine, mod)
         machine.vfs.register_dir(SYSFS)
         if core.profile.consistency_model:
             machine.vfs.register_dynamic(r"/proc/(\d+)/patch_state", core._patch_state_node)
@@ -337,11 +339,11 @@ class Livepatch:
         (klp_init_object_loaded)."""
         ks = self.machine.kallsyms
         if obj.name is not None:
-            ret = klp_relocs.write_object_relocs(self, patch, obj, apply=True)
+            ret = klp_relocs.write_object_relocs(self.machine, patch, obj, apply=True)
             if ret:
                 raise KlpError(-ret)
         for func in obj.funcs:
-            sym = klp_relocs.find_object_symbol(self, obj.name, func.old_name, func.old_sympos)
+            sym = klp_relocs.find_object_symbol(self.machine, obj.name, func.old_name, func.old_sympos)
             if sym is None:
                 raise KlpError(errno.EINVAL)
             func.old_func, func.old_size = sym.address, sym.size
@@ -606,7 +608,7 @@ class Livepatch:
                 self.log(f"reverting patch '{patch.name}' on unloading module '{mod.name}'")
                 self.unpatch_object(obj)
                 self.post_unpatch(ctx, obj)
-            klp_relocs.write_object_relocs(self, patch, obj, apply=False)
+            klp_relocs.write_object_relocs(self.machine, patch, obj, apply=False)
             self._free_object_loaded(obj)
 
     def _active(self, patch: KlpPatch) -> bool:
@@ -728,7 +730,7 @@ class Livepatch:
 
     def _patch_state_node(self, match) -> FileNode | None:
         pid = int(match.group(1))
-        task = next((t for t in self.machine.tasks() if t.pid == pid), None)
+        task = find_task(self.machine.prog, pid)
         return None if task is None else FileNode(lambda: f"{task.patch_state}\n", None, 0o400)
 
     # ------------------------------------------------------------ the transition work
@@ -740,6 +742,49 @@ class Livepatch:
                 self.transition.try_complete(ctx)
         finally:
             self.unlock()
+
+    # ------------------------------------------------------------ hypercalls
+    @hypercall("HC_KLP_ENABLE", blocking=True)
+    def hc_klp_enable(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_enable_patch(struct klp_patch *patch)"""
+        return self.enable_patch(ctx, patch)
+
+    @hypercall("HC_KLP_REGISTER", blocking=True)
+    def hc_klp_register(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_register_patch(struct klp_patch *patch)"""
+        return self.register_patch(ctx, patch)
+
+    @hypercall("HC_KLP_UNREGISTER", blocking=True)
+    def hc_klp_unregister(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_unregister_patch(struct klp_patch *patch)"""
+        return self.unregister_patch(ctx, patch)
+
+    @hypercall("HC_KLP_DISABLE", blocking=True)
+    def hc_klp_disable(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_disable_patch(struct klp_patch *patch)"""
+        return self.disable_registered(ctx, patch)
+
+    @hypercall("HC_KLP_WORK", blocking=True)
+    def hc_klp_work(self, ctx: "ServiceContext", *_: int) -> int:
+        """void klp_transition_work_fn(struct work_struct *work)"""
+        self.transition_work(ctx)
+        return 0
+
+    @hypercall("HC_KLP_TRY_SWITCH", blocking=True)
+    def hc_klp_try_switch(self, ctx: "ServiceContext", *_: int) -> int:
+        """void __klp_sched_try_switch(void): switch current if its stack allows.
+        As in the kernel, without klp_mutex: only a pending current is touched."""
+        if self.transition.patch is not None:
+            task = TaskView(self.machine.prog, ctx.task)
+            if task.test_ti_flag(TIF_PATCH_PENDING):
+                self.transition.try_switch_task(ctx, task)
+        return 0
+
+    @hypercall("HC_KLP_PREV_STATE")
+    def hc_klp_prev_state(self, cpu: "Cpu", state_id: int, *_: int) -> int:
+        """struct klp_state *klp_get_prev_state(unsigned long id): the state, 0, or -EINVAL"""
+        found = prev_state(self.patches, self.transition.patch, state_id)
+        return -errno.EINVAL if found is None else found
 
 
 def _kstrtobool(text: str) -> bool | None:
@@ -758,53 +803,3 @@ def _kstrtobool(text: str) -> bool | None:
 def core_of(machine: "Machine") -> Livepatch | None:
     core = machine.extensions.get("klp")
     return core if isinstance(core, Livepatch) else None
-
-
-@hypercall("HC_KLP_ENABLE", blocking=True)
-def hc_klp_enable(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_enable_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.enable_patch(ctx, patch)
-
-
-@hypercall("HC_KLP_REGISTER", blocking=True)
-def hc_klp_register(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_register_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.register_patch(ctx, patch)
-
-
-@hypercall("HC_KLP_UNREGISTER", blocking=True)
-def hc_klp_unregister(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_unregister_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.unregister_patch(ctx, patch)
-
-
-@hypercall("HC_KLP_DISABLE", blocking=True)
-def hc_klp_disable(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_disable_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.disable_registered(ctx, patch)
-
-
-@hypercall("HC_KLP_WORK", blocking=True)
-def hc_klp_work(ctx: "ServiceContext", *_: int) -> int:
-    """void klp_transition_work_fn(struct work_struct *work)"""
-    core = core_of(ctx.machine)
-    if core is not None:
-        core.transition_work(ctx)
-    return 0
-
-
-@hypercall("HC_KLP_TRY_SWITCH", blocking=True)
-def hc_klp_try_switch(ctx: "ServiceContext", *_: int) -> int:
-    """void __klp_sched_try_switch(void): switch current if its stack allows.
-    As in the kernel, without klp_mutex: only a pending current is touched."""
-    core = core_of(ctx.machine)
-    if core is not None and core.transition.patch is not None:
-        task = TaskView(ctx.machine, ctx.task)
-        if task.ti_flags & (1 << TIF_PATCH_PENDING):
-            core.transition.try_switch_task(ctx, task)
-    return 0
-

@@ -13,16 +13,18 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
 from emu.unwind import StackTrace
-from klp.objects import KlpFunc, KlpPatch, KlpState
+from klp.objects import KlpFunc, KlpObject, KlpPatch, KlpState
+from klp.ops import Dispatch
+from klp.profiles import Profile
 
 if TYPE_CHECKING:
+    from emu import Machine
     from emu.kernel.guestcall import ServiceContext
     from emu.unwind.stack_walker import StackWalker
-    from klp.core import Livepatch
 
 SIGNALS_EVERY = 15
 PR_WARN = 4                 # KERN_WARNING
@@ -88,8 +90,28 @@ class CheckRanges:
         return best[1] if best else None
 
 
+class KlpCore(Protocol):
+    """What the transition calls in the core (core.c and patch.c in the
+    kernel; klp.core.Livepatch here)."""
+    machine: "Machine"
+    profile: Profile
+    dispatch: Dispatch
+    patches: list[KlpPatch]
+
+    def log(self, text: str, level: int = ...) -> None: ...
+    def mirror_func(self, func: KlpFunc) -> None: ...
+    def mirror_patch(self, patch: KlpPatch) -> None: ...
+    def post_patch(self, ctx: "ServiceContext", obj: KlpObject) -> None: ...
+    def post_unpatch(self, ctx: "ServiceContext", obj: KlpObject) -> None: ...
+    def unpatch_objects(self, patch: KlpPatch) -> None: ...
+    def unpatch_replaced_patches(self, new: KlpPatch) -> None: ...
+    def discard_nops(self, patch: KlpPatch) -> None: ...
+    def free_patch(self, patch: KlpPatch) -> None: ...
+    def free_replaced_patches(self, new: KlpPatch) -> None: ...
+
+
 class Transition:
-    def __init__(self, core: "Livepatch") -> None:
+    def __init__(self, core: KlpCore) -> None:
         self.core = core
         self.machine = core.machine
         self.patch: KlpPatch | None = None
@@ -118,16 +140,14 @@ class Transition:
 
     @staticmethod
     def _set_pending(task: TaskView, on: bool) -> None:
-        m = task.machine
-        addr = task.address + m.offsets["TASK_flags_ti"]
-        flags = m.mem.read_u64(addr)
-        bit = 1 << TIF_PATCH_PENDING
-        m.mem.write_u64(addr, flags | bit if on else flags & ~bit)
+        if on:
+            task.set_ti_flag(TIF_PATCH_PENDING)
+        else:
+            task.clear_ti_flag(TIF_PATCH_PENDING)
 
     @staticmethod
     def _set_patch_state(task: TaskView, state: int) -> None:
-        m = task.machine
-        m.mem.write(task.address + m.offsets["TASK_patch_state"], state.to_bytes(4, "little", signed=True))
+        task.patch_state = state
 
     def _log(self, text: str) -> None:
         self.core.log(text)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from emu.errors import ShellError
+from emu.kernel.program import Program
+from emu.kernel.tasks import TaskView, find_task
 
-if TYPE_CHECKING:
-    from emu.machine import Machine
+RunUntil = Callable[..., None]      # RunLoop.run_until(predicate, timeout_s=, what=)
 
 OP_CAT, OP_WRITE, OP_SYSCALL, OP_SPAWN = 1, 2, 3, 4
 # What a user task runs (user.c's enum user_mode): getpid forever, or nanosleep forever.
@@ -26,23 +27,25 @@ TASK_INTERRUPTIBLE = 1
 
 
 class Shell:
-    def __init__(self, machine: "Machine", mailbox: int, pid: int = 1) -> None:
-        self.machine = machine
+    def __init__(self, prog: Program, mailbox: int, *, run_until: RunUntil, ring_doorbell: Callable[[], None],
+                 dead_tasks: set[int], pid: int = 1) -> None:
+        self.prog = prog
+        self.mem = prog.mem
         self.mailbox = mailbox
         self.pid = pid
+        self._run_until = run_until
+        self._ring_doorbell = ring_doorbell
+        self._dead_tasks = dead_tasks
 
     def _u64(self, off: int) -> int:
-        return self.machine.mem.read_u64(self.mailbox + off)
+        return self.mem.read_u64(self.mailbox + off)
 
     def _s64(self, off: int) -> int:
         v = self._u64(off)
         return v - (1 << 64) if v >> 63 else v
 
-    def task(self):
-        for t in self.machine.tasks():
-            if t.pid == self.pid:
-                return t
-        return None
+    def task(self) -> TaskView | None:
+        return find_task(self.prog, self.pid)
 
     def is_idle(self) -> bool:
         """The shell waits for a command: its last one is done and it sleeps."""
@@ -56,7 +59,7 @@ class Shell:
 
     def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
         """Hand the shell a command and ring; its sequence number."""
-        m = self.machine
+        mem = self.mem
         raw_path = path.encode()
         if len(raw_path) >= PATH_MAX:
             raise ShellError(f"path too long: {path}", errno=36)
@@ -67,23 +70,22 @@ class Shell:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         seq = self._u64(SEQ) + 1
         words = [a & 0xFFFFFFFFFFFFFFFF for a in args] + [0] * (6 - len(args))
-        m.mem.write(self.mailbox + OP, struct.pack("<QQ6Q", op, 0, *words))
-        m.mem.write_u64(self.mailbox + DATA_LEN, len(data))
-        m.mem.write(self.mailbox + PATH, raw_path + b"\0")
-        m.mem.write(self.mailbox + DATA, data)
-        m.mem.write_u64(self.mailbox + SEQ, seq)
-        m.ring_doorbell()
+        mem.write(self.mailbox + OP, struct.pack("<QQ6Q", op, 0, *words))
+        mem.write_u64(self.mailbox + DATA_LEN, len(data))
+        mem.write(self.mailbox + PATH, raw_path + b"\0")
+        mem.write(self.mailbox + DATA, data)
+        mem.write_u64(self.mailbox + SEQ, seq)
+        self._ring_doorbell()
         return seq
 
     def _wait(self, seq: int, timeout_s: float) -> int:
-        m = self.machine
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
-        address = task.address
-        m.run_until(lambda: self._u64(DONE_SEQ) == seq or address in m.dead_tasks,
-                    timeout_s=timeout_s, what=f"the shell (pid {self.pid}) to finish")
-        if address in m.dead_tasks:
+        address, dead = task.address, self._dead_tasks
+        self._run_until(lambda: self._u64(DONE_SEQ) == seq or address in dead,
+                        timeout_s=timeout_s, what=f"the shell (pid {self.pid}) to finish")
+        if address in dead:
             raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4)
         return self._s64(STATUS)
 
@@ -92,7 +94,7 @@ class Shell:
         raw = text.encode() + b"\0"
         if len(raw) > DATA_MAX:
             raise ShellError(f"string too long for the shell ({len(raw)} bytes)", errno=7)
-        self.machine.mem.write(self.mailbox + DATA, raw)
+        self.mem.write(self.mailbox + DATA, raw)
         return self.mailbox + DATA
 
     def check(self, status: int, what: str) -> int:
@@ -113,7 +115,7 @@ class Shell:
             if status < 0:
                 raise self._fail(f"cat: {path}", status)
             n = self._u64(OUT_LEN)
-            data += self.machine.mem.read(self.mailbox + OUT, n)
+            data += self.mem.read(self.mailbox + OUT, n)
             if n < OUT_MAX:
                 return data.decode("utf-8", "replace")
             if len(data) >= CAT_MAX:
@@ -128,7 +130,7 @@ class Shell:
         status = self._wait(self._u64(SEQ), timeout_s)
         if status < 0:
             raise self._fail(f"cat: {path}", status)
-        return self.machine.mem.read(self.mailbox + OUT, self._u64(OUT_LEN)).decode("utf-8", "replace")
+        return self.mem.read(self.mailbox + OUT, self._u64(OUT_LEN)).decode("utf-8", "replace")
 
     def write(self, path: str, data: str) -> int:
         status = self._command(OP_WRITE, path=path, data=data.encode())
