@@ -15,6 +15,7 @@ from emu.kernel.hypercalls import hypercall
 from emu.kernel.modules import Module, s32
 from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView, find_task
 from klp import klp_relocs
+from klp.errors import KlpError, LivepatchError
 from klp.hazard import SwitchCheck
 from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch, KlpState,
                          KlpStateEntry)
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
 
 SYSFS = "/sys/kernel/livepatch"
 PR_NOTICE, PR_WARN, PR_ERR = 5, 4, 3
-
-
-class KlpError(Exception):
-    """A failure with the kernel's errno (positive) inside the core."""
-
-    def __init__(self, err: int) -> None:
-        super().__init__(errno.errorcode.get(err, str(err)))
-        self.errno = err
 
 
 class Livepatch:
@@ -66,10 +59,10 @@ class Livepatch:
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):
             if backend is not None and backend != core.dispatch.backend:
-                raise ValueError(f"this machine's livepatch core already uses the "
+                raise LivepatchError(f"this machine's livepatch core already uses the "
                                  f"{core.dispatch.backend} dispatch backend")
             if profile is not None and profile != core.profile:
-                raise ValueError(f"this machine's livepatch core already reproduces "
+                raise LivepatchError(f"this machine's livepatch core already reproduces "
                                  f"{core.profile.name}")
             return core
         core = cls(machine, backend or "native", profile)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 from emu.trace.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, JMP, FtraceOps, rel32_insn
 from emu.trace.slots import SlotPool
+from klp.errors import LivepatchError
 from klp.objects import KlpFunc, KlpState
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class Dispatch:
         kernel.ftrace_enabled cannot go to 0 under a livepatch; before, it
         could, and silently took every patch out of effect."""
         if backend not in BACKENDS:
-            raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
+            raise LivepatchError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
         self.machine = machine
         self.backend = backend
         self._flags = FTRACE_OPS_FL_IPMODIFY | (FTRACE_OPS_FL_PERMANENT if permanent else 0)

@@ -15,10 +15,12 @@ from pathlib import Path
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
 from emu.machine import resolve_kernel
 from klp.core import Livepatch
+from klp.errors import LivepatchError
 from klp.hazard import image_hazards
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
 from klpemu.build.compile import BuildError, build_module
+from klpemu.errors import KlpemuError
 from klpemu.scenario import ScenarioError, ScenarioRunner
 from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
 
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except (GuestHang, MachineCrashed) as exc:
         print(f"klpemu: {exc}", file=sys.stderr)
         return EXIT_HANG
-    except EmuError as exc:
+    except (EmuError, LivepatchError, KlpemuError) as exc:
         print(f"klpemu: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from emu import Machine, ShellError
+from emu import EmuError, Machine, ShellError
 from emu.trace.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, NOP5, SYSCTL, FtraceOps
 from emu.trace.slots import SlotPool
 from klp import Livepatch
@@ -141,5 +141,5 @@ def test_generated_code_slots_are_reused_last(machine: Machine) -> None:
     pool.give(a)
     assert [pool.take(), pool.take()] == [a + 2048, a + 3072]
     assert pool.take() == a                                   # only once the page is used up
-    with pytest.raises(ValueError):
+    with pytest.raises(EmuError, match="a slot holds"):
         SlotPool(machine.modules.alloc_pages, 0)

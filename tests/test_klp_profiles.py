@@ -11,6 +11,7 @@ import pytest
 
 from emu import Machine, ShellError
 from klp import Livepatch
+from klp.errors import LivepatchError
 from klp.profiles import PROFILES, get_profile
 from klpemu.scenario import ScenarioRunner
 
@@ -69,7 +70,7 @@ def test_selftest_under_profile(version: str, name: str) -> None:
 def test_current_is_default() -> None:
     m = Machine(cpus=1, seed=0).boot()
     assert Livepatch.attach(m).profile == get_profile("current") == PROFILES["6.13"]
-    with pytest.raises(ValueError):
+    with pytest.raises(LivepatchError, match="already reproduces"):
         Livepatch.attach(m, klp_version="4.15")
 
 

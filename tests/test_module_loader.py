@@ -23,7 +23,7 @@ from elftools.elf.elffile import ELFFile
 from emu.elf.image import Symbol
 from emu.elf.module_loader import (KlpRelaSection, LoadedModule, ModuleLoadError, ParamDesc, layout_size,
                                    load_module)
-from emu.errors import ImageError
+from emu.errors import EmuError, ImageError
 from klpemu.build.compile import kernel_cflags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -490,7 +490,7 @@ def test_common_symbols_refused(mods):
 
 
 def test_base_must_be_page_aligned(mods):
-    with pytest.raises(ValueError):
+    with pytest.raises(EmuError, match="page-aligned"):
         load_module(mods["modtest"], "x", BASE + 8, resolve)
 
 

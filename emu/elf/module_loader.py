@@ -27,7 +27,7 @@ from typing import Callable
 
 from emu.elf.image import Symbol
 from emu.elf.relocs import MASK64, RELOCATIONS, RelocOverflow
-from emu.errors import ImageError
+from emu.errors import EmuError, ImageError
 
 __all__ = [
     "ModuleLoadError", "LoadedModule", "ParamDesc", "KlpRela", "KlpRelaSection",
@@ -314,11 +314,11 @@ def load_module(data: bytes, name: str, base: int,
     """
     data = _coerce(data)
     if base % PAGE_SIZE or not 0 <= base <= MASK64:
-        raise ValueError(f"module base {base:#x} is not a page-aligned 64-bit address")
+        raise EmuError(f"module base {base:#x} is not a page-aligned 64-bit address")
     elf = ElfRel(data, name, max_size)
     offsets, text_end, total = elf.layout(max_size)
     if base + total > MASK64 + 1:
-        raise ValueError(f"module of {total:#x} bytes does not fit at {base:#x}")
+        raise EmuError(f"module of {total:#x} bytes does not fit at {base:#x}")
 
     # The module name comes from its struct module, as the kernel takes mod->name.
     this_mod = elf.find(".gnu.linkonce.this_module")

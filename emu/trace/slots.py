@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
+from emu.errors import EmuError
+
 PAGE = 4096
 
 
@@ -17,7 +19,7 @@ class SlotPool:
     def __init__(self, alloc_pages: Callable[[int], int], size: int) -> None:
         """`alloc_pages(size)`: fresh page-aligned module-area memory (module_alloc)."""
         if not 0 < size <= PAGE:
-            raise ValueError(f"a slot holds 1 to {PAGE} bytes, not {size}")
+            raise EmuError(f"a slot holds 1 to {PAGE} bytes, not {size}")
         self.alloc_pages = alloc_pages
         self.size = size
         self._free: deque[int] = deque()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from klpemu.errors import KlpemuError
+
 _TOKEN = re.compile(r"\s*(?:(0[xX][0-9a-fA-F]+|\d+)|([A-Za-z_][A-Za-z0-9_]*)|"
                     r"(<<=|>>=|<<|>>|<=|>=|==|!=|&&|\|\||\+\+|--|[-+*/%&^|]=|[-+*/%<>&^|!~?:()=,]))")
 _UNSUPPORTED = {"<<=", ">>=", "++", "--", "+=", "-=", "*=", "/=", "%=", "&=", "^=", "|=", "=", ","}
@@ -21,7 +23,7 @@ _BINARY = {
 }
 
 
-class ArithError(ValueError):
+class ArithError(KlpemuError, ValueError):
     """A malformed or unsupported expression (the message says which)."""
 
 
