@@ -11,7 +11,7 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ABI_HEADER = FIXTURES / "include" / "klpemu" / "abi.h"
 
-_DEFINE = re.compile(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
+_DEFINE = re.compile(r"^#define\s+([A-Za-z_][A-Za-z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
 
 
 def _read_defines(path: Path) -> dict[str, int]:
@@ -30,6 +30,7 @@ def abi(name: str) -> int:
 
 
 HYPERCALLS = {name: value for name, value in _ABI.items() if name.startswith("HC_")}
+NR = {name: value for name, value in _ABI.items() if name.startswith("__NR_")}   # system call numbers
 LOCAL_TIMER_VECTOR = abi("LOCAL_TIMER_VECTOR")
 RESCHEDULE_VECTOR = abi("RESCHEDULE_VECTOR")
 DOORBELL_VECTOR = abi("DOORBELL_VECTOR")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from emu.abi import (DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, PAGE_OFFSET, THREAD_SIZE, USER_BASE,
+from emu.abi import (DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, PAGE_OFFSET, THREAD_SIZE, USER_BASE,
                      abi)
 from emu.arch.cpu import Cpu
 from emu.arch.engine import Engine
@@ -33,7 +33,7 @@ from emu.kernel.oops import FaultHandler, Oops
 from emu.kernel.printk import KernelLog, LogBuffer
 from emu.kernel.program import Program
 from emu.kernel.services import KernelServices
-from emu.kernel.shell import Shell
+from emu.kernel.shell import Mailbox, Shell
 from emu.kernel.tasks import TaskView, find_task, for_each_task, running_on
 from emu.kernel.text_patching import TextPatcher
 from emu.kernel.watchdog import Watchdog
@@ -53,8 +53,6 @@ MAX_SHELLS = 40
 USER_STACKS_BASE = USER_BASE + 0x300000
 USER_STAGING = abi("USER_STAGING")
 STAGING_SIZE = 0x200000
-SYS_KLPEMU_CALL = 502
-SYS_INIT_MODULE, SYS_DELETE_MODULE = 175, 176
 O_NONBLOCK = 0o4000
 
 
@@ -98,6 +96,7 @@ class Machine:
         self.config = config
         self.kernel = ElfImage(resolve_kernel(config.kernel))
         self.user = ElfImage(config.user_image)
+        self.mailbox_layout = Mailbox.from_offsets(self.user.offsets())
         self.ram = Ram(config.ram_mib * MiB)
         self.mem = AddressSpace(self.ram)
         self.kallsyms = Kallsyms()
@@ -174,7 +173,7 @@ class Machine:
         m.write(base + o["BP_cmdline"], self.config.cmdline.encode()[:255] + b"\0")
 
     def _shell(self, mailbox: int) -> Shell:
-        return Shell(self.prog, mailbox, run_until=self.run_until, ring_doorbell=self.ring_doorbell,
+        return Shell(self.prog, self.mailbox_layout, mailbox, run_until=self.run_until, ring_doorbell=self.ring_doorbell,
                      dead_tasks=self.services.dead_tasks)
 
     def _alloc_pages(self, size: int) -> int:
@@ -290,7 +289,7 @@ class Machine:
         if self.kallsyms.lookup(address) is None:
             raise EmuError(f"{address:#x} is not in kernel text")
         self.services.pending_calls.append((address, tuple(a & 0xFFFFFFFFFFFFFFFF for a in args)))
-        value = self.shell.syscall(SYS_KLPEMU_CALL) & 0xFFFFFFFFFFFFFFFF
+        value = self.shell.syscall(NR["__NR_klpemu_call"]) & 0xFFFFFFFFFFFFFFFF
         if returns == "void":
             return 0
         bits = 64 if returns == "long" else 32
@@ -319,12 +318,12 @@ class Machine:
         if len(data) > STAGING_SIZE:
             raise EmuError(f"{path} is larger than the {STAGING_SIZE >> 20} MiB staging area")
         self.mem.write(USER_STAGING, data)
-        self.shell.check(self.shell.syscall(SYS_INIT_MODULE, USER_STAGING, len(data),
+        self.shell.check(self.shell.syscall(NR["__NR_init_module"], USER_STAGING, len(data),
                                             self.shell.put_string(args)), f"insmod {path}")
 
     def rmmod(self, name: str) -> None:
         """rmmod: delete_module(2) with O_NONBLOCK, as kmod does."""
-        self.shell.check(self.shell.syscall(SYS_DELETE_MODULE, self.shell.put_string(name), O_NONBLOCK),
+        self.shell.check(self.shell.syscall(NR["__NR_delete_module"], self.shell.put_string(name), O_NONBLOCK),
                          f"rmmod {name}")
 
     def read_file(self, path: str) -> str:

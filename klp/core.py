@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from emu.fs.vfs import FileNode
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.modules import Module, s32
-from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView, find_task
+from emu.kernel.tasks import TaskView, find_task
 from klp import klp_relocs
 from klp.errors import KlpError, LivepatchError
 from klp.hazard import SwitchCheck
@@ -769,7 +769,7 @@ class Livepatch:
         As in the kernel, without klp_mutex: only a pending current is touched."""
         if self.transition.patch is not None:
             task = TaskView(self.machine.prog, ctx.task)
-            if task.test_ti_flag(TIF_PATCH_PENDING):
+            if task.patch_pending:
                 self.transition.try_switch_task(ctx, task)
         return 0
 

@@ -15,7 +15,7 @@ from enum import Enum
 from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
-from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
+from emu.kernel.tasks import TaskView
 from emu.unwind import StackTrace
 from klp.objects import KlpFunc, KlpObject, KlpPatch, KlpState
 from klp.ops import Dispatch
@@ -140,10 +140,7 @@ class Transition:
 
     @staticmethod
     def _set_pending(task: TaskView, on: bool) -> None:
-        if on:
-            task.set_ti_flag(TIF_PATCH_PENDING)
-        else:
-            task.clear_ti_flag(TIF_PATCH_PENDING)
+        task.patch_pending = on
 
     @staticmethod
     def _set_patch_state(task: TaskView, state: int) -> None:
@@ -305,7 +302,7 @@ class Transition:
 
     def _signal_tasks(self, ctx: "ServiceContext") -> None:
         for task in self._tasks():
-            if task.ti_flags & (1 << TIF_PATCH_PENDING) and not task.is_idle:
+            if task.patch_pending and not task.is_idle:
                 ctx.call("klp_send_signal", task.address)
 
     def complete(self, ctx: "ServiceContext") -> None:
@@ -369,7 +366,7 @@ class Transition:
         assert patch is not None
         self.core.log("forcing remaining tasks to the patched state", PR_WARN)
         for task in self._tasks():
-            if task.ti_flags & (1 << TIF_PATCH_PENDING):
+            if task.patch_pending:
                 self._set_pending(task, False)
                 self._set_patch_state(task, int(self.target))
         if self.target == KlpState.UNPATCHED:

@@ -8,7 +8,6 @@ from emu.fs.vfs import Vfs
 from emu.kernel.program import Program
 
 S_IFDIR = 0o040000
-PDE_PATH_MAX = 64
 
 
 class FileTree:
@@ -22,11 +21,12 @@ class FileTree:
         prog = self.prog
         base, stride = prog.symbol_address("entries"), prog.offsets["PDE_size"]
         path_off, mode_off = prog.offsets["PDE_path"], prog.offsets["PDE_mode"]
+        path_len = prog.offsets["PDE_path_len"]
         count = prog.mem.read_s32(prog.symbol_address("nr_entries"))
         entries = {}
         for i in range(count):
             entry = base + i * stride
-            path = prog.mem.read_cstr(entry + path_off, PDE_PATH_MAX)
+            path = prog.mem.read_cstr(entry + path_off, path_len)
             if path:                                  # an empty path is a free slot
                 entries[path] = int.from_bytes(prog.mem.read(entry + mode_off, 2), "little")
         return entries

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODULE_NAME_LEN = 56
 PAGE = 4096
 MAX_MODULE_IMAGE = 0x200000           # the user staging area insmod copies images through
 
@@ -72,6 +71,11 @@ class Module:
     data: dict[str, object] = field(default_factory=dict)   # per-subsystem state (e.g. the klp core's)
 
 
+def module_name_field(offsets: dict[str, int]) -> tuple[int, int]:
+    """(offset, size) of `name` in the kernel's struct module, from its offsets table."""
+    return offsets["MODULE_name"], offsets["MODULE_name_len"]
+
+
 def s32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >> 31 else value
@@ -98,6 +102,7 @@ class ModuleManager:
         self._livepatch_tainted = False
         self._vmlinux_exports = prog.image.ksymtab()
         self._fentry = prog.symbol_address("__fentry__")
+        self._name_field = module_name_field(prog.offsets)
         # exports of the image that the kernel being reproduced did not have
         # (set by the layer above, e.g. a livepatch version profile); until a
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
@@ -144,7 +149,7 @@ class ModuleManager:
         # image written) once the module is accepted: a refused one costs
         # no module area.
         try:
-            image = load_module(data, "module", self._next, self.resolve)
+            image = load_module(data, "module", self._next, self.resolve, name_field=self._name_field)
         except ModuleLoadError as err:
             for line in err.lines:
                 log(line, level=4)
@@ -254,7 +259,7 @@ class ModuleManager:
     @hypercall("HC_DELETE_MODULE", blocking=True)
     def hc_delete_module(self, ctx: "ServiceContext", name: int, flags: int, *_: int) -> int:
         """long delete_module(const char *name, unsigned int flags)"""
-        return self.delete_module(ctx, self.prog.mem.read_cstr(name, MODULE_NAME_LEN))
+        return self.delete_module(ctx, self.prog.mem.read_cstr(name, self._name_field[1]))
 
     @hypercall("HC_MODULE_GET")
     def hc_module_get(self, cpu: "Cpu", struct: int, *_: int) -> int:

@@ -6,10 +6,6 @@ from __future__ import annotations
 from emu.arch.cpu import Cpu
 from emu.kernel.program import Program
 
-PF_IDLE = 0x2
-PF_KTHREAD = 0x00200000
-TIF_PATCH_PENDING = 13
-TIF_FORK = 18          # set until a new task's first switch-in (legacy switch_to)
 MAX_TASKS = 100_000    # a walk of the task list that never ends is a corrupt list
 _STATE_LETTERS = {0: "R", 1: "S", 2: "D", 4: "T", 0x10: "X", 0x20: "Z", 0x80: "X"}
 
@@ -59,22 +55,33 @@ class TaskView:
     def ti_flags(self) -> int:
         return self._u64("TASK_flags_ti")
 
-    def test_ti_flag(self, bit: int) -> bool:
-        return bool(self.ti_flags >> bit & 1)
+    def _set_ti_flag(self, bit: int, on: bool) -> None:
+        flags = self.ti_flags
+        self.prog.mem.write_u64(self.address + self.prog.offsets["TASK_flags_ti"],
+                                flags | 1 << bit if on else flags & ~(1 << bit))
 
-    def set_ti_flag(self, bit: int) -> None:
-        self.prog.mem.write_u64(self.address + self.prog.offsets["TASK_flags_ti"], self.ti_flags | 1 << bit)
+    @property
+    def patch_pending(self) -> bool:
+        """TIF_PATCH_PENDING: the task has yet to switch to the transition's target."""
+        return bool(self.ti_flags >> self.prog.offsets["TIF_PATCH_PENDING_"] & 1)
 
-    def clear_ti_flag(self, bit: int) -> None:
-        self.prog.mem.write_u64(self.address + self.prog.offsets["TASK_flags_ti"], self.ti_flags & ~(1 << bit))
+    @patch_pending.setter
+    def patch_pending(self, on: bool) -> None:
+        self._set_ti_flag(self.prog.offsets["TIF_PATCH_PENDING_"], on)
+
+    @property
+    def never_ran(self) -> bool:
+        """TIF_FORK (legacy switch_to only): set until the task's first switch-in."""
+        bit = self.prog.offsets.get("TIF_FORK_")
+        return bit is not None and bool(self.ti_flags >> bit & 1)
 
     @property
     def is_kthread(self) -> bool:
-        return bool(self.flags & PF_KTHREAD)
+        return bool(self.flags & self.prog.offsets["PF_KTHREAD_"])
 
     @property
     def is_idle(self) -> bool:
-        return bool(self.flags & PF_IDLE)
+        return bool(self.flags & self.prog.offsets["PF_IDLE_"])
 
     @property
     def on_cpu(self) -> bool:

@@ -19,12 +19,10 @@ from emu.arch.cpu import Cpu
 from emu.elf.module_loader import LoadedModule
 from emu.errors import EmuError
 from emu.kernel.program import Program
-from emu.kernel.tasks import TIF_FORK, TaskView, running_on
+from emu.kernel.tasks import TaskView, running_on
 from emu.unwind import (HINTS_SECTION, FrameKind, StackTrace, StartState, UnwindTables, parse_hints,
                         stack_switches_from_elf, tables_from_elf, walk, walk_best_effort)
 
-# struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
-SAVED_BP_OFFSET, RET_ADDR_OFFSET, FRAME_SIZE = 40, 48, 56
 _U64 = struct.Struct("<Q").unpack_from
 
 
@@ -34,6 +32,9 @@ class StackWalker:
         self.cpus = cpus
         self.tables: UnwindTables = tables_from_elf(prog.image.path)
         self.switches = stack_switches_from_elf(prog.image.path)
+        # struct inactive_task_frame, as __switch_to_asm leaves it
+        self._frame_bp, self._frame_ret = prog.offsets["ITF_bp"], prog.offsets["ITF_ret_addr"]
+        self._frame_size = prog.offsets["ITF_size"]
         # where a task resumes after a switch that saves no return address
         self.resume_ip = next((s.resume_ip for s in self.switches if not s.saves_rip), None)
         self.rule = "orc" if self.resume_ip is None else "frame-pointer"
@@ -45,9 +46,9 @@ class StackWalker:
             e = cpu.engine
             return StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp")), cpu
         sp, read = task.thread_sp, self.prog.mem.read_u64
-        if self.resume_ip is not None and not task.ti_flags >> TIF_FORK & 1:
+        if self.resume_ip is not None and not task.never_ran:
             return StartState(self.resume_ip, sp, read(sp)), None
-        return StartState(read(sp + RET_ADDR_OFFSET), sp + FRAME_SIZE, read(sp + SAVED_BP_OFFSET)), None
+        return StartState(read(sp + self._frame_ret), sp + self._frame_size, read(sp + self._frame_bp)), None
 
     def module_loaded(self, name: str, image: LoadedModule) -> None:
         """Tables for a module's functions, from its bytes before any patching."""
