@@ -144,11 +144,7 @@ BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    # benchmarks/ lives next to klp/ in the source tree and is not installed
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from benchmarks.run import main as bench_main
+    from klpemu.benchmarks.run import main as bench_main   # benchmarks/, installed as klpemu.benchmarks
     return bench_main([*args.names, *(["--quick"] if args.quick else []),
                        *(["--out", str(args.out)] if args.out else [])])
 

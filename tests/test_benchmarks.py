@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
-from benchmarks.common import svg_bars, table
+from klpemu.benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
+from klpemu.benchmarks.common import svg_bars, table
 from klp.objects import KlpState
 from klp.transition import CheckRanges
 from klpemu.cli import main as cli_main

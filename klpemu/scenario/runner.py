@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from emu import Machine, ShellError
+from emu.abi import FIXTURES
 from klp.core import Livepatch
 from klpemu.scenario import arith
 from klpemu.scenario.coreutils import cpulist_count, echo_text, sequence, translate
@@ -24,8 +25,7 @@ from klpemu.scenario.syntax import (_ASSIGN, BACKGROUND, PIPE, REDIRECT, ForComm
                                     Part, RawCommand, Statement, _array_assignment, check_condition,
                                     parse_script)
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE_MODULES = ROOT / "fixtures" / "build" / "modules"
+FIXTURE_MODULES = FIXTURES / "build" / "modules"
 SYSFS_KLP_DIR = "/sys/kernel/livepatch"
 SYSFS_TRACING_DIR = "/sys/kernel/debug/tracing"
 FTRACE_SYSCTL = "/proc/sys/kernel/ftrace_enabled"
