@@ -26,8 +26,8 @@ from typing import Callable
 
 from emu import Machine
 from emu.elf.module_loader import load_module
-from emu.kernel.modules import module_name_field
 from emu.machine import resolve_kernel
+from emu.module.manager import module_name_field
 from emu.unwind import cache, tables_from_elf
 
 from .common import MODULES, bench_main, machine_description, svg_bars, table

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from . import bench_dispatch, bench_machine, bench_scenarios, bench_startup, bench_transition
 from klpemu.paths import SOURCE_TREE
 
+from . import bench_dispatch, bench_machine, bench_scenarios, bench_startup, bench_transition
 from .common import machine_description
 
 BENCHMARKS: dict[str, ModuleType] = {

@@ -14,29 +14,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from emu.abi import (DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, PAGE_OFFSET, THREAD_SIZE, USER_BASE,
-                     abi)
+from emu.abi import DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, PAGE_OFFSET, THREAD_SIZE, USER_BASE, abi
 from emu.arch.cpu import Cpu
 from emu.arch.engine import Engine
-from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB,
-                             Ram, build_page_tables, write_gdt)
+from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB, Ram,
+                             build_page_tables, write_gdt)
 from emu.elf.image import ElfImage
 from emu.errors import EmuError, ImageError
+from emu.faults.oops import FaultHandler, Oops
+from emu.faults.watchdog import Watchdog
 from emu.fs.files import FileTree
 from emu.fs.procfs import register_procfs
 from emu.fs.vfs import Vfs
 from emu.kernel.guestcall import GuestCalls
 from emu.kernel.hypercalls import HypercallTable
 from emu.kernel.kallsyms import Kallsyms
-from emu.kernel.modules import ModuleManager
-from emu.kernel.oops import FaultHandler, Oops
 from emu.kernel.printk import KernelLog, LogBuffer
 from emu.kernel.program import Program
 from emu.kernel.services import KernelServices
 from emu.kernel.shell import Mailbox, Shell
 from emu.kernel.tasks import TaskView, find_task, for_each_task, running_on
 from emu.kernel.text_patching import TextPatcher
-from emu.kernel.watchdog import Watchdog
+from emu.module.manager import ModuleManager
 from emu.runloop import PARK_PHYS, MachineStats, RunLoop
 from emu.time import VirtualClock
 from emu.trace.ftrace import Ftrace

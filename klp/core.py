@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from emu.fs.vfs import FileNode
 from emu.kernel.hypercalls import hypercall
-from emu.kernel.modules import Module, s32
 from emu.kernel.tasks import TaskView, find_task
+from emu.module.manager import Module, s32
 from klp import klp_relocs
 from klp.errors import KlpError, LivepatchError
 from klp.hazard import SwitchCheck

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from emu.elf.image import Symbol
 from emu.elf.module_loader import SHN_LIVEPATCH, KlpRelaSection
 from emu.elf.relocs import MASK64, RELOCATIONS, RelocOverflow
-from emu.kernel.modules import Module, ModuleState
+from emu.module.manager import Module, ModuleState
 from klp.objects import KSYM_NAME_LEN, MODULE_NAME_LEN, KlpObject, KlpPatch
 
 if TYPE_CHECKING:

@@ -144,7 +144,7 @@ BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from klpemu.benchmarks.run import main as bench_main   # benchmarks/, installed as klpemu.benchmarks
+    from klpemu.benchmarks.run import main as bench_main  # benchmarks/, installed as klpemu.benchmarks
     return bench_main([*args.names, *(["--quick"] if args.quick else []),
                        *(["--out", str(args.out)] if args.out else [])])
 

@@ -24,7 +24,7 @@ from emu.elf.image import ElfImage, Symbol
 from emu.elf.module_loader import (KlpRelaSection, LoadedModule, ModuleLoadError, ParamDesc, layout_size,
                                    load_module)
 from emu.errors import EmuError, ImageError
-from emu.kernel.modules import module_name_field
+from emu.module.manager import module_name_field
 from klpemu.build.compile import kernel_cflags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import pytest
 
 from emu.elf.image import ElfImage
 from emu.elf.module_loader import load_module
-from emu.kernel.modules import module_name_field
 from emu.machine import resolve_kernel
+from emu.module.manager import module_name_field
 from klpemu.build.compile import BuildError, build_module
 from klpemu.cli import main
 

@@ -6,13 +6,10 @@ may run, how many arguments it takes).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from emu.kernel.shell import MODE_GETPID_LOOP
 from klpemu.scenario.result import ScenarioError
-
-if TYPE_CHECKING:
-    from klpemu.scenario.runner import ScenarioRunner
 
 # The guest's user programs a scenario can start with `PROGRAM &`: the
 # mode of the user program (fixtures/user/user.c) each one runs.
@@ -20,7 +17,7 @@ PROGRAMS = {
     "test_klp-call_getpid": MODE_GETPID_LOOP,   # getpid in a loop, until a signal ends it
 }
 
-Verb = Callable[["ScenarioRunner", list[str], int], None]
+Verb = Callable[[Any, list[str], int], None]        # (the ScenarioRunner, argv, line number)
 VERBS: dict[str, Verb] = {}
 REDIRECTABLE = {"echo", "cat", "grep", "dmesg"}
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 from emu.arch.cpu import Cpu
 from emu.errors import GuestHang
-from emu.kernel.oops import lockup_report
+from emu.faults.oops import lockup_report
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
 from emu.kernel.tasks import cpu_curr

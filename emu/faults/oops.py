@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.abi import THREAD_SIZE
+from emu.arch.cpu import Cpu
 from emu.arch.engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_INDEX, RIP_INDEX, CpuFault,
                              FaultKind)
-from emu.arch.cpu import Cpu
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
 from emu.kernel.tasks import TaskView, cpu_curr
