@@ -26,6 +26,7 @@ from emu.faults.watchdog import Watchdog
 from emu.fs.files import FileTree
 from emu.fs.procfs import register_procfs
 from emu.fs.vfs import Vfs
+from emu.kernel.dyndbg import DynamicDebug
 from emu.kernel.guestcall import GuestCalls
 from emu.kernel.hypercalls import HypercallTable
 from emu.kernel.kallsyms import Kallsyms
@@ -53,6 +54,7 @@ USER_STACKS_BASE = USER_BASE + 0x300000
 USER_STAGING = abi("USER_STAGING")
 STAGING_SIZE = 0x200000
 O_NONBLOCK = 0o4000
+DYNDBG_CONTROL = ("/sys/kernel/debug/dynamic_debug/control", "/proc/dynamic_debug/control")
 
 
 def resolve_kernel(kernel: str | Path) -> Path:
@@ -126,6 +128,9 @@ class Machine:
         self.services = KernelServices(self.prog, self.klog, self.guest_calls)
         self.vfs = Vfs(self.mem)
         self.files = FileTree(self.prog, self.vfs)
+        self.dyndbg = DynamicDebug(self.klog, self._write_dyndbg_flags, config.cmdline)
+        for control in DYNDBG_CONTROL:
+            self.vfs.register(control, self.dyndbg.show, lambda ctx, text: self.dyndbg.store(text), mode=0o644)
         register_procfs(self.vfs, self.prog, self.walker)
         self.ftrace = Ftrace(self.prog, self.text, self.vfs, self.cpus, self._alloc_pages)
         self.modules = ModuleManager(self.prog, self.klog, self.vfs, self.text,
@@ -174,6 +179,9 @@ class Machine:
     def _shell(self, mailbox: int) -> Shell:
         return Shell(self.prog, self.mailbox_layout, mailbox, run_until=self.run_until, ring_doorbell=self.ring_doorbell,
                      dead_tasks=self.services.dead_tasks)
+
+    def _write_dyndbg_flags(self, address: int, flags: int) -> None:
+        self.mem.write(address, flags.to_bytes(4, "little"))
 
     def _alloc_pages(self, size: int) -> int:
         return self.modules.alloc_pages(size)

@@ -11,6 +11,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from emu.fs.vfs import FileNode
+from emu.kernel.dyndbg import DebugSite
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.tasks import TaskView, find_task
 from emu.module.manager import Module, s32
@@ -22,7 +23,7 @@ from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, 
 from klp.ops import Dispatch
 from klp.profiles import Profile, get_profile
 from klp.states import prev_state
-from klp.transition import Transition
+from klp.transition import DEBUG_SITES, TRANSITION_C, Transition
 
 if TYPE_CHECKING:
     from emu import Machine
@@ -47,6 +48,10 @@ class Livepatch:
         self._locked = False
         self._switch_check: SwitchCheck | None = None
         self.unsafe_switch_to = False  # see allow_unsafe_switch_to()
+        self._holder_pid: int | None = None
+        # this kernel's pr_debug() sites of kernel/livepatch/, in source order
+        self.debug_sites = {key: DebugSite("livepatch", func, TRANSITION_C, fmt, line)
+                            for key, (func, line, fmt) in sorted(DEBUG_SITES.items(), key=lambda kv: kv[1][1])}
 
     @classmethod
     def attach(cls, machine: "Machine", backend: str | None = None,
@@ -68,6 +73,7 @@ class Livepatch:
         core = cls(machine, backend or "native", profile)
         machine.extensions["klp"] = core
         machine.hypercalls.register_object(core)
+        machine.dyndbg.add_module("livepatch", list(core.debug_sites.values()))
         machine.modules.notifiers.append(core)
         machine.modules.withheld = core.profile.withheld_exports
         machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(machine, mod)
@@ -80,11 +86,17 @@ class Livepatch:
     def log(self, text: str, level: int = PR_NOTICE) -> None:
         self.machine.log(f"livepatch: {text}", level=level)
 
+    def pr_debug(self, site: str, text: str) -> None:
+        """A message of one of kernel/livepatch/'s pr_debug() sites (DEBUG_SITES),
+        printed when dynamic debug enables it, from the klp_mutex holder."""
+        self.machine.dyndbg.printk(self.debug_sites[site], f"livepatch: {text}", self._holder_pid)
+
     def lock(self, ctx: "ServiceContext") -> None:
         """klp_mutex: a second service sleeps (genuinely) until it is free."""
         while self._locked:
             ctx.call("msleep", 1)
         self._locked = True
+        self._holder_pid = TaskView(self.machine.prog, ctx.task).pid
 
     def unlock(self) -> None:
         self._locked = False

@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 SIGNALS_EVERY = 15
 PR_WARN = 4                 # KERN_WARNING
 
+# The pr_debug() sites of kernel/livepatch/transition.c (function, line of
+# v6.6, format): they print only when dynamic debug enables them, as
+# functions.sh's set_dynamic_debug does ("file kernel/livepatch/* +p").
+TRANSITION_C = "kernel/livepatch/transition.c"
+DEBUG_SITES = {
+    "completing": ("klp_complete_transition", 97, "'%s': completing %s transition\n"),
+    "canceling": ("klp_cancel_transition", 170, "'%s': canceling patching transition, going to unpatch\n"),
+    "running": ("klp_try_switch_task", 345, "%s: %s:%d is running\n"),
+    "unreliable": ("klp_try_switch_task", 349, "%s: %s:%d has an unreliable stack\n"),
+    "sleeping": ("klp_try_switch_task", 353, "%s: %s:%d is sleeping on function %s\n"),
+    "unknown": ("klp_try_switch_task", 358, "%s: Unknown error code (%d) when trying to switch %s:%d\n"),
+    "initializing": ("klp_init_transition", 591, "'%s': initializing %s transition\n"),
+    "reversing": ("klp_reverse_transition", 653, "'%s': reversing transition from %s\n"),
+}
+
 
 class SwitchResult(Enum):
     SWITCHED = "switched"
@@ -99,6 +114,7 @@ class KlpCore(Protocol):
     patches: list[KlpPatch]
 
     def log(self, text: str, level: int = ...) -> None: ...
+    def pr_debug(self, site: str, text: str) -> None: ...
     def mirror_func(self, func: KlpFunc) -> None: ...
     def mirror_patch(self, patch: KlpPatch) -> None: ...
     def post_patch(self, ctx: "ServiceContext", obj: KlpObject) -> None: ...
@@ -155,7 +171,7 @@ class Transition:
         self.patch = patch
         # the target is set even for an immediate patch (the fix of 4.12's review)
         self._set_target(state)
-        self._log(f"'{patch.name}': initializing {self._word(state)} transition")
+        self.core.pr_debug("initializing", f"'{patch.name}': initializing {self._word(state)} transition")
         if self.immediate:
             return
         initial = KlpState.UNPATCHED if state == KlpState.PATCHED else KlpState.PATCHED
@@ -247,6 +263,10 @@ class Transition:
     def _blocked(self, task: TaskView, why: SwitchResult, detail: str,
                  trace: StackTrace | None = None) -> BlockingTask:
         """`trace`: the task's reliable trace, if it has one (what a best-effort walk would find)."""
+        what = {SwitchResult.RUNNING: ("running", "is running"),
+                SwitchResult.UNRELIABLE: ("unreliable", "has an unreliable stack"),
+                SwitchResult.SLEEPING: ("sleeping", f"is sleeping on function {detail}")}[why]
+        self.core.pr_debug(what[0], f"klp_try_switch_task: {task.comm}:{task.pid} {what[1]}")
         walker = self.machine.walker
         return BlockingTask(task.pid, task.comm, why, detail, trace or walker.trace(task, reliable=False), walker)
 
@@ -309,7 +329,7 @@ class Transition:
         """klp_complete_transition."""
         patch, target = self.patch, self.target
         assert patch is not None
-        self._log(f"'{patch.name}': completing {self._word(target)} transition")
+        self.core.pr_debug("completing", f"'{patch.name}': completing {self._word(target)} transition")
         if patch.replace and target == KlpState.PATCHED:
             self.core.unpatch_replaced_patches(patch)
             self.core.discard_nops(patch)
@@ -343,7 +363,7 @@ class Transition:
     def cancel(self, ctx: "ServiceContext") -> None:
         """klp_cancel_transition (enable failed before the transition started)."""
         assert self.patch is not None
-        self._log(f"'{self.patch.name}': canceling patching transition, going to unpatch")
+        self.core.pr_debug("canceling", f"'{self.patch.name}': canceling patching transition, going to unpatch")
         self._set_target(KlpState.UNPATCHED)
         self.complete(ctx)
 
@@ -352,7 +372,7 @@ class Transition:
         patch = self.patch
         assert patch is not None
         word = "patching to unpatching" if self.target == KlpState.PATCHED else "unpatching to patching"
-        self._log(f"'{patch.name}': reversing transition from {word}")
+        self.core.pr_debug("reversing", f"'{patch.name}': reversing transition from {word}")
         for task in self._tasks():
             self._set_pending(task, False)
         patch.enabled = not patch.enabled

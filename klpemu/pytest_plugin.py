@@ -73,6 +73,9 @@ class Klp:
     def check_result(self, expected: str) -> None:
         self._verb("check_result", expected)
 
+    def setup_config(self) -> None:
+        self._verb("setup_config")
+
     def load_mod(self, name: str, *params: str) -> None:
         self._verb("load_mod", name, *params)
 
@@ -193,7 +196,9 @@ def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine") -> Klp:
     to the test file, then in the marker's module_dirs, then in the fixtures."""
     options = _options(request)
     dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
-    return Klp(klpemu_machine, dirs, options.get("dispatch"))
+    klp = Klp(klpemu_machine, dirs, options.get("dispatch"))
+    klp.setup_config()          # as every selftest script starts: dynamic debug on, ftrace enabled
+    return klp
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -5,6 +5,9 @@
 cat /proc/cmdline
 cat /proc/meminfo
 
+# as the kernel's selftests do: the transition's pr_debug lines on
+setup_config
+
 start_test "boot and patch"
 load_lp test_klp_livepatch
 grep 'live patched' /proc/cmdline > /dev/kmsg

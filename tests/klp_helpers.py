@@ -25,6 +25,15 @@ TICK = SEC // 250
 PATCHED = "test_klp_livepatch: this has been live patched\n"      # its /proc/cmdline
 
 
+DYNDBG_CONTROL = "/sys/kernel/debug/dynamic_debug/control"
+
+
+def set_dynamic_debug(m: Machine) -> None:
+    """functions.sh's set_dynamic_debug: the livepatch core's pr_debug lines
+    (initializing/completing … transition) on, klp_try_switch_task's off."""
+    m.write_file(DYNDBG_CONTROL, "file kernel/livepatch/* +p\nfunc klp_try_switch_task -p")
+
+
 def attr(m: Machine, patch: str, name: str) -> str:
     """/sys/kernel/livepatch/PATCH/NAME."""
     return m.read_file(f"{SYSFS}/{patch}/{name}")
@@ -102,6 +111,7 @@ class Session:
     def __init__(self, cpus: int = 2) -> None:
         self.m = Machine(cpus=cpus, seed=0).boot()
         self.core = Livepatch.attach(self.m)
+        set_dynamic_debug(self.m)
         self.out = io.StringIO()
         self.r = ScenarioRunner(self.m, self.out)
 

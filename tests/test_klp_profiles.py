@@ -11,6 +11,7 @@ import pytest
 
 from emu import Machine, ShellError
 from klp import Livepatch
+from klp_helpers import set_dynamic_debug
 from klp.errors import LivepatchError
 from klp.profiles import PROFILES, get_profile
 from klpemu.scenario import ScenarioRunner
@@ -116,6 +117,7 @@ def test_sysfs_attributes_by_profile() -> None:
 def _attrs(version: str) -> list[str]:
     m = Machine(cpus=1, seed=0).boot()
     Livepatch.attach(m, klp_version=version)
+    set_dynamic_debug(m)
     name = "klpemu_old_test_klp" if get_profile(version).register_api else "test_klp_livepatch"
     m.insmod(str(ROOT / "fixtures" / "build" / "modules" / f"{name}.ko"))
     return m.vfs.listdir(f"/sys/kernel/livepatch/{name}")

@@ -375,6 +375,7 @@ def test_a_module_that_does_not_load_stops_load_mod(m: Machine, bogus_dir: Path)
 
 
 BASIC = """\
+setup_config
 start_test "basic function patching"
 load_lp $MOD_LIVEPATCH
 grep 'live patched' /proc/cmdline > /dev/kmsg
@@ -548,6 +549,7 @@ def test_if_usage_errors_name_the_line(m: Machine, script: str, line: int, messa
 def test_basic_function_patching_selftest_with_its_if_checks(m: Machine) -> None:
     script = """\
 MOD_LIVEPATCH1=test_klp_livepatch
+setup_config
 start_test "basic function patching"
 load_lp $MOD_LIVEPATCH1
 
@@ -580,8 +582,8 @@ livepatch: '$MOD_LIVEPATCH1': unpatching complete
     result, out = run(m, script)
     assert result.ok, out
     assert out == "TEST: basic function patching ... ok\n"
-    assert [s.verb for s in result.steps] == ["start_test", "load_lp", "disable_lp", "unload_lp",
-                                              "check_result"]
+    assert [s.verb for s in result.steps] == ["setup_config", "start_test", "load_lp", "disable_lp",
+                                              "unload_lp", "check_result"]
     # With the patch still on, the first check's branch is not taken and the
     # second one's is: the conditions read /proc/cmdline as it is then.
     result, out = run(m, script.replace("disable_lp $MOD_LIVEPATCH1\nunload_lp $MOD_LIVEPATCH1\n", "")

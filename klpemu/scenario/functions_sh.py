@@ -19,6 +19,8 @@ from klpemu.scenario.registry import _need, verb
 from klpemu.scenario.result import ScenarioError
 from klpemu.scenario.runner import FTRACE_SYSCTL, SYSFS_KLP_DIR, SYSFS_TRACING_DIR, ScenarioRunner
 
+DYNDBG_CONTROL = "/sys/kernel/debug/dynamic_debug/control"
+
 
 @verb("log")
 def _log(r: ScenarioRunner, args: list[str], lineno: int) -> None:
@@ -280,9 +282,10 @@ def _set_ftrace_enabled(r: ScenarioRunner, args: list[str], lineno: int) -> None
 
 @verb("setup_config")
 def _setup_config(r: ScenarioRunner, args: list[str], lineno: int) -> None:
-    """functions.sh's setup_config: here only `set_ftrace_enabled 1` (the
-    emulator has no dynamic debug to turn on: its livepatch messages are always on)."""
+    """functions.sh's setup_config: set_dynamic_debug (the livepatch core's
+    pr_debug lines on, klp_try_switch_task's off), then `set_ftrace_enabled 1`."""
     _need(args, lineno, "setup_config", 0, 0)
+    r.machine.write_file(DYNDBG_CONTROL, "file kernel/livepatch/* +p\nfunc klp_try_switch_task -p")
     _set_ftrace_enabled(r, ["1"], lineno)
 
 

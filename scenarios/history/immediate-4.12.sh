@@ -7,6 +7,8 @@
 # Run: klpemu run scenarios/history/immediate-4.12.sh --klp-version 4.12
 P=klpemu_old_test_klp
 
+setup_config
+
 start_test "immediate patch enabled and disabled"
 load_lp $P immediate=1
 grep 'live patched' /proc/cmdline > /dev/kmsg

@@ -5,6 +5,8 @@
 D=test_klp_callbacks_demo
 D2=test_klp_callbacks_demo2
 
+setup_config
+
 start_test "atomic replace: callbacks of the replaced patch do not run"
 load_lp $D
 load_lp $D2 replace=1

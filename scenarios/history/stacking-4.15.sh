@@ -14,6 +14,8 @@ P1=klpemu_old_test_klp
 P2=klpemu_old_test_klp2
 P3=klpemu_old_test_klp3
 
+setup_config
+
 start_test "stacking rule: a disabled patch between enabled ones"
 load_lp $P1
 load_lp $P2
