@@ -37,7 +37,9 @@ from emu.kernel.shell import Mailbox, Shell
 from emu.kernel.tasks import TaskView, find_task, for_each_task, running_on
 from emu.kernel.text_patching import TextPatcher
 from emu.module.manager import ModuleManager
+from emu.preempt import PreemptionPoints
 from emu.runloop import PARK_PHYS, MachineStats, RunLoop
+from emu.schedule import Schedule, ScheduleSpec, make_schedule
 from emu.time import VirtualClock
 from emu.trace.ftrace import Ftrace
 from emu.trace.kprobes import Kprobes
@@ -54,6 +56,8 @@ USER_STACKS_BASE = USER_BASE + 0x300000
 USER_STAGING = abi("USER_STAGING")
 STAGING_SIZE = 0x200000
 O_NONBLOCK = 0o4000
+BOOT_SCHEDULE = ScheduleSpec("rr", 0)
+MODULE_SYSCALLS = ("__x64_sys_init_module", "__x64_sys_delete_module")
 DYNDBG_CONTROL = ("/sys/kernel/debug/dynamic_debug/control", "/proc/dynamic_debug/control")
 
 
@@ -78,6 +82,11 @@ class MachineConfig:
     quantum_min: int = 2_000           # instructions
     quantum_max: int = 20_000
     watchdog_thresh_s: float = 10.0    # the kernel's watchdog_thresh
+    # how the CPUs interleave after boot (emu.schedule: rr, random, pct,
+    # targeted, with parameters: "pct,depth=2"), drawn from `seed`; boot
+    # itself always runs the same way, so that every schedule starts from
+    # the same booted machine
+    schedule: str = "random"
     user_image: str | Path = field(default=FIXTURES / "build" / "user.elf")
 
 
@@ -115,14 +124,17 @@ class Machine:
         self.boot_params = PAGE_OFFSET + BOOT_PARAMS_PHYS
         self.walker = StackWalker(self.prog, self.cpus)
         self.faults = FaultHandler(self.prog, self.walker, self.klog, self._crash)
-        self.runloop = RunLoop(self.prog, self.cpus, self.clock, seed=config.seed,
-                               quantum_min=config.quantum_min, quantum_max=config.quantum_max,
+        self.schedule_spec = ScheduleSpec.parse(config.schedule, seed=config.seed)
+        self.runloop = RunLoop(self.prog, self.cpus, self.clock, self._schedule(BOOT_SCHEDULE),
                                clock_addr=self.boot_params + self.offsets["BP_clock_ns"],
                                on_fault=self.faults)
         self.watchdog = Watchdog(self.prog, self.walker, self.cpus, self.clock, self.klog,
                                  self.runloop.crash, config.watchdog_thresh_s)
         self.runloop.after_round.append(self.watchdog.check)
         self.text = TextPatcher(self.mem, self.cpus, self.runloop.stop_machine)
+        self.preempt = PreemptionPoints(self.cpus, lambda cpu: self.runloop.schedule.preempt_here(cpu))
+        self.preempt.set("stack switches", {s.load_ip for s in self.walker.switches})
+        self.preempt.set("module syscalls", {self.prog.symbol_address(name) for name in MODULE_SYSCALLS})
 
         self.guest_calls = GuestCalls(self.prog)
         self.services = KernelServices(self.prog, self.klog, self.guest_calls)
@@ -183,6 +195,15 @@ class Machine:
     def _write_dyndbg_flags(self, address: int, flags: int) -> None:
         self.mem.write(address, flags.to_bytes(4, "little"))
 
+    def _schedule(self, spec: ScheduleSpec) -> Schedule:
+        return make_schedule(spec, self.config.quantum_min, self.config.quantum_max, len(self.cpus))
+
+    def set_schedule(self, spec: ScheduleSpec) -> None:
+        """Interleave the CPUs by `spec` from now on (boot() applies the config's)."""
+        self.schedule_spec = spec
+        self.runloop.schedule = self._schedule(spec)
+        self.preempt.arm(spec.strategy == "targeted")
+
     def _alloc_pages(self, size: int) -> int:
         return self.modules.alloc_pages(size)
 
@@ -240,6 +261,7 @@ class Machine:
         """Run until start_kernel has finished and the shell is waiting."""
         self.run_until(lambda: self.booted, timeout_s=timeout_s, what="the kernel to boot")
         self.run_until(self.shells[0].is_idle, timeout_s=timeout_s, what="the shell to start")
+        self.set_schedule(self.schedule_spec)
         return self
 
     def run(self, seconds: float) -> None:

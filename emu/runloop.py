@@ -11,7 +11,6 @@ run, byte for byte.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +20,7 @@ from emu.arch.engine import CpuFault
 from emu.errors import EmuError, MachineCrashed
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.program import Program
+from emu.schedule import Schedule
 from emu.time import NS_PER_INSN, VirtualClock
 
 PARK_PHYS = 0x22000                   # a page of `hlt` the engines are parked on at start-up
@@ -42,14 +42,12 @@ class MachineStats:
 
 
 class RunLoop:
-    def __init__(self, prog: Program, cpus: list[Cpu], clock: VirtualClock, *, seed: int,
-                 quantum_min: int, quantum_max: int, clock_addr: int,
-                 on_fault: Callable[[Cpu, CpuFault], None]) -> None:
+    def __init__(self, prog: Program, cpus: list[Cpu], clock: VirtualClock, schedule: Schedule, *,
+                 clock_addr: int, on_fault: Callable[[Cpu, CpuFault], None]) -> None:
         self.prog = prog
         self.cpus = cpus
         self.clock = clock
-        self.rng = random.Random(seed)
-        self.quantum_min, self.quantum_max = quantum_min, quantum_max
+        self.schedule = schedule              # who runs how long each round (emu.schedule)
         self.stats = MachineStats()
         self.crashed: str | None = None
         self.after_round: list[Callable[[], None]] = []   # e.g. the watchdog
@@ -97,10 +95,10 @@ class RunLoop:
                     cpu.pending.add(LOCAL_TIMER_VECTOR)
                 if cpu.pending:
                     cpu.halted = False
-                    cpu.next_tick_ns = self.clock.next_tick()
+                    cpu.next_tick_ns = self.schedule.next_tick(cpu, now)
             elif now >= cpu.next_tick_ns:
                 cpu.pending.add(LOCAL_TIMER_VECTOR)
-                cpu.next_tick_ns = self.clock.next_tick()
+                cpu.next_tick_ns = self.schedule.next_tick(cpu, now)
         runnable = [c for c in self.cpus if c.runnable]
         if not runnable:
             wakes = [c.wake_at_ns for c in self.cpus if c.online and c.halted and c.wake_at_ns]
@@ -112,17 +110,19 @@ class RunLoop:
         events = [limit_ns, *(c.next_tick_ns for c in runnable)]
         events += [c.wake_at_ns for c in self.cpus if c.online and c.halted and c.wake_at_ns]
         span = max(1, (min(events) - now + NS_PER_INSN - 1) // NS_PER_INSN)
-        quantum = min(self.rng.randint(self.quantum_min, self.quantum_max), span)
+        plan = self.schedule.plan(runnable, span)
         self.prog.mem.write_u64(self._clock_addr, now)
         self._in_round = True
         try:
-            for cpu in runnable:
+            for cpu, quantum in plan.quanta:
                 if cpu.runnable:
+                    self.prog.mem.write_u64(self.prog.per_cpu(cpu.index, "PCPU_sched_pick"),
+                                            self.schedule.pick(cpu))
                     self._run_quantum(cpu, quantum)
         finally:
             self._in_round = False
             self._current_cpu = None
-        self.clock.ns = now + quantum * NS_PER_INSN
+        self.clock.ns = now + plan.length * NS_PER_INSN
         self.stats.rounds += 1
         self._run_deferred()
         for check in self.after_round:
@@ -202,7 +202,7 @@ class RunLoop:
         if not 0 < index < len(self.cpus):
             raise EmuError(f"guest asked to start CPU {index}, which does not exist")
         self.start_cpu(index, self.prog.symbol_address("secondary_startup_64"), stack_top, index)
-        self.cpus[index].next_tick_ns = self.clock.next_tick()
+        self.cpus[index].next_tick_ns = self.schedule.next_tick(self.cpus[index], self.clock.ns)
         return 0
 
     @hypercall("HC_PANIC")

@@ -74,6 +74,8 @@ class Livepatch:
         machine.extensions["klp"] = core
         machine.hypercalls.register_object(core)
         machine.dyndbg.add_module("livepatch", list(core.debug_sites.values()))
+        machine.preempt.set("livepatch: transition work", {machine.kallsyms.find(name).address for name in
+                                                           ("klp_transition_work_fn", "klp_sched_try_switch")})
         machine.modules.notifiers.append(core)
         machine.modules.withheld = core.profile.withheld_exports
         machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(machine, mod)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -33,6 +34,7 @@ PR_WARN = 4                 # KERN_WARNING
 # v6.6, format): they print only when dynamic debug enables them, as
 # functions.sh's set_dynamic_debug does ("file kernel/livepatch/* +p").
 TRANSITION_C = "kernel/livepatch/transition.c"
+PREEMPT_FUNCS = "livepatch: the transition's functions"     # emu.preempt points
 DEBUG_SITES = {
     "completing": ("klp_complete_transition", 97, "'%s': completing %s transition\n"),
     "canceling": ("klp_cancel_transition", 170, "'%s': canceling patching transition, going to unpatch\n"),
@@ -67,6 +69,16 @@ class BlockingTask:
         """Symbolised, innermost first (best effort when unreliable). Formatted
         on first use: a pass over thousands of blocked tasks need not pay it."""
         return tuple(self.walker.format(self.trace))
+
+    @property
+    def blocker(self) -> str:
+        """What held the task back, without the task: the function it sleeps
+        on, `running`, or `unreliable stack: <reason>`."""
+        if self.reason == SwitchResult.SLEEPING:
+            return self.detail
+        if self.reason == SwitchResult.RUNNING:
+            return "running"
+        return f"unreliable stack: {self.detail}"
 
     def __str__(self) -> str:
         """klp_try_switch_task's debug line (without __func__), completed by the detail."""
@@ -134,6 +146,7 @@ class Transition:
         self.target = KlpState.IDLE
         self.signals_cnt = 0                       # klp_signals_cnt: failed tries since the start
         self.blocking: list[BlockingTask] = []     # who failed the last try
+        self.blocked_on: Counter[str] = Counter()  # every failed try's blockers (BlockingTask.blocker)
         self.last_try_ns = 0
         self._target_addr = self.machine.symbol_address("klp_target_state")
         self._sched_hook = self.machine.symbol_address("klp_sched_try_switch_enabled")
@@ -172,6 +185,8 @@ class Transition:
         # the target is set even for an immediate patch (the fix of 4.12's review)
         self._set_target(state)
         self.core.pr_debug("initializing", f"'{patch.name}': initializing {self._word(state)} transition")
+        # a targeted schedule may preempt a task entering a function of the transition
+        self.machine.preempt.set(PREEMPT_FUNCS, {a for _, f in patch.funcs() for a in (f.old_func, f.new_func) if a})
         if self.immediate:
             return
         initial = KlpState.UNPATCHED if state == KlpState.PATCHED else KlpState.PATCHED
@@ -202,6 +217,7 @@ class Transition:
         assert patch is not None
         blocking = [] if self.immediate else self.check_tasks(ctx)
         self.blocking = blocking
+        self.blocked_on.update(b.blocker for b in blocking)
         self.last_try_ns = self.machine.clock_ns
         if blocking:
             if self.core.profile.auto_signals and self.signals_cnt and not self.signals_cnt % SIGNALS_EVERY:
@@ -357,6 +373,7 @@ class Transition:
                 and not self.immediate and not any(f.immediate for _, f in patch.funcs())):
             self.machine.modules.put(patch.module)
         self._set_target(KlpState.IDLE)
+        self.machine.preempt.set(PREEMPT_FUNCS, set())
         self.patch = None
         self.blocking = []
 
