@@ -311,6 +311,33 @@ def test_a_patch_that_does_not_apply_shows_patch_output(build) -> None:
     assert str(exc.value).endswith("does-not-apply.patch did not apply")
 
 
+def test_a_patch_with_offsets_applies_with_a_warning(cache, tmp_path) -> None:
+    """klp-build: "applied with fuzz" when patch had to look for the hunk."""
+    text = (PATCHES / "inline-weight.patch").read_text()
+    shifted = tmp_path / "shifted.patch"
+    shifted.write_text(re.sub(r"@@ -(\d+),", lambda m: f"@@ -{int(m[1]) + 5},", text))
+    result = build_from_patch([shifted], tmp_path / "shifted.ko", cache_dir=cache)
+    assert len(result.warnings) == 1 and "shifted.patch applied with fuzz" in result.warnings[0]
+    assert "offset -5 lines" in result.warnings[0]
+
+
+def test_what_a_patch_may_touch_and_what_gcc_says_of_it(cache, tmp_path) -> None:
+    mixed = tmp_path / "mixed.patch"
+    mixed.write_text((PATCHES / "wait-fix.patch").read_text()
+                     + "--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# klpemu\n+# klpemu!\n")
+    with pytest.raises(BuildError, match="unsupported patch to README.md: not part of the guest kernel"):
+        build_from_patch([mixed], tmp_path / "x.ko", cache_dir=cache)
+    module = tmp_path / "module.patch"
+    module.write_text("--- a/modules/klpemu_bench.c\n+++ b/modules/klpemu_bench.c\n@@ -1 +1 @@\n-a\n+b\n")
+    with pytest.raises(BuildError, match="unsupported patch to modules/klpemu_bench.c: only the guest "
+                                         "kernel's sources"):
+        build_from_patch([module], tmp_path / "x.ko", cache_dir=cache)
+    broken = tmp_path / "broken.patch"
+    broken.write_text((PATCHES / "inline-weight.patch").read_text().replace("x * 3 + 2;", "x * 3 + ;"))
+    with pytest.raises(BuildError, match=r"(?s)gcc failed on kernel/klpbuild_targets.c:.*error: expected"):
+        build_from_patch([broken], tmp_path / "x.ko", cache_dir=cache)
+
+
 def test_the_original_must_give_back_the_image_that_boots(cache, tmp_path) -> None:
     """A stale image (one code byte of klpbuild_weigh_one differs) is refused."""
     fl = flavour("modern")

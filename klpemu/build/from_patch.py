@@ -223,16 +223,16 @@ class _Explainer:
         orig = d.twin(sym)
         old, old_relocs = masked_code(orig)
         new, new_relocs = masked_code(sym)
-        old_res, new_res = Resolver(d.orig), Resolver(d.patched)
-        old_refs = [(r.offset - orig.value, old_res.key(r)) for r in old_relocs]
-        new_refs = [(r.offset - sym.value, new_res.key(r)) for r in new_relocs]
         at = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-        ref = next(((o, n) for o, n in zip(old_refs, new_refs) if o != n), None)
+        old_res, new_res = Resolver(d.orig), Resolver(d.patched)
+        moved = next((r.offset - sym.value for o, r in zip(old_relocs, new_relocs)
+                      if (o.offset - orig.value, old_res.key(o)) != (r.offset - sym.value, new_res.key(r))),
+                     None)
+        if moved is not None and moved < at:
+            at = moved
+        text = f"its machine code changed (first at +{at:#x})"
         inlined_only = sorted(e for e in self.edited_by_unit.get(d.unit, set())
                               if not any(s.name.split(".", 1)[0] == e for s in d.orig.symbols))
-        text = f"its machine code changed (first at +{at:#x}" + (
-            f"; a reference at +{ref[1][0]:#x} now is to {ref[1][1][1]!r}" if ref and ref[1][0] <= at
-            else "") + ")"
         if inlined_only:
             text += (f": the patch edits {', '.join(inlined_only)}, which gcc inlines wherever it "
                      "is called (no copy of its own)")

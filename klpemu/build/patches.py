@@ -66,7 +66,11 @@ def read_patch(path: Path) -> Patch:
                 names.append(name)
     if not names:
         raise BuildError(f"{path}: not a patch: no '--- a/FILE' and '+++ b/FILE' lines")
-    from_checkout = all(n.startswith(KERNEL_ROOT) for n in names)
+    from_checkout = any(n.startswith(KERNEL_ROOT) for n in names)
+    outside = [n for n in names if from_checkout and not n.startswith(KERNEL_ROOT)]
+    if outside:
+        raise BuildError(f"{path}: unsupported patch to {outside[0]}: not part of the guest kernel "
+                         f"({KERNEL_ROOT}kernel/, {KERNEL_ROOT}include/)")
     files = tuple(n[len(KERNEL_ROOT):] if from_checkout else n for n in names)
     for name in files:
         if name.endswith((".S", ".s")):
@@ -75,7 +79,7 @@ def read_patch(path: Path) -> Patch:
                              "(klp-build refuses *.S too)")
         if not name.startswith(PATCHABLE) or ".." in name.split("/"):
             raise BuildError(f"{path}: unsupported patch to {name}: only the guest kernel's sources "
-                             "(fixtures/kernel/, fixtures/include/) are built into vmlinux "
+                             f"({KERNEL_ROOT}kernel/, {KERNEL_ROOT}include/) are built into vmlinux "
                              "and can be livepatched")
     return Patch(path, files, from_checkout)
 
