@@ -193,7 +193,7 @@ def build_flags(fl: Flavour) -> list[str]:
 def original_build(fl: Flavour, cache_dir: Path | None = None) -> tuple[OriginalBuild, bool]:
     """The original build of `fl` and whether it came from the cache; made
     (and checked against the image) when it is not there yet."""
-    from klpemu.build.image_check import check_original_build
+    from klpemu.build.image_check import check_reproduces_image, check_same_functions
 
     root = cache_root(cache_dir)
     path = root / "klp-build" / f"{fl.name}-{cache_key(fl)[:24]}"
@@ -205,9 +205,10 @@ def original_build(fl: Flavour, cache_dir: Path | None = None) -> tuple[Original
         copy_sources(tmp / "src")
         units = kernel_units(tmp / "src")
         compile_units(tmp / "src", units, list(fl.cflags), tmp / "plain")
+        plain = {u: object_path(tmp / "plain", u) for u in units}
+        check_reproduces_image(fl, plain)
         compile_units(tmp / "src", units, build_flags(fl), tmp / "obj", deps=True)
-        check_original_build(fl, {u: object_path(tmp / "plain", u) for u in units},
-                             {u: object_path(tmp / "obj", u) for u in units})
+        check_same_functions(plain, {u: object_path(tmp / "obj", u) for u in units})
         shutil.rmtree(tmp / "plain")
         (tmp / "complete").write_text(fl.name + "\n")
         try:

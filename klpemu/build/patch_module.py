@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emu.elf.module_loader import (SHF_ALLOC, SHN_LIVEPATCH, SHN_UNDEF, SHT_PROGBITS, STB_GLOBAL,
-                                   STT_FUNC, STT_NOTYPE, STT_SECTION)
+                                   STB_WEAK, STT_FUNC, STT_NOTYPE, STT_SECTION)
 
 from klpemu.build.compile import INCLUDE, THIS_MODULE_C, BuildError, kernel_cflags
 from klpemu.build.elfobj import ObjectFile, Reloc, Section, Symbol, read_object, write_object
@@ -136,11 +136,11 @@ class _Cloner:
             sec.relocs.append(Reloc(r.offset, r.type, *self.reference(d, None, r)))
         return sec
 
-    def external(self, name: str) -> Symbol:
-        """An undefined symbol of the module: a vmlinux export, or a
-        `.klp.sym.*` name for post-link."""
+    def external(self, name: str, bind: int = STB_GLOBAL) -> Symbol:
+        """An undefined symbol of the module: a vmlinux export, a weak
+        symbol nothing defines, or a `.klp.sym.*` name for post-link."""
         if name not in self.externals:
-            self.externals[name] = Symbol(name, STB_GLOBAL, STT_NOTYPE)
+            self.externals[name] = Symbol(name, bind, STT_NOTYPE)
             self.out.obj.symbols.append(self.externals[name])
         return self.externals[name]
 
@@ -168,7 +168,7 @@ class _Cloner:
             return self.out.obj.section_symbol(copy), r.addend + rsym.value
         assert target is not None
         if target.section is None:
-            return self.undefined(referrer, target.name), addend
+            return self.undefined(referrer, target), addend
         if id(target) in self.included or dont_correlate(target) or d.twin(target) is None:
             return self.clone(d, target), addend
         twin = d.twin(target)
@@ -179,8 +179,10 @@ class _Cloner:
         return self.klp_symbol(referrer, twin.name, Path(d.unit).name if twin.is_local else None,
                                why), addend
 
-    def undefined(self, referrer: Symbol | None, name: str) -> Symbol:
-        """A symbol the unit did not define: another unit's (the patch's own, or vmlinux's)."""
+    def undefined(self, referrer: Symbol | None, sym: Symbol) -> Symbol:
+        """A symbol the unit did not define: another unit's (the patch's own,
+        or vmlinux's), or a weak one that nothing defines (0, as in vmlinux)."""
+        name = sym.name
         if name in self.patch_globals:
             other, sym = self.patch_globals[name]
             return self.clone(other, sym)
@@ -190,6 +192,8 @@ class _Cloner:
             return self.external(name)
         if self.image.find_global(name) is not None:
             return self.klp_symbol(referrer, name, None, "not exported")
+        if sym.bind == STB_WEAK:
+            return self.external(name, STB_WEAK)
         who = referrer.name if referrer is not None else "the patch"
         raise BuildError(f"{who} refers to {name}, which neither the kernel nor the patch defines")
 
