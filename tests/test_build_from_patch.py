@@ -395,6 +395,9 @@ def test_the_command_line(cache, tmp_path, monkeypatch, capsys) -> None:
     assert (tmp_path / "livepatch_inline_weight.ko").exists()
     assert out.endswith("livepatch_inline_weight.ko: livepatch livepatch_inline_weight for the modern "
                         "kernel, 2 function(s) patched, atomic replace on\n")
+    assert klpemu(["build", "--from-patch", str(PATCHES / "sympos-helper.patch"), "-o", "livepatch-x.ko"]) == 0
+    assert capsys.readouterr().out.endswith("livepatch-x.ko: livepatch livepatch_x for the modern kernel, "
+                                            "1 function(s) patched, atomic replace on\n")   # kbuild's name
     assert klpemu(["build", "--from-patch", str(PATCHES / "notrace.patch")]) == 1
     assert "klpbuild_untraced: function has no fentry/mcount call" in capsys.readouterr().err
     assert klpemu(["build", "--from-patch", str(PATCHES / "x.patch")]) == 1

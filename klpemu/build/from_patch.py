@@ -199,7 +199,8 @@ class _Explainer:
     def base(name: str) -> str:
         return name.split(".", 1)[0]
 
-    def reasons(self, d: UnitDiff, sym, inlined: dict[str, set[str]], status: str) -> tuple[str, ...]:
+    def reasons(self, d: UnitDiff, sym: Symbol, inlined: dict[str, set[str]],
+                status: str) -> tuple[str, ...]:
         base = self.base(sym.name)
         out = []
         kind = next((k for k in CLONE_KINDS if f".{k}" in sym.name), None)
@@ -218,7 +219,7 @@ class _Explainer:
             out.append("gcc made it for the patched code")
         return tuple(out)
 
-    def difference(self, d: UnitDiff, sym) -> str:
+    def difference(self, d: UnitDiff, sym: Symbol) -> str:
         """Where the machine code first differs, for a function the patch does not edit."""
         orig = d.twin(sym)
         old, old_relocs = masked_code(orig)
