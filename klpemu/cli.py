@@ -20,6 +20,7 @@ from klp.hazard import image_hazards
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
 from klpemu.build.compile import BuildError, build_module
+from klpemu.build.from_patch import build_from_patch
 from klpemu.errors import KlpemuError
 from klpemu.scenario import ScenarioError, ScenarioRunner
 from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
@@ -131,12 +132,40 @@ def cmd_hazards(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.from_patch is not None:
+        return _build_from_patch(args)
+    if not args.sources:
+        print("klpemu: build: give module sources (SRC.c …) or --from-patch PATCH …", file=sys.stderr)
+        return EXIT_USAGE
+    misplaced = [o for o, v in (("--no-replace", args.no_replace), ("-v", args.verbose),
+                                ("--kernel", args.kernel is not None)) if v]
+    if misplaced or args.output is None:
+        what = f"{misplaced[0]} goes with --from-patch" if misplaced else "-o NAME.ko is required"
+        print(f"klpemu: build: {what}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         out = build_module(args.sources, args.output, livepatch=args.livepatch)
     except BuildError as exc:
         print(f"klpemu: build: {exc}", file=sys.stderr)
         return EXIT_FAIL
     print(out)
+    return EXIT_OK
+
+
+def _build_from_patch(args: argparse.Namespace) -> int:
+    if args.sources or args.livepatch:
+        print("klpemu: build: --from-patch builds the module from the patches alone: no SRC.c "
+              "and no --livepatch", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = build_from_patch(args.from_patch, args.output, replace=not args.no_replace,
+                                  kernel=args.kernel or "modern")
+    except BuildError as exc:
+        print(f"klpemu: build: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    for warning in result.warnings:
+        print(f"klpemu: build: warning: {warning}", file=sys.stderr)
+    print(result.report(verbose=args.verbose))
     return EXIT_OK
 
 
@@ -189,10 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     hazards.add_argument("--json", action="store_true", help="machine-readable output")
     hazards.set_defaults(func=cmd_hazards)
     build = sub.add_parser("build", help="compile kernel-style module sources into NAME.ko for the guest "
-                                         "(KLP_MODULE_RELOC annotations become .klp.rela relocations)")
-    build.add_argument("sources", nargs="+", type=Path)
-    build.add_argument("-o", "--output", required=True, type=Path, help="the module, NAME.ko")
+                                         "(KLP_MODULE_RELOC annotations become .klp.rela relocations), "
+                                         "or make a livepatch from source patches (--from-patch)")
+    build.add_argument("sources", nargs="*", type=Path, metavar="SRC.c")
+    build.add_argument("-o", "--output", type=Path,
+                       help="the module, NAME.ko (--from-patch: default livepatch_PATCH.ko)")
     build.add_argument("--livepatch", action="store_true", help="mark it a livepatch module (livepatch=Y)")
+    build.add_argument("--from-patch", nargs="+", type=Path, metavar="PATCH",
+                       help="build the guest kernel before and after these patches (-p1, from the "
+                            "checkout or from fixtures/) and make a livepatch of the functions whose "
+                            "machine code changed, as the kernel's klp-build does")
+    build.add_argument("--no-replace", action="store_true",
+                       help="--from-patch: a livepatch that stacks instead of replacing the others")
+    build.add_argument("--kernel", choices=("modern", "legacy"),
+                       help="--from-patch: the guest kernel flavour to patch (default modern)")
+    build.add_argument("-v", "--verbose", action="store_true",
+                       help="--from-patch: say why each function is in the module, and list its "
+                            "livepatch relocations")
     build.set_defaults(func=cmd_build)
     bench = sub.add_parser("bench", help="run the benchmark suite: tables, a dated JSON and SVG charts "
                                          "(benchmarks/README.md)")
