@@ -17,7 +17,7 @@ from emu.kernel.tasks import TaskView, find_task
 from emu.module.manager import Module, s32
 from klp import klp_relocs
 from klp.errors import KlpError, LivepatchError
-from klp.hazard import SwitchCheck
+from klp.hazard import ResumeWatch, SwitchCheck
 from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch, KlpState,
                          KlpStateEntry)
 from klp.ops import Dispatch
@@ -48,6 +48,7 @@ class Livepatch:
         self._locked = False
         self._switch_check: SwitchCheck | None = None
         self.unsafe_switch_to = False  # see allow_unsafe_switch_to()
+        self.resume_watch: ResumeWatch | None = None   # when the check was overridden
         self._holder_pid: int | None = None
         # this kernel's pr_debug() sites of kernel/livepatch/, in source order
         self.debug_sites = {key: DebugSite("livepatch", func, TRANSITION_C, fmt, line)
@@ -301,6 +302,21 @@ class Livepatch:
         if problems:
             self.log(f"UNSAFE: enabling patch '{patch.name}' anyway (switch_to/RIP check "
                      "overridden)", PR_WARN)
+            self._watch_resumes(patch)
+
+    def _watch_resumes(self, patch: KlpPatch) -> None:
+        """Name each task that resumes in the other copy of a function whose
+        replacement switches stacks on another frame (an overridden refusal)."""
+        if self.resume_watch is None:
+            self.resume_watch = ResumeWatch(self.machine, lambda text: self.log(text, PR_WARN))
+        check = self._switch_check
+        for obj in patch.objs:
+            for func in obj.funcs:
+                old = check.switchers.get(func.old_name) if obj.name is None and not func.nop else None
+                new = check.switch_of(func) if old is not None else None
+                if new is not None:
+                    self.resume_watch.watch(old, new, f"{func.old_name} (vmlinux)",
+                                            f"{func.old_name} ({patch.name})")
 
     def is_compatible(self, new: KlpPatch) -> bool:
         """klp_is_patch_compatible (system states)."""

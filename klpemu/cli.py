@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
 from emu.machine import resolve_kernel
-from klp.core import Livepatch
+from emu.schedule import ScheduleSpec
 from klp.errors import LivepatchError
 from klp.hazard import image_hazards
 from klp.ops import BACKENDS
@@ -22,7 +22,10 @@ from klp.profiles import DEFAULT, PROFILES
 from klpemu.build.compile import BuildError, build_module
 from klpemu.build.from_patch import build_from_patch
 from klpemu.errors import KlpemuError
-from klpemu.scenario import ScenarioError, ScenarioRunner
+from klpemu.explore.command import add_arguments as explore_args
+from klpemu.explore.command import cmd_explore
+from klpemu.scenario import ScenarioError
+from klpemu.session import RunConfig, ScenarioSession
 from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
@@ -33,14 +36,31 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
     p.add_argument("--cpus", type=int, default=2, help="number of CPUs (1-8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scheduling interleaving")
+    p.add_argument("--schedule", default="random", metavar="STRATEGY[:SEED][,NAME=VALUE…]",
+                   help="how the CPUs interleave after boot: rr, random, pct, targeted, with parameters "
+                        "(e.g. pct,depth=3); a seed here overrides --seed (see emu/schedule.py)")
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
     p.add_argument("--watchdog-thresh", type=float, default=MachineConfig.watchdog_thresh_s,
                    help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
 
 
+def _schedule(args: argparse.Namespace) -> ScheduleSpec:
+    head = args.schedule.split(",", 1)[0]
+    return ScheduleSpec.parse(args.schedule, seed=None if ":" in head else args.seed)
+
+
 def _machine(args: argparse.Namespace) -> Machine:
-    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=args.seed, cmdline=args.cmdline,
-                                 watchdog_thresh_s=args.watchdog_thresh))
+    spec = _schedule(args)
+    schedule = ",".join([spec.strategy, *(f"{n}={v:g}" for n, v in spec.params)])
+    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=spec.seed, cmdline=args.cmdline,
+                                 watchdog_thresh_s=args.watchdog_thresh, schedule=schedule))
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(kernel=args.kernel, cpus=args.cpus, cmdline=args.cmdline,
+                     watchdog_thresh_s=args.watchdog_thresh, dispatch=args.dispatch,
+                     klp_version=args.klp_version, module_dirs=tuple(args.module_dir),
+                     unsafe_switch_to=args.unsafe_switch_to)
 
 
 def task_table(m: Machine) -> list[dict[str, object]]:
@@ -83,16 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    m = _machine(args)
+    spec = _schedule(args)
     started = time.perf_counter()
-    m.boot()
     out = io.StringIO() if args.json else sys.stdout
-    runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch,
-                            klp_version=args.klp_version)
-    if args.unsafe_switch_to:
-        Livepatch.attach(m).allow_unsafe_switch_to()
+    session = ScenarioSession(_run_config(args), out)
+    m = session.machine
     try:
-        result = runner.run_text(text)
+        result = session.run(text, spec)
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -104,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.state:
                 sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
     if args.json:
-        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
+        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, "schedule": str(spec), **result.to_json(),
                    "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns,
                    "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m),
                    **({"state": livepatch_state(m)} if args.state else {})},
@@ -236,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--from-patch: say why each function is in the module, and list its "
                             "livepatch relocations")
     build.set_defaults(func=cmd_build)
+    explore = sub.add_parser("explore", help="run a scenario over many schedules and classify the outcomes")
+    explore_args(explore)
+    explore.set_defaults(func=cmd_explore)
     bench = sub.add_parser("bench", help="run the benchmark suite: tables, a dated JSON and SVG charts "
                                          "(benchmarks/README.md)")
     bench.add_argument("names", nargs="*", metavar="NAME",
