@@ -156,3 +156,10 @@ def test_on_legacy_every_schedule_of_an_unsafe_schedule_patch_oopses_in_the_resu
     assert all(o.kind == OOPS and o.key.startswith("switch_to/RIP resume path: ") for o in outcomes)
     assert all("went to sleep in __schedule (vmlinux) and resumes in __schedule (klpemu_sched_frame)"
                in o.detail for o in outcomes)
+
+
+def test_a_worker_keeps_one_zygote_per_script_and_configuration() -> None:
+    """Two sweeps in one process, same configuration, different scripts."""
+    runs = [Run(0, RunConfig(), ScheduleSpec("random", 0))]
+    assert next(run_local(runs, STALL, jobs=1))[1].kind == STALLED
+    assert next(run_local(runs, BASIC, jobs=1))[1].kind == PASS

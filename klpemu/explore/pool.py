@@ -25,18 +25,22 @@ class Run:
     schedule: ScheduleSpec
 
 
-_ZYGOTES: dict[RunConfig, Zygote] = {}       # per worker process
+_ZYGOTES: dict[tuple[RunConfig, str], Zygote] = {}       # per worker process: (config, script) -> its zygote
+MAX_ZYGOTES = 8
 
 
 def run_one(run: Run, script: str) -> Outcome:
     """The run's outcome, forked from this process's zygote of its configuration."""
-    zygote = _ZYGOTES.get(run.config)
+    zygote = _ZYGOTES.pop((run.config, script), None)
     if zygote is None:
-        zygote = _ZYGOTES[run.config] = Zygote(run.config, script)
+        zygote = Zygote(run.config, script)
+        while len(_ZYGOTES) >= MAX_ZYGOTES:            # a booted machine each: keep the newest
+            del _ZYGOTES[next(iter(_ZYGOTES))]
+    _ZYGOTES[run.config, script] = zygote             # the most recently used last
     return zygote.run(run.schedule)
 
 
-def _run_batch(batch: list[Run], script: str) -> list[tuple[int, Outcome]]:
+def run_batch(batch: list[Run], script: str) -> list[tuple[int, Outcome]]:
     return [(run.index, run_one(run, script)) for run in batch]
 
 
@@ -65,13 +69,13 @@ def run_local(runs: list[Run], script: str, jobs: int | None = None,
     stopped = False
     # a batch per submission: a worker keeps its zygotes, and a batch of a
     # few runs pays the pickling of the script once
-    batches = _batches(runs, jobs)
+    feed_batches = batches(runs, jobs)
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         pending: set[Future[list[tuple[int, Outcome]]]] = set()
-        feed = iter(batches)
+        feed = iter(feed_batches)
         for batch in _take(feed, 2 * jobs):
-            pending.add(pool.submit(_run_batch, batch, script))
+            pending.add(pool.submit(run_batch, batch, script))
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -83,7 +87,7 @@ def run_local(runs: list[Run], script: str, jobs: int | None = None,
                     progress(len(results))
             if not stopped:
                 for batch in _take(feed, len(finished)):
-                    pending.add(pool.submit(_run_batch, batch, script))
+                    pending.add(pool.submit(run_batch, batch, script))
             while next_index < len(ordered) and ordered[next_index] in results:
                 index = ordered[next_index]
                 yield by_index[index], results.pop(index)
@@ -93,8 +97,9 @@ def run_local(runs: list[Run], script: str, jobs: int | None = None,
             yield by_index[index], results.pop(index)
 
 
-def _batches(runs: list[Run], jobs: int) -> list[list[Run]]:
-    size = max(1, min(16, len(runs) // (4 * jobs) or 1))
+def batches(runs: list[Run], workers: int) -> list[list[Run]]:
+    """The runs in batches of a few each (at least four batches per worker)."""
+    size = max(1, min(16, len(runs) // (4 * workers) or 1))
     return [runs[i:i + size] for i in range(0, len(runs), size)]
 
 
