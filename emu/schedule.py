@@ -30,7 +30,7 @@ A spec reads and prints as `strategy:seed[,name=value...]` (e.g.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emu.arch.cpu import Cpu
 from emu.errors import EmuError

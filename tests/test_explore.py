@@ -5,15 +5,15 @@ the same table from the in-process runner and the local pool."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shlex
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
-import pytest
-from importlib import resources
 
 from emu.schedule import ScheduleSpec
 from klpemu.explore.fork import Zygote, run_session
@@ -90,7 +90,7 @@ def test_a_forked_run_is_the_replay_line_byte_for_byte(tmp_path: Path) -> None:
     script.write_text(BASIC)
     run = Run(0, RunConfig(cpus=2), ScheduleSpec.parse("pct:3,depth=2,steps=300"))
     forked = Zygote(run.config, BASIC).run(run.schedule)
-    import io
+
     out = io.StringIO()
     fresh = run_session(ScenarioSession(run.config, out), out, BASIC, run.schedule)
     assert forked == fresh
