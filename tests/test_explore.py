@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from emu.schedule import ScheduleSpec
 from klpemu.explore.fork import Zygote, run_session
@@ -163,3 +164,13 @@ def test_a_worker_keeps_one_zygote_per_script_and_configuration() -> None:
     runs = [Run(0, RunConfig(), ScheduleSpec("random", 0))]
     assert next(run_local(runs, STALL, jobs=1))[1].kind == STALLED
     assert next(run_local(runs, BASIC, jobs=1))[1].kind == PASS
+
+
+def test_explore_from_python_raises_with_the_failing_schedule_and_its_replay() -> None:
+    from klpemu.explore.api import ExplorationFailed, explore
+    assert explore(BASIC, runs=2, cpus=(1, 2), jobs=1).failing == []
+    with pytest.raises(ExplorationFailed) as exc:
+        explore(STALL, runs=2, jobs=1, name="stall.sh")
+    assert "2 of 2 schedules did not pass" in str(exc.value)
+    assert "replay: klpemu run stall.sh --seed 0 --schedule random" in str(exc.value)
+    assert exc.value.summary["classes"][0]["kind"] == STALLED
