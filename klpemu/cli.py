@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.unsafe_switch_to:
         Livepatch.attach(m).allow_unsafe_switch_to()
     try:
-        result = runner.run_text(text)
+        result = runner.run_text(text, script=args.script)
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
