@@ -17,7 +17,7 @@ from emu import Machine, ShellError
 from emu.kernel.shell import Shell
 from emu.kernel.tasks import TaskView
 from klp import Livepatch
-from klpemu.scenario import ScenarioRunner
+from klpemu.scenario import ScenarioResult, ScenarioRunner
 from klpemu.selftest import RETRY_INTERVAL, Die, Selftest, module_dirs_finder
 
 MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
@@ -109,6 +109,13 @@ def reader(m: Machine, path: str, func: str) -> Shell:
     sh.cat_background(path)
     wait_sleeping_in(m, sh.task, func)
     return sh
+
+
+def run_script(m: Machine, directory: Path, text: str, name: str = "t.sh", **options: object) -> ScenarioResult:
+    """TEXT as the script DIRECTORY/NAME, run as kselftest would (./NAME from DIRECTORY)."""
+    script = directory / name
+    script.write_text(text)
+    return ScenarioRunner(m, io.StringIO(), **options).run_file(script)   # type: ignore[arg-type]
 
 
 class Session:

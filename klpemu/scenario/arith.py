@@ -9,11 +9,20 @@ an unset or empty variable is 0.
 from __future__ import annotations
 
 import re
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 class ArithError(ValueError):
-    """A malformed expression; the message reads like bash's."""
+    """A malformed expression; the message reads like bash's. `expression`:
+    what bash names as the expression, when not the whole text (a bad constant)."""
+
+    def __init__(self, message: str, expression: str | None = None) -> None:
+        super().__init__(message)
+        self.expression = expression
+
+
+class _DivisionByZero(ArithError):
+    pass
 
 
 class Variables(Protocol):
@@ -58,13 +67,13 @@ def number(text: str) -> int:
             return wrap(int(text, 8))
         return wrap(int(text))
     except ValueError:
-        raise ArithError(f"value too great for base (error token is \"{text}\")") from None
+        raise ArithError(f"value too great for base (error token is \"{text}\")", text) from None
 
 
 def _apply(op: str, a: int, b: int) -> int:
     if op in ("/", "%"):
         if b == 0:
-            raise ArithError("division by 0 (error token is \"" + str(b) + "\")")
+            raise _DivisionByZero("division by 0")
         q = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
         return q if op == "/" else a - q * b
     if op == "**":
@@ -113,7 +122,7 @@ class _Evaluator:
         while pos < end:
             m = _TOKEN.match(text, pos)
             if not m:
-                raise ArithError(f"syntax error: invalid arithmetic operator (error token is \"{text[pos:].strip()}\")")
+                raise ArithError(f"syntax error: invalid arithmetic operator (error token is \"{text[pos:]}\")")
             kind = "num" if m.group(1) else "name" if m.group(2) else "op"
             self.tokens.append((kind, m.group(m.lastindex or 0), m.start(m.lastindex or 0)))
             pos = m.end()
@@ -124,7 +133,11 @@ class _Evaluator:
         return self.tokens[self.k][1] if self.k < len(self.tokens) and self.tokens[self.k][0] == "op" else None
 
     def rest(self) -> str:
-        return self.text[self.tokens[self.k][2]:].strip() if self.k < len(self.tokens) else ""
+        """bash's "error token": the text from the offending token on (the
+        last token when the expression ended too early)."""
+        if self.k < len(self.tokens):
+            return self.text[self.tokens[self.k][2]:]
+        return self.text[self.tokens[-1][2]:] if self.tokens else ""
 
     def expect(self, op: str) -> None:
         if self.peek() != op:
@@ -179,8 +192,13 @@ class _Evaluator:
                 right = self.binary(_BINARY[op] + 1, live and not left)
                 left = int(bool(left) or bool(right))
             else:
+                start = self.k
                 right = self.binary(_BINARY[op] + 1, live)
-                left = wrap(_apply(op, left, right)) if live else 0
+                try:
+                    left = wrap(_apply(op, left, right)) if live else 0
+                except _DivisionByZero:
+                    token = self.text[self.tokens[start][2]:] if start < len(self.tokens) else ""
+                    raise ArithError(f"division by 0 (error token is \"{token}\")") from None
         return left
 
     def power(self, live: bool) -> int:
@@ -213,7 +231,7 @@ class _Evaluator:
 
     def postfix(self, live: bool) -> int:
         if self.k >= len(self.tokens):
-            raise ArithError("syntax error: operand expected (error token is \"\")")
+            raise ArithError(f"syntax error: operand expected (error token is \"{self.rest()}\")")
         kind, text, _ = self.tokens[self.k]
         if kind == "num":
             self.k += 1
@@ -269,16 +287,3 @@ def evaluate(text: str, variables: Variables) -> int:
     """The value of TEXT (already expanded: no $ left), with bash's side effects
     on VARIABLES."""
     return _Evaluator(text, variables, 0).run()
-
-
-class ReadOnly:
-    """Variables for an expression that must not assign (values from GET)."""
-
-    def __init__(self, get: Callable[[str], str]) -> None:
-        self._get = get
-
-    def get(self, name: str, index: int | None) -> str:
-        return self._get(name)
-
-    def set(self, name: str, index: int | None, value: int) -> None:
-        raise ArithError(f"attempted assignment to {name}")

@@ -11,7 +11,6 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, formats
-from klpemu.scenario.arith import ArithError, evaluate
 from klpemu.scenario.fs import FsError
 from klpemu.scenario.interp import ExitSignal, LoopSignal, ReturnSignal
 from klpemu.scenario.programs import kill_builtin, wait_builtin
@@ -110,9 +109,9 @@ def _declare_one(proc: "Proc", arg: str, *, local: bool, flags: set[str], off: s
             _, index, op, value = m.groups()
             slot = None
             if index is not None:
-                slot = evaluate(index, sh.arith_vars) if index.strip() else 0
+                slot = expand.evaluate_text(sh, index) if index.strip() else 0
             sh.assign(name, value, slot, op == "+=")
-    except (expand.ExpansionError, ArithError) as exc:
+    except expand.ExpansionError as exc:
         return proc.builtin_error(str(exc))
     if "r" in flags:
         var.readonly = True
@@ -242,11 +241,11 @@ def unset(proc: "Proc") -> int:
             status = proc.builtin_error(f"`{arg}': not a valid identifier")
             continue
         try:
-            index = evaluate(m.group(2), sh.arith_vars) if m.group(2) is not None else None
+            index = expand.evaluate_text(sh, m.group(2)) if m.group(2) is not None else None
             if sh.vars.lookup(m.group(1)) is None and index is None and m.group(1) in sh.functions:
                 sh.functions.pop(m.group(1))
             sh.vars.unset(m.group(1), index)
-        except (VariableError, ArithError) as exc:
+        except (VariableError, expand.ExpansionError) as exc:
             status = proc.builtin_error(str(exc))
     return status
 
@@ -321,7 +320,7 @@ def _set_option(sh, option: str, on: bool) -> None:
 def return_builtin(proc: "Proc") -> int:
     sh = proc.sh
     if sh.function_depth == 0 and sh.source_depth == 0:
-        return proc.builtin_error("can only `return' from a function or sourced script")
+        return proc.builtin_error("can only `return' from a function or sourced script", 2)
     status = _status_arg(proc, sh.last_status)
     if status is None:
         return 2
@@ -442,14 +441,18 @@ def read(proc: "Proc") -> int:
     raw, array = False, None
     while args and args[0].startswith("-") and len(args[0]) > 1:
         opt = args.pop(0)
-        if opt == "-r":
-            raw = True
-        elif opt == "-a" and args:
-            array = args.pop(0)
-        elif opt == "-p" and args:
-            args.pop(0)                        # the prompt shows only on a terminal
-        else:
-            raise sh.unsupported(f"read {opt} is not supported (only -r, -a NAME, -p PROMPT)")
+        for k, letter in enumerate(opt[1:], 1):
+            if letter == "r":
+                raw = True
+            elif letter in "ap":
+                value = opt[k + 1:] or (args.pop(0) if args else None)
+                if value is None:
+                    return proc.builtin_error(f"-{letter}: option requires an argument", 2)
+                if letter == "a":
+                    array = value
+                break                          # (-p's prompt shows only on a terminal)
+            else:
+                raise sh.unsupported(f"read -{letter} is not supported (only -r, -a NAME, -p PROMPT)")
     stream = proc.stdin_stream()
     line = stream.readline() if stream is not None else None
     if line is None:
@@ -488,10 +491,11 @@ def _ifs_fields(line: str, ifs: str, count: int | None) -> list[str]:
     if not ifs:
         return [line]
     pattern = f"[{re.escape(ws)}]*[{re.escape(ifs)}][{re.escape(ws)}]*" if ws else f"[{re.escape(ifs)}]"
-    if count is None:
-        return [f for f in re.split(pattern, line)] if line else []
-    parts = re.split(pattern, line, maxsplit=max(count - 1, 0)) if line else []
-    return parts
+    if not line:
+        return []
+    if count == 1:
+        return [line]
+    return re.split(pattern, line, maxsplit=count - 1 if count else 0)
 
 
 def command_builtin(proc: "Proc") -> int:
@@ -560,9 +564,9 @@ def let(proc: "Proc") -> int:
     value = 0
     for expr in proc.args:
         try:
-            value = evaluate(expr, sh.arith_vars)
-        except ArithError as exc:
-            return proc.builtin_error(f"{expr}: {exc}")
+            value = expand.evaluate_text(sh, expr)
+        except expand.ExpansionError as exc:
+            return proc.builtin_error(str(exc))
     return 0 if value else 1
 
 

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 BREAK = None                    # a field boundary ("$@")
 Segment = Union[tuple[str, bool, bool], None]
 DEFAULT_IFS = " \t\n"
-_BRACES = re.compile(r"\{[^{}\s]*(,|\.\.)[^{}\s]*\}")
 
 
 class ExpansionError(Exception):
@@ -36,6 +35,10 @@ class ExpansionError(Exception):
 
 
 # ---------------------------------------------------------------- entry points
+class ArithExpansionError(ExpansionError):
+    """A malformed arithmetic expression: fatal in $(( )), not in (( )), let and [[ ]]."""
+
+
 def expand_words(sh: "Shell", words: tuple[Word, ...]) -> list[str]:
     """The fields of WORDS: expanded, split and globbed (a command's arguments)."""
     out: list[str] = []
@@ -43,8 +46,87 @@ def expand_words(sh: "Shell", words: tuple[Word, ...]) -> list[str]:
         if len(word) == 1 and type(word[0]) is Lit and not _magic_or_braces(word[0].text):
             out.append(word[0].text)
             continue
+        if any(type(p) is Lit and "{" in p.text for p in word):       # type: ignore[union-attr]
+            for braced in brace_expand(word):
+                out.extend(expand_word(sh, braced))
+            continue
         out.extend(expand_word(sh, word))
     return out
+
+
+_SEQUENCE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?")
+
+
+def brace_expand(word: Word) -> list[Word]:
+    """bash's brace expansion, first of all: x{a,b}y, {1..3}, {a..e..2};
+    braces inside quotes or expansions do not count."""
+    items: list[str | Part] = []
+    for p in word:
+        if type(p) is Lit:
+            items.extend(p.text)                              # type: ignore[union-attr]
+        else:
+            items.append(p)
+    out: list[Word] = []
+    for expanded in _braces(items):
+        parts: list[Part] = []
+        for it in expanded:
+            if isinstance(it, str):
+                if parts and type(parts[-1]) is Lit:
+                    parts[-1] = Lit(parts[-1].text + it)      # type: ignore[union-attr]
+                else:
+                    parts.append(Lit(it))
+            else:
+                parts.append(it)
+        out.append(tuple(parts))
+    return out
+
+
+def _braces(items: list) -> list[list]:
+    for i, it in enumerate(items):
+        if it != "{":
+            continue
+        depth, commas, j = 0, [], i + 1
+        while j < len(items):
+            c = items[j]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == "," and depth == 0:
+                commas.append(j)
+            j += 1
+        if j >= len(items):
+            return [items]
+        inner = items[i + 1:j]
+        if commas:
+            bounds = [i, *commas, j]
+            alternatives = [items[a + 1:b] for a, b in zip(bounds, bounds[1:])]
+        elif all(isinstance(c, str) for c in inner) and (seq := _sequence("".join(inner))) is not None:
+            alternatives = [list(v) for v in seq]
+        else:
+            continue
+        prefix, suffix = items[:i], items[j + 1:]
+        return [prefix + tail for alt in alternatives for tail in _braces(alt + suffix)]
+    return [items]
+
+
+def _sequence(text: str) -> list[str] | None:
+    m = _SEQUENCE.fullmatch(text)
+    if m is None:
+        return None
+    if m.group(1) is not None:
+        a, b = int(m.group(1)), int(m.group(2))
+        step = abs(int(m.group(3) or 1)) or 1
+        width = max(len(m.group(1)), len(m.group(2))) if re.match(r"-?0\d", m.group(1) + " ") or \
+            re.match(r"-?0\d", m.group(2) + " ") else 0
+        values = range(a, b + 1, step) if a <= b else range(a, b - 1, -step)
+        return [f"{v:0{width}d}" if width else str(v) for v in values]
+    a, b = ord(m.group(4)), ord(m.group(5))
+    step = abs(int(m.group(6) or 1)) or 1
+    values = range(a, b + 1, step) if a <= b else range(a, b - 1, -step)
+    return [chr(v) for v in values]
 
 
 def _magic_or_braces(text: str) -> bool:
@@ -105,12 +187,16 @@ def expand_template(sh: "Shell", word: Word) -> str:
 
 
 def arithmetic(sh: "Shell", word: Word) -> int:
-    text = expand_template(sh, word)
+    """WORD (the text of $(( )), (( )) …) expanded, then evaluated."""
+    return evaluate_text(sh, expand_template(sh, word))
+
+
+def evaluate_text(sh: "Shell", text: str) -> int:
+    """TEXT's value; ArithExpansionError in bash's words when malformed."""
     try:
         return evaluate(text, sh.arith_vars)
     except ArithError as exc:
-        shown = text.strip()
-        raise ExpansionError(f"{shown}: {exc}") from None
+        raise ArithExpansionError(f"{exc.expression or text.lstrip()}: {exc}") from None
 
 
 # ---------------------------------------------------------------- parts
@@ -136,8 +222,6 @@ def _emit(segs: list[Segment], value: str | list[str], quoted: bool, split_ok: b
 def _part(sh: "Shell", part: Part, segs: list[Segment], quoted: bool) -> None:
     kind = type(part)
     if kind is Lit:
-        if not quoted and _BRACES.search(part.text):             # type: ignore[union-attr]
-            raise sh.unsupported(f"brace expansion ({part.text}) is not supported")  # type: ignore[union-attr]
         segs.append((part.text, quoted, False))                   # type: ignore[union-attr]
     elif kind is Quoted:
         segs.append((part.text, True, False))                     # type: ignore[union-attr]
@@ -165,11 +249,8 @@ def _part(sh: "Shell", part: Part, segs: list[Segment], quoted: bool) -> None:
 
 def _is_at(sh: "Shell", p: Param) -> bool:
     """$@ or ${NAME[@]} (which make one field per element, even quoted)."""
-    if p.op not in ("", "#", "##", "%", "%%", "/", "//", "/#", "/%", "^", "^^", ",", ",,", ":"):
-        return False
-    if p.name == "@" and p.index is None:
-        return True
-    return p.index is not None and len(p.index) == 1 and type(p.index[0]) is Quoted and p.index[0].text == "@"
+    return p.op in ("", "##", "#", "%", "%%", "/", "//", "/#", "/%", "^", "^^", ",", ",,", ":") and \
+        _which(p) == "@"
 
 
 # ---------------------------------------------------------------- parameters
@@ -180,10 +261,7 @@ def _subscript(sh: "Shell", p: Param) -> str | int | None:
     text = expand_template(sh, p.index).strip()
     if text in ("@", "*"):
         return text
-    try:
-        return evaluate(text, sh.arith_vars)
-    except ArithError as exc:
-        raise ExpansionError(f"{text}: {exc}") from None
+    return evaluate_text(sh, text)
 
 
 def _value(sh: "Shell", p: Param, quoted: bool) -> str | list[str] | None:
@@ -191,11 +269,8 @@ def _value(sh: "Shell", p: Param, quoted: bool) -> str | list[str] | None:
     fields $@ / ${A[@]} make), or None when unset."""
     name = p.name
     if name in sh.SPECIAL:
-        if name == "@" or (name == "*" and not quoted):
+        if name in "@*":
             return list(sh.positional)
-        if name == "*":
-            ifs = _ifs(sh)
-            return (ifs[:1] if ifs else "").join(sh.positional)
         return sh.special(name)
     if name.isdigit():
         k = int(name)
@@ -208,19 +283,44 @@ def _value(sh: "Shell", p: Param, quoted: bool) -> str | list[str] | None:
     elements = sh.vars.array(name)
     if sub in ("@", "*"):
         values = [elements[k] for k in sorted(elements)]
-        if sub == "*" and quoted:
-            ifs = _ifs(sh)
-            return (ifs[:1] if ifs else "").join(values)
-        return values if values or sh.vars.lookup(name) is not None else None
+        if not values and sh.vars.lookup(name) is None:
+            return None
+        return values
     assert isinstance(sub, int)
     if sub < 0:
         sub += (max(elements) + 1) if elements else 0
     return elements.get(sub)
 
 
+def _all(sh: "Shell", values: list[str], which: str, quoted: bool) -> str | list[str]:
+    """"$@" (one field each), "$*" (joined by IFS's first character) and,
+    unquoted, both: joined by IFS's first character, then split again."""
+    if quoted and which == "@":
+        return values
+    ifs = _ifs(sh)
+    if not quoted and not ifs:
+        return [v for v in values if v]
+    return (ifs[:1] if ifs or quoted else " ").join(values)
+
+
+def _which(p: Param) -> str:
+    """'@' or '*' for $@ $* ${A[@]} ${A[*]}, else ''."""
+    if p.name in "@*" and p.index is None:
+        return p.name
+    if p.index is not None and len(p.index) == 1 and type(p.index[0]) is Quoted and p.index[0].text in "@*":
+        return p.index[0].text
+    return ""
+
+
+def _emit_value(sh: "Shell", p: Param, segs: list[Segment], value: str | list[str], quoted: bool) -> None:
+    if isinstance(value, list):
+        value = _all(sh, value, _which(p) or "@", quoted)
+    _emit(segs, value, quoted)
+
+
 def _param(sh: "Shell", p: Param, segs: list[Segment], quoted: bool) -> None:
     op = p.op
-    if op == "#":
+    if op == "length":
         value = _value(sh, p, quoted)
         if isinstance(value, list):
             _emit(segs, str(len(value)), quoted)
@@ -251,7 +351,7 @@ def _param(sh: "Shell", p: Param, segs: list[Segment], quoted: bool) -> None:
                 _word_parts(sh, p.arg, segs, quoted)
             return
         if not unset:
-            _emit(segs, value, quoted)                            # type: ignore[arg-type]
+            _emit_value(sh, p, segs, value, quoted)            # type: ignore[arg-type]
             return
         if base == "-":
             _word_parts(sh, p.arg, segs, quoted)
@@ -265,18 +365,18 @@ def _param(sh: "Shell", p: Param, segs: list[Segment], quoted: bool) -> None:
             _emit(segs, new, quoted)
             return
         message = expand_single(sh, p.arg or ()) if p.arg else "parameter null or not set"
-        raise ExpansionError(f"{p.name}: {message}", status=127)
+        raise ExpansionError(f"{p.name}: {message}")
     if value is None:
         _check_set(sh, p)
         return
     if op == "":
-        _emit(segs, value, quoted)
+        _emit_value(sh, p, segs, value, quoted)
         return
     if op == ":":
-        _emit(segs, _substring(sh, p, value), quoted)
+        _emit_value(sh, p, segs, _substring(sh, p, value), quoted)
         return
     if isinstance(value, list):
-        _emit(segs, [_operate(sh, p, v) for v in value], quoted)
+        _emit_value(sh, p, segs, [_operate(sh, p, v) for v in value], quoted)
     else:
         _emit(segs, _operate(sh, p, value), quoted)
 
@@ -364,13 +464,12 @@ def _operate(sh: "Shell", p: Param, value: str) -> str:
 def _substring(sh: "Shell", p: Param, value: str | list[str]) -> str | list[str]:
     def number(word: Word | None) -> int:
         text = expand_template(sh, word or ()).strip()
-        try:
-            return evaluate(text, sh.arith_vars) if text else 0
-        except ArithError as exc:
-            raise ExpansionError(f"{text}: {exc}") from None
+        return evaluate_text(sh, text) if text else 0
     offset = number(p.arg)
     length = number(p.arg2) if p.arg2 is not None else None
     seq = value
+    if p.name in "@*" and p.index is None and isinstance(seq, list):
+        seq = [sh.script_name, *seq]        # ${@:N}: N counts from $0
     if offset < 0:
         offset = max(len(seq) + offset, 0) if isinstance(seq, str) else len(seq) + offset
         if offset < 0:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu import EmuError, ShellError
+from klpemu.selftest import module_dirs_finder
 
 if TYPE_CHECKING:
     from emu import Machine
@@ -53,6 +54,7 @@ class Namespace:
         self.machine = machine
         self.script_dir = str(script_dir.resolve()) if script_dir is not None else None
         self.module_dirs = [d.resolve() for d in module_dirs]
+        self._find_module = module_dirs_finder(self.module_dirs)
         self.release = release
         self.commands = commands
         self.cwd = self.script_dir or "/root"
@@ -91,12 +93,7 @@ class Namespace:
 
     def find_module(self, name: str) -> Path | None:
         """NAME.ko in the module directories (`-` and `_` alike, as kmod has them)."""
-        for stem in dict.fromkeys((name, name.replace("-", "_"), name.replace("_", "-"))):
-            for d in self.module_dirs:
-                candidate = d / f"{stem}.ko"
-                if candidate.is_file():
-                    return candidate
-        return None
+        return self._find_module(name)
 
     # ------------------------------------------------------------ queries
     def exists(self, path: str) -> bool:
@@ -235,6 +232,8 @@ class Namespace:
             return
         if self.is_dir(path):
             raise FsError(E.EISDIR, path)
+        if self.script_dir and _under(path, self.script_dir):
+            raise FsError(E.EROFS, path)             # the script's directory is read-only
         if _under(path, "/tmp"):
             if posixpath.dirname(path) not in self.tmp_dirs:
                 raise FsError(E.ENOENT, path)

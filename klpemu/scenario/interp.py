@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, patterns
-from klpemu.scenario.arith import ArithError, evaluate
+from klpemu.scenario.arith import ArithError
 from klpemu.scenario.fs import FsError, Namespace
 from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, CondAnd, CondBinary, CondExpr,
                                    CondNot, CondOr, CondUnary, CondWord, For, FunctionDef, Group, HereDoc, If,
@@ -257,11 +257,8 @@ class Shell:
     def assign(self, name: str, value: str, index: int | None = None, append: bool = False) -> None:
         var = self.vars.lookup(name)
         if var is not None and var.integer:
-            try:
-                base = int(self.variable(name) or 0) if append else 0
-                value = str(base + evaluate(value, self.arith_vars))
-            except ArithError as exc:
-                raise expand.ExpansionError(f"{value}: {exc}") from None
+            base = expand.evaluate_text(self, self.variable(name) or "0") if append else 0
+            value = str(base + expand.evaluate_text(self, value))
             append = False
         try:
             self.vars.set(name, value, index, append)
@@ -527,11 +524,17 @@ class Shell:
         if kind is Cond:
             try:
                 return 0 if self.test_cond(cmd.expr, fds) else 1    # type: ignore[union-attr]
+            except expand.ArithExpansionError as exc:
+                self.shell_error(f"[[: {exc}", fds)
+                return 1
             except expand.ExpansionError as exc:
                 return self._expansion_failed(exc, fds)
         if kind is ArithCmd:
             try:
                 return 0 if expand.arithmetic(self, cmd.expr) else 1   # type: ignore[union-attr]
+            except expand.ArithExpansionError as exc:
+                self.shell_error(f"((: {exc}", fds)
+                return 1
             except expand.ExpansionError as exc:
                 return self._expansion_failed(exc, fds)
         if kind is Case:
@@ -604,8 +607,9 @@ class Shell:
                     break
                 if cmd.step:
                     expand.arithmetic(self, cmd.step)
-        except expand.ExpansionError as exc:
-            return self._expansion_failed(exc, fds)
+        except expand.ArithExpansionError as exc:
+            self.shell_error(f"((: {exc}", fds)
+            return 1
         finally:
             self.loops -= 1
         return status
@@ -711,11 +715,7 @@ class Shell:
         value = expand.expand_single(self, a.value) if a.value else ""
         index = None
         if a.index is not None:
-            text = expand.expand_template(self, a.index).strip()
-            try:
-                index = evaluate(text, self.arith_vars)
-            except ArithError as exc:
-                raise expand.ExpansionError(f"{text}: {exc}") from None
+            index = expand.evaluate_text(self, expand.expand_template(self, a.index).strip())
         self.assign(a.name, value, index, a.append)
 
     def _with_prefix(self, cmd: Simple, argv: list[str], fds: Fds) -> int:
@@ -818,7 +818,8 @@ class Shell:
         self.depth += 1
         self.function_depth += 1
         funcname = self.vars.array("FUNCNAME")
-        self.vars.set_array("FUNCNAME", [fdef.name, *[funcname[k] for k in sorted(funcname)]])
+        callers = [funcname[k] for k in sorted(funcname)] or ["main"]
+        self.vars.set_array("FUNCNAME", [fdef.name, *callers])
         try:
             return self.run_command(fdef.body, fds)
         except ReturnSignal as sig:
@@ -827,7 +828,10 @@ class Shell:
             self.depth -= 1
             self.function_depth -= 1
             self.vars.scopes.pop()
-            self.vars.set_array("FUNCNAME", [funcname[k] for k in sorted(funcname)])
+            if funcname:
+                self.vars.set_array("FUNCNAME", [funcname[k] for k in sorted(funcname)])
+            else:
+                self.vars.unset("FUNCNAME")
             self.positional, self.source, self.line = saved
 
     def source_file(self, path: str, shown: str, args: list[str] | None, fds: Fds) -> int:
@@ -997,10 +1001,7 @@ class Shell:
 
     def _integer(self, text: str) -> int:
         """An operand of [[ -eq … ]]: an arithmetic expression."""
-        try:
-            return evaluate(text, self.arith_vars)
-        except ArithError as exc:
-            raise expand.ExpansionError(f"{text}: {exc}") from None
+        return expand.evaluate_text(self, text)
 
 
 def _shell_quote(text: str) -> str:

@@ -9,7 +9,7 @@ Commands carry the line they start on, for error messages and steps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 
@@ -31,7 +31,7 @@ class DQ:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """${NAME[INDEX]OP ARG}: op is "" (plain), "#" (length), "!" (indirect),
+    """${NAME[INDEX]OP ARG}: op is "" (plain), "length" (${#…}), "!" (indirect),
     "!@" (an array's indices), or one of - := + ? (with or without ':'),
     # ## % %% (patterns), / // /# /% (replace), ^ ^^ , ,, (case), ":" (substring)."""
     name: str
@@ -71,21 +71,6 @@ def literal(word: Word) -> str | None:
     if len(word) == 1 and isinstance(word[0], Lit):
         return word[0].text
     return None
-
-
-def source_text(word: Word) -> str:
-    """A word's quoted-or-not text without expansions (for patterns as written)."""
-    out = []
-    for p in word:
-        if isinstance(p, (Lit, Quoted)):
-            out.append(p.text)
-        elif isinstance(p, DQ):
-            out.append(source_text(p.parts))
-        elif isinstance(p, Param):
-            out.append(p.text)
-        else:
-            out.append("$(…)")
-    return "".join(out)
 
 
 # ---------------------------------------------------------------- redirections
@@ -288,8 +273,3 @@ Command = Union[Simple, Subshell, Group, If, Loop, For, ArithFor, Case, Function
 class Program:
     body: Sequence
     source: str = ""              # the file name, for messages
-    text: str = field(default="", repr=False)
-
-
-def command_line(cmd: "Command | Pipeline | AndOr") -> int:
-    return cmd.line

@@ -303,8 +303,7 @@ class Parser:
         text = self.text
         i = self.pos + 1
         nxt = text[i:i + 1]
-        if text.startswith("((", i):
-            end = self._arith_end(i + 2)
+        if text.startswith("((", i) and (end := self._arith_end(i + 2)) >= 0:
             inner = text[i + 2:end]
             line = self.line
             self.line += inner.count("\n")
@@ -313,6 +312,12 @@ class Parser:
         if nxt == "(":
             self.pos = i + 1
             return CmdSub(self._subprogram(")"))
+        if nxt == "[":                      # $[ … ]: the old spelling of $(( … ))
+            end = self._bracket_end(i + 1)
+            inner = text[i + 1:end]
+            line = self.line
+            self.pos = end + 1
+            return Arith(Parser(inner, self.source, line).scan_template(arith=True))
         if nxt == "{":
             self.pos = i + 1
             return self._scan_braced(in_dq)
@@ -332,7 +337,8 @@ class Parser:
         return Lit("$") if not in_dq else Quoted("$")
 
     def _arith_end(self, i: int) -> int:
-        """Where the `))` closing a `$((` or `((` starting before i is."""
+        """Where the `))` closing a `$((` or `((` starting before i is; -1
+        when a lone `)` closes it first (then it is `$( (…) …)`, as bash reads it)."""
         depth = 0
         text = self.text
         while i < self.n:
@@ -341,12 +347,10 @@ class Parser:
                 depth += 1
             elif c == ")":
                 if depth == 0:
-                    if text.startswith("))", i):
-                        return i
-                    raise self.error("arithmetic: ')' without '(' (a $( (subshell) ) needs a space)")
+                    return i if text.startswith("))", i) else -1
                 depth -= 1
             i += 1
-        raise self.error("unexpected EOF while looking for matching `))'")
+        return -1
 
     def _scan_ansi_c(self, i: int) -> Quoted:
         text, out = self.text, []
@@ -405,7 +409,7 @@ class Parser:
         line = self.line
         op = ""
         if text.startswith("#", self.pos) and not text.startswith("#}", self.pos):
-            op = "#"
+            op = "length"
             self.pos += 1
         elif text.startswith("!", self.pos) and not text.startswith("!}", self.pos):
             op = "!"
@@ -427,17 +431,20 @@ class Parser:
             self.pos = close + 1
         if op == "!" and text.startswith(("*}", "@}"), self.pos):
             raise self.error(f"${{!{name}{text[self.pos]}}} (names by prefix) is not supported")
-        if op == "!" and index is not None and literal(index) in ("@", "*"):
+        if op == "!" and index is not None and len(index) == 1 and isinstance(index[0], Quoted) \
+                and index[0].text in ("@", "*"):
             op, index = "!@", None
         if text.startswith("}", self.pos):
             self.pos += 1
             return Param(name, index, op, text=text[start:self.pos])
         if op:
-            if op == "#":
+            if op == "length":
                 raise self.error(f"{text[start:self.pos + 1]}…: bad substitution", line)
         m = re.compile(r":[-=+?]|[-=+?]|##|#|%%|%|//|/#|/%|/|\^\^|\^|,,|,|:").match(text, self.pos)
         if not m:
-            raise self.error(f"{text[start:self.pos + 1]}…: bad substitution", line)
+            if "}" not in text[self.pos:]:
+                raise self.error("unexpected EOF while looking for matching `}'", line)
+            raise self.error(f"{text[start:text.index('}', self.pos) + 1]}: bad substitution", line)
         op2 = m.group()
         if op == "!":
             raise self.error(f"{text[start:m.end()]}…: indirection with an operator is not supported", line)
@@ -554,7 +561,7 @@ class Parser:
         tok = self.take()
         if tok.kind != "eof":
             raise self.unexpected(tok)
-        return Program(body, self.source, self.text)
+        return Program(body, self.source)
 
     def _reserved(self, tok: _Tok, *words: str) -> bool:
         return tok.kind == "word" and tok.text in words
@@ -815,6 +822,8 @@ class Parser:
     def _arith_text(self) -> Word:
         """`(( … ))` as a word; self.pos is past the `((`."""
         end = self._arith_end(self.pos)
+        if end < 0:
+            raise self.error("`(( … ))' without its `))' (nested subshells need a space: `( (…) )')")
         inner = self.text[self.pos:end]
         line = self.line
         self.line += inner.count("\n")
@@ -918,7 +927,8 @@ class Parser:
                     self._expect_op(")", "(", line)
                     return self._function_body(tok.text, line)       # type: ignore[return-value]
             elif tok.items is not None:
-                raise self.error(f"syntax error near unexpected token `('", tok.line)
+                raise self.error("NAME=(…) as an argument (an array given to local or declare) is not supported",
+                                 tok.line)
             words.append(tok.word)
         if not (assigns or words or redirs):
             raise self.unexpected(self.peek())

@@ -34,7 +34,7 @@ SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS":
            "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
            "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
            "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31}
-WAIT_LIMIT_S = 60.0                 # virtual seconds `wait` gives a job before it is an error
+WAIT_LIMIT_S = 5.0                  # virtual seconds a signalled job has to end before `wait` gives up
 TICK_S = 0.004                      # how often wait looks (a jiffy at HZ=250)
 
 
@@ -181,11 +181,15 @@ def wait_builtin(proc: "Proc") -> int:
     if not args:
         targets = list(sh.jobs)
     for pid in targets:
+        job = sh.jobs[pid]
+        if _alive(sh, pid) and not job.signal:
+            # the programs end only on a signal: bash would wait for ever
+            raise sh.unsupported(f"wait: job {pid} ({job.command}) runs until a signal ends it, and none was sent")
         deadline = sh.machine.clock_ns + int(WAIT_LIMIT_S * 1e9)
         while _alive(sh, pid):
             if sh.machine.clock_ns >= deadline:
-                raise sh.unsupported(f"wait: job {pid} ({sh.jobs[pid].command}) did not end in "
-                                     f"{WAIT_LIMIT_S:g} s (a guest program runs until a signal ends it)")
+                raise sh.unsupported(f"wait: job {pid} ({job.command}) did not end in {WAIT_LIMIT_S:g} s "
+                                     f"after signal {job.signal}")
             sh.machine.run(TICK_S)
         job = sh.jobs.pop(pid)
         status = 128 + job.signal if job.signal else 0

@@ -100,5 +100,4 @@ class In:
         return line
 
 
-EMPTY_INPUT = In("")
 Stream = Out | In

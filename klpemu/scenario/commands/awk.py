@@ -368,10 +368,9 @@ class _Parser:
     def function(self) -> None:
         self.take()
         kind, name = self.take()
-        if kind == "name":
-            self.expect("(")
-        elif kind != "call":
+        if kind not in ("name", "call"):
             raise AwkError(f"syntax error: bad function name '{name}'")
+        self.expect("(")
         params: list[str] = []
         while not self.is_op(")"):
             kind, p = self.take()

@@ -177,12 +177,14 @@ def tr(proc: "Proc") -> int:
     text = proc.stdin()
     if delete:
         if len(args) != 1:
-            return proc.error("missing operand" if not args else f"extra operand ‘{args[1]}’")
+            return proc.error(("missing operand" if not args else f"extra operand ‘{args[1]}’")
+                              + "\nTry 'tr --help' for more information.")
         gone = set(_tr_set(args[0]))
         proc.out("".join(c for c in text if c not in gone))
         return 0
     if len(args) != 2 and not (squeeze and len(args) == 1):
-        return proc.error("missing operand" if len(args) < 2 else f"extra operand ‘{args[2]}’")
+        return proc.error(("missing operand" if len(args) < 2 else f"extra operand ‘{args[2]}’")
+                          + "\nTry 'tr --help' for more information.")
     source = _tr_set(args[0])
     if len(args) == 2:
         target = _tr_set(args[1])
@@ -202,9 +204,9 @@ def tr(proc: "Proc") -> int:
 def seq(proc: "Proc") -> int:
     args = list(proc.args)
     separator = "\n"
-    while args and args[0] in ("-s",) and len(args) > 1:
-        args.pop(0)
-        separator = args.pop(0)
+    while args and args[0].startswith("-s"):
+        opt = args.pop(0)
+        separator = opt[2:] if len(opt) > 2 else (args.pop(0) if args else "\n")
     try:
         numbers = [float(a) for a in args]
     except ValueError:
