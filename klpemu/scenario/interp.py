@@ -431,7 +431,14 @@ class Shell:
                 stage_fds[1] = capture
                 if pipe.stderr_too[k]:
                     stage_fds[2] = capture
-            statuses.append(self.subshell(lambda c=cmd, f=stage_fds: self.run_command(c, f)))
+            if self._stateless(cmd):
+                self.subshells += 1          # (a stage is not a step of its own)
+                try:
+                    statuses.append(self.run_command(cmd, stage_fds))
+                finally:
+                    self.subshells -= 1
+            else:
+                statuses.append(self.subshell(lambda c=cmd, f=stage_fds: self.run_command(c, f)))
             if capture is not None:
                 data = In(capture.text())
         self.vars.set_array("PIPESTATUS", [str(s) for s in statuses])
@@ -471,14 +478,34 @@ class Shell:
                 saved.vars, saved.functions, saved.positional, saved.options, saved.traps, saved.cwd,
                 saved.last_status, saved.last_bg, saved.depth, saved.sourced_functions_sh, saved.jobs)
 
+    def _stateless(self, cmd: Command) -> bool:
+        """CMD is one of the commands (not a function, builtin or helper) with
+        no assignments: running it cannot change the shell, so a subshell for
+        it would be a copy for nothing."""
+        if type(cmd) is not Simple or cmd.assigns or not cmd.words:
+            return False
+        name = literal(cmd.words[0])
+        return name is not None and name in self.commands and name not in self.functions \
+            and name not in self.builtins and (self.sourced_functions_sh or name not in self.helpers)
+
     def _capture(self, body: Program) -> tuple[int, str]:
         """BODY run in a subshell with its stdout captured."""
         capture = Capture()
         fds = dict(self.current_fds)
         fds[1] = capture
         saved = self.current_fds
+        items = body.body.items
         try:
-            status = self.subshell(lambda: self.run_sequence(body.body, fds))
+            if len(items) == 1 and not items[0].background and not items[0].command.rest \
+                    and not items[0].command.first.negate and len(items[0].command.first.commands) == 1 \
+                    and self._stateless(items[0].command.first.commands[0]):
+                self.subshells += 1          # (not the script's steps)
+                try:
+                    status = self.run_command(items[0].command.first.commands[0], fds)
+                finally:
+                    self.subshells -= 1
+            else:
+                status = self.subshell(lambda: self.run_sequence(body.body, fds))
         finally:
             self.current_fds = saved
         return status, capture.text()
