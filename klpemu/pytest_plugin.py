@@ -56,6 +56,8 @@ class Klp:
         self._out = io.StringIO()
         self.selftest = Selftest(machine, module_dirs_finder([*module_dirs, FIXTURE_MODULES]),
                                  stdout=self._out.write, stderr=self._out.write)
+        # the livepatch core's pr_debug lines (transitions) on, as the selftests' setup_config has them
+        self.selftest.set_dynamic_debug()
 
     def _run(self, helper: Callable[..., None], *args: object) -> None:
         from klpemu.selftest import Die, Skip

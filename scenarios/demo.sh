@@ -5,6 +5,7 @@
 cat /proc/cmdline
 cat /proc/meminfo
 
+setup_config		# as the selftests do: the livepatch core's debug messages on
 start_test "boot and patch"
 load_lp test_klp_livepatch
 grep 'live patched' /proc/cmdline > /dev/kmsg

@@ -127,6 +127,8 @@ class Session:
         self.core = Livepatch.attach(self.m)
         self.out = io.StringIO()
         self.r = ScenarioRunner(self.m, self.out)
+        # the livepatch core's pr_debug lines on, as the selftests' setup_config has them
+        Selftest(self.m, module_dirs_finder([MODULES])).set_dynamic_debug()
 
     def run(self, text: str) -> None:
         result = self.r.run_text(text)

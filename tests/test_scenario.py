@@ -342,6 +342,7 @@ def test_a_module_that_does_not_load_stops_load_failing_paths(m: Machine, tmp_pa
 def test_basic_function_patching_with_the_built_in_helpers(m: Machine, tmp_path: Path) -> None:
     result, out = run(m, tmp_path, """\
 MOD_LIVEPATCH=test_klp_livepatch
+setup_config
 start_test "basic function patching"
 load_lp $MOD_LIVEPATCH
 grep 'live patched' /proc/cmdline > /dev/kmsg

@@ -36,7 +36,7 @@ def _bracket(p: str, i: int, negate_chars: str = "^") -> tuple[str, int] | None:
             out.append(_POSIX_CLASSES[name])
             j = end + 2
         else:
-            out.append("\\" + p[j] if p[j] in "\\[]^" else p[j])
+            out.append("\\" + p[j] if p[j] in "\\[]^&~|" else p[j])
             j += 1
         first = False
     if j >= len(p):

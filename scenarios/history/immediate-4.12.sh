@@ -7,6 +7,9 @@
 # Run: klpemu run scenarios/history/immediate-4.12.sh --klp-version 4.12
 
 . $(dirname $0)/functions.sh
+
+setup_config
+
 P=klpemu_old_test_klp
 
 start_test "immediate patch enabled and disabled"

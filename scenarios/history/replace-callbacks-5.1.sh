@@ -4,6 +4,9 @@
 # Run: klpemu run scenarios/history/replace-callbacks-5.1.sh --klp-version 5.1
 
 . $(dirname $0)/functions.sh
+
+setup_config
+
 D=test_klp_callbacks_demo
 D2=test_klp_callbacks_demo2
 

@@ -12,6 +12,9 @@
 # Run: klpemu run scenarios/history/stacking-4.15.sh --klp-version 4.15
 
 . $(dirname $0)/functions.sh
+
+setup_config
+
 P1=klpemu_old_test_klp
 P2=klpemu_old_test_klp2
 P3=klpemu_old_test_klp3

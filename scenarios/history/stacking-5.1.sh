@@ -7,6 +7,9 @@
 # Run: klpemu run scenarios/history/stacking-5.1.sh --klp-version 5.1
 
 . $(dirname $0)/functions.sh
+
+setup_config
+
 P1=test_klp_livepatch
 P2=klpemu_old_test_klp_enable2
 P3=klpemu_old_test_klp_enable3
