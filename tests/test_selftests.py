@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from emu import Machine
-from klpemu.scenario import ScenarioRunner
+from klp import Livepatch
+from klpemu.scenario import FIXTURE_MODULES, ScenarioRunner
+from klpemu.selftest import Die, LoadStyle, Selftest, module_dirs_finder
+from klpemu.selftest.coreutils import unified_diff
 
 SELFTESTS_DIR = Path(__file__).resolve().parent.parent / "scenarios" / "selftests"
 SELFTESTS = sorted(SELFTESTS_DIR.glob("test-*.sh"))
@@ -79,3 +82,42 @@ def test_the_built_in_helpers_log_what_functions_sh_logs(name: str, tmp_path: Pa
         reports.append(out.getvalue())
     assert reports[0] == reports[1]
     assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("a, b, diff", [
+    ("dbbcdbead", "dyybcdbyxd",
+     "@@ -1,9 +1,10 @@\n d\n-b\n+y\n+y\n b\n c\n d\n b\n-e\n-a\n+y\n+x\n d\n"),
+    ("abcdefghijk", "aBcdefghiJk",
+     "@@ -1,5 +1,5 @@\n a\n-b\n+B\n c\n d\n e\n@@ -7,5 +7,5 @@\n g\n h\n i\n-j\n+J\n k\n"),
+    ("x", "", "@@ -1 +0,0 @@\n-x\n"),
+    ("same", "same", None),
+])
+def test_check_results_diff_is_gnu_diffs(a: str, b: str, diff: str | None) -> None:
+    """diff -u's hunks, lines aligned as GNU diffutils 3.8 aligns them (recorded from it)."""
+    out = unified_diff(list(a), list(b), "expected", "result")
+    assert out == ("" if diff is None else "--- expected\n+++ result\n" + diff)
+
+
+def test_the_typed_helpers_in_the_modprobe_style() -> None:
+    """LoadStyle.MODPROBE: the log and errors of the functions.sh before 6.9."""
+    m = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(m)
+    said: list[str] = []
+    st = Selftest(m, module_dirs_finder([FIXTURE_MODULES]), style=LoadStyle.MODPROBE, stdout=said.append,
+                  stderr=said.append, release="5.1.0")
+    st.start_test("modprobe style")
+    st.set_ftrace_enabled(0)
+    st.load_failing_mod("test_klp_livepatch")
+    st.set_ftrace_enabled(1)
+    st.load_lp("test_klp_livepatch")
+    st.disable_lp("test_klp_livepatch")
+    st.unload_lp("test_klp_livepatch")
+    with pytest.raises(Die):
+        st.load_mod("test_klp_livepatch")
+    assert st.result().split("\n")[:4] == [
+        "livepatch: kernel.ftrace_enabled = 0", "% modprobe test_klp_livepatch",
+        "livepatch: enabling patch 'test_klp_livepatch'",
+        "livepatch: 'test_klp_livepatch': initializing patching transition"]
+    assert "modprobe: ERROR: could not insert 'test_klp_livepatch': Device or resource busy" in st.result()
+    assert said == ["TEST: modprobe style ... ",
+                    "ERROR: use load_lp() to load the livepatch module test_klp_livepatch\n"]

@@ -668,7 +668,7 @@ class Shell:
         self.line = cmd.line
         self._cmdsub_status = None
         saved_fds, self.current_fds = self.current_fds, fds
-        procsubs = set(self.ns.fds)
+        procsubs = len(self.ns.fds)
         try:
             try:
                 argv = self._arguments(cmd.words)
@@ -691,8 +691,9 @@ class Shell:
             return status
         finally:
             self.current_fds = saved_fds
-            for fd in set(self.ns.fds) - procsubs:
-                del self.ns.fds[fd]
+            if len(self.ns.fds) > procsubs:          # this command's <(…) are read: gone
+                for fd in list(self.ns.fds)[procsubs:]:
+                    del self.ns.fds[fd]
 
     def _arguments(self, words: tuple[Word, ...]) -> list[str]:
         """A command's words expanded; the NAME=VALUE arguments of local,

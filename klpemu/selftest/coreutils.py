@@ -1,7 +1,7 @@
 """What coreutils and diffutils print where the selftests read it: stat's
 %A rights string, date --rfc-3339=ns of the virtual clock, the CPU count
 of a cpulist (nproc, getconf _NPROCESSORS_ONLN), and diff -u's unified
-diff (a shortest edit script, GNU diff's hunk format).
+diff (lines aligned and hunks formatted as GNU diff has them).
 """
 from __future__ import annotations
 
@@ -34,50 +34,174 @@ def cpulist_count(text: str) -> int:
 
 
 def _edit_script(a: list[str], b: list[str]) -> list[tuple[str, int, int]]:
-    """Myers' shortest edit script: ('=', i, j), ('-', i, -1), ('+', -1, j)."""
-    n, m = len(a), len(b)
-    maximum = n + m
-    v = {1: 0}
-    trace: list[dict[int, int]] = []
-    for d in range(maximum + 1):
-        trace.append(dict(v))
-        for k in range(-d, d + 1, 2):
-            if k == -d or (k != d and v.get(k - 1, -1) < v.get(k + 1, -1)):
-                x = v.get(k + 1, 0)
-            else:
-                x = v.get(k - 1, 0) + 1
-            y = x - k
-            while x < n and y < m and a[x] == b[y]:
-                x, y = x + 1, y + 1
-            v[k] = x
-            if x >= n and y >= m:
-                return _backtrack(trace, a, b, d)
-    return []
-
-
-def _backtrack(trace: list[dict[int, int]], a: list[str], b: list[str], depth: int) -> list[tuple[str, int, int]]:
-    x, y = len(a), len(b)
+    """The lines diff keeps, deletes and inserts, aligned as GNU diff aligns
+    them: ('=', i, j), ('-', i, -1), ('+', -1, j) in file order."""
+    del_a, ins_b = _changed_lines(a, b)
     ops: list[tuple[str, int, int]] = []
-    for d in range(depth, -1, -1):
-        v = trace[d]
-        k = x - y
-        if k == -d or (k != d and v.get(k - 1, -1) < v.get(k + 1, -1)):
-            prev_k = k + 1
+    i = j = 0
+    while i < len(a) or j < len(b):
+        if i < len(a) and del_a[i]:
+            ops.append(("-", i, -1))
+            i += 1
+        elif j < len(b) and ins_b[j]:
+            ops.append(("+", -1, j))
+            j += 1
         else:
-            prev_k = k - 1
-        prev_x = v.get(prev_k, 0)
-        prev_y = prev_x - prev_k
-        while x > prev_x and y > prev_y:
-            ops.append(("=", x - 1, y - 1))
-            x, y = x - 1, y - 1
-        if d > 0:
-            if x == prev_x:
-                ops.append(("+", -1, prev_y))
-            else:
-                ops.append(("-", prev_x, -1))
-        x, y = prev_x, prev_y
-    ops.reverse()
+            ops.append(("=", i, j))
+            i, j = i + 1, j + 1
     return ops
+
+
+def _changed_lines(a: list[str], b: list[str]) -> tuple[list[bool], list[bool]]:
+    """Which lines of A are deleted and of B inserted. As GNU diff does it:
+    a line with no equal in the other file is a change outright; the rest
+    are compared by Myers' divide and conquer on the middle snake (a
+    shortest edit script); then each run of changes slides, within equal
+    lines, to merge with its neighbours and to face a change of the other
+    file."""
+    ids: dict[str, int] = {}
+    ea = [ids.setdefault(x, len(ids)) for x in a]
+    eb = [ids.setdefault(x, len(ids)) for x in b]
+    in_a, in_b = set(ea), set(eb)
+    # one sentinel at each end: index k + 1 is line k
+    ca = [False] + [e not in in_b for e in ea] + [False]
+    cb = [False] + [e not in in_a for e in eb] + [False]
+    keep_a = [i for i, e in enumerate(ea) if e in in_b]
+    keep_b = [j for j, e in enumerate(eb) if e in in_a]
+    _compare(ca, cb, [ea[i] for i in keep_a], [eb[j] for j in keep_b], keep_a, keep_b)
+    _slide(ca, cb, ea)
+    _slide(cb, ca, eb)
+    return ca[1:-1], cb[1:-1]
+
+
+def _compare(ca: list[bool], cb: list[bool], xv: list[int], yv: list[int], keep_a: list[int],
+             keep_b: list[int]) -> None:
+    size = len(xv) + len(yv) + 3
+    fwd = [0] * (2 * size + 1)
+    bwd = [0] * (2 * size + 1)
+    far = 1 << 62
+
+    def middle(xlo: int, xhi: int, ylo: int, yhi: int) -> tuple[int, int]:
+        """Where the forward and backward searches of a shortest edit script meet."""
+        dmin, dmax = xlo - yhi, xhi - ylo
+        fmid, bmid = xlo - ylo, xhi - yhi
+        fmin = fmax = fmid
+        bmin = bmax = bmid
+        odd = (fmid - bmid) & 1
+        fwd[size + fmid] = xlo
+        bwd[size + bmid] = xhi
+        while True:
+            if fmin > dmin:
+                fmin -= 1
+                fwd[size + fmin - 1] = -1
+            else:
+                fmin += 1
+            if fmax < dmax:
+                fmax += 1
+                fwd[size + fmax + 1] = -1
+            else:
+                fmax -= 1
+            for d in range(fmax, fmin - 1, -2):
+                lo, hi = fwd[size + d - 1], fwd[size + d + 1]
+                x = lo + 1 if lo >= hi else hi
+                y = x - d
+                while x < xhi and y < yhi and xv[x] == yv[y]:
+                    x, y = x + 1, y + 1
+                fwd[size + d] = x
+                if odd and bmin <= d <= bmax and bwd[size + d] <= x:
+                    return x, y
+            if bmin > dmin:
+                bmin -= 1
+                bwd[size + bmin - 1] = far
+            else:
+                bmin += 1
+            if bmax < dmax:
+                bmax += 1
+                bwd[size + bmax + 1] = far
+            else:
+                bmax -= 1
+            for d in range(bmax, bmin - 1, -2):
+                lo, hi = bwd[size + d - 1], bwd[size + d + 1]
+                x = lo if lo < hi else hi - 1
+                y = x - d
+                while x > xlo and y > ylo and xv[x - 1] == yv[y - 1]:
+                    x, y = x - 1, y - 1
+                bwd[size + d] = x
+                if not odd and fmin <= d <= fmax and x <= fwd[size + d]:
+                    return x, y
+
+    def compare(xlo: int, xhi: int, ylo: int, yhi: int) -> None:
+        while xlo < xhi and ylo < yhi and xv[xlo] == yv[ylo]:
+            xlo, ylo = xlo + 1, ylo + 1
+        while xlo < xhi and ylo < yhi and xv[xhi - 1] == yv[yhi - 1]:
+            xhi, yhi = xhi - 1, yhi - 1
+        if xlo == xhi:
+            for j in range(ylo, yhi):
+                cb[keep_b[j] + 1] = True
+        elif ylo == yhi:
+            for i in range(xlo, xhi):
+                ca[keep_a[i] + 1] = True
+        else:
+            xmid, ymid = middle(xlo, xhi, ylo, yhi)
+            compare(xlo, xmid, ylo, ymid)
+            compare(xmid, xhi, ymid, yhi)
+
+    compare(0, len(xv), 0, len(yv))
+
+
+def _slide(changed: list[bool], other: list[bool], ids: list[int]) -> None:
+    """Slide each run of changed lines of one file (CHANGED, sentinel-padded)
+    over equal lines: back to merge with the run before, forward to merge
+    with the run after, then back to face a run of the other file (OTHER)."""
+    end = len(ids)
+    i = j = 0                 # a line of this file, and the matching place in the other
+
+    def c(k: int) -> bool:
+        return changed[k + 1]
+
+    def o(k: int) -> bool:
+        return other[k + 1]
+    while True:
+        while i < end and not c(i):
+            while o(j):
+                j += 1
+            i, j = i + 1, j + 1
+        if i == end:
+            return
+        start = i
+        i += 1
+        while c(i):
+            i += 1
+        while o(j):
+            j += 1
+        while True:
+            length = i - start
+            while start and ids[start - 1] == ids[i - 1]:
+                start, i = start - 1, i - 1
+                changed[start + 1], changed[i + 1] = True, False
+                while c(start - 1):
+                    start -= 1
+                j -= 1
+                while o(j):
+                    j -= 1
+            facing = i if o(j - 1) else end
+            while i != end and ids[start] == ids[i]:
+                changed[start + 1], changed[i + 1] = False, True
+                start, i = start + 1, i + 1
+                while c(i):
+                    i += 1
+                j += 1
+                while o(j):
+                    j += 1
+                    facing = i
+            if length == i - start:
+                break
+        while facing < i:
+            start, i = start - 1, i - 1
+            changed[start + 1], changed[i + 1] = True, False
+            j -= 1
+            while o(j):
+                j -= 1
 
 
 def _range(start: int, length: int) -> str:

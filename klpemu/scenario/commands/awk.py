@@ -32,13 +32,21 @@ class AwkError(Exception):
 
 
 class StrNum(str):
-    """A string from input (a field, a -v value): a number if it looks like one."""
-    numeric: float | None
+    """A string from input (a field, a -v value): a number if it looks like one
+    (decided when first asked)."""
+    __slots__ = ("_numeric",)
+    _UNKNOWN = object()
 
     def __new__(cls, text: str, numeric: float | None = None, force: bool = False) -> "StrNum":
         obj = super().__new__(cls, text)
-        obj.numeric = numeric if force else _looks_numeric(text)
+        obj._numeric = numeric if force else StrNum._UNKNOWN
         return obj
+
+    @property
+    def numeric(self) -> float | None:
+        if self._numeric is StrNum._UNKNOWN:
+            self._numeric = _looks_numeric(self)
+        return self._numeric          # type: ignore[return-value]
 
 
 _NUMBER = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|0[xX][0-9a-fA-F]+)\s*\Z")
@@ -205,17 +213,23 @@ class Env:
                                        "CONVFMT": "%.6g", "OFMT": "%.6g", "RS": "\n"}
         self.arrays: dict[str, dict[str, Value]] = {}
         self.fields: list[Value] = [UNINIT]
+        self.split_done = True
         self.out = out
         self.functions: dict[str, tuple[list[str], Callable[["Env"], None]]] = {}
         self.frames: list[dict[str, Any]] = []
         self.regexes: dict[str, re.Pattern[str]] = {}
 
-    # fields
+    # fields, split when first wanted
     def set_record(self, line: str) -> None:
         self.fields = [StrNum(line)]
-        self._split()
+        self.split_done = False
+
+    def _ensure_split(self) -> None:
+        if not self.split_done:
+            self._split()
 
     def _split(self) -> None:
+        self.split_done = True
         record = str(self.fields[0])
         fs = text(self.vars["FS"])
         if fs == " ":
@@ -232,6 +246,8 @@ class Env:
     def field(self, k: int) -> Value:
         if k < 0:
             raise AwkError(f"trying to access out of range field {k}")
+        if k:
+            self._ensure_split()
         return self.fields[k] if k < len(self.fields) else UNINIT
 
     def set_field(self, k: int, value: Value) -> None:
@@ -239,6 +255,7 @@ class Env:
             self.fields = [StrNum(text(value))]
             self._split()
             return
+        self._ensure_split()
         while len(self.fields) <= k:
             self.fields.append(UNINIT)
         self.fields[k] = value
@@ -246,6 +263,7 @@ class Env:
         self._rebuild()
 
     def set_nf(self, n: int) -> None:
+        self._ensure_split()
         self.fields = (self.fields + [UNINIT] * n)[:n + 1]
         self._rebuild()
 
@@ -257,6 +275,8 @@ class Env:
         if self.frames and name in self.frames[-1]:
             v = self.frames[-1][name]
             return v if not isinstance(v, dict) else UNINIT
+        if name == "NF":
+            self._ensure_split()
         return self.vars.get(name, UNINIT)
 
     def set(self, name: str, value: Value) -> None:
