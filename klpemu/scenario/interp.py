@@ -201,7 +201,7 @@ class Shell:
         self.extensions: dict[str, object] = {}  # per-run state of helpers and commands
         self.syslog = Syslog(machine)
         self.deadline_ns: int | None = None      # `timeout`'s, while its command runs
-        self._parsed: dict[tuple[str, str], Program] = {}
+        self._parsed: dict[tuple[str, int, str], Program] = {}
         self._step_verb: str | None = None
         self._cmdsub_status: int | None = None
         self.stdio: Fds = {0: In(""), 1: TerminalOut(terminal, STDOUT), 2: TerminalOut(terminal, STDERR)}
@@ -293,7 +293,8 @@ class Shell:
 
     # ------------------------------------------------------------ running a program
     def parse(self, text: str, source: str, line: int = 1) -> Program:
-        key = (source, text)
+        """TEXT's tree, parsed once (functions.sh and each eval'd string alike)."""
+        key = (source, line, text)
         program = self._parsed.get(key)
         if program is None:
             program = self._parsed[key] = Parser(text, source, line).parse_program()
@@ -319,7 +320,7 @@ class Shell:
         self.last_status = status
         self.depth += 1
         try:
-            self.eval_text(action, self.stdio, "trap")
+            self.eval_text(action, self.stdio)
         except ExitSignal as sig:
             status = sig.status
         except (ReturnSignal, LoopSignal):
@@ -329,9 +330,9 @@ class Shell:
             self._exiting = False
         return status
 
-    def eval_text(self, text: str, fds: Fds, what: str = "eval") -> int:
+    def eval_text(self, text: str, fds: Fds) -> int:
         """`eval TEXT` (and a trap's action): parsed once, run in this shell."""
-        program = self.parse(text, self.source if what == "eval" else self.source, self.line)
+        program = self.parse(text, self.source, self.line)
         return self.run_sequence(program.body, fds)
 
     # ------------------------------------------------------------ lists
@@ -413,8 +414,8 @@ class Shell:
             step.message = last_line or (f"exit {status}" if status else "")
         else:
             step.ok = status == 0 or exempt
-            step.message = last_line if (status and not exempt) or (said and status) else ""
-            if status and not exempt and not step.message:
+            step.message = last_line if status else ""
+            if not step.ok and not step.message:
                 step.message = f"{verb}: exit status {status}"
         self.result.steps.append(step)
 
