@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from emu import Machine
+from klpemu.paths import SCENARIOS
 from klpemu.scenario import ScenarioRunner
 
 from .common import bench_main, machine_description, svg_bars, table
 
-SELFTESTS = Path(__file__).resolve().parent.parent / "scenarios" / "selftests"
+SELFTESTS = SCENARIOS / "selftests"
 TARGET_SET_S = 30.0
 SLOW = ("test-syscall",)         # 300,000+ syscalls: ~10 s alone
 

@@ -27,6 +27,7 @@ from typing import Callable
 from emu import Machine
 from emu.elf.module_loader import load_module
 from emu.machine import resolve_kernel
+from emu.module.manager import module_name_field
 from emu.unwind import cache, tables_from_elf
 
 from .common import MODULES, bench_main, machine_description, svg_bars, table
@@ -60,7 +61,8 @@ def run(quick: bool = False) -> dict[str, object]:
     m = Machine(cpus=2, seed=0).boot()
     resolve = m.kallsyms.lookup_name
     base = 0xFFFFFFFFA8000000
-    loaded = load_module(data, "klpemu_bench_tasks", base, resolve)
+    name_field = module_name_field(m.offsets)
+    loaded = load_module(data, "klpemu_bench_tasks", base, resolve, name_field=name_field)
     keys = ("first_boot", "boot", "tables_cold", "tables_cached", "loader", "insmod")
     times: dict[str, list[float]] = {k: [] for k in keys}
     # fresh processes, with the user's unwind cache (which the boot above filled)
@@ -77,7 +79,8 @@ def run(quick: bool = False) -> dict[str, object]:
                 times["tables_cold"].append(timed(lambda: tables_from_elf(kernel)))
                 cache._memory.clear()               # from disk, as a new process would
                 times["tables_cached"].append(timed(lambda: tables_from_elf(kernel)))
-                times["loader"].append(timed(lambda: load_module(data, "klpemu_bench_tasks", base, resolve)))
+                times["loader"].append(timed(lambda: load_module(data, "klpemu_bench_tasks", base, resolve,
+                                                                           name_field=name_field)))
                 times["insmod"].append(timed(lambda: (m.insmod(MODULE), m.rmmod("klpemu_bench_tasks"))))
         finally:
             if env is None:

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
+from emu.abi import FIXTURES
+
+MODULES = FIXTURES / "build" / "modules"
 
 
 def machine_description() -> dict[str, object]:

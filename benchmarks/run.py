@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from klpemu.paths import SOURCE_TREE
+
 from . import bench_dispatch, bench_machine, bench_scenarios, bench_startup, bench_transition
 from .common import machine_description
 
@@ -21,7 +23,8 @@ BENCHMARKS: dict[str, ModuleType] = {
     "dispatch": bench_dispatch, "machine": bench_machine, "transition": bench_transition,
     "startup": bench_startup, "scenarios": bench_scenarios,
 }
-RESULTS = Path(__file__).resolve().parent / "results"
+# in a source tree the results are committed beside the code; installed, they go to the cwd
+RESULTS = SOURCE_TREE / "benchmarks" / "results" if SOURCE_TREE else Path("klpemu-bench-results")
 
 
 def targets(results: dict[str, dict]) -> list[tuple[str, str, bool | None]]:

@@ -2,16 +2,29 @@
 
 `fixtures/include/klpemu/abi.h` is shared by the guest's C and asm and by
 Python, so hypercall numbers, vectors and the memory layout have one home.
+
+FIXTURES is the guest: `fixtures/` beside the packages in a source tree,
+`emu/guest/` in an installed wheel (pyproject.toml maps one to the other).
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+def _guest_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "guest", here.parent / "fixtures"):
+        if (candidate / "include" / "klpemu" / "abi.h").is_file():
+            return candidate
+    raise ImportError(f"klpemu's guest (fixtures/ or emu/guest/ with include/klpemu/abi.h) is not "
+                      f"beside {here}: a broken install?")
+
+
+FIXTURES = _guest_dir()
 ABI_HEADER = FIXTURES / "include" / "klpemu" / "abi.h"
 
-_DEFINE = re.compile(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
+_DEFINE = re.compile(r"^#define\s+([A-Za-z_][A-Za-z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
 
 
 def _read_defines(path: Path) -> dict[str, int]:
@@ -30,6 +43,7 @@ def abi(name: str) -> int:
 
 
 HYPERCALLS = {name: value for name, value in _ABI.items() if name.startswith("HC_")}
+NR = {name: value for name, value in _ABI.items() if name.startswith("__NR_")}   # system call numbers
 LOCAL_TIMER_VECTOR = abi("LOCAL_TIMER_VECTOR")
 RESCHEDULE_VECTOR = abi("RESCHEDULE_VECTOR")
 DOORBELL_VECTOR = abi("DOORBELL_VECTOR")

@@ -1,39 +1,46 @@
 """The machine: a gcc-built kernel on N emulated CPUs, in virtual time.
 
-One host thread drives the CPUs round-robin in rounds. In each round every
-runnable CPU executes one quantum of the same seeded-random length (capped
-at the next timer event), then virtual time advances by that length at
-NS_PER_INSN. Interrupts are delivered at quantum boundaries when the CPU has
-them enabled; when every CPU halts, time skips to the next timer event.
-Same kernel + same seed = the same run, byte for byte.
+Machine is the composition root: it loads the images into RAM, builds the
+parts (the run loop, the kernel's services, ftrace, the unwinder, modules,
+the VFS), hands each the narrow pieces it uses, registers every part's
+hypercalls in this machine's table, and offers the API users script
+(boot, run, files through the guest shell, insmod, call). The parts never
+see the Machine.
 """
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from emu.abi import (DOORBELL_VECTOR, FIXTURES, HZ, LOCAL_TIMER_VECTOR, PAGE_OFFSET, RESCHEDULE_VECTOR,
-                     THREAD_SIZE, USER_BASE, abi)
+from emu.abi import DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, PAGE_OFFSET, THREAD_SIZE, USER_BASE, abi
 from emu.arch.cpu import Cpu
-from emu.arch.engine import CpuFault, Engine
+from emu.arch.engine import Engine
 from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB, Ram,
                              build_page_tables, write_gdt)
 from emu.elf.image import ElfImage
-from emu.errors import EmuError, GuestHang, ImageError, MachineCrashed
-from emu.fs import vfs as _vfs  # noqa: F401  (registers the VFS hypercalls)
+from emu.errors import EmuError, ImageError
+from emu.faults.oops import FaultHandler, Oops
+from emu.faults.watchdog import Watchdog
+from emu.fs.files import FileTree
+from emu.fs.procfs import register_procfs
 from emu.fs.vfs import Vfs
-from emu.kernel import services  # noqa: F401  (registers the machine's hypercalls)
+from emu.kernel.dyndbg import DynamicDebug
 from emu.kernel.guestcall import GuestCalls
-from emu.kernel.hypercalls import REGISTRY
+from emu.kernel.hypercalls import HypercallTable
 from emu.kernel.kallsyms import Kallsyms
-from emu.kernel.modules import ModuleManager
-from emu.kernel.oops import Oops
-from emu.kernel.printk import LogBuffer
-from emu.kernel.shell import Shell
-from emu.kernel.tasks import TaskView
+from emu.kernel.printk import KernelLog, LogBuffer
+from emu.kernel.program import Program
+from emu.kernel.services import KernelServices
+from emu.kernel.shell import Mailbox, Shell
+from emu.kernel.tasks import TaskView, find_task, for_each_task, running_on
+from emu.kernel.text_patching import TextPatcher
+from emu.module.manager import ModuleManager
+from emu.preempt import PreemptionPoints
+from emu.runloop import PARK_PHYS, MachineStats, RunLoop
+from emu.schedule import Schedule, ScheduleSpec, make_schedule
+from emu.time import VirtualClock
 from emu.trace.ftrace import Ftrace
 from emu.trace.kprobes import Kprobes
 from emu.trace.tracer import FunctionTracer
@@ -41,25 +48,17 @@ from emu.unwind.stack_walker import StackWalker
 
 log = logging.getLogger(__name__)
 
-NS_PER_INSN = 50                      # 20 M instructions per virtual second per CPU
-TICK_NS = 1_000_000_000 // HZ
-PARK_PHYS = 0x22000                   # a `hlt` the engines are parked on at start-up
 LOG_PHYS, LOG_SIZE = 0x100000, 0x400000
 MAILBOX_BASE = USER_BASE + 0x200000   # user data page: shell mailboxes, then stacks
 MAILBOX_SIZE = 0x6000
 MAX_SHELLS = 40
 USER_STACKS_BASE = USER_BASE + 0x300000
 USER_STAGING = abi("USER_STAGING")
-SYS_KLPEMU_CALL = 502
-SYS_INIT_MODULE, SYS_DELETE_MODULE = 175, 176
-O_NONBLOCK = 0o4000
-S_IFDIR = 0o040000
 STAGING_SIZE = 0x200000
-VECTOR_ENTRIES = {
-    LOCAL_TIMER_VECTOR: "asm_sysvec_apic_timer_interrupt",
-    RESCHEDULE_VECTOR: "asm_sysvec_reschedule_ipi",
-    DOORBELL_VECTOR: "asm_common_interrupt_doorbell",
-}
+O_NONBLOCK = 0o4000
+BOOT_SCHEDULE = ScheduleSpec("rr", 0)
+MODULE_SYSCALLS = ("__x64_sys_init_module", "__x64_sys_delete_module")
+DYNDBG_CONTROL = ("/sys/kernel/debug/dynamic_debug/control", "/proc/dynamic_debug/control")
 
 
 def resolve_kernel(kernel: str | Path) -> Path:
@@ -73,16 +72,6 @@ def resolve_kernel(kernel: str | Path) -> Path:
     raise ImageError(f"no kernel {kernel!r}: not a file, and no built flavour {flavour}")
 
 
-@dataclass
-class MachineStats:
-    """Counters of what the machine did (for benchmarks and curiosity)."""
-    rounds: int = 0
-    quanta: int = 0
-    instructions: int = 0        # in quanta that ran to their end (exact count)
-    interrupts: int = 0
-    hypercalls: int = 0
-
-
 @dataclass(frozen=True)
 class MachineConfig:
     kernel: str | Path = "modern"
@@ -93,6 +82,11 @@ class MachineConfig:
     quantum_min: int = 2_000           # instructions
     quantum_max: int = 20_000
     watchdog_thresh_s: float = 10.0    # the kernel's watchdog_thresh
+    # how the CPUs interleave after boot (emu.schedule: rr, random, pct,
+    # targeted, with parameters: "pct,depth=2"), drawn from `seed`; boot
+    # itself always runs the same way, so that every schedule starts from
+    # the same booted machine
+    schedule: str = "random"
     user_image: str | Path = field(default=FIXTURES / "build" / "user.elf")
 
 
@@ -112,273 +106,206 @@ class Machine:
         self.config = config
         self.kernel = ElfImage(resolve_kernel(config.kernel))
         self.user = ElfImage(config.user_image)
-        self.offsets = self.kernel.offsets()
-        self._pcpu_areas = self.symbol_address("pcpu_areas")   # hot: current_task() per task check
-        self.rng = random.Random(config.seed)
+        self.mailbox_layout = Mailbox.from_offsets(self.user.offsets())
         self.ram = Ram(config.ram_mib * MiB)
         self.mem = AddressSpace(self.ram)
         self.kallsyms = Kallsyms()
         self.kallsyms.add(self.kernel.symbols)
-        self.clock_ns = 0
-        self.booted = False
-        self.crashed: str | None = None
-        self.oopses: list[Oops] = []
-        self.dmesg_log = LogBuffer(self.ram, LOG_PHYS, LOG_SIZE)
-        self.guest_calls = GuestCalls(self)
-        self.vfs = Vfs(self)
-        self.vfs.register("/proc/kallsyms", self.kallsyms.proc_text, mode=0o444)
-        self.shells: list[Shell] = []
-        self.dead_tasks: set[int] = set()
-        self.pending_calls: list[tuple[int, tuple[int, ...]]] = []
-        self.stats = MachineStats()
-        self._in_round = False
-        self._deferred: list[Callable[[], None]] = []
-        self._current_cpu: Cpu | None = None
-
+        self.prog = Program(self.mem, self.kernel, self.kallsyms)
+        self.offsets = self.prog.offsets
+        self.clock = VirtualClock()
+        self.klog = KernelLog(LogBuffer(self.ram, LOG_PHYS, LOG_SIZE), self.clock)
         self._load_images()
+
         cr3 = build_page_tables(self.ram)
         gdt = write_gdt(self.ram)
         self.ram.write(PARK_PHYS, b"\xf4" * 0x1000)
-        self._until = PAGE_OFFSET + PARK_PHYS + 0x800    # never reached
         self.cpus = [Cpu(i, Engine(self.ram, cr3, gdt, self.mem.v2p)) for i in range(config.cpus)]
-        self.ftrace = Ftrace(self)
-        self.tracer = FunctionTracer(self)
-        self.kprobes = Kprobes(self)
-        self.walker = StackWalker(self)
-        self.modules = ModuleManager(self)
+        self.boot_params = PAGE_OFFSET + BOOT_PARAMS_PHYS
+        self.walker = StackWalker(self.prog, self.cpus)
+        self.faults = FaultHandler(self.prog, self.walker, self.klog, self._crash)
+        self.schedule_spec = ScheduleSpec.parse(config.schedule, seed=config.seed)
+        self.runloop = RunLoop(self.prog, self.cpus, self.clock, self._schedule(BOOT_SCHEDULE),
+                               clock_addr=self.boot_params + self.offsets["BP_clock_ns"],
+                               on_fault=self.faults)
+        self.watchdog = Watchdog(self.prog, self.walker, self.cpus, self.clock, self.klog,
+                                 self.runloop.crash, config.watchdog_thresh_s)
+        self.runloop.after_round.append(self.watchdog.check)
+        self.text = TextPatcher(self.mem, self.cpus, self.runloop.stop_machine)
+        self.preempt = PreemptionPoints(self.cpus, lambda cpu: self.runloop.schedule.preempt_here(cpu))
+        self.preempt.set("stack switches", {s.load_ip for s in self.walker.switches})
+        self.preempt.set("module syscalls", {self.prog.symbol_address(name) for name in MODULE_SYSCALLS})
+
+        self.guest_calls = GuestCalls(self.prog)
+        self.services = KernelServices(self.prog, self.klog, self.guest_calls)
+        self.vfs = Vfs(self.mem)
+        self.files = FileTree(self.prog, self.vfs)
+        self.dyndbg = DynamicDebug(self.klog, self._write_dyndbg_flags, config.cmdline)
+        for control in DYNDBG_CONTROL:
+            self.vfs.register(control, self.dyndbg.show, lambda ctx, text: self.dyndbg.store(text), mode=0o644)
+        register_procfs(self.vfs, self.prog, self.walker)
+        self.ftrace = Ftrace(self.prog, self.text, self.vfs, self.cpus, self._alloc_pages)
+        self.modules = ModuleManager(self.prog, self.klog, self.vfs, self.text,
+                                     listeners=[self.kallsyms, self.ftrace, self.walker])
+        self.tracer = FunctionTracer(self.prog, self.ftrace, self.vfs, len(self.cpus), self.clock)
+        self.kprobes = Kprobes(self.prog, self.ftrace, self.text, self._alloc_pages)
+        self.hypercalls = HypercallTable(self.prog, self.guest_calls)
+        for part in (self.runloop, self.services, self.guest_calls, self.vfs, self.modules, self.kprobes):
+            self.hypercalls.register_object(part)
+        # what layers above attach (the livepatch core: "klp")
         self.extensions: dict[str, object] = {}
+
+        entry_syscall = self.prog.symbol_address("entry_SYSCALL_64")
+        hypercall_site = self.prog.symbol_address("klpemu_hypercall_site")
         for cpu in self.cpus:
             cpu.engine.enable_counting(PAGE_OFFSET + PARK_PHYS)
-            cpu.engine.hook_code_at(self.symbol_address("klpemu_hypercall_site"),
-                                    lambda c=cpu: self._on_hypercall(c))
-            cpu.engine.hook_syscall(lambda c=cpu: c.enter_syscall(self._entry_syscall))
-        self._entry_syscall = self.symbol_address("entry_SYSCALL_64")
-        self._halt_resume = self.symbol_address("native_safe_halt_resume")
-        self._vector_entry = {v: self.symbol_address(n) for v, n in VECTOR_ENTRIES.items()}
+            cpu.engine.hook_code_at(hypercall_site, lambda c=cpu: self.hypercalls.dispatch(c))
+            cpu.engine.hook_syscall(lambda c=cpu: c.enter_syscall(entry_syscall))
         self._write_boot_params()
-        self._start_cpu0()
+        self.runloop.start_cpu(0, self.prog.symbol_address("startup_64"),
+                               self.prog.symbol_address("init_stack") + THREAD_SIZE, self.boot_params)
+        self.shells: list[Shell] = [self._shell(MAILBOX_BASE)]
 
     # ---------------------------------------------------------------- set-up
     def _load_images(self) -> None:
         for seg in self.kernel.segments:
-            self.ram.write(seg.vaddr - 0xFFFFFFFF80000000, seg.data)
+            self.ram.write(seg.vaddr - KERNEL_VIRT_BASE, seg.data)
         for seg in self.user.segments:
             if not USER_BASE <= seg.vaddr < USER_BASE + 0x200000:
                 raise ImageError(f"user image segment at {seg.vaddr:#x} is outside the user code page")
             self.ram.write(USER_CODE_PHYS + seg.vaddr - USER_BASE, seg.data)
-        end = max(s.vaddr + s.memsize for s in self.kernel.segments) - 0xFFFFFFFF80000000
-        if end > HEAP_PHYS or self.kernel.segments[0].vaddr - 0xFFFFFFFF80000000 != KERNEL_PHYS:
+        end = max(s.vaddr + s.memsize for s in self.kernel.segments) - KERNEL_VIRT_BASE
+        if end > HEAP_PHYS or self.kernel.segments[0].vaddr - KERNEL_VIRT_BASE != KERNEL_PHYS:
             raise ImageError(f"{self.kernel.path} does not fit the kernel's physical window")
 
     def _write_boot_params(self) -> None:
-        o = self.offsets
-        base = PAGE_OFFSET + BOOT_PARAMS_PHYS
-        m = self.mem
+        o, m, base = self.offsets, self.mem, self.boot_params
         m.write_u64(base + o["BP_mem_start"], HEAP_PHYS)
         m.write_u64(base + o["BP_mem_end"], self.ram.size)
         m.write_u64(base + o["BP_nr_cpus"], len(self.cpus))
         m.write_u64(base + o["BP_user_entry"], self.user.entry)
         m.write_u64(base + o["BP_user_stacks_base"], USER_STACKS_BASE)
         m.write_u64(base + o["BP_shell_mailbox"], MAILBOX_BASE)
-        cmdline = self.config.cmdline.encode()[:255]
-        m.write(base + o["BP_cmdline"], cmdline + b"\0")
-        self._clock_addr = base + o["BP_clock_ns"]
-        self.boot_params = base
+        m.write(base + o["BP_cmdline"], self.config.cmdline.encode()[:255] + b"\0")
 
-    def _start_cpu0(self) -> None:
-        cpu = self.cpus[0]
-        e = cpu.engine
-        stack = self.symbol_address("init_stack") + THREAD_SIZE
-        e.set_reg("rsp", stack)
-        e.set_reg("rdi", self.boot_params)
-        e.set_reg("rip", self.symbol_address("startup_64"))
-        cpu.online = True
-        self.shells.append(Shell(self, MAILBOX_BASE))
+    def _shell(self, mailbox: int) -> Shell:
+        return Shell(self.prog, self.mailbox_layout, mailbox, run_until=self.run_until, ring_doorbell=self.ring_doorbell,
+                     dead_tasks=self.services.dead_tasks)
 
-    def start_secondary(self, index: int, stack_top: int) -> None:
-        """HC_CPU_UP: the guest asks to start CPU `index` on its idle stack."""
-        if not 0 < index < len(self.cpus):
-            raise EmuError(f"guest asked to start CPU {index}, which does not exist")
-        cpu = self.cpus[index]
-        e = cpu.engine
-        e.set_reg("rsp", stack_top)
-        e.set_reg("rdi", index)
-        e.set_reg("rip", self.symbol_address("secondary_startup_64"))
-        cpu.online = True
-        cpu.next_tick_ns = (self.clock_ns // TICK_NS + 1) * TICK_NS
+    def _write_dyndbg_flags(self, address: int, flags: int) -> None:
+        self.mem.write(address, flags.to_bytes(4, "little"))
 
-    # ---------------------------------------------------------------- symbols
+    def _schedule(self, spec: ScheduleSpec) -> Schedule:
+        return make_schedule(spec, self.config.quantum_min, self.config.quantum_max, len(self.cpus))
+
+    def set_schedule(self, spec: ScheduleSpec) -> None:
+        """Interleave the CPUs by `spec` from now on (boot() applies the config's)."""
+        self.schedule_spec = spec
+        self.runloop.schedule = self._schedule(spec)
+        self.preempt.arm(spec.strategy == "targeted")
+
+    def _alloc_pages(self, size: int) -> int:
+        return self.modules.alloc_pages(size)
+
+    def _crash(self, reason: str) -> None:
+        self.runloop.crash(reason)
+
+    # ---------------------------------------------------------------- state
+    @property
+    def clock_ns(self) -> int:
+        """Virtual nanoseconds since boot."""
+        return self.clock.ns
+
+    @property
+    def booted(self) -> bool:
+        return self.services.booted
+
+    @property
+    def crashed(self) -> str | None:
+        """Why the machine stopped for good (a panic, a lockup), or None."""
+        return self.runloop.crashed
+
+    @property
+    def oopses(self) -> list[Oops]:
+        return self.faults.oopses
+
+    @property
+    def stats(self) -> MachineStats:
+        stats = self.runloop.stats
+        stats.hypercalls = self.hypercalls.count
+        return stats
+
+    @property
+    def dmesg_log(self) -> LogBuffer:
+        return self.klog.buffer
+
+    # ---------------------------------------------------------------- symbols and the log
     def symbol_address(self, name: str) -> int:
-        sym = self.kernel.find_symbol(name)
-        if sym is None:
-            raise EmuError(f"the kernel has no symbol {name}")
-        return sym.address
+        return self.prog.symbol_address(name)
 
     def symbolize(self, address: int) -> str:
-        return self.kallsyms.symbolize(address)
+        return self.prog.symbolize(address)
 
-    # ---------------------------------------------------------------- log
     def log(self, text: str, level: int = 6) -> None:
         """Append to the kernel log at the current virtual time."""
-        self.dmesg_log.append(self.clock_ns, level, text)
+        self.klog.log(text, level)
 
     def dmesg(self) -> str:
-        return self.dmesg_log.text()
+        return self.klog.text()
 
     def dmesg_lines(self) -> list[str]:
-        return [r.text for r in self.dmesg_log.records()]
+        return self.klog.lines()
 
     # ---------------------------------------------------------------- running
     def boot(self, timeout_s: float = 5.0) -> "Machine":
         """Run until start_kernel has finished and the shell is waiting."""
         self.run_until(lambda: self.booted, timeout_s=timeout_s, what="the kernel to boot")
         self.run_until(self.shells[0].is_idle, timeout_s=timeout_s, what="the shell to start")
+        self.set_schedule(self.schedule_spec)
         return self
 
     def run(self, seconds: float) -> None:
         """Run for `seconds` of virtual time."""
-        target = self.clock_ns + int(seconds * 1e9)
-        while self.clock_ns < target:
-            self._check_alive()
-            if not self._round(limit_ns=target):
-                self.clock_ns = target
+        self.runloop.run(seconds)
 
     def run_until(self, predicate: Callable[[], bool], timeout_s: float = 60.0,
                   what: str = "a condition") -> None:
         """Run until predicate() holds; EmuError after timeout_s of virtual time."""
-        deadline = self.clock_ns + int(timeout_s * 1e9)
-        while not predicate():
-            self._check_alive()
-            if self.clock_ns >= deadline:
-                raise EmuError(f"timed out after {timeout_s} virtual seconds waiting for {what}")
-            if not self._round(limit_ns=deadline):
-                raise EmuError(f"the guest went idle with nothing pending while waiting for {what}")
-
-    def _check_alive(self) -> None:
-        if self.crashed:
-            raise MachineCrashed(f"the machine crashed earlier: {self.crashed}")
-
-    def _round(self, limit_ns: int) -> bool:
-        """One round of quanta. False when every CPU idles with no event before limit_ns."""
-        now = self.clock_ns
-        for cpu in self.cpus:
-            if not cpu.online or cpu.dead:
-                continue
-            if cpu.halted:
-                if cpu.wake_at_ns and now >= cpu.wake_at_ns:
-                    cpu.pending.add(LOCAL_TIMER_VECTOR)
-                if cpu.pending:
-                    cpu.halted = False
-                    cpu.next_tick_ns = (now // TICK_NS + 1) * TICK_NS
-            elif now >= cpu.next_tick_ns:
-                cpu.pending.add(LOCAL_TIMER_VECTOR)
-                cpu.next_tick_ns = (now // TICK_NS + 1) * TICK_NS
-        runnable = [c for c in self.cpus if c.runnable]
-        if not runnable:
-            wakes = [c.wake_at_ns for c in self.cpus if c.online and c.halted and c.wake_at_ns]
-            nxt = min(wakes, default=None)
-            if nxt is None or nxt > limit_ns:
-                return False
-            self.clock_ns = max(now, nxt)
-            return True
-        events = [limit_ns, *(c.next_tick_ns for c in runnable)]
-        events += [c.wake_at_ns for c in self.cpus if c.online and c.halted and c.wake_at_ns]
-        span = max(1, (min(events) - now + NS_PER_INSN - 1) // NS_PER_INSN)
-        quantum = min(self.rng.randint(self.config.quantum_min, self.config.quantum_max), span)
-        self.mem.write_u64(self._clock_addr, now)
-        self._in_round = True
-        try:
-            for cpu in runnable:
-                if cpu.runnable:
-                    self._run_quantum(cpu, quantum)
-        finally:
-            self._in_round = False
-            self._current_cpu = None
-        self.clock_ns = now + quantum * NS_PER_INSN
-        self.stats.rounds += 1
-        self._run_deferred()
-        self._watchdog()
-        return True
-
-    def _run_quantum(self, cpu: Cpu, quantum: int) -> None:
-        if cpu.pending and cpu.interrupts_enabled():
-            vector = max(cpu.pending)
-            cpu.pending.discard(vector)
-            cpu.deliver_interrupt(vector, self._vector_entry[vector], self.mem, self._kernel_stack_top(cpu))
-            self.stats.interrupts += 1
-        self._current_cpu = cpu
-        cpu.engine.clear_fault_address()
-        fault = cpu.engine.run(cpu.engine.reg("rip"), self._until, quantum)
-        self.stats.quanta += 1
-        if fault is not None:
-            self._handle_fault(cpu, fault)
-        elif cpu.engine.reg("rip") == self._halt_resume:
-            cpu.halted = True
-        elif not self._deferred:
-            self.stats.instructions += quantum
-
-    def _run_deferred(self) -> None:
-        while self._deferred:
-            self._deferred.pop(0)()
+        self.runloop.run_until(predicate, timeout_s, what)
 
     def stop_machine(self, fn: Callable[[], None]) -> None:
         """Run fn with every CPU stopped (now, or at the end of this round)."""
-        if self._in_round:
-            self._deferred.append(fn)
-            if self._current_cpu is not None:
-                self._current_cpu.engine.stop()
-        else:
-            fn()
-
-    # ---------------------------------------------------------------- interrupts
-    def raise_interrupt(self, index: int, vector: int) -> None:
-        if not 0 <= index < len(self.cpus):
-            raise EmuError(f"no CPU {index} to interrupt")
-        if vector not in self._vector_entry:
-            raise EmuError(f"no interrupt vector {vector:#x}")
-        self.cpus[index].pending.add(vector)
+        self.runloop.stop_machine(fn)
 
     def ring_doorbell(self) -> None:
         """Tell the guest that the emulator posted work (wakes the shells)."""
-        self.raise_interrupt(0, DOORBELL_VECTOR)
+        self.runloop.raise_interrupt(0, DOORBELL_VECTOR)
 
-    # ---------------------------------------------------------------- guest state
-    def pcpu_address(self, index: int) -> int:
-        return self._pcpu_areas + index * self.offsets["PCPU_size"]
+    def text_poke(self, address: int, data: bytes) -> None:
+        """Write guest code with every CPU stopped, coherently on every CPU."""
+        self.text.poke(address, data)
+
+    def text_poke_many(self, writes: list[tuple[int, bytes]]) -> None:
+        self.text.poke_many(writes)
+
+    # ---------------------------------------------------------------- tasks
+    def tasks(self) -> list[TaskView]:
+        """Every live task, in creation order (the guest's task_list)."""
+        return for_each_task(self.prog)
+
+    def task(self, pid: int) -> TaskView:
+        task = find_task(self.prog, pid)
+        if task is None:
+            raise EmuError(f"no task with pid {pid}")
+        return task
 
     def current_task(self, cpu: Cpu) -> int:
         """The task running on `cpu` (its per-CPU current_task)."""
-        return self.mem.read_u64(self.pcpu_address(cpu.index) + self.offsets["PCPU_current_task"])
-
-    def _kernel_stack_top(self, cpu: Cpu) -> int:
-        return self.mem.read_u64(self.pcpu_address(cpu.index) + self.offsets["PCPU_top_of_stack"])
-
-    def tasks(self) -> list[TaskView]:
-        """Every live task, in creation order (the guest's task_list)."""
-        head = self.symbol_address("task_list")
-        off = self.offsets["TASK_tasks"]
-        out, node = [], self.mem.read_u64(head)
-        while node != head and len(out) < 100_000:
-            out.append(TaskView(self, node - off))
-            node = self.mem.read_u64(node)
-        return out
-
-    def task(self, pid: int) -> TaskView:
-        for t in self.tasks():
-            if t.pid == pid and not (pid == 0 and t.cpu != 0):
-                return t
-        raise EmuError(f"no task with pid {pid}")
+        return self.prog.cpu_curr(cpu.index)
 
     def running_on(self, task: TaskView) -> Cpu | None:
         """The CPU whose current task this is, if it is on one."""
-        for cpu in self.cpus:
-            if cpu.online and self.current_task(cpu) == task.address:
-                return cpu
-        return None
-
-    def task_exited(self, task: int) -> None:
-        self.dead_tasks.add(task)
-        self.guest_calls.task_died(task)
+        return running_on(self.prog, self.cpus, task)
 
     def call(self, function: str | int, *args: int, returns: str = "long") -> int:
         """Call a kernel function with integer arguments and return its result,
@@ -390,15 +317,15 @@ class Machine:
         address = self.symbol_address(function) if isinstance(function, str) else function
         if self.kallsyms.lookup(address) is None:
             raise EmuError(f"{address:#x} is not in kernel text")
-        self.pending_calls.append((address, tuple(a & 0xFFFFFFFFFFFFFFFF for a in args)))
-        value = self.shell.syscall(SYS_KLPEMU_CALL) & 0xFFFFFFFFFFFFFFFF
+        self.services.pending_calls.append((address, tuple(a & 0xFFFFFFFFFFFFFFFF for a in args)))
+        value = self.shell.syscall(NR["__NR_klpemu_call"]) & 0xFFFFFFFFFFFFFFFF
         if returns == "void":
             return 0
         bits = 64 if returns == "long" else 32
         value &= (1 << bits) - 1
         return value - (1 << bits) if value >> (bits - 1) else value
 
-    # ---------------------------------------------------------------- files
+    # ---------------------------------------------------------------- the guest shell
     @property
     def shell(self) -> Shell:
         return self.shells[0]
@@ -407,7 +334,7 @@ class Machine:
         """Start another shell task (via the first one); returns its driver."""
         if len(self.shells) >= MAX_SHELLS:
             raise EmuError(f"at most {MAX_SHELLS} shells")
-        shell = Shell(self, MAILBOX_BASE + len(self.shells) * MAILBOX_SIZE)
+        shell = self._shell(MAILBOX_BASE + len(self.shells) * MAILBOX_SIZE)
         shell.pid = self.shell.spawn(0, "sh", shell.mailbox)
         self.shells.append(shell)
         self.run_until(shell.is_idle, timeout_s=5, what="the new shell to start")
@@ -420,57 +347,13 @@ class Machine:
         if len(data) > STAGING_SIZE:
             raise EmuError(f"{path} is larger than the {STAGING_SIZE >> 20} MiB staging area")
         self.mem.write(USER_STAGING, data)
-        self.shell.check(self.shell.syscall(SYS_INIT_MODULE, USER_STAGING, len(data),
+        self.shell.check(self.shell.syscall(NR["__NR_init_module"], USER_STAGING, len(data),
                                             self.shell.put_string(args)), f"insmod {path}")
 
     def rmmod(self, name: str) -> None:
         """rmmod: delete_module(2) with O_NONBLOCK, as kmod does."""
-        self.shell.check(self.shell.syscall(SYS_DELETE_MODULE, self.shell.put_string(name), O_NONBLOCK),
+        self.shell.check(self.shell.syscall(NR["__NR_delete_module"], self.shell.put_string(name), O_NONBLOCK),
                          f"rmmod {name}")
-
-    def exists(self, path: str) -> bool:
-        """Whether a /proc or /sys path exists (no syscall: a look at the trees)."""
-        return self.vfs.exists(path) or path in self.guest_entries() or self.is_dir(path)
-
-    def is_dir(self, path: str) -> bool:
-        """A directory of the Python trees, or of the guest's table (a kobject's
-        directory, or one implied by the files below it)."""
-        path = path.rstrip("/") or "/"
-        if self.vfs.is_dir(path):
-            return True
-        below = path.rstrip("/") + "/"
-        return any((p == path and mode & S_IFDIR) or p.startswith(below)
-                   for p, mode in self.guest_entries().items())
-
-    def listdir(self, path: str) -> list[str]:
-        below = path.rstrip("/") + "/"
-        guest = {p[len(below):].split("/", 1)[0] for p in self.guest_entries() if p.startswith(below)}
-        return sorted(guest.union(self.vfs.listdir(path)))
-
-    def file_mode(self, path: str) -> int:
-        """Permission bits (0o755 for a directory)."""
-        mode = self.vfs.mode(path)
-        if mode is None:
-            mode = self.guest_entries().get(path)
-            if mode is None and self.is_dir(path):
-                mode = 0o755
-        if mode is None:
-            raise EmuError(f"{path} does not exist")
-        return mode & 0o7777
-
-    def guest_entries(self) -> dict[str, int]:
-        """The guest's own VFS table (/proc files, sysfs kobjects and their
-        attributes): path -> mode, S_IFDIR set for a directory."""
-        base, stride = self.symbol_address("entries"), self.offsets["PDE_size"]
-        path_off, mode_off = self.offsets["PDE_path"], self.offsets["PDE_mode"]
-        count = self.mem.read_s32(self.symbol_address("nr_entries"))
-        entries = {}
-        for i in range(count):
-            entry = base + i * stride
-            path = self.mem.read_cstr(entry + path_off, 64)
-            if path:                                  # an empty path is a free slot
-                entries[path] = int.from_bytes(self.mem.read(entry + mode_off, 2), "little")
-        return entries
 
     def read_file(self, path: str) -> str:
         """`cat PATH` through the guest shell."""
@@ -480,97 +363,15 @@ class Machine:
         """`echo DATA > PATH` through the guest shell (a newline is added)."""
         return self.shell.write(path, data if data.endswith("\n") else data + "\n")
 
-    # ---------------------------------------------------------------- faults
-    def _handle_fault(self, cpu: Cpu, fault: CpuFault) -> None:
-        oops = Oops.from_fault(self, cpu, fault)
-        self.oopses.append(oops)
-        for line in oops.lines:
-            self.log(line, level=4)
-        if oops.fatal:
-            self.crash(oops.fatal)
-            return
-        oops.kill_task(self, cpu)
+    # what `ls`/`stat` would see (emu.fs.files.FileTree: no syscall)
+    def exists(self, path: str) -> bool:
+        return self.files.exists(path)
 
-    def crash(self, reason: str) -> None:
-        """The kernel panicked or hung: stop every CPU for good."""
-        self.crashed = reason
-        for cpu in self.cpus:
-            cpu.dead = True
-            if self._in_round:
-                cpu.engine.stop()
+    def is_dir(self, path: str) -> bool:
+        return self.files.is_dir(path)
 
-    def _watchdog(self) -> None:
-        from emu.kernel.oops import lockup_report
-        thresh = int(self.config.watchdog_thresh_s * 1e9)
-        now = self.clock_ns
-        for cpu in self.cpus:
-            if not cpu.runnable:
-                cpu.irqs_off_since_ns = cpu.preempt_off_since_ns = None
-                continue
-            if cpu.interrupts_enabled():
-                cpu.irqs_off_since_ns = None
-            elif cpu.irqs_off_since_ns is None:
-                cpu.irqs_off_since_ns = now
-            elif now - cpu.irqs_off_since_ns > thresh:
-                text = f"Watchdog detected hard LOCKUP on cpu {cpu.index}"
-                self._hang(cpu, text, lockup_report(self, cpu, f"NMI watchdog: {text}"))
-                return
-            preempt = self.mem.read_s32(self.pcpu_address(cpu.index) + self.offsets["PCPU_preempt_count"])
-            if preempt == 0 or cpu.irqs_off_since_ns is not None:
-                cpu.preempt_off_since_ns = None
-            elif cpu.preempt_off_since_ns is None:
-                cpu.preempt_off_since_ns = now
-            elif now - cpu.preempt_off_since_ns > 2 * thresh:
-                task = TaskView(self, self.current_task(cpu))
-                stuck = (now - cpu.preempt_off_since_ns) // 1_000_000_000
-                text = f"BUG: soft lockup - CPU#{cpu.index} stuck for {stuck}s! [{task.comm}:{task.pid}]"
-                self._hang(cpu, text, lockup_report(self, cpu, f"watchdog: {text}"))
-                return
+    def listdir(self, path: str) -> list[str]:
+        return self.files.listdir(path)
 
-    def _hang(self, cpu: Cpu, text: str, report: list[str]) -> None:
-        for line in report:
-            self.log(line, level=0)
-        self.log(f"Kernel panic - not syncing: {'Hard LOCKUP' if 'hard' in text else 'softlockup: hung tasks'}",
-                 level=0)
-        self.crash(text)
-        raise GuestHang(text, report="\n".join(report))
-
-    # ---------------------------------------------------------------- hypercalls
-    def _on_hypercall(self, cpu: Cpu) -> None:
-        self.stats.hypercalls += 1
-        e = cpu.engine
-        nr = e.reg("rax")
-        call = REGISTRY.get(nr)
-        if call is None:
-            raise EmuError(f"the guest made unknown hypercall {nr} at {self.symbolize(self._caller(cpu))}")
-        args = (e.reg("rdi"), e.reg("rsi"), e.reg("rdx"), e.reg("rcx"))
-        if call.blocking:
-            result = self.guest_calls.start(cpu, self.current_task(cpu), call.handler, args)
-        else:
-            result = call.handler(self, cpu, *args)
-        if result is not None:
-            # Return from klpemu_hypercall here rather than let its `ret` run:
-            # a service that stopped the CPU (stop_machine for a code patch)
-            # would otherwise resume at the hook and run the hypercall again.
-            rsp = e.reg("rsp")
-            e.set_reg("rax", result)
-            e.set_reg("rip", self.mem.read_u64(rsp))
-            e.set_reg("rsp", rsp + 8)
-
-    def _caller(self, cpu: Cpu) -> int:
-        return self.mem.read_u64(cpu.engine.reg("rsp"))
-
-    # ---------------------------------------------------------------- code
-    def text_poke(self, address: int, data: bytes) -> None:
-        """Write guest code with every CPU stopped, then drop every CPU's stale
-        translations of it (the emulator's sync_core IPI)."""
-        self.text_poke_many([(address, data)])
-
-    def text_poke_many(self, writes: list[tuple[int, bytes]]) -> None:
-        """Several code writes in one stop_machine."""
-        def poke() -> None:
-            for address, data in writes:
-                self.mem.write(address, data)
-                for cpu in self.cpus:
-                    cpu.engine.invalidate(address, len(data))
-        self.stop_machine(poke)
+    def file_mode(self, path: str) -> int:
+        return self.files.file_mode(path)

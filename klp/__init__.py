@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .core import Livepatch
+    from klp.core import Livepatch
 
 __all__ = ["Livepatch"]
 
 
 def __getattr__(name: str) -> object:
     if name == "Livepatch":
-        from .core import Livepatch
+        from klp.core import Livepatch
         return Livepatch
     raise AttributeError(f"module 'klp' has no attribute {name!r}")

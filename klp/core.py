@@ -11,31 +11,27 @@ import errno
 from typing import TYPE_CHECKING
 
 from emu.fs.vfs import FileNode
+from emu.kernel.dyndbg import DebugSite
 from emu.kernel.hypercalls import hypercall
-from emu.kernel.modules import Module, s32
-from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
+from emu.kernel.tasks import TaskView, find_task
+from emu.module.manager import Module, s32
 from klp import klp_relocs
-from klp.hazard import SwitchCheck
+from klp.errors import KlpError, LivepatchError
+from klp.hazard import ResumeWatch, SwitchCheck
 from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch, KlpState,
                          KlpStateEntry)
 from klp.ops import Dispatch
 from klp.profiles import Profile, get_profile
-from klp.transition import Transition
+from klp.states import prev_state
+from klp.transition import DEBUG_SITES, TRANSITION_C, Transition
 
 if TYPE_CHECKING:
     from emu import Machine
+    from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
 
 SYSFS = "/sys/kernel/livepatch"
 PR_NOTICE, PR_WARN, PR_ERR = 5, 4, 3
-
-
-class KlpError(Exception):
-    """A failure with the kernel's errno (positive) inside the core."""
-
-    def __init__(self, err: int) -> None:
-        super().__init__(errno.errorcode.get(err, str(err)))
-        self.errno = err
 
 
 class Livepatch:
@@ -52,6 +48,11 @@ class Livepatch:
         self._locked = False
         self._switch_check: SwitchCheck | None = None
         self.unsafe_switch_to = False  # see allow_unsafe_switch_to()
+        self.resume_watch: ResumeWatch | None = None   # when the check was overridden
+        self._holder_pid: int | None = None
+        # this kernel's pr_debug() sites of kernel/livepatch/, in source order
+        self.debug_sites = {key: DebugSite("livepatch", func, TRANSITION_C, fmt, line)
+                            for key, (func, line, fmt) in sorted(DEBUG_SITES.items(), key=lambda kv: kv[1][1])}
 
     @classmethod
     def attach(cls, machine: "Machine", backend: str | None = None,
@@ -60,22 +61,25 @@ class Livepatch:
         the dispatch (ops.BACKENDS; native by default) and `klp_version` the
         kernel whose semantics it reproduces (klp/profiles.py; the newest by
         default); neither can change later."""
-        from klp import states  # noqa: F401  (registers klp_get_prev_state's hypercall; imports us)
         profile = None if klp_version is None else get_profile(klp_version)
         core = machine.extensions.get("klp")
         if isinstance(core, Livepatch):
             if backend is not None and backend != core.dispatch.backend:
-                raise ValueError(f"this machine's livepatch core already uses the "
+                raise LivepatchError(f"this machine's livepatch core already uses the "
                                  f"{core.dispatch.backend} dispatch backend")
             if profile is not None and profile != core.profile:
-                raise ValueError(f"this machine's livepatch core already reproduces "
+                raise LivepatchError(f"this machine's livepatch core already reproduces "
                                  f"{core.profile.name}")
             return core
         core = cls(machine, backend or "native", profile)
         machine.extensions["klp"] = core
+        machine.hypercalls.register_object(core)
+        machine.dyndbg.add_module("livepatch", list(core.debug_sites.values()))
+        machine.preempt.set("livepatch: transition work", {machine.kallsyms.find(name).address for name in
+                                                           ("klp_transition_work_fn", "klp_sched_try_switch")})
         machine.modules.notifiers.append(core)
         machine.modules.withheld = core.profile.withheld_exports
-        machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(core, mod)
+        machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(machine, mod)
         machine.vfs.register_dir(SYSFS)
         if core.profile.consistency_model:
             machine.vfs.register_dynamic(r"/proc/(\d+)/patch_state", core._patch_state_node)
@@ -85,11 +89,17 @@ class Livepatch:
     def log(self, text: str, level: int = PR_NOTICE) -> None:
         self.machine.log(f"livepatch: {text}", level=level)
 
+    def pr_debug(self, site: str, text: str) -> None:
+        """A message of one of kernel/livepatch/'s pr_debug() sites (DEBUG_SITES),
+        printed when dynamic debug enables it, from the klp_mutex holder."""
+        self.machine.dyndbg.printk(self.debug_sites[site], f"livepatch: {text}", self._holder_pid)
+
     def lock(self, ctx: "ServiceContext") -> None:
         """klp_mutex: a second service sleeps (genuinely) until it is free."""
         while self._locked:
             ctx.call("msleep", 1)
         self._locked = True
+        self._holder_pid = TaskView(self.machine.prog, ctx.task).pid
 
     def unlock(self) -> None:
         self._locked = False
@@ -292,6 +302,21 @@ class Livepatch:
         if problems:
             self.log(f"UNSAFE: enabling patch '{patch.name}' anyway (switch_to/RIP check "
                      "overridden)", PR_WARN)
+            self._watch_resumes(patch)
+
+    def _watch_resumes(self, patch: KlpPatch) -> None:
+        """Name each task that resumes in the other copy of a function whose
+        replacement switches stacks on another frame (an overridden refusal)."""
+        if self.resume_watch is None:
+            self.resume_watch = ResumeWatch(self.machine, lambda text: self.log(text, PR_WARN))
+        check = self._switch_check
+        for obj in patch.objs:
+            for func in obj.funcs:
+                old = check.switchers.get(func.old_name) if obj.name is None and not func.nop else None
+                new = check.switch_of(func) if old is not None else None
+                if new is not None:
+                    self.resume_watch.watch(old, new, f"{func.old_name} (vmlinux)",
+                                            f"{func.old_name} ({patch.name})")
 
     def is_compatible(self, new: KlpPatch) -> bool:
         """klp_is_patch_compatible (system states)."""
@@ -337,11 +362,11 @@ class Livepatch:
         (klp_init_object_loaded)."""
         ks = self.machine.kallsyms
         if obj.name is not None:
-            ret = klp_relocs.write_object_relocs(self, patch, obj, apply=True)
+            ret = klp_relocs.write_object_relocs(self.machine, patch, obj, apply=True)
             if ret:
                 raise KlpError(-ret)
         for func in obj.funcs:
-            sym = klp_relocs.find_object_symbol(self, obj.name, func.old_name, func.old_sympos)
+            sym = klp_relocs.find_object_symbol(self.machine, obj.name, func.old_name, func.old_sympos)
             if sym is None:
                 raise KlpError(errno.EINVAL)
             func.old_func, func.old_size = sym.address, sym.size
@@ -606,7 +631,7 @@ class Livepatch:
                 self.log(f"reverting patch '{patch.name}' on unloading module '{mod.name}'")
                 self.unpatch_object(obj)
                 self.post_unpatch(ctx, obj)
-            klp_relocs.write_object_relocs(self, patch, obj, apply=False)
+            klp_relocs.write_object_relocs(self.machine, patch, obj, apply=False)
             self._free_object_loaded(obj)
 
     def _active(self, patch: KlpPatch) -> bool:
@@ -728,7 +753,7 @@ class Livepatch:
 
     def _patch_state_node(self, match) -> FileNode | None:
         pid = int(match.group(1))
-        task = next((t for t in self.machine.tasks() if t.pid == pid), None)
+        task = find_task(self.machine.prog, pid)
         return None if task is None else FileNode(lambda: f"{task.patch_state}\n", None, 0o400)
 
     # ------------------------------------------------------------ the transition work
@@ -740,6 +765,49 @@ class Livepatch:
                 self.transition.try_complete(ctx)
         finally:
             self.unlock()
+
+    # ------------------------------------------------------------ hypercalls
+    @hypercall("HC_KLP_ENABLE", blocking=True)
+    def hc_klp_enable(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_enable_patch(struct klp_patch *patch)"""
+        return self.enable_patch(ctx, patch)
+
+    @hypercall("HC_KLP_REGISTER", blocking=True)
+    def hc_klp_register(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_register_patch(struct klp_patch *patch)"""
+        return self.register_patch(ctx, patch)
+
+    @hypercall("HC_KLP_UNREGISTER", blocking=True)
+    def hc_klp_unregister(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_unregister_patch(struct klp_patch *patch)"""
+        return self.unregister_patch(ctx, patch)
+
+    @hypercall("HC_KLP_DISABLE", blocking=True)
+    def hc_klp_disable(self, ctx: "ServiceContext", patch: int, *_: int) -> int:
+        """int klp_disable_patch(struct klp_patch *patch)"""
+        return self.disable_registered(ctx, patch)
+
+    @hypercall("HC_KLP_WORK", blocking=True)
+    def hc_klp_work(self, ctx: "ServiceContext", *_: int) -> int:
+        """void klp_transition_work_fn(struct work_struct *work)"""
+        self.transition_work(ctx)
+        return 0
+
+    @hypercall("HC_KLP_TRY_SWITCH", blocking=True)
+    def hc_klp_try_switch(self, ctx: "ServiceContext", *_: int) -> int:
+        """void __klp_sched_try_switch(void): switch current if its stack allows.
+        As in the kernel, without klp_mutex: only a pending current is touched."""
+        if self.transition.patch is not None:
+            task = TaskView(self.machine.prog, ctx.task)
+            if task.patch_pending:
+                self.transition.try_switch_task(ctx, task)
+        return 0
+
+    @hypercall("HC_KLP_PREV_STATE")
+    def hc_klp_prev_state(self, cpu: "Cpu", state_id: int, *_: int) -> int:
+        """struct klp_state *klp_get_prev_state(unsigned long id): the state, 0, or -EINVAL"""
+        found = prev_state(self.patches, self.transition.patch, state_id)
+        return -errno.EINVAL if found is None else found
 
 
 def _kstrtobool(text: str) -> bool | None:
@@ -758,53 +826,3 @@ def _kstrtobool(text: str) -> bool | None:
 def core_of(machine: "Machine") -> Livepatch | None:
     core = machine.extensions.get("klp")
     return core if isinstance(core, Livepatch) else None
-
-
-@hypercall("HC_KLP_ENABLE", blocking=True)
-def hc_klp_enable(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_enable_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.enable_patch(ctx, patch)
-
-
-@hypercall("HC_KLP_REGISTER", blocking=True)
-def hc_klp_register(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_register_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.register_patch(ctx, patch)
-
-
-@hypercall("HC_KLP_UNREGISTER", blocking=True)
-def hc_klp_unregister(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_unregister_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.unregister_patch(ctx, patch)
-
-
-@hypercall("HC_KLP_DISABLE", blocking=True)
-def hc_klp_disable(ctx: "ServiceContext", patch: int, *_: int) -> int:
-    """int klp_disable_patch(struct klp_patch *patch)"""
-    core = core_of(ctx.machine)
-    return -errno.ENODEV if core is None else core.disable_registered(ctx, patch)
-
-
-@hypercall("HC_KLP_WORK", blocking=True)
-def hc_klp_work(ctx: "ServiceContext", *_: int) -> int:
-    """void klp_transition_work_fn(struct work_struct *work)"""
-    core = core_of(ctx.machine)
-    if core is not None:
-        core.transition_work(ctx)
-    return 0
-
-
-@hypercall("HC_KLP_TRY_SWITCH", blocking=True)
-def hc_klp_try_switch(ctx: "ServiceContext", *_: int) -> int:
-    """void __klp_sched_try_switch(void): switch current if its stack allows.
-    As in the kernel, without klp_mutex: only a pending current is touched."""
-    core = core_of(ctx.machine)
-    if core is not None and core.transition.patch is not None:
-        task = TaskView(ctx.machine, ctx.task)
-        if task.ti_flags & (1 << TIF_PATCH_PENDING):
-            core.transition.try_switch_task(ctx, task)
-    return 0
-

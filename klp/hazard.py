@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from elftools.elf.elffile import ELFFile
 
+from emu.kernel.tasks import TaskView
 from emu.unwind import (HINTS_SECTION, FunctionSym, StackSwitch, find_stack_switches, parse_hints,
                         stack_switches_from_elf)
 from emu.unwind.elf import iter_function_symbols
 
 if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
     from emu import Machine
     from klp.objects import KlpFunc
 
@@ -130,7 +132,7 @@ class SwitchCheck:
             return [f"function '{func.old_name}' is inlined into '{c}', which switches stacks "
                     f"without saving RIP: patch '{c}' instead"
                     for c in sorted(self.inlined.get(func.old_name, ()))]
-        new = self._switch_of(func)
+        new = self.switch_of(func)
         if new is None:
             return [f"function '{func.old_name}' switches stacks without saving RIP, and its "
                     f"replacement does not switch at the same point: a task sleeping in it "
@@ -141,7 +143,7 @@ class SwitchCheck:
                     f"(old: {old.frame()}; new: {new.frame()})"]
         return []
 
-    def _switch_of(self, func: "KlpFunc") -> StackSwitch | None:
+    def switch_of(self, func: "KlpFunc") -> StackSwitch | None:
         """The no-RIP stack switch of the replacement function, from its code."""
         loc = self.machine.kallsyms.lookup(func.new_func)
         if loc is None:
@@ -154,3 +156,40 @@ class SwitchCheck:
             hints = parse_hints(read(*mod.image.sections[HINTS_SECTION]))
         return next((s for s in find_stack_switches([sym], read, hints) if not s.saves_rip), None)
 
+
+
+class ResumeWatch:
+    """After an overridden switch_to/RIP refusal: watch every switch of the
+    old and the new function, and say when a task resumes in a copy other
+    than the one it went to sleep in (the moment the hazard bites; the
+    oops, if any, follows)."""
+
+    def __init__(self, machine: "Machine", log: Callable[[str], None]) -> None:
+        self.machine = machine
+        self.log = log
+        self.copies: dict[int, str] = {}        # a switch's load_ip -> which copy it is
+        self.slept_in: dict[int, str] = {}      # task -> the copy it switched out in
+        self.mismatches: list[str] = []
+
+    def watch(self, old: StackSwitch, new: StackSwitch, old_copy: str, new_copy: str) -> None:
+        for switch, copy in ((old, old_copy), (new, new_copy)):
+            if switch.load_ip in self.copies:
+                continue
+            self.copies[switch.load_ip] = copy
+            for cpu in self.machine.cpus:
+                cpu.engine.hook_code_at(switch.load_ip, lambda c=cpu, ip=switch.load_ip: self._switch(c, ip))
+        self.default = old_copy
+
+    def _switch(self, cpu: "Cpu", load_ip: int) -> None:
+        """At `mov rsp, [next->thread.sp]`: prev (current) sleeps in this copy;
+        next (rsi, switch_to()'s operand) resumes in it."""
+        copy = self.copies[load_ip]
+        prev, nxt = self.machine.current_task(cpu), cpu.engine.reg("rsi")
+        self.slept_in[prev] = copy
+        slept = self.slept_in.get(nxt, self.default)
+        if slept != copy:
+            task = TaskView(self.machine.prog, nxt)
+            text = (f"UNSAFE: {task.comm}:{task.pid} went to sleep in {slept} and resumes in {copy}, "
+                    f"on the frame {slept} left (switch_to/RIP hazard) on CPU {cpu.index}")
+            self.mismatches.append(text)
+            self.log(text)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from emu import Machine
-    from emu.kernel.modules import Module
+    from emu.module.manager import Module
 
 KSYM_NAME_LEN = 512
 MODULE_NAME_LEN = 56

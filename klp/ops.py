@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 from emu.trace.ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_PERMANENT, JMP, FtraceOps, rel32_insn
 from emu.trace.slots import SlotPool
+from klp.errors import LivepatchError
 from klp.objects import KlpFunc, KlpState
 
 if TYPE_CHECKING:
@@ -41,16 +42,17 @@ if TYPE_CHECKING:
 BACKENDS = ("native", "python")
 RECORD_SIZE = 24            # u64 target, u64 prev, u8 transition (+pad)
 TRAMPOLINE_SIZE = 48
-GS_CURRENT = 8              # gs:8 is current (struct pcpu.current_task)
 
 
-def trampoline_code(tramp: int, record: int, patch_state_offset: int) -> bytes:
-    """The x86 code of one native trampoline at `tramp` reading the record at `record`."""
+def trampoline_code(tramp: int, record: int, current_offset: int, patch_state_offset: int) -> bytes:
+    """The x86 code of one native trampoline at `tramp` reading the record at
+    `record`; gs:[current_offset] is current, [current + patch_state_offset]
+    its patch_state."""
     code = bytearray()
 
     def rip(disp_target: int, insn_len: int) -> bytes:
         return struct.pack("<i", disp_target - (tramp + len(code) + insn_len))
-    code += b"\x65\x4c\x8b\x1c\x25" + struct.pack("<i", GS_CURRENT)  # mov r11, gs:[8]
+    code += b"\x65\x4c\x8b\x1c\x25" + struct.pack("<i", current_offset)  # mov r11, gs:[current]
     code += b"\x41\x83\xbb" + struct.pack("<i", patch_state_offset) + b"\x00"  # cmp dword [r11+ps], 0
     code += b"\x75\x0f"                                           # jne target
     code += b"\x80\x3d" + rip(record + 16, 7) + b"\x00"            # cmp byte [rip+transition], 0
@@ -80,14 +82,15 @@ class Dispatch:
         kernel.ftrace_enabled cannot go to 0 under a livepatch; before, it
         could, and silently took every patch out of effect."""
         if backend not in BACKENDS:
-            raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
+            raise LivepatchError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
         self.machine = machine
         self.backend = backend
         self._flags = FTRACE_OPS_FL_IPMODIFY | (FTRACE_OPS_FL_PERMANENT if permanent else 0)
         self.ops: dict[int, KlpOps] = {}
-        self._trampolines = SlotPool(machine, TRAMPOLINE_SIZE)
-        self._records = SlotPool(machine, RECORD_SIZE)
+        self._trampolines = SlotPool(machine.modules.alloc_pages, TRAMPOLINE_SIZE)
+        self._records = SlotPool(machine.modules.alloc_pages, RECORD_SIZE)
         self._patch_state = machine.offsets["TASK_patch_state"]
+        self._current = machine.offsets["PCPU_current_task"]
         self.python_calls = 0           # calls the python backend dispatched
 
     def find_ops(self, old_func: int) -> KlpOps | None:
@@ -108,7 +111,7 @@ class Dispatch:
         ops = KlpOps(func.old_func, func.old_func, tramp, record, fops, [func])
         self.sync(ops)
         if self.backend == "native":
-            m.text_poke(tramp, trampoline_code(tramp, record, self._patch_state))
+            m.text_poke(tramp, trampoline_code(tramp, record, self._current, self._patch_state))
         else:
             m.text_poke(tramp, rel32_insn(JMP, tramp, ops.old_func + 5))
             ops.hooks = [cpu.engine.hook_code_at(tramp, self._python_handler(ops, cpu)) for cpu in m.cpus]

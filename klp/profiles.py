@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from klp.errors import LivepatchError
+
 REGISTER_API = ("klp_register_patch", "klp_unregister_patch", "klp_disable_patch")
 SHADOW_API = ("klp_shadow_get", "klp_shadow_alloc", "klp_shadow_get_or_alloc",
               "klp_shadow_free", "klp_shadow_free_all")
@@ -77,4 +79,4 @@ def get_profile(name: str | None) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown klp version {name!r} (known: {', '.join(PROFILES)}, current)") from None
+        raise LivepatchError(f"unknown klp version {name!r} (known: {', '.join(PROFILES)}, current)") from None

@@ -10,22 +10,41 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from emu.kernel.tasks import TIF_PATCH_PENDING, TaskView
+from emu.kernel.tasks import TaskView
 from emu.unwind import StackTrace
-from klp.objects import KlpFunc, KlpPatch, KlpState
+from klp.objects import KlpFunc, KlpObject, KlpPatch, KlpState
+from klp.ops import Dispatch
+from klp.profiles import Profile
 
 if TYPE_CHECKING:
+    from emu import Machine
     from emu.kernel.guestcall import ServiceContext
     from emu.unwind.stack_walker import StackWalker
-    from klp.core import Livepatch
 
 SIGNALS_EVERY = 15
 PR_WARN = 4                 # KERN_WARNING
+
+# The pr_debug() sites of kernel/livepatch/transition.c (function, line of
+# v6.6, format): they print only when dynamic debug enables them, as
+# functions.sh's set_dynamic_debug does ("file kernel/livepatch/* +p").
+TRANSITION_C = "kernel/livepatch/transition.c"
+PREEMPT_FUNCS = "livepatch: the transition's functions"     # emu.preempt points
+DEBUG_SITES = {
+    "completing": ("klp_complete_transition", 97, "'%s': completing %s transition\n"),
+    "canceling": ("klp_cancel_transition", 170, "'%s': canceling patching transition, going to unpatch\n"),
+    "running": ("klp_try_switch_task", 345, "%s: %s:%d is running\n"),
+    "unreliable": ("klp_try_switch_task", 349, "%s: %s:%d has an unreliable stack\n"),
+    "sleeping": ("klp_try_switch_task", 353, "%s: %s:%d is sleeping on function %s\n"),
+    "unknown": ("klp_try_switch_task", 358, "%s: Unknown error code (%d) when trying to switch %s:%d\n"),
+    "initializing": ("klp_init_transition", 591, "'%s': initializing %s transition\n"),
+    "reversing": ("klp_reverse_transition", 653, "'%s': reversing transition from %s\n"),
+}
 
 
 class SwitchResult(Enum):
@@ -50,6 +69,16 @@ class BlockingTask:
         """Symbolised, innermost first (best effort when unreliable). Formatted
         on first use: a pass over thousands of blocked tasks need not pay it."""
         return tuple(self.walker.format(self.trace))
+
+    @property
+    def blocker(self) -> str:
+        """What held the task back, without the task: the function it sleeps
+        on, `running`, or `unreliable stack: <reason>`."""
+        if self.reason == SwitchResult.SLEEPING:
+            return self.detail
+        if self.reason == SwitchResult.RUNNING:
+            return "running"
+        return f"unreliable stack: {self.detail}"
 
     def __str__(self) -> str:
         """klp_try_switch_task's debug line (without __func__), completed by the detail."""
@@ -88,14 +117,36 @@ class CheckRanges:
         return best[1] if best else None
 
 
+class KlpCore(Protocol):
+    """What the transition calls in the core (core.c and patch.c in the
+    kernel; klp.core.Livepatch here)."""
+    machine: "Machine"
+    profile: Profile
+    dispatch: Dispatch
+    patches: list[KlpPatch]
+
+    def log(self, text: str, level: int = ...) -> None: ...
+    def pr_debug(self, site: str, text: str) -> None: ...
+    def mirror_func(self, func: KlpFunc) -> None: ...
+    def mirror_patch(self, patch: KlpPatch) -> None: ...
+    def post_patch(self, ctx: "ServiceContext", obj: KlpObject) -> None: ...
+    def post_unpatch(self, ctx: "ServiceContext", obj: KlpObject) -> None: ...
+    def unpatch_objects(self, patch: KlpPatch) -> None: ...
+    def unpatch_replaced_patches(self, new: KlpPatch) -> None: ...
+    def discard_nops(self, patch: KlpPatch) -> None: ...
+    def free_patch(self, patch: KlpPatch) -> None: ...
+    def free_replaced_patches(self, new: KlpPatch) -> None: ...
+
+
 class Transition:
-    def __init__(self, core: "Livepatch") -> None:
+    def __init__(self, core: KlpCore) -> None:
         self.core = core
         self.machine = core.machine
         self.patch: KlpPatch | None = None
         self.target = KlpState.IDLE
         self.signals_cnt = 0                       # klp_signals_cnt: failed tries since the start
         self.blocking: list[BlockingTask] = []     # who failed the last try
+        self.blocked_on: Counter[str] = Counter()  # every failed try's blockers (BlockingTask.blocker)
         self.last_try_ns = 0
         self._target_addr = self.machine.symbol_address("klp_target_state")
         self._sched_hook = self.machine.symbol_address("klp_sched_try_switch_enabled")
@@ -118,16 +169,11 @@ class Transition:
 
     @staticmethod
     def _set_pending(task: TaskView, on: bool) -> None:
-        m = task.machine
-        addr = task.address + m.offsets["TASK_flags_ti"]
-        flags = m.mem.read_u64(addr)
-        bit = 1 << TIF_PATCH_PENDING
-        m.mem.write_u64(addr, flags | bit if on else flags & ~bit)
+        task.patch_pending = on
 
     @staticmethod
     def _set_patch_state(task: TaskView, state: int) -> None:
-        m = task.machine
-        m.mem.write(task.address + m.offsets["TASK_patch_state"], state.to_bytes(4, "little", signed=True))
+        task.patch_state = state
 
     def _log(self, text: str) -> None:
         self.core.log(text)
@@ -138,7 +184,9 @@ class Transition:
         self.patch = patch
         # the target is set even for an immediate patch (the fix of 4.12's review)
         self._set_target(state)
-        self._log(f"'{patch.name}': initializing {self._word(state)} transition")
+        self.core.pr_debug("initializing", f"'{patch.name}': initializing {self._word(state)} transition")
+        # a targeted schedule may preempt a task entering a function of the transition
+        self.machine.preempt.set(PREEMPT_FUNCS, {a for _, f in patch.funcs() for a in (f.old_func, f.new_func) if a})
         if self.immediate:
             return
         initial = KlpState.UNPATCHED if state == KlpState.PATCHED else KlpState.PATCHED
@@ -169,6 +217,7 @@ class Transition:
         assert patch is not None
         blocking = [] if self.immediate else self.check_tasks(ctx)
         self.blocking = blocking
+        self.blocked_on.update(b.blocker for b in blocking)
         self.last_try_ns = self.machine.clock_ns
         if blocking:
             if self.core.profile.auto_signals and self.signals_cnt and not self.signals_cnt % SIGNALS_EVERY:
@@ -230,6 +279,10 @@ class Transition:
     def _blocked(self, task: TaskView, why: SwitchResult, detail: str,
                  trace: StackTrace | None = None) -> BlockingTask:
         """`trace`: the task's reliable trace, if it has one (what a best-effort walk would find)."""
+        what = {SwitchResult.RUNNING: ("running", "is running"),
+                SwitchResult.UNRELIABLE: ("unreliable", "has an unreliable stack"),
+                SwitchResult.SLEEPING: ("sleeping", f"is sleeping on function {detail}")}[why]
+        self.core.pr_debug(what[0], f"klp_try_switch_task: {task.comm}:{task.pid} {what[1]}")
         walker = self.machine.walker
         return BlockingTask(task.pid, task.comm, why, detail, trace or walker.trace(task, reliable=False), walker)
 
@@ -285,14 +338,14 @@ class Transition:
 
     def _signal_tasks(self, ctx: "ServiceContext") -> None:
         for task in self._tasks():
-            if task.ti_flags & (1 << TIF_PATCH_PENDING) and not task.is_idle:
+            if task.patch_pending and not task.is_idle:
                 ctx.call("klp_send_signal", task.address)
 
     def complete(self, ctx: "ServiceContext") -> None:
         """klp_complete_transition."""
         patch, target = self.patch, self.target
         assert patch is not None
-        self._log(f"'{patch.name}': completing {self._word(target)} transition")
+        self.core.pr_debug("completing", f"'{patch.name}': completing {self._word(target)} transition")
         if patch.replace and target == KlpState.PATCHED:
             self.core.unpatch_replaced_patches(patch)
             self.core.discard_nops(patch)
@@ -320,13 +373,14 @@ class Transition:
                 and not self.immediate and not any(f.immediate for _, f in patch.funcs())):
             self.machine.modules.put(patch.module)
         self._set_target(KlpState.IDLE)
+        self.machine.preempt.set(PREEMPT_FUNCS, set())
         self.patch = None
         self.blocking = []
 
     def cancel(self, ctx: "ServiceContext") -> None:
         """klp_cancel_transition (enable failed before the transition started)."""
         assert self.patch is not None
-        self._log(f"'{self.patch.name}': canceling patching transition, going to unpatch")
+        self.core.pr_debug("canceling", f"'{self.patch.name}': canceling patching transition, going to unpatch")
         self._set_target(KlpState.UNPATCHED)
         self.complete(ctx)
 
@@ -335,7 +389,7 @@ class Transition:
         patch = self.patch
         assert patch is not None
         word = "patching to unpatching" if self.target == KlpState.PATCHED else "unpatching to patching"
-        self._log(f"'{patch.name}': reversing transition from {word}")
+        self.core.pr_debug("reversing", f"'{patch.name}': reversing transition from {word}")
         for task in self._tasks():
             self._set_pending(task, False)
         patch.enabled = not patch.enabled
@@ -349,7 +403,7 @@ class Transition:
         assert patch is not None
         self.core.log("forcing remaining tasks to the patched state", PR_WARN)
         for task in self._tasks():
-            if task.ti_flags & (1 << TIF_PATCH_PENDING):
+            if task.patch_pending:
                 self._set_pending(task, False)
                 self._set_patch_state(task, int(self.target))
         if self.target == KlpState.UNPATCHED:

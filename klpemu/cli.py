@@ -14,12 +14,18 @@ from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
 from emu.machine import resolve_kernel
-from klp.core import Livepatch
+from emu.schedule import ScheduleSpec
+from klp.errors import LivepatchError
 from klp.hazard import image_hazards
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
 from klpemu.build.compile import BuildError, build_module
-from klpemu.scenario import ScenarioError, ScenarioRunner
+from klpemu.build.from_patch import build_from_patch
+from klpemu.errors import KlpemuError
+from klpemu.explore.command import add_arguments as explore_args
+from klpemu.explore.command import cmd_explore
+from klpemu.scenario import ScenarioError
+from klpemu.session import RunConfig, ScenarioSession
 from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
@@ -30,14 +36,31 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
     p.add_argument("--cpus", type=int, default=2, help="number of CPUs (1-8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scheduling interleaving")
+    p.add_argument("--schedule", default="random", metavar="STRATEGY[:SEED][,NAME=VALUE…]",
+                   help="how the CPUs interleave after boot: rr, random, pct, targeted, with parameters "
+                        "(e.g. pct,depth=3); a seed here overrides --seed (see emu/schedule.py)")
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
     p.add_argument("--watchdog-thresh", type=float, default=MachineConfig.watchdog_thresh_s,
                    help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
 
 
+def _schedule(args: argparse.Namespace) -> ScheduleSpec:
+    head = args.schedule.split(",", 1)[0]
+    return ScheduleSpec.parse(args.schedule, seed=None if ":" in head else args.seed)
+
+
 def _machine(args: argparse.Namespace) -> Machine:
-    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=args.seed, cmdline=args.cmdline,
-                                 watchdog_thresh_s=args.watchdog_thresh))
+    spec = _schedule(args)
+    schedule = ",".join([spec.strategy, *(f"{n}={v:g}" for n, v in spec.params)])
+    return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=spec.seed, cmdline=args.cmdline,
+                                 watchdog_thresh_s=args.watchdog_thresh, schedule=schedule))
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(kernel=args.kernel, cpus=args.cpus, cmdline=args.cmdline,
+                     watchdog_thresh_s=args.watchdog_thresh, dispatch=args.dispatch,
+                     klp_version=args.klp_version, module_dirs=tuple(args.module_dir),
+                     unsafe_switch_to=args.unsafe_switch_to)
 
 
 def task_table(m: Machine) -> list[dict[str, object]]:
@@ -80,16 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    m = _machine(args)
+    spec = _schedule(args)
     started = time.perf_counter()
-    m.boot()
     out = io.StringIO() if args.json else sys.stdout
-    runner = ScenarioRunner(m, out, module_dirs=args.module_dir, dispatch=args.dispatch,
-                            klp_version=args.klp_version)
-    if args.unsafe_switch_to:
-        Livepatch.attach(m).allow_unsafe_switch_to()
+    session = ScenarioSession(_run_config(args), out)
+    m = session.machine
     try:
-        result = runner.run_text(text, script=args.script)
+        result = session.run(text, spec, script=args.script)
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -101,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.state:
                 sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
     if args.json:
-        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, **result.to_json(),
+        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, "schedule": str(spec), **result.to_json(),
                    "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns,
                    "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m),
                    **({"state": livepatch_state(m)} if args.state else {})},
@@ -129,6 +149,17 @@ def cmd_hazards(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.from_patch is not None:
+        return _build_from_patch(args)
+    if not args.sources:
+        print("klpemu: build: give module sources (SRC.c …) or --from-patch PATCH …", file=sys.stderr)
+        return EXIT_USAGE
+    misplaced = [o for o, v in (("--no-replace", args.no_replace), ("-v", args.verbose),
+                                ("--kernel", args.kernel is not None)) if v]
+    if misplaced or args.output is None:
+        what = f"{misplaced[0]} goes with --from-patch" if misplaced else "-o NAME.ko is required"
+        print(f"klpemu: build: {what}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         out = build_module(args.sources, args.output, livepatch=args.livepatch)
     except BuildError as exc:
@@ -138,15 +169,28 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _build_from_patch(args: argparse.Namespace) -> int:
+    if args.sources or args.livepatch:
+        print("klpemu: build: --from-patch builds the module from the patches alone: no SRC.c "
+              "and no --livepatch", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = build_from_patch(args.from_patch, args.output, replace=not args.no_replace,
+                                  kernel=args.kernel or "modern")
+    except BuildError as exc:
+        print(f"klpemu: build: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    for warning in result.warnings:
+        print(f"klpemu: build: warning: {warning}", file=sys.stderr)
+    print(result.report(verbose=args.verbose))
+    return EXIT_OK
+
+
 BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    # benchmarks/ lives next to klp/ in the source tree and is not installed
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from benchmarks.run import main as bench_main
+    from klpemu.benchmarks.run import main as bench_main  # benchmarks/, installed as klpemu.benchmarks
     return bench_main([*args.names, *(["--quick"] if args.quick else []),
                        *(["--out", str(args.out)] if args.out else [])])
 
@@ -191,11 +235,27 @@ def build_parser() -> argparse.ArgumentParser:
     hazards.add_argument("--json", action="store_true", help="machine-readable output")
     hazards.set_defaults(func=cmd_hazards)
     build = sub.add_parser("build", help="compile kernel-style module sources into NAME.ko for the guest "
-                                         "(KLP_MODULE_RELOC annotations become .klp.rela relocations)")
-    build.add_argument("sources", nargs="+", type=Path)
-    build.add_argument("-o", "--output", required=True, type=Path, help="the module, NAME.ko")
+                                         "(KLP_MODULE_RELOC annotations become .klp.rela relocations), "
+                                         "or make a livepatch from source patches (--from-patch)")
+    build.add_argument("sources", nargs="*", type=Path, metavar="SRC.c")
+    build.add_argument("-o", "--output", type=Path,
+                       help="the module, NAME.ko (--from-patch: default livepatch_PATCH.ko)")
     build.add_argument("--livepatch", action="store_true", help="mark it a livepatch module (livepatch=Y)")
+    build.add_argument("--from-patch", nargs="+", type=Path, metavar="PATCH",
+                       help="build the guest kernel before and after these patches (-p1, from the "
+                            "checkout or from fixtures/) and make a livepatch of the functions whose "
+                            "machine code changed, as the kernel's klp-build does")
+    build.add_argument("--no-replace", action="store_true",
+                       help="--from-patch: a livepatch that stacks instead of replacing the others")
+    build.add_argument("--kernel", choices=("modern", "legacy"),
+                       help="--from-patch: the guest kernel flavour to patch (default modern)")
+    build.add_argument("-v", "--verbose", action="store_true",
+                       help="--from-patch: say why each function is in the module, and list its "
+                            "livepatch relocations")
     build.set_defaults(func=cmd_build)
+    explore = sub.add_parser("explore", help="run a scenario over many schedules and classify the outcomes")
+    explore_args(explore)
+    explore.set_defaults(func=cmd_explore)
     bench = sub.add_parser("bench", help="run the benchmark suite: tables, a dated JSON and SVG charts "
                                          "(benchmarks/README.md)")
     bench.add_argument("names", nargs="*", metavar="NAME",
@@ -213,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except (GuestHang, MachineCrashed) as exc:
         print(f"klpemu: {exc}", file=sys.stderr)
         return EXIT_HANG
-    except EmuError as exc:
+    except (EmuError, LivepatchError, KlpemuError) as exc:
         print(f"klpemu: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -56,8 +56,6 @@ class Klp:
         self._out = io.StringIO()
         self.selftest = Selftest(machine, module_dirs_finder([*module_dirs, FIXTURE_MODULES]),
                                  stdout=self._out.write, stderr=self._out.write)
-        # the livepatch core's pr_debug lines (transitions) on, as the selftests' setup_config has them
-        self.selftest.set_dynamic_debug()
 
     def _run(self, helper: Callable[..., None], *args: object) -> None:
         from klpemu.selftest import Die, Skip
@@ -204,7 +202,9 @@ def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine") -> Klp:
     to the test file, then in the marker's module_dirs, then in the fixtures."""
     options = _options(request)
     dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
-    return Klp(klpemu_machine, dirs, options.get("dispatch"))
+    klp = Klp(klpemu_machine, dirs, options.get("dispatch"))
+    klp.setup_config()          # as every selftest script starts: dynamic debug on, ftrace enabled
+    return klp
 
 
 @pytest.hookimpl(hookwrapper=True)

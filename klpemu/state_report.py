@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emu.kernel.tasks import TIF_PATCH_PENDING
 from emu.trace.ftrace import NOP5
 from klp.core import core_of
 from klp.objects import KlpState
@@ -57,7 +56,7 @@ def livepatch_state(m: "Machine") -> dict[str, object] | None:
                        "func_stack": [{"patch": owner.get(id(f), "?"), "nop": f.nop}
                                       for f in ops.func_stack]})
     tasks = [{"pid": task.pid, "comm": task.comm, "patch_state": PATCH_STATES.get(task.patch_state, "?"),
-              "pending": bool(task.ti_flags & (1 << TIF_PATCH_PENDING))} for task in m.tasks()]
+              "pending": task.patch_pending} for task in m.tasks()]
     transition = (None if t.patch is None else
                   {"patch": t.patch.name, "target": t.target.name.lower(), "tries": t.signals_cnt})
     return {"profile": core.profile.name, "dispatch": core.dispatch.backend, "patches": patches,

@@ -5,7 +5,9 @@
 cat /proc/cmdline
 cat /proc/meminfo
 
-setup_config		# as the selftests do: the livepatch core's debug messages on
+# as the kernel's selftests do: the transition's pr_debug lines on
+setup_config
+
 start_test "boot and patch"
 load_lp test_klp_livepatch
 grep 'live patched' /proc/cmdline > /dev/kmsg

@@ -27,6 +27,15 @@ TICK = SEC // 250
 PATCHED = "test_klp_livepatch: this has been live patched\n"      # its /proc/cmdline
 
 
+DYNDBG_CONTROL = "/sys/kernel/debug/dynamic_debug/control"
+
+
+def set_dynamic_debug(m: Machine) -> None:
+    """functions.sh's set_dynamic_debug: the livepatch core's pr_debug lines
+    (initializing/completing … transition) on, klp_try_switch_task's off."""
+    Selftest(m, module_dirs_finder([MODULES])).set_dynamic_debug()
+
+
 def attr(m: Machine, patch: str, name: str) -> str:
     """/sys/kernel/livepatch/PATCH/NAME."""
     return m.read_file(f"{SYSFS}/{patch}/{name}")
@@ -125,10 +134,9 @@ class Session:
     def __init__(self, cpus: int = 2) -> None:
         self.m = Machine(cpus=cpus, seed=0).boot()
         self.core = Livepatch.attach(self.m)
+        set_dynamic_debug(self.m)
         self.out = io.StringIO()
         self.r = ScenarioRunner(self.m, self.out)
-        # the livepatch core's pr_debug lines on, as the selftests' setup_config has them
-        Selftest(self.m, module_dirs_finder([MODULES])).set_dynamic_debug()
 
     def run(self, text: str) -> None:
         result = self.r.run_text(text)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
-from benchmarks.common import svg_bars, table
 from klp.objects import KlpState
 from klp.transition import CheckRanges
+from klpemu.benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
+from klpemu.benchmarks.common import svg_bars, table
 from klpemu.cli import main as cli_main
 
 

@@ -49,3 +49,26 @@ def test_bad_site_writes_are_refused(machine: Machine) -> None:
         machine.ftrace.write_site(machine.ftrace.site_of("cmdline_proc_show"), b"\x90")
     with pytest.raises(EmuError, match="has no fentry site"):
         machine.ftrace.site_of("__switch_to_asm")
+
+
+def test_a_cpu_in_user_mode_does_not_keep_running_stale_code() -> None:
+    """A site rewritten while a CPU is in user mode: that CPU too runs the new
+    code the next time it enters the function (ctl_remove_cache resolves the
+    kernel address with the CPU's current privilege, and in user mode it
+    silently removes nothing; this once let a hammering getpid task run the
+    unpatched syscall forever)."""
+    from collections import Counter
+
+    from emu.kernel.shell import MODE_GETPID_LOOP
+    from emu.trace.ftrace import FtraceOps
+
+    m = Machine(cpus=2, seed=0).boot()
+    for _ in range(2):                           # one getpid loop per CPU
+        m.shell.spawn(MODE_GETPID_LOOP, "hammer")
+    m.run(0.05)                                  # both have translated the syscall by now
+    m.run_until(lambda: m.cpus[1].in_user_mode(), 1, "CPU 1 in user mode")
+    hits: Counter[int] = Counter()
+    ops = FtraceOps("test", 0, callback=m.ftrace.python_callback(lambda cpu: hits.update([cpu.index])))
+    assert m.ftrace.register(ops, m.ftrace.site_of("__x64_sys_getpid")) == 0   # now: no round is running
+    m.run(0.01)
+    assert hits[0] > 0 and hits[1] > 0

@@ -3,7 +3,7 @@ import pytest
 
 from emu import Machine, ShellError
 from klp import Livepatch
-from klp_helpers import MODULES, PATCHED, SYSFS, TICK, disable_lp, klp_lines, load_lp
+from klp_helpers import MODULES, PATCHED, SYSFS, TICK, disable_lp, klp_lines, load_lp, set_dynamic_debug
 
 
 @pytest.fixture(params=[(1, "native"), (2, "native"), (1, "python"), (2, "python")],
@@ -12,6 +12,7 @@ def lp_machine(request) -> Machine:
     cpus, backend = request.param
     m = Machine(cpus=cpus, seed=0).boot()
     Livepatch.attach(m, backend)
+    set_dynamic_debug(m)
     return m
 
 
@@ -152,6 +153,7 @@ def test_klp_enable_patch_of_null_is_einval() -> None:
     as in the kernel: the core checks the pointer before reading the struct."""
     m = Machine(cpus=1, seed=0).boot()
     Livepatch.attach(m)
+    set_dynamic_debug(m)
     assert m.call("klp_enable_patch", 0, returns="int") == -22
     old = Machine(cpus=1, seed=0).boot()
     Livepatch.attach(old, klp_version="4.12")
@@ -184,6 +186,7 @@ def test_a_module_not_marked_livepatch_cannot_enable_a_patch(tmp_path) -> None:
     ko = build_module([src], tmp_path / "klp_not_lp.ko")
     m = Machine(cpus=1, seed=0).boot()
     Livepatch.attach(m)
+    set_dynamic_debug(m)
     with pytest.raises(ShellError) as e:
         m.insmod(ko)
     assert e.value.errno == 22

@@ -12,6 +12,8 @@ import pytest
 
 from emu import Machine, ShellError
 from klp import Livepatch
+from klp_helpers import set_dynamic_debug
+from klp.errors import LivepatchError
 from klp.profiles import PROFILES, get_profile
 from klpemu.scenario import ScenarioRunner
 
@@ -79,7 +81,7 @@ def test_selftest_under_profile(version: str, name: str, tmp_path: Path) -> None
 def test_current_is_default() -> None:
     m = Machine(cpus=1, seed=0).boot()
     assert Livepatch.attach(m).profile == get_profile("current") == PROFILES["6.13"]
-    with pytest.raises(ValueError):
+    with pytest.raises(LivepatchError, match="already reproduces"):
         Livepatch.attach(m, klp_version="4.15")
 
 
@@ -127,6 +129,7 @@ def test_sysfs_attributes_by_profile() -> None:
 def _attrs(version: str) -> list[str]:
     m = Machine(cpus=1, seed=0).boot()
     Livepatch.attach(m, klp_version=version)
+    set_dynamic_debug(m)
     name = "klpemu_old_test_klp" if get_profile(version).register_api else "test_klp_livepatch"
     m.insmod(str(ROOT / "fixtures" / "build" / "modules" / f"{name}.ko"))
     return m.vfs.listdir(f"/sys/kernel/livepatch/{name}")

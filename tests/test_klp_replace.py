@@ -20,7 +20,7 @@ from emu.kernel.shell import Shell
 from emu.trace.ftrace import JMP, NOP5
 from klp import Livepatch
 from klp.objects import KlpPatch
-from klp_helpers import MODULES, SEC, SYSFS, TICK, attr, errno_of, load_lp, patch_state
+from klp_helpers import MODULES, SEC, SYSFS, TICK, attr, errno_of, load_lp, patch_state, set_dynamic_debug
 from klp_helpers import reader as shared_reader
 from klp_helpers import wait_done, wait_sleeping_in
 
@@ -40,6 +40,7 @@ def backend(request) -> str:
 def boot(backend: str = "native", target_args: str = "") -> Machine:
     m = Machine(cpus=2, seed=0).boot()
     Livepatch.attach(m, backend)
+    set_dynamic_debug(m)
     m.insmod(MODULES / f"{TARGET}.ko", target_args)
     return m
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emu import Machine, ShellError
-from emu.kernel.shell import MODE_GETPID_LOOP, MODE_SLEEPER, OUT
+from emu.kernel.shell import MODE_GETPID_LOOP, MODE_SLEEPER
 from klp import Livepatch
 from klp_helpers import MODULES, SYSFS, disable_lp, errno_of, load_lp
 from klpemu.scenario import ScenarioRunner
@@ -132,7 +132,7 @@ def test_a_file_left_open_when_its_module_goes_fails_instead_of_calling_it(m: Ma
     open: the module's show()/store() is never called after it is gone, even
     when a new entry has taken the slot."""
     sh = m.shell
-    buf = sh.mailbox + OUT                                  # the mailbox's output area
+    buf = sh.mailbox + sh.layout.out                                # the mailbox's output area
     load(m)
     m.insmod(MODULES / "test_klp_mod_target.ko")
     sysfs_fd = sh.syscall(SYS_OPEN, sh.put_string(NPIDS), 0)

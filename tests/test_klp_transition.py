@@ -17,7 +17,7 @@ from emu.kernel.shell import Shell
 from emu.kernel.tasks import TaskView
 from klp import Livepatch
 from klp.transition import SwitchResult, Transition
-from klp_helpers import MODULES, SEC, SYSFS, TICK, klp_lines, patch_state
+from klp_helpers import MODULES, SEC, SYSFS, TICK, klp_lines, patch_state, set_dynamic_debug
 from klpemu.cli import main
 
 LP, TARGET = "klpemu_test_patch", "klpemu_test_target"
@@ -28,6 +28,7 @@ EAGAIN, EBUSY, EINVAL, EACCES, ENOENT = 11, 16, 22, 13, 2
 def boot(cpus: int) -> Machine:
     m = Machine(cpus=cpus, seed=0).boot()
     Livepatch.attach(m)
+    set_dynamic_debug(m)
     return m
 
 

@@ -68,7 +68,7 @@ def test_the_probe_frame_unwinds_reliably(machine: Machine) -> None:
 
     def inside(cpu_index: int) -> None:
         cpu = m.cpus[cpu_index]
-        traces.append(m.walker.trace(TaskView(m, m.current_task(cpu))))
+        traces.append(m.walker.trace(TaskView(m.prog, m.current_task(cpu))))
     removers = [cpu.engine.hook_code_at(handler, lambda i=cpu.index: inside(i)) for cpu in m.cpus]
     m.read_file("/proc/cmdline")
     for remove in removers:

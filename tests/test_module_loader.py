@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from emu.elf.image import Symbol
+from emu.elf.image import ElfImage, Symbol
 from emu.elf.module_loader import (KlpRelaSection, LoadedModule, ModuleLoadError, ParamDesc, layout_size,
                                    load_module)
-from emu.errors import ImageError
+from emu.errors import EmuError, ImageError
+from emu.module.manager import module_name_field
 from klpemu.build.compile import kernel_cflags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ SRC = Path(__file__).resolve().parent / "data" / "module_loader"
 INCLUDE = ROOT / "fixtures" / "include"
 
 BASE = 0xFFFFFFFFA0000000
+NAME_FIELD = module_name_field(ElfImage(ROOT / "fixtures" / "build" / "vmlinux-modern").offsets())
 KTEXT = 0xFFFFFFFF81000000          # where the fake kernel's stubs live
 FENTRY = KTEXT                      # `ret`
 PRINTK = KTEXT + 0x10               # `ret`
@@ -85,7 +87,7 @@ def resolve(name: str) -> int | None:
 
 @pytest.fixture(scope="module")
 def mod(mods) -> LoadedModule:
-    return load_module(mods["modtest"], "given-name", BASE, resolve)
+    return load_module(mods["modtest"], "given-name", BASE, resolve, name_field=NAME_FIELD)
 
 
 def sym(m: LoadedModule, name: str) -> Symbol:
@@ -317,11 +319,11 @@ def test_runs_in_unicorn(mod):
 
 
 def test_weak_undefined_and_no_this_module(mods):
-    m = load_module(mods["modmini"], "x", BASE, resolve)
+    m = load_module(mods["modmini"], "x", BASE, resolve, name_field=NAME_FIELD)
     assert m.name == "modmini"
     assert u64(m, m.this_module + 72) == 0               # no module_exit: weak, left 0
     assert u64(m, m.this_module + 64) == sym(m, "modmini_init").address
-    bare = load_module(mods["bare"], "fallback", BASE, resolve)
+    bare = load_module(mods["bare"], "fallback", BASE, resolve, name_field=NAME_FIELD)
     assert bare.name == "fallback" and bare.this_module is None
     assert bare.params == [] and bare.exports == {} and bare.modinfo == {"license": ["GPL"]}
 
@@ -332,7 +334,7 @@ def test_weak_undefined_and_no_this_module(mods):
 def expect(data: bytes, code: int = errno.ENOEXEC, *, base: int = BASE, res=resolve,
            **kw) -> ModuleLoadError:
     with pytest.raises(ModuleLoadError) as info:
-        load_module(data, "modtest", base, res, **kw)
+        load_module(data, "modtest", base, res, name_field=NAME_FIELD, **kw)
     err = info.value
     assert isinstance(err, ImageError)
     assert err.errno == code
@@ -411,13 +413,13 @@ def test_unknown_relocation(mods):
     err = expect(patch(d, info, "<Q", (old & ~0xFFFFFFFF) | 9))
     assert err.lines == ["modtest: Unknown rela relocation: 9"]
     # R_X86_64_NONE is ignored: the site keeps its zero
-    m = load_module(patch(d, info, "<Q", old & ~0xFFFFFFFF), "x", BASE, resolve)
+    m = load_module(patch(d, info, "<Q", old & ~0xFFFFFFFF), "x", BASE, resolve, name_field=NAME_FIELD)
     assert s32(m, m.sections[".text"][0] + 1) == 0
 
 
 def test_klp_relocations_are_kept_not_applied(mods, mod):
     d = patch_shdr(mods["modtest"], ".rela.data", "flags", 0x00100000 | 0x40)
-    m = load_module(d, "x", BASE, resolve)
+    m = load_module(d, "x", BASE, resolve, name_field=NAME_FIELD)
     assert m.klp_relocations == [KlpRelaSection(".rela.data", ".data", m.sections[".data"][0],
                                                 m.klp_relocations[0].entries)]
     (e,) = m.klp_relocations[0].entries             # greeting = "hello"
@@ -468,7 +470,7 @@ def _malformed(mods):
 def test_malformed_inputs(mods):
     for what, (data, message) in _malformed(mods).items():
         with pytest.raises(ModuleLoadError) as info:
-            load_module(data, "modtest", BASE, resolve)
+            load_module(data, "modtest", BASE, resolve, name_field=NAME_FIELD)
         assert info.value.errno == errno.ENOEXEC, what
         assert message in str(info.value), (what, str(info.value))
         assert str(info.value).startswith("modtest: "), what
@@ -490,8 +492,8 @@ def test_common_symbols_refused(mods):
 
 
 def test_base_must_be_page_aligned(mods):
-    with pytest.raises(ValueError):
-        load_module(mods["modtest"], "x", BASE + 8, resolve)
+    with pytest.raises(EmuError, match="page-aligned"):
+        load_module(mods["modtest"], "x", BASE + 8, resolve, name_field=NAME_FIELD)
 
 
 def test_fuzz(mods):
@@ -518,7 +520,7 @@ def test_fuzz(mods):
             data = bytes(b)
         try:
             layout_size(data, "fuzz")
-            m = load_module(data, "fuzz", BASE, lambda n: FENTRY)
+            m = load_module(data, "fuzz", BASE, lambda n: FENTRY, name_field=NAME_FIELD)
             assert len(m.image) == m.size
             outcomes["ok"] += 1
         except ModuleLoadError as exc:

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from emu.elf.image import ElfImage
 from emu.elf.module_loader import load_module
+from emu.machine import resolve_kernel
+from emu.module.manager import module_name_field
 from klpemu.build.compile import BuildError, build_module
 from klpemu.cli import main
 
@@ -63,14 +66,16 @@ def test_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> No
 
 def test_build_marks_a_livepatch_and_compiles_with_the_kernel_flags(tmp_path: Path) -> None:
     ko = build_module([EXAMPLE / "livepatch_meminfo.c"], tmp_path / "lp.ko", livepatch=True)
-    image = load_module(ko.read_bytes(), "lp", 0xFFFFFFFFA0000000, lambda name: 0xFFFFFFFF81000000)
+    name_field = module_name_field(ElfImage(resolve_kernel("modern")).offsets())
+    image = load_module(ko.read_bytes(), "lp", 0xFFFFFFFFA0000000, lambda name: 0xFFFFFFFF81000000,
+                        name_field=name_field)
     assert image.name == "lp"
     assert image.modinfo["livepatch"] == ["Y"]           # the source says so already: not twice
     assert image.mcount_sites                               # -pg -mfentry -mrecord-mcount
     plain = tmp_path / "plain.c"
     plain.write_text("#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n")
     image = load_module(build_module([plain], tmp_path / "plain.ko", livepatch=True).read_bytes(),
-                        "plain", 0xFFFFFFFFA0000000, lambda name: 0xFFFFFFFF81000000)
+                        "plain", 0xFFFFFFFFA0000000, lambda name: 0xFFFFFFFF81000000, name_field=name_field)
     assert image.modinfo["livepatch"] == ["Y"]
 
 

@@ -105,6 +105,7 @@ def test_the_typed_helpers_in_the_modprobe_style() -> None:
     said: list[str] = []
     st = Selftest(m, module_dirs_finder([FIXTURE_MODULES]), style=LoadStyle.MODPROBE, stdout=said.append,
                   stderr=said.append, release="5.1.0")
+    st.setup_config()
     st.start_test("modprobe style")
     st.set_ftrace_enabled(0)
     st.load_failing_mod("test_klp_livepatch")

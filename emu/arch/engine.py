@@ -288,8 +288,17 @@ class Engine:
         self.uc.emu_stop()
 
     def invalidate(self, address: int, size: int) -> None:
-        """Drop translated code for [address, address+size) on this CPU."""
-        self.uc.ctl_remove_cache(address, address + size)
+        """Drop translated code for [address, address+size) on this CPU.
+
+        ctl_remove_cache finds the code through the CPU's current privilege:
+        on a CPU in user mode a kernel address does not translate, and the
+        call silently removes nothing (measured on 2.1.4: the CPU went on
+        running the old code of a patched syscall). Such a CPU drops all of
+        its translations instead."""
+        if self.reg("cs") & 3:
+            self.uc.ctl_flush_tb()
+        else:
+            self.uc.ctl_remove_cache(address, address + size)
 
     def flush_all(self) -> None:
         self.uc.ctl_flush_tb()

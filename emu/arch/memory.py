@@ -54,8 +54,9 @@ class Ram:
         self.size = size
         # an anonymous mapping: zero pages on first touch, where a zeroed
         # malloc (create_string_buffer) costs a quarter of a second per boot
-        # and makes all of RAM resident
-        self._map = mmap.mmap(-1, size)
+        # and makes all of RAM resident; private, so that a forked process
+        # (a run of an exploration) gets its own copy-on-write RAM
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.buffer = (ctypes.c_char * size).from_buffer(self._map)
         self.base = ctypes.addressof(self.buffer)
         self.view = memoryview(self.buffer).cast("B")

@@ -27,7 +27,7 @@ from typing import Callable
 
 from emu.elf.image import Symbol
 from emu.elf.relocs import MASK64, RELOCATIONS, RelocOverflow
-from emu.errors import ImageError
+from emu.errors import EmuError, ImageError
 
 __all__ = [
     "ModuleLoadError", "LoadedModule", "ParamDesc", "KlpRela", "KlpRelaSection",
@@ -55,7 +55,6 @@ SYM = struct.Struct("<IBBHQQ")                  # 24 bytes
 RELA = struct.Struct("<QQq")                    # 24 bytes
 _KSYM = struct.Struct("<QQ")                     # struct kernel_symbol, 16 bytes
 _PARAM = struct.Struct("<QQQHHIQ")               # struct kernel_param, 40 bytes
-_MOD_NAME_OFF, _MOD_NAME_LEN = 4, 56             # struct module: int state; char name[56]
 
 # Sections holding u64 tables whose sh_addralign gcc may leave at 1.
 _U64_TABLES = ("__mcount_loc", "__param", "__ksymtab")
@@ -305,24 +304,27 @@ def layout_size(data: bytes, name: str, *, max_size: int = DEFAULT_MAX_SIZE) -> 
 
 
 def load_module(data: bytes, name: str, base: int,
-                resolve: Callable[[str], int | None], *,
+                resolve: Callable[[str], int | None], *, name_field: tuple[int, int],
                 max_size: int = DEFAULT_MAX_SIZE) -> LoadedModule:
     """Lay the ET_REL object `data` out at `base` and relocate it.
 
     `resolve(symbol)` gives the address of a symbol exported by vmlinux or by
-    another module, or None. `base` must be page-aligned.
+    another module, or None. `base` must be page-aligned. `name_field` is
+    (offset, size) of `name` in the kernel's struct module (its offsets
+    table: MODULE_name, MODULE_name_len); `name` is the fallback when the
+    object has no struct module.
     """
     data = _coerce(data)
     if base % PAGE_SIZE or not 0 <= base <= MASK64:
-        raise ValueError(f"module base {base:#x} is not a page-aligned 64-bit address")
+        raise EmuError(f"module base {base:#x} is not a page-aligned 64-bit address")
     elf = ElfRel(data, name, max_size)
     offsets, text_end, total = elf.layout(max_size)
     if base + total > MASK64 + 1:
-        raise ValueError(f"module of {total:#x} bytes does not fit at {base:#x}")
+        raise EmuError(f"module of {total:#x} bytes does not fit at {base:#x}")
 
     # The module name comes from its struct module, as the kernel takes mod->name.
     this_mod = elf.find(".gnu.linkonce.this_module")
-    modname = _module_name(elf, this_mod[0].contents(data)) if this_mod else None
+    modname = _module_name(elf, this_mod[0].contents(data), name_field) if this_mod else None
     elf.name = name = modname or name
 
     image = bytearray(total)
@@ -474,10 +476,11 @@ def load_module(data: bytes, name: str, base: int,
     )
 
 
-def _module_name(elf: ElfRel, raw: bytes) -> str | None:
+def _module_name(elf: ElfRel, raw: bytes, name_field: tuple[int, int]) -> str | None:
     """The name field of a struct module, or None when the section is too small or it is empty."""
-    field_ = raw[_MOD_NAME_OFF:_MOD_NAME_OFF + _MOD_NAME_LEN]
-    if len(field_) < _MOD_NAME_LEN:
+    offset, size = name_field
+    field_ = raw[offset:offset + size]
+    if len(field_) < size:
         return None
     end = field_.find(b"\0")
     if end < 0:

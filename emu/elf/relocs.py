@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import struct
 
+from emu.errors import EmuError
+
 MASK64 = (1 << 64) - 1
 
 
-class RelocOverflow(Exception):
+class RelocOverflow(EmuError):
     """The computed value does not fit the relocated field. .value is the u64 value."""
 
     def __init__(self, rtype: int, value: int) -> None:

@@ -1,4 +1,4 @@
-"""Files the emulator serves to the guest: sysfs attributes, /proc/<pid>/stack.
+"""Files the emulator serves to the guest: sysfs attributes, procfs files.
 
 The guest's open() asks here (HC_VFS_OPEN) for any path its own tables do not
 have. A read returns what `show()` produced at open, as seq_file does; a
@@ -12,13 +12,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from emu.arch.memory import AddressSpace
 from emu.kernel.hypercalls import hypercall
-from emu.unwind import FrameKind, StackTrace
 
 if TYPE_CHECKING:
     from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
-    from emu.machine import Machine
 
 O_ACCMODE, O_RDONLY, O_WRONLY = 3, 0, 1
 Show = Callable[[], str]
@@ -39,14 +38,13 @@ class _OpenFile:
 
 
 class Vfs:
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
+    def __init__(self, mem: AddressSpace) -> None:
+        self.mem = mem
         self._files: dict[str, FileNode] = {}
         self._dirs: set[str] = set()
         self._dynamic: list[tuple[re.Pattern[str], Callable[[re.Match[str]], FileNode | None]]] = []
         self._open: dict[int, _OpenFile] = {}
         self._next_id = 1
-        self.register_dynamic(r"/proc/(\d+)/stack", self._proc_stack)
 
     def register(self, path: str, show: Show | None = None, store: Store | None = None,
                  mode: int | None = None) -> None:
@@ -134,46 +132,28 @@ class Vfs:
     def release(self, fid: int) -> None:
         self._open.pop(fid, None)
 
-    def _proc_stack(self, match: re.Match[str]) -> FileNode | None:
-        pid = int(match.group(1))
-        m = self.machine
-        task = next((t for t in m.tasks() if t.pid == pid), None)
-        if task is None:
-            return None
+    # ------------------------------------------------------------ hypercalls
+    @hypercall("HC_VFS_OPEN")
+    def hc_vfs_open(self, cpu: "Cpu", path: int, length: int, flags: int, _: int) -> int:
+        """long vfs_open(const char *path, int len, int flags): a file id or -errno."""
+        return self.open(self.mem.read(path, length).decode("utf-8", "replace"), flags)
 
-        def show() -> str:
-            trace = m.walker.trace(task, reliable=False)
-            kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER),
-                                trace.reliable, trace.reason)
-            return "".join(f"[<0>] {line}\n" for line in m.walker.format(kernel))
-        return FileNode(show, None, 0o400)
+    @hypercall("HC_VFS_READ")
+    def hc_vfs_read(self, cpu: "Cpu", fid: int, buf: int, size: int, pos: int) -> int:
+        """long vfs_read(long id, char *buf, size_t len, loff_t pos): bytes read or -errno."""
+        data = self.read(fid, pos, size)
+        if isinstance(data, int):
+            return data
+        self.mem.write(buf, data)
+        return len(data)
 
+    @hypercall("HC_VFS_WRITE", blocking=True)
+    def hc_vfs_write(self, ctx: "ServiceContext", fid: int, buf: int, size: int, _: int) -> int:
+        """long vfs_write(long id, const char *buf, size_t len): bytes written or -errno."""
+        return self.store(ctx, fid, self.mem.read(buf, size))
 
-@hypercall("HC_VFS_OPEN")
-def hc_vfs_open(m: "Machine", cpu: "Cpu", path: int, length: int, flags: int, _: int) -> int:
-    """long vfs_open(const char *path, int len, int flags): a file id or -errno."""
-    return m.vfs.open(m.mem.read(path, length).decode("utf-8", "replace"), flags)
-
-
-@hypercall("HC_VFS_READ")
-def hc_vfs_read(m: "Machine", cpu: "Cpu", fid: int, buf: int, size: int, pos: int) -> int:
-    """long vfs_read(long id, char *buf, size_t len, loff_t pos): bytes read or -errno."""
-    data = m.vfs.read(fid, pos, size)
-    if isinstance(data, int):
-        return data
-    m.mem.write(buf, data)
-    return len(data)
-
-
-@hypercall("HC_VFS_WRITE", blocking=True)
-def hc_vfs_write(ctx: "ServiceContext", fid: int, buf: int, size: int, _: int) -> int:
-    """long vfs_write(long id, const char *buf, size_t len): bytes written or -errno."""
-    m = ctx.machine
-    return m.vfs.store(ctx, fid, m.mem.read(buf, size))
-
-
-@hypercall("HC_VFS_RELEASE")
-def hc_vfs_release(m: "Machine", cpu: "Cpu", fid: int, *_: int) -> int:
-    """void vfs_release(long id)"""
-    m.vfs.release(fid)
-    return 0
+    @hypercall("HC_VFS_RELEASE")
+    def hc_vfs_release(self, cpu: "Cpu", fid: int, *_: int) -> int:
+        """void vfs_release(long id)"""
+        self.release(fid)
+        return 0

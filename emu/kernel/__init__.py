@@ -1,2 +1,4 @@
-"""The kernel services the machine offers: tasks, the log, modules, kallsyms,
-hypercalls and Python->guest calls, oops reports, the shell task driver."""
+"""The kernel as the emulator sees it: the Program (memory, image, offsets,
+kallsyms), tasks, the log, hypercalls and Python->guest calls, text_poke,
+the kernel's own services and the guest shell task driver. Everything above
+(the unwinder, the VFS, ftrace, modules) builds on these."""

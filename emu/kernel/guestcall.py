@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import greenlet
 
 from emu.errors import GuestCallError
+from emu.kernel.hypercalls import hypercall
+from emu.kernel.program import Program
 
 if TYPE_CHECKING:
     from emu.arch.cpu import Cpu
-    from emu.machine import Machine
 
 _ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 _SUSPENDED = object()
@@ -36,8 +37,8 @@ class _Suspended:
 class ServiceContext:
     """What a blocking service sees: the CPU and task it runs on, and call()."""
 
-    def __init__(self, machine: "Machine", cpu: "Cpu", task: int, site_rsp: int) -> None:
-        self.machine = machine
+    def __init__(self, calls: "GuestCalls", cpu: "Cpu", task: int, site_rsp: int) -> None:
+        self.calls = calls
         self.cpu = cpu
         self.task = task
         self.site_rsp = site_rsp
@@ -46,18 +47,18 @@ class ServiceContext:
         """Run a guest function on this task and return its return value (rax)."""
         if len(args) > len(_ARG_REGS):
             raise GuestCallError(f"guest calls take at most {len(_ARG_REGS)} arguments")
-        m = self.machine
-        addr = m.symbol_address(function) if isinstance(function, str) else function
+        prog = self.calls.prog
+        addr = prog.symbol_address(function) if isinstance(function, str) else function
         # the frame klpemu_call_return's unwind hint describes (see entry.S);
         # site_rsp is 8 mod 16, so the callee starts with rsp+8 16-aligned
         rsp = self.site_rsp - 16
-        m.mem.write_u64(rsp, m.symbol_address("klpemu_call_return_site"))
+        prog.mem.write_u64(rsp, self.calls.return_site)
         e = self.cpu.engine
         for reg, value in zip(_ARG_REGS, args):
             e.set_reg(reg, value)
         e.set_reg("rsp", rsp)
         e.set_reg("rip", addr)
-        m.guest_calls.suspend(self)
+        self.calls.suspend(self)
         value = greenlet.getcurrent().parent.switch(_SUSPENDED)
         if isinstance(value, BaseException):
             raise value
@@ -72,18 +73,25 @@ class GuestCalls:
     return in LIFO order, so each task has a stack of waiting services.
     """
 
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        self.return_site = prog.symbol_address("klpemu_call_return_site")
         self._waiting: dict[int, list[_Suspended]] = {}
 
     def start(self, cpu: "Cpu", task: int, handler: Callable[..., int], args: tuple[Any, ...]) -> int | None:
         """Run `handler(ctx, *args)`; its result, or None while it waits on the guest."""
-        ctx = ServiceContext(self.machine, cpu, task, cpu.engine.reg("rsp"))
+        ctx = ServiceContext(self, cpu, task, cpu.engine.reg("rsp"))
         glet = greenlet.greenlet(handler)
         return self._finish_or_wait(ctx, glet.switch(ctx, *args))
 
     def suspend(self, ctx: ServiceContext) -> None:
         self._waiting.setdefault(ctx.task, []).append(_Suspended(greenlet.getcurrent(), ctx))
+
+    @hypercall("HC_CALL_RETURN")
+    def hc_call_return(self, cpu: "Cpu", value: int, *_: int) -> int | None:
+        """void klpemu_call_return(long value): a Python->guest call returned."""
+        self.resume(cpu, self.prog.cpu_curr(cpu.index), value)
+        return None
 
     def resume(self, cpu: "Cpu", task: int, value: int) -> None:
         """klpemu_call_return reached on `task`: continue its innermost service."""
@@ -109,7 +117,7 @@ class GuestCalls:
         result = int(outcome or 0)
         if ctx.cpu.engine.reg("rsp") != ctx.site_rsp:
             # a guest call happened: return from the original hypercall by hand
-            e, mem = ctx.cpu.engine, self.machine.mem
+            e, mem = ctx.cpu.engine, self.prog.mem
             e.set_reg("rax", result)
             e.set_reg("rip", mem.read_u64(ctx.site_rsp))
             e.set_reg("rsp", ctx.site_rsp + 8)

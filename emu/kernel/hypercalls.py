@@ -1,33 +1,98 @@
-"""Guest -> Python services, registered by decorator under their HC_* name.
+"""Guest -> Python services ("hypercalls"), by HC_* number.
 
-A handler is `fn(machine, cpu, a0, a1, a2, a3) -> int` (its C prototype is in
-the docstring). A `blocking` handler may call back into the guest: it runs
-as a continuation and gets a ServiceContext first (see guestcall.py).
+A subsystem marks its handlers with `@hypercall("HC_NAME")` (the C prototype
+in the docstring) and the machine registers each subsystem's handlers in its
+own table (HypercallTable.register_object), so what a machine serves is
+explicit. A handler is `fn(cpu, a0, a1, a2, a3) -> int | None`; a
+`blocking` one may call back into the guest: it runs as a continuation and
+gets a ServiceContext instead of the CPU (see guestcall.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from emu.abi import HYPERCALLS
+from emu.errors import EmuError
+from emu.kernel.program import Program
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
+
+Handler = Callable[..., "int | None"]
+_MARK = "__klpemu_hypercall__"
 
 
 @dataclass(frozen=True)
 class Hypercall:
     number: int
     name: str
-    handler: Callable[..., int | None]
+    handler: Handler
     blocking: bool
 
 
-REGISTRY: dict[int, Hypercall] = {}
+def hypercall(name: str, *, blocking: bool = False) -> Callable[[Handler], Handler]:
+    """Mark a method as the handler of hypercall `name` (an HC_* of abi.h)."""
+    if name not in HYPERCALLS:
+        raise KeyError(f"{name} is not a hypercall of abi.h")
 
-
-def hypercall(name: str, *, blocking: bool = False) -> Callable[[Callable[..., int | None]], Callable[..., int | None]]:
-    def register(fn: Callable[..., int | None]) -> Callable[..., int | None]:
-        number = HYPERCALLS[name]
-        if number in REGISTRY:
-            raise ValueError(f"hypercall {name} registered twice")
-        REGISTRY[number] = Hypercall(number, name, fn, blocking)
+    def mark(fn: Handler) -> Handler:
+        setattr(fn, _MARK, (name, blocking))
         return fn
-    return register
+    return mark
+
+
+class BlockingRunner(Protocol):
+    """Runs a blocking handler as a continuation (emu.kernel.guestcall.GuestCalls)."""
+
+    def start(self, cpu: "Cpu", task: int, handler: Handler, args: tuple[int, ...]) -> int | None: ...
+
+
+class HypercallTable:
+    """The hypercalls one machine serves, and their dispatch."""
+
+    def __init__(self, prog: Program, runner: BlockingRunner) -> None:
+        self.prog = prog
+        self.runner = runner
+        self.count = 0
+        self._calls: dict[int, Hypercall] = {}
+
+    def register(self, name: str, handler: Handler, *, blocking: bool = False) -> None:
+        number = HYPERCALLS[name]
+        if number in self._calls:
+            raise EmuError(f"hypercall {name} registered twice")
+        self._calls[number] = Hypercall(number, name, handler, blocking)
+
+    def register_object(self, obj: Any) -> None:
+        """Register every method of `obj` marked with @hypercall."""
+        for attr in dir(type(obj)):
+            mark = getattr(getattr(type(obj), attr), _MARK, None)
+            if mark is not None:
+                name, blocking = mark
+                self.register(name, getattr(obj, attr), blocking=blocking)
+
+    def get(self, number: int) -> Hypercall | None:
+        return self._calls.get(number)
+
+    def dispatch(self, cpu: "Cpu") -> None:
+        """The guest reached klpemu_hypercall on `cpu`: run the service rax names."""
+        self.count += 1
+        e, mem = cpu.engine, self.prog.mem
+        nr = e.reg("rax")
+        call = self._calls.get(nr)
+        if call is None:
+            caller = mem.read_u64(e.reg("rsp"))
+            raise EmuError(f"the guest made unknown hypercall {nr} at {self.prog.symbolize(caller)}")
+        args = (e.reg("rdi"), e.reg("rsi"), e.reg("rdx"), e.reg("rcx"))
+        if call.blocking:
+            result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, args)
+        else:
+            result = call.handler(cpu, *args)
+        if result is not None:
+            # Return from klpemu_hypercall here rather than let its `ret` run:
+            # a service that stopped the CPU (stop_machine for a code patch)
+            # would otherwise resume at the hook and run the hypercall again.
+            rsp = e.reg("rsp")
+            e.set_reg("rax", result)
+            e.set_reg("rip", mem.read_u64(rsp))
+            e.set_reg("rsp", rsp + 8)

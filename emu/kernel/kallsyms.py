@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from emu.elf.image import Symbol
+from emu.elf.module_loader import LoadedModule
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Kallsyms:
             lines.append(f"{sym.address:016x} {kind} {sym.name}\t[{module}]\n" if module
                          else f"{sym.address:016x} {kind} {sym.name}\n")
         return "".join(lines)
+
+    def module_loaded(self, name: str, image: LoadedModule) -> None:
+        self.add(image.symbols, module=name)
+
+    def module_removed(self, name: str, image: LoadedModule) -> None:
+        self.remove_module(name)
 
     def remove_module(self, module: str) -> None:
         keep = [(s, e) for s, e in zip(self._starts, self._entries) if e[1] != module]

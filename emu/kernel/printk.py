@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from emu.arch.memory import Ram
+from emu.time import VirtualClock
 
 _HEADER = struct.Struct("<QQ")      # next free offset, records dropped
 _RECORD = struct.Struct("<QHBB")    # timestamp ns, text length, level, pad
@@ -68,3 +69,24 @@ class LogBuffer:
 
     def text(self) -> str:
         return "".join(r.format() + "\n" for r in self.records())
+
+
+class KernelLog:
+    """The log as its writers see it: one `log()` that stamps each message
+    with the virtual time of the event (printk's local_clock)."""
+
+    def __init__(self, buffer: LogBuffer, clock: VirtualClock) -> None:
+        self.buffer = buffer
+        self.clock = clock
+
+    def log(self, text: str, level: int = 6) -> None:
+        self.buffer.append(self.clock.ns, level, text)
+
+    def records(self) -> list[LogRecord]:
+        return self.buffer.records()
+
+    def text(self) -> str:
+        return self.buffer.text()
+
+    def lines(self) -> list[str]:
+        return [r.text for r in self.buffer.records()]

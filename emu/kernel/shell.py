@@ -2,52 +2,92 @@
 
 The emulator writes a command into the shell's mailbox (user memory), rings
 the doorbell interrupt, and runs the machine until the shell reports done.
-The layout mirrors `struct mailbox` in fixtures/user/user.c.
+`struct mailbox` and the commands are fixtures/user/user.c's, read from the
+user image's offsets table (Mailbox).
 """
 from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Callable
 
-from emu.errors import ShellError
+from emu.errors import ImageError, ShellError
+from emu.kernel.program import Program
+from emu.kernel.tasks import TaskView, find_task
 
-if TYPE_CHECKING:
-    from emu.machine import Machine
+RunUntil = Callable[..., None]      # RunLoop.run_until(predicate, timeout_s=, what=)
 
-OP_CAT, OP_WRITE, OP_SYSCALL, OP_SPAWN = 1, 2, 3, 4
-# What a user task runs (user.c's enum user_mode): getpid forever, or nanosleep forever.
+# What a user task runs (user.c's enum user_mode): getpid forever, or
+# nanosleep forever; Mailbox checks them against the image.
 MODE_GETPID_LOOP, MODE_SLEEPER = 1, 2
-SEQ, DONE_SEQ, OP, STATUS, ARGS, DATA_LEN, OUT_LEN = 0, 8, 16, 24, 32, 80, 88
-PATH, DATA, OUT = 96, 96 + 256, 96 + 256 + 4096
-PATH_MAX, DATA_MAX, OUT_MAX = 256, 4096, 16384
 CAT_MAX = 16 << 20                 # the most cat() reads of one file
 TASK_INTERRUPTIBLE = 1
 
 
+@dataclass(frozen=True)
+class Mailbox:
+    """The layout of struct mailbox and the shell's commands (user.c)."""
+    seq: int
+    done_seq: int
+    op: int
+    data_len: int
+    out_len: int
+    path: int
+    path_max: int
+    data: int
+    data_max: int
+    out: int
+    out_max: int
+    op_cat: int
+    op_write: int
+    op_syscall: int
+    op_spawn: int
+
+    @classmethod
+    def from_offsets(cls, o: dict[str, int]) -> "Mailbox":
+        """From the user image's table; ImageError if it lacks an entry or
+        disagrees with the modes this module names."""
+        try:
+            box = cls(o["MB_seq"], o["MB_done_seq"], o["MB_op"], o["MB_data_len"], o["MB_out_len"],
+                      o["MB_path"], o["MB_path_len"], o["MB_data"], o["MB_data_len_max"], o["MB_out"],
+                      o["MB_out_len_max"], o["OP_CAT_"], o["OP_WRITE_"], o["OP_SYSCALL_"], o["OP_SPAWN_"])
+            modes = (o["MODE_GETPID_LOOP_"], o["MODE_SLEEPER_"])
+        except KeyError as err:
+            raise ImageError(f"the user image's offsets table has no {err.args[0]}") from None
+        if modes != (MODE_GETPID_LOOP, MODE_SLEEPER):
+            raise ImageError(f"the user image's modes {modes} are not emu.kernel.shell's")
+        if o["MB_status"] != box.op + 8 or o["MB_args"] != box.op + 16:
+            raise ImageError("struct mailbox: op, status and args[6] must follow each other")
+        return box
+
+
 class Shell:
-    def __init__(self, machine: "Machine", mailbox: int, pid: int = 1) -> None:
-        self.machine = machine
+    def __init__(self, prog: Program, layout: Mailbox, mailbox: int, *, run_until: RunUntil,
+                 ring_doorbell: Callable[[], None], dead_tasks: set[int], pid: int = 1) -> None:
+        self.prog = prog
+        self.mem = prog.mem
+        self.layout = layout
         self.mailbox = mailbox
         self.pid = pid
+        self._run_until = run_until
+        self._ring_doorbell = ring_doorbell
+        self._dead_tasks = dead_tasks
 
     def _u64(self, off: int) -> int:
-        return self.machine.mem.read_u64(self.mailbox + off)
+        return self.mem.read_u64(self.mailbox + off)
 
     def _s64(self, off: int) -> int:
         v = self._u64(off)
         return v - (1 << 64) if v >> 63 else v
 
-    def task(self):
-        for t in self.machine.tasks():
-            if t.pid == self.pid:
-                return t
-        return None
+    def task(self) -> TaskView | None:
+        return find_task(self.prog, self.pid)
 
     def is_idle(self) -> bool:
         """The shell waits for a command: its last one is done and it sleeps."""
         task = self.task()
-        return (task is not None and self._u64(SEQ) == self._u64(DONE_SEQ)
+        return (task is not None and self._u64(self.layout.seq) == self._u64(self.layout.done_seq)
                 and task.state == TASK_INTERRUPTIBLE and not task.on_cpu)
 
     def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = (),
@@ -56,44 +96,43 @@ class Shell:
 
     def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
         """Hand the shell a command and ring; its sequence number."""
-        m = self.machine
+        mem = self.mem
         raw_path = path.encode()
-        if len(raw_path) >= PATH_MAX:
+        if len(raw_path) >= self.layout.path_max:
             raise ShellError(f"path too long: {path}", errno=36)
-        if len(data) > DATA_MAX:
-            raise ShellError(f"at most {DATA_MAX} bytes per write", errno=27)
+        if len(data) > self.layout.data_max:
+            raise ShellError(f"at most {self.layout.data_max} bytes per write", errno=27)
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
-        seq = self._u64(SEQ) + 1
+        seq = self._u64(self.layout.seq) + 1
         words = [a & 0xFFFFFFFFFFFFFFFF for a in args] + [0] * (6 - len(args))
-        m.mem.write(self.mailbox + OP, struct.pack("<QQ6Q", op, 0, *words))
-        m.mem.write_u64(self.mailbox + DATA_LEN, len(data))
-        m.mem.write(self.mailbox + PATH, raw_path + b"\0")
-        m.mem.write(self.mailbox + DATA, data)
-        m.mem.write_u64(self.mailbox + SEQ, seq)
-        m.ring_doorbell()
+        mem.write(self.mailbox + self.layout.op, struct.pack("<QQ6Q", op, 0, *words))
+        mem.write_u64(self.mailbox + self.layout.data_len, len(data))
+        mem.write(self.mailbox + self.layout.path, raw_path + b"\0")
+        mem.write(self.mailbox + self.layout.data, data)
+        mem.write_u64(self.mailbox + self.layout.seq, seq)
+        self._ring_doorbell()
         return seq
 
     def _wait(self, seq: int, timeout_s: float) -> int:
-        m = self.machine
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
-        address = task.address
-        m.run_until(lambda: self._u64(DONE_SEQ) == seq or address in m.dead_tasks,
-                    timeout_s=timeout_s, what=f"the shell (pid {self.pid}) to finish")
-        if address in m.dead_tasks:
+        address, dead = task.address, self._dead_tasks
+        self._run_until(lambda: self._u64(self.layout.done_seq) == seq or address in dead,
+                        timeout_s=timeout_s, what=f"the shell (pid {self.pid}) to finish")
+        if address in dead:
             raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4)
-        return self._s64(STATUS)
+        return self._s64(self.layout.op + 8)
 
     def put_string(self, text: str) -> int:
         """Place a string in the mailbox's data buffer; its user address."""
         raw = text.encode() + b"\0"
-        if len(raw) > DATA_MAX:
+        if len(raw) > self.layout.data_max:
             raise ShellError(f"string too long for the shell ({len(raw)} bytes)", errno=7)
-        self.machine.mem.write(self.mailbox + DATA, raw)
-        return self.mailbox + DATA
+        self.mem.write(self.mailbox + self.layout.data, raw)
+        return self.mailbox + self.layout.data
 
     def check(self, status: int, what: str) -> int:
         """A syscall's status, or ShellError for -errno."""
@@ -109,12 +148,12 @@ class Shell:
         """The whole file: a file larger than the mailbox comes in pieces."""
         data = b""
         while True:
-            status = self._command(OP_CAT, path=path, args=(len(data),))
+            status = self._command(self.layout.op_cat, path=path, args=(len(data),))
             if status < 0:
                 raise self._fail(f"cat: {path}", status)
-            n = self._u64(OUT_LEN)
-            data += self.machine.mem.read(self.mailbox + OUT, n)
-            if n < OUT_MAX:
+            n = self._u64(self.layout.out_len)
+            data += self.mem.read(self.mailbox + self.layout.out, n)
+            if n < self.layout.out_max:
                 return data.decode("utf-8", "replace")
             if len(data) >= CAT_MAX:
                 raise ShellError(f"cat: {path}: larger than {CAT_MAX >> 20} MiB", errno=27)
@@ -122,26 +161,26 @@ class Shell:
     def cat_background(self, path: str) -> None:
         """`cat PATH &`: the shell starts reading while the caller goes on
         running the machine; cat_result() waits for it."""
-        self._post(OP_CAT, path=path)
+        self._post(self.layout.op_cat, path=path)
 
     def cat_result(self, path: str, timeout_s: float = 60.0) -> str:
-        status = self._wait(self._u64(SEQ), timeout_s)
+        status = self._wait(self._u64(self.layout.seq), timeout_s)
         if status < 0:
             raise self._fail(f"cat: {path}", status)
-        return self.machine.mem.read(self.mailbox + OUT, self._u64(OUT_LEN)).decode("utf-8", "replace")
+        return self.mem.read(self.mailbox + self.layout.out, self._u64(self.layout.out_len)).decode("utf-8", "replace")
 
     def write(self, path: str, data: str) -> int:
-        status = self._command(OP_WRITE, path=path, data=data.encode())
+        status = self._command(self.layout.op_write, path=path, data=data.encode())
         if status < 0:
             raise self._fail(f"write error: {path}", status)
         return status
 
     def syscall(self, nr: int, *args: int) -> int:
         """A raw syscall from this shell; the kernel's return value (maybe -errno)."""
-        return self._command(OP_SYSCALL, args=(nr, *args))
+        return self._command(self.layout.op_syscall, args=(nr, *args))
 
     def spawn(self, mode: int, name: str, arg: int = 0) -> int:
-        status = self._command(OP_SPAWN, path=name, args=(mode, arg))
+        status = self._command(self.layout.op_spawn, path=name, args=(mode, arg))
         if status < 0:
             raise self._fail(f"spawn {name}", status)
         return status

@@ -1,31 +1,29 @@
-"""Views of guest task_structs, read from guest memory on each access."""
+"""Guest tasks: views of struct task_struct read from guest memory on each
+access, and the helpers that find them (drgn-style: for_each_task,
+find_task)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from emu.arch.cpu import Cpu
+from emu.kernel.program import Program
 
-if TYPE_CHECKING:
-    from emu.machine import Machine
-
-PF_IDLE = 0x2
-PF_KTHREAD = 0x00200000
-TIF_PATCH_PENDING = 13
+MAX_TASKS = 100_000    # a walk of the task list that never ends is a corrupt list
 _STATE_LETTERS = {0: "R", 1: "S", 2: "D", 4: "T", 0x10: "X", 0x20: "Z", 0x80: "X"}
 
 
 class TaskView:
     """A guest `struct task_struct` at `address` (offsets from the guest's table)."""
 
-    __slots__ = ("machine", "address")
+    __slots__ = ("prog", "address")
 
-    def __init__(self, machine: "Machine", address: int) -> None:
-        self.machine = machine
+    def __init__(self, prog: Program, address: int) -> None:
+        self.prog = prog
         self.address = address
 
     def _u64(self, field: str) -> int:
-        return self.machine.mem.read_u64(self.address + self.machine.offsets[field])
+        return self.prog.mem.read_u64(self.address + self.prog.offsets[field])
 
     def _s32(self, field: str) -> int:
-        return self.machine.mem.read_s32(self.address + self.machine.offsets[field])
+        return self.prog.mem.read_s32(self.address + self.prog.offsets[field])
 
     @property
     def pid(self) -> int:
@@ -33,7 +31,7 @@ class TaskView:
 
     @property
     def comm(self) -> str:
-        return self.machine.mem.read_cstr(self.address + self.machine.offsets["TASK_comm"], 16)
+        return self.prog.mem.read_cstr(self.address + self.prog.offsets["TASK_comm"], 16)
 
     @property
     def state(self) -> int:
@@ -57,13 +55,33 @@ class TaskView:
     def ti_flags(self) -> int:
         return self._u64("TASK_flags_ti")
 
+    def _set_ti_flag(self, bit: int, on: bool) -> None:
+        flags = self.ti_flags
+        self.prog.mem.write_u64(self.address + self.prog.offsets["TASK_flags_ti"],
+                                flags | 1 << bit if on else flags & ~(1 << bit))
+
+    @property
+    def patch_pending(self) -> bool:
+        """TIF_PATCH_PENDING: the task has yet to switch to the transition's target."""
+        return bool(self.ti_flags >> self.prog.offsets["TIF_PATCH_PENDING_"] & 1)
+
+    @patch_pending.setter
+    def patch_pending(self, on: bool) -> None:
+        self._set_ti_flag(self.prog.offsets["TIF_PATCH_PENDING_"], on)
+
+    @property
+    def never_ran(self) -> bool:
+        """TIF_FORK (legacy switch_to only): set until the task's first switch-in."""
+        bit = self.prog.offsets.get("TIF_FORK_")
+        return bit is not None and bool(self.ti_flags >> bit & 1)
+
     @property
     def is_kthread(self) -> bool:
-        return bool(self.flags & PF_KTHREAD)
+        return bool(self.flags & self.prog.offsets["PF_KTHREAD_"])
 
     @property
     def is_idle(self) -> bool:
-        return bool(self.flags & PF_IDLE)
+        return bool(self.flags & self.prog.offsets["PF_IDLE_"])
 
     @property
     def on_cpu(self) -> bool:
@@ -72,6 +90,11 @@ class TaskView:
     @property
     def patch_state(self) -> int:
         return self._s32("TASK_patch_state")
+
+    @patch_state.setter
+    def patch_state(self, state: int) -> None:
+        self.prog.mem.write(self.address + self.prog.offsets["TASK_patch_state"],
+                            (state & 0xFFFFFFFF).to_bytes(4, "little"))
 
     @property
     def stack(self) -> int:
@@ -97,3 +120,32 @@ class TaskView:
 
     def __repr__(self) -> str:
         return f"<task {self.pid} {self.comm} at {self.address:#x}>"
+
+
+def for_each_task(prog: Program) -> list[TaskView]:
+    """Every live task, in creation order (the guest's task_list)."""
+    head = prog.symbol_address("task_list")
+    off = prog.offsets["TASK_tasks"]
+    out, node = [], prog.mem.read_u64(head)
+    while node != head and len(out) < MAX_TASKS:
+        out.append(TaskView(prog, node - off))
+        node = prog.mem.read_u64(node)
+    return out
+
+
+def find_task(prog: Program, pid: int) -> TaskView | None:
+    """The task with `pid` (pid 0: the boot CPU's idle task), or None."""
+    return next((t for t in for_each_task(prog) if t.pid == pid and not (pid == 0 and t.cpu != 0)), None)
+
+
+def cpu_curr(prog: Program, index: int) -> TaskView:
+    """The task running on CPU `index`."""
+    return TaskView(prog, prog.cpu_curr(index))
+
+
+def running_on(prog: Program, cpus: list[Cpu], task: TaskView) -> Cpu | None:
+    """The online CPU whose current task `task` is, if any."""
+    for cpu in cpus:
+        if cpu.online and prog.cpu_curr(cpu.index) == task.address:
+            return cpu
+    return None

@@ -20,13 +20,16 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from emu.arch.cpu import Cpu
+from emu.elf.module_loader import LoadedModule
 from emu.errors import EmuError, ImageError
+from emu.fs.vfs import Vfs
+from emu.kernel.program import Program
+from emu.kernel.text_patching import TextPatcher
 from emu.trace.slots import SlotPool
 
 if TYPE_CHECKING:
-    from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
-    from emu.machine import Machine
 
 NOP5 = bytes.fromhex("0f1f440000")
 CALL, JMP = 0xE8, 0xE9
@@ -79,35 +82,38 @@ class FtraceOps:
 
 
 class Ftrace:
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
-        fentry = machine.symbol_address("__fentry__")
+    def __init__(self, prog: Program, text: TextPatcher, vfs: Vfs, cpus: list[Cpu],
+                 alloc_pages: Callable[[int], int]) -> None:
+        self.prog = prog
+        self.text = text
+        self.cpus = cpus
+        fentry = prog.symbol_address("__fentry__")
         self.sites: dict[int, str] = {}
-        for site in machine.kernel.mcount_sites():
-            insn = machine.mem.read(site, 5)
+        for site in prog.image.mcount_sites():
+            insn = prog.mem.read(site, 5)
             if insn != rel32_insn(CALL, site, fentry):
                 raise ImageError(f"__mcount_loc entry {site:#x} is not a call to __fentry__: {insn.hex()}")
-            loc = machine.kallsyms.lookup(site)
+            loc = prog.kallsyms.lookup(site)
             if loc is None or loc.offset != 0:
                 raise ImageError(f"fentry site {site:#x} is not at the start of a function")
             self.sites[site] = loc.symbol.name
-            machine.mem.write(site, NOP5)
+            prog.mem.write(site, NOP5)
         self._module_sites: dict[str, list[int]] = {}
         self.ops: dict[int, list[FtraceOps]] = {}      # site -> registered ops, oldest first
         self.enabled = 1                                # the kernel.ftrace_enabled sysctl
         self._chains: dict[int, int] = {}               # site -> its chain's code
-        self.chain_slots = SlotPool(machine, CHAIN_SLOT)
-        machine.vfs.register(SYSCTL, self._sysctl_show, self._sysctl_store, mode=0o644)
+        self.chain_slots = SlotPool(alloc_pages, CHAIN_SLOT)
+        vfs.register(SYSCTL, self._sysctl_show, self._sysctl_store, mode=0o644)
 
-    def add_module_sites(self, module: str, sites: list[int]) -> None:
+    def module_loaded(self, name: str, image: LoadedModule) -> None:
         """A loaded module's sites (already NOPed by the loader)."""
-        for site in sites:
-            loc = self.machine.kallsyms.lookup(site)
+        for site in image.mcount_sites:
+            loc = self.prog.kallsyms.lookup(site)
             self.sites[site] = loc.symbol.name if loc else f"{site:#x}"
-        self._module_sites[module] = list(sites)
+        self._module_sites[name] = list(image.mcount_sites)
 
-    def remove_module_sites(self, module: str) -> None:
-        for site in self._module_sites.pop(module, []):
+    def module_removed(self, name: str, image: LoadedModule) -> None:
+        for site in self._module_sites.pop(name, []):
             self.sites.pop(site, None)
             self.ops.pop(site, None)
             chain = self._chains.pop(site, None)
@@ -116,7 +122,7 @@ class Ftrace:
 
     def site_of(self, function: str) -> int:
         """The fentry site of a traceable vmlinux function; EmuError if it has none."""
-        address = self.machine.kallsyms.find(function)
+        address = self.prog.kallsyms.find(function)
         if address is None or address.address not in self.sites:
             raise EmuError(f"{function} has no fentry site (notrace, inlined or unknown)")
         return address.address
@@ -125,7 +131,7 @@ class Ftrace:
         return address in self.sites
 
     def read_site(self, site: int) -> bytes:
-        return self.machine.mem.read(site, 5)
+        return self.prog.mem.read(site, 5)
 
     def write_site(self, site: int, insn: bytes) -> None:
         """Replace the 5 bytes at a site, with all CPUs stopped, coherently on each."""
@@ -133,7 +139,7 @@ class Ftrace:
             raise EmuError(f"{site:#x} is not an ftrace site")
         if len(insn) != 5:
             raise EmuError("an ftrace site holds exactly 5 bytes")
-        self.machine.text_poke(site, insn)
+        self.text.poke(site, insn)
 
     def reset_site(self, site: int) -> None:
         self.write_site(site, NOP5)
@@ -181,13 +187,13 @@ class Ftrace:
         """The IPMODIFY ops of a site, if any."""
         return next((o for o in self.ops.get(site, []) if o.ipmodify), None)
 
-    def python_callback(self, handler: Callable[["Cpu"], None]) -> int:
+    def python_callback(self, handler: Callable[[Cpu], None]) -> int:
         """A callback address for a non-IPMODIFY ops implemented in Python:
         a `ret` whose code hook runs `handler(cpu)` (r11 = the site, [rsp+8] =
         the traced function's caller). Slow, like every Python hook: for tracing."""
         stub = self.chain_slots.take()
-        self.machine.text_poke(stub, b"\xc3")
-        for cpu in self.machine.cpus:
+        self.text.poke(stub, b"\xc3")
+        for cpu in self.cpus:
             cpu.engine.hook_code_at(stub, lambda cpu=cpu: handler(cpu))
         return stub
 
@@ -216,7 +222,7 @@ class Ftrace:
             if self.read_site(site) != insn:
                 writes.append((site, insn))
         if writes:
-            self.machine.text_poke_many(writes)
+            self.text.poke_many(writes)
         for chain in freed:
             self.chain_slots.give(chain)
 

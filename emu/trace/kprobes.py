@@ -16,47 +16,46 @@ ftrace sites) and put the ops on the site:
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
+from emu.arch.cpu import Cpu
 from emu.kernel.hypercalls import hypercall
-from emu.trace.ftrace import CHAIN_SLOT, FTRACE_OPS_FL_IPMODIFY, FtraceOps, chain_code
+from emu.kernel.kallsyms import Location
+from emu.kernel.program import Program
+from emu.kernel.text_patching import TextPatcher
+from emu.trace.ftrace import CHAIN_SLOT, FTRACE_OPS_FL_IPMODIFY, Ftrace, FtraceOps, chain_code
 from emu.trace.slots import SlotPool
 
-if TYPE_CHECKING:
-    from emu.arch.cpu import Cpu
-    from emu.kernel.kallsyms import Location
-    from emu.machine import Machine
-
-KSYM_NAME_LEN = 512
 MCOUNT_INSN_SIZE = 5
 _CS = Cs(CS_ARCH_X86, CS_MODE_64)
 
 
 class Kprobes:
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
+    def __init__(self, prog: Program, ftrace: Ftrace, text: TextPatcher,
+                 alloc_pages: Callable[[int], int]) -> None:
+        self.prog = prog
+        self.ftrace = ftrace
+        self.text = text
         self._shared: FtraceOps | None = None           # kprobe_ftrace_ops
         self._ipmodify: dict[int, FtraceOps] = {}       # site -> its kprobe_ipmodify_ops
-        self._stubs = SlotPool(machine, CHAIN_SLOT)
+        self._stubs = SlotPool(alloc_pages, CHAIN_SLOT)
+        self._caller = prog.symbol_address("kprobe_ftrace_caller")
+        self._ops = {prog.symbol_address("kprobe_ipmodify_ops"): True,
+                     prog.symbol_address("kprobe_ftrace_ops"): False}
 
     def _is_ipmodify(self, ops: int) -> bool | None:
         """Which of the guest's two ops `ops` is (None: neither)."""
-        m = self.machine
-        if ops == m.symbol_address("kprobe_ipmodify_ops"):
-            return True
-        if ops == m.symbol_address("kprobe_ftrace_ops"):
-            return False
-        return None
+        return self._ops.get(ops)
 
     def prepare(self, addr: int) -> int:
         """Whether a probe may go at `addr`, with the kernel's errno where it
         would refuse it, and -EOPNOTSUPP where it would plant an int3."""
-        loc = self.machine.kallsyms.lookup(addr)
+        loc = self.prog.kallsyms.lookup(addr)
         if loc is None:
             return -errno.ENOENT                        # _kprobe_addr: in no symbol
-        if self.machine.ftrace.is_site(addr):
+        if self.ftrace.is_site(addr):
             return 0
         if not loc.symbol.is_function:
             return -errno.EINVAL                        # not kernel or module text
@@ -64,9 +63,9 @@ class Kprobes:
             return -errno.EILSEQ                        # can_probe()
         return -errno.EOPNOTSUPP
 
-    def _on_insn_boundary(self, loc: "Location") -> bool:
+    def _on_insn_boundary(self, loc: Location) -> bool:
         start = loc.symbol.address
-        code = self.machine.mem.read(start, loc.symbol.size)
+        code = self.prog.mem.read(start, loc.symbol.size)
         for address, size, _, _ in _CS.disasm_lite(code, start):
             if address >= start + loc.offset:
                 return address == start + loc.offset
@@ -75,13 +74,12 @@ class Kprobes:
     def arm(self, ops: int, site: int) -> int:
         """Register the guest's `ops` on `site`: 0 or the -errno of ftrace."""
         ipmodify = self._is_ipmodify(ops)
-        ftrace = self.machine.ftrace
+        ftrace = self.ftrace
         if ipmodify is None or not ftrace.is_site(site):
             return -errno.EINVAL
         if not ipmodify:
             if self._shared is None:
-                caller = self.machine.symbol_address("kprobe_ftrace_caller")
-                self._shared = FtraceOps("kprobe_ftrace_ops", 0, callback=caller)
+                self._shared = FtraceOps("kprobe_ftrace_ops", 0, callback=self._caller)
             if self._shared in ftrace.ops.get(site, []):
                 return -errno.EBUSY
             return ftrace.register(self._shared, site)
@@ -99,7 +97,7 @@ class Kprobes:
     def disarm(self, ops: int, site: int) -> int:
         """Unregister the guest's `ops` from `site`: 0, or -ENOENT if it is not there."""
         ipmodify = self._is_ipmodify(ops)
-        ftrace = self.machine.ftrace
+        ftrace = self.ftrace
         if ipmodify:
             fops = self._ipmodify.pop(site, None)
             if fops is None:
@@ -114,32 +112,22 @@ class Kprobes:
 
     def _stub(self, site: int) -> int:
         """The IPMODIFY target of one site: kprobe_ftrace_caller, then the function."""
-        m = self.machine
         stub = self._stubs.take()
-        m.text_poke(stub, chain_code(stub, site, [m.symbol_address("kprobe_ftrace_caller")],
-                                     site + MCOUNT_INSN_SIZE))
+        self.text.poke(stub, chain_code(stub, site, [self._caller], site + MCOUNT_INSN_SIZE))
         return stub
 
+    # ------------------------------------------------------------ hypercalls
+    @hypercall("HC_KPROBE_PREPARE")
+    def hc_kprobe_prepare(self, cpu: Cpu, addr: int, *_: int) -> int:
+        """int check_kprobe_address_safe(addr): 0 for an ftrace site, else -errno."""
+        return self.prepare(addr)
 
-@hypercall("HC_KALLSYMS_LOOKUP_NAME")
-def hc_kallsyms_lookup_name(m: "Machine", cpu: "Cpu", name: int, *_: int) -> int:
-    """unsigned long kallsyms_lookup_name(const char *name): 0 if unknown."""
-    return m.kallsyms.lookup_name(m.mem.read_cstr(name, KSYM_NAME_LEN)) or 0
+    @hypercall("HC_KPROBE_ARM")
+    def hc_kprobe_arm(self, cpu: Cpu, ops: int, addr: int, *_: int) -> int:
+        """int arm(struct ftrace_ops *ops, void *addr): 0 or -errno."""
+        return self.arm(ops, addr)
 
-
-@hypercall("HC_KPROBE_PREPARE")
-def hc_kprobe_prepare(m: "Machine", cpu: "Cpu", addr: int, *_: int) -> int:
-    """int check_kprobe_address_safe(addr): 0 for an ftrace site, else -errno."""
-    return m.kprobes.prepare(addr)
-
-
-@hypercall("HC_KPROBE_ARM")
-def hc_kprobe_arm(m: "Machine", cpu: "Cpu", ops: int, addr: int, *_: int) -> int:
-    """int arm(struct ftrace_ops *ops, void *addr): 0 or -errno."""
-    return m.kprobes.arm(ops, addr)
-
-
-@hypercall("HC_KPROBE_DISARM")
-def hc_kprobe_disarm(m: "Machine", cpu: "Cpu", ops: int, addr: int, *_: int) -> int:
-    """int disarm(struct ftrace_ops *ops, void *addr): 0 or -errno."""
-    return m.kprobes.disarm(ops, addr)
+    @hypercall("HC_KPROBE_DISARM")
+    def hc_kprobe_disarm(self, cpu: Cpu, ops: int, addr: int, *_: int) -> int:
+        """int disarm(struct ftrace_ops *ops, void *addr): 0 or -errno."""
+        return self.disarm(ops, addr)

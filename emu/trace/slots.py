@@ -8,25 +8,25 @@ late as possible (the kernel waits for an RCU-tasks grace period instead).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Callable
 
-if TYPE_CHECKING:
-    from emu.machine import Machine
+from emu.errors import EmuError
 
 PAGE = 4096
 
 
 class SlotPool:
-    def __init__(self, machine: "Machine", size: int) -> None:
+    def __init__(self, alloc_pages: Callable[[int], int], size: int) -> None:
+        """`alloc_pages(size)`: fresh page-aligned module-area memory (module_alloc)."""
         if not 0 < size <= PAGE:
-            raise ValueError(f"a slot holds 1 to {PAGE} bytes, not {size}")
-        self.machine = machine
+            raise EmuError(f"a slot holds 1 to {PAGE} bytes, not {size}")
+        self.alloc_pages = alloc_pages
         self.size = size
         self._free: deque[int] = deque()
 
     def take(self) -> int:
         if not self._free:
-            page = self.machine.modules.alloc_pages(PAGE)
+            page = self.alloc_pages(PAGE)
             self._free.extend(range(page, page + PAGE - self.size + 1, self.size))
         return self._free.popleft()
 

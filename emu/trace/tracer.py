@@ -15,13 +15,15 @@ import fnmatch
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from emu.kernel.tasks import TaskView
-from emu.trace.ftrace import FtraceOps
+from emu.arch.cpu import Cpu
+from emu.fs.vfs import Vfs
+from emu.kernel.program import Program
+from emu.kernel.tasks import cpu_curr
+from emu.time import VirtualClock
+from emu.trace.ftrace import Ftrace, FtraceOps
 
 if TYPE_CHECKING:
-    from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
-    from emu.machine import Machine
 
 TRACEFS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
 TRACERS = ("function", "nop")
@@ -40,8 +42,11 @@ class TraceEntry:
 
 
 class FunctionTracer:
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
+    def __init__(self, prog: Program, ftrace: Ftrace, vfs: Vfs, nr_cpus: int, clock: VirtualClock) -> None:
+        self.prog = prog
+        self.ftrace = ftrace
+        self.nr_cpus = nr_cpus
+        self.clock = clock
         self.tracer = "nop"
         self.tracing_on = 1
         self.filter: list[int] = []           # sites; empty: every function
@@ -50,7 +55,6 @@ class FunctionTracer:
         self._ops: FtraceOps | None = None
         self._registered: list[int] = []
         for root in TRACEFS:
-            vfs = machine.vfs
             vfs.register(f"{root}/current_tracer", self._show_tracer, self._store_tracer, mode=0o644)
             vfs.register(f"{root}/available_tracers", lambda: " ".join(TRACERS) + "\n", mode=0o444)
             vfs.register(f"{root}/set_ftrace_filter", self._show_filter, self._store_filter, mode=0o644)
@@ -58,27 +62,27 @@ class FunctionTracer:
             vfs.register(f"{root}/trace", self.show_trace, self._store_trace, mode=0o644)
 
     # ------------------------------------------------------------ the ops
-    def _callback(self, cpu: "Cpu") -> None:
+    def _callback(self, cpu: Cpu) -> None:
         if not self.tracing_on:
             return
-        m, e = self.machine, cpu.engine
+        prog, e = self.prog, cpu.engine
         site = e.reg("r11")
-        parent = m.mem.read_u64(e.reg("rsp") + 8)
-        task = TaskView(m, m.current_task(cpu))
-        loc = m.kallsyms.lookup(parent)
+        parent = prog.mem.read_u64(e.reg("rsp") + 8)
+        task = cpu_curr(prog, cpu.index)
+        loc = prog.kallsyms.lookup(parent)
         self.written += 1
         if len(self.entries) >= BUFFER_ENTRIES:
             del self.entries[0]
-        self.entries.append(TraceEntry(m.clock_ns, cpu.index, task.comm, task.pid,
-                                       m.ftrace.sites.get(site, f"{site:#x}"),
+        self.entries.append(TraceEntry(self.clock.ns, cpu.index, task.comm, task.pid,
+                                       self.ftrace.sites.get(site, f"{site:#x}"),
                                        loc.symbol.name if loc else f"{parent:#x}"))
 
     def _sites(self) -> list[int]:
-        return list(self.filter) if self.filter else list(self.machine.ftrace.sites)
+        return list(self.filter) if self.filter else list(self.ftrace.sites)
 
     def _attach(self) -> None:
         """(Re)register the ops on the filtered sites, if the function tracer is current."""
-        ftrace = self.machine.ftrace
+        ftrace = self.ftrace
         if self._ops is not None:
             ftrace.unregister_many(self._ops, self._registered)
             self._registered = []
@@ -106,12 +110,12 @@ class FunctionTracer:
     def _show_filter(self) -> str:
         if not self.filter:
             return ALL_FUNCTIONS
-        return "".join(f"{self.machine.ftrace.sites[s]}\n" for s in self.filter if s in self.machine.ftrace.sites)
+        return "".join(f"{self.ftrace.sites[s]}\n" for s in self.filter if s in self.ftrace.sites)
 
     def _store_filter(self, ctx: "ServiceContext", text: str) -> int:
         """Replace the filter (an O_TRUNC write, as `echo f > set_ftrace_filter`)."""
         patterns = text.split()
-        sites = self.machine.ftrace.sites
+        sites = self.ftrace.sites
         chosen = [s for s, name in sites.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
         if patterns and not chosen:
             return -errno.EINVAL
@@ -135,7 +139,7 @@ class FunctionTracer:
     def show_trace(self) -> str:
         n = len(self.entries)
         lines = [f"# tracer: {self.tracer}", "#",
-                 f"# entries-in-buffer/entries-written: {n}/{self.written}   #P:{len(self.machine.cpus)}",
+                 f"# entries-in-buffer/entries-written: {n}/{self.written}   #P:{self.nr_cpus}",
                  "#",
                  "#           TASK-PID     CPU#  TIMESTAMP  FUNCTION",
                  "#              | |         |       |         |"]

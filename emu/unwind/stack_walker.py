@@ -12,48 +12,46 @@ rbp it pushed; a task that never ran (TIF_FORK) as on the modern kernel.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from emu.abi import THREAD_SIZE
+from emu.arch.cpu import Cpu
+from emu.elf.module_loader import LoadedModule
 from emu.errors import EmuError
+from emu.kernel.program import Program
+from emu.kernel.tasks import TaskView, running_on
 from emu.unwind import (HINTS_SECTION, FrameKind, StackTrace, StartState, UnwindTables, parse_hints,
                         stack_switches_from_elf, tables_from_elf, walk, walk_best_effort)
 
-if TYPE_CHECKING:
-    from emu.arch.cpu import Cpu
-    from emu.kernel.modules import Module
-    from emu.kernel.tasks import TaskView
-    from emu.machine import Machine
-
-# struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
-SAVED_BP_OFFSET, RET_ADDR_OFFSET, FRAME_SIZE = 40, 48, 56
-TIF_FORK = 18  # legacy: set until a new task's first switch-in
 _U64 = struct.Struct("<Q").unpack_from
 
 
 class StackWalker:
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
-        self.tables: UnwindTables = tables_from_elf(machine.kernel.path)
-        self.switches = stack_switches_from_elf(machine.kernel.path)
+    def __init__(self, prog: Program, cpus: list[Cpu]) -> None:
+        self.prog = prog
+        self.cpus = cpus
+        self.tables: UnwindTables = tables_from_elf(prog.image.path)
+        self.switches = stack_switches_from_elf(prog.image.path)
+        # struct inactive_task_frame, as __switch_to_asm leaves it
+        self._frame_bp, self._frame_ret = prog.offsets["ITF_bp"], prog.offsets["ITF_ret_addr"]
+        self._frame_size = prog.offsets["ITF_size"]
         # where a task resumes after a switch that saves no return address
         self.resume_ip = next((s.resume_ip for s in self.switches if not s.saves_rip), None)
         self.rule = "orc" if self.resume_ip is None else "frame-pointer"
         self._names: dict[tuple[int, bool], str] = {}   # format()'s symbols, until modules change
 
-    def start_of(self, task: "TaskView") -> tuple[StartState, "Cpu | None"]:
-        cpu = self.machine.running_on(task)
+    def start_of(self, task: TaskView) -> tuple[StartState, Cpu | None]:
+        cpu = running_on(self.prog, self.cpus, task)
         if cpu is not None:
             e = cpu.engine
             return StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp")), cpu
-        sp, read = task.thread_sp, self.machine.mem.read_u64
-        if self.resume_ip is not None and not task.ti_flags >> TIF_FORK & 1:
+        sp, read = task.thread_sp, self.prog.mem.read_u64
+        if self.resume_ip is not None and not task.never_ran:
             return StartState(self.resume_ip, sp, read(sp)), None
-        return StartState(read(sp + RET_ADDR_OFFSET), sp + FRAME_SIZE, read(sp + SAVED_BP_OFFSET)), None
+        return StartState(read(sp + self._frame_ret), sp + self._frame_size, read(sp + self._frame_bp)), None
 
-    def add_module(self, module: "Module") -> None:
+    def module_loaded(self, name: str, image: LoadedModule) -> None:
         """Tables for a module's functions, from its bytes before any patching."""
-        image = module.image
         functions = [(s.name, s.address, s.size) for s in image.symbols if s.is_function and s.size]
 
         def read_code(addr: int, size: int) -> bytes:
@@ -66,14 +64,14 @@ class StackWalker:
         self.tables.add_functions(functions, read_code, hints)
         self._names.clear()
 
-    def remove_module(self, module: "Module") -> None:
-        self.tables.remove_functions(module.image.base, module.image.base + module.image.size)
+    def module_removed(self, name: str, image: LoadedModule) -> None:
+        self.tables.remove_functions(image.base, image.base + image.size)
         self._names.clear()
 
-    def bounds(self, task: "TaskView") -> tuple[int, int]:
+    def bounds(self, task: TaskView) -> tuple[int, int]:
         return task.stack, task.stack + THREAD_SIZE
 
-    def trace(self, task: "TaskView", reliable: bool = True) -> StackTrace:
+    def trace(self, task: TaskView, reliable: bool = True) -> StackTrace:
         """Walk a task's kernel stack (reliably, or best effort for printing).
 
         A task executing in user mode has nothing on its kernel stack: its
@@ -93,7 +91,7 @@ class StackWalker:
         straight from RAM when the stack is mapped (translating each address
         took a third of a transition pass)."""
         low, high = bounds
-        mem = self.machine.mem
+        mem = self.prog.mem
         try:
             delta = low - mem.v2p(low, high - low)
         except EmuError:                 # not mapped: each read fails as it should
@@ -102,11 +100,11 @@ class StackWalker:
         return lambda addr: _U64(buf, addr - delta)[0]
 
     def trace_from(self, start: StartState, bounds: tuple[int, int]) -> StackTrace:
-        return walk_best_effort(self.tables, self.machine.mem.read_u64, start, bounds)
+        return walk_best_effort(self.tables, self.prog.mem.read_u64, start, bounds)
 
     def format(self, trace: StackTrace) -> list[str]:
         """Symbolised frames, one per line, '? ' before guessed ones."""
-        ks, names, normal = self.machine.kallsyms, self._names, FrameKind.NORMAL
+        ks, names, normal = self.prog.kallsyms, self._names, FrameKind.NORMAL
         out = []
         for i, (ip, _, kind, guessed) in enumerate(trace.frames):
             exact = i == 0 or kind != normal

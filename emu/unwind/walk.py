@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
+from emu.errors import EmuError
 from emu.unwind.hints import HintType, SpReg
 from emu.unwind.tables import UnwindTables
 
@@ -81,7 +82,7 @@ def walk(tables: UnwindTables, read_u64: ReadU64, start: StartState,
     reliable only if the walk reached a known, trustworthy end of the stack.
     """
     if rule not in RULES:
-        raise ValueError(f"unknown unwind rule {rule!r}; expected one of {RULES}")
+        raise EmuError(f"unknown unwind rule {rule!r}; expected one of {RULES}")
     frames: list[Frame] = []
     reason = _walk(tables, read_u64, start, stack_bounds, rule == "frame-pointer",
                    max_frames, frames)

@@ -20,6 +20,7 @@ from elftools.elf.elffile import ELFFile
 from emu.abi import FIXTURES
 
 from klpemu.build.klp_convert import ConvertError, klp_convert
+from klpemu.errors import KlpemuError
 
 INCLUDE = FIXTURES / "include"
 MODULE_NAME = re.compile(r"[A-Za-z0-9_]{1,55}")
@@ -31,7 +32,7 @@ struct module __this_module __attribute__((section(".gnu.linkonce.this_module"),
 """
 
 
-class BuildError(Exception):
+class BuildError(KlpemuError):
     """A module that did not build; the message carries the tools' own output."""
 
 

@@ -31,6 +31,7 @@ from emu.elf.module_loader import (EHDR as _EHDR, RELA as _RELA, SHDR as _SHDR, 
 from emu.elf.relocs import R_X86_64_64
 
 from klp.objects import KSYM_NAME_LEN, MODULE_NAME_LEN
+from klpemu.errors import KlpemuError
 
 __all__ = ["ConvertError", "klp_convert", "ANNOTATION_PREFIX"]
 
@@ -40,7 +41,7 @@ SHT_GROUP, SHT_SYMTAB_SHNDX = 17, 18
 SHF_INFO_LINK = 0x40
 
 
-class ConvertError(Exception):
+class ConvertError(KlpemuError):
     """An annotation or object klp-convert cannot turn into livepatch relocations."""
 
 

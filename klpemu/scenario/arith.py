@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+from klpemu.errors import KlpemuError
 
-class ArithError(ValueError):
+
+class ArithError(KlpemuError, ValueError):
     """A malformed expression; the message reads like bash's. `expression`:
     what bash names as the expression, when not the whole text (a bad constant)."""
 

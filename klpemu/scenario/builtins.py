@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, formats
 from klpemu.scenario.fs import FsError
-from klpemu.scenario.interp import ExitSignal, LoopSignal, ReturnSignal
+from klpemu.scenario.process import ExitSignal, LoopSignal, ReturnSignal
 from klpemu.scenario.programs import kill_builtin, wait_builtin
 from klpemu.scenario.testexpr import test_command
 from klpemu.scenario.variables import Var, VariableError
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([^]]*)\])?(\+?=)(.*)", re.S)

@@ -18,7 +18,7 @@ from klpemu.scenario.arith import ArithError, evaluate
 from klpemu.scenario.nodes import DQ, Arith, CmdSub, Lit, Param, Part, ProcSub, Quoted, Tilde, Word
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Shell
+    from klpemu.scenario.process import ShellView
 
 BREAK = None                    # a field boundary ("$@")
 Segment = Union[tuple[str, bool, bool], None]
@@ -39,7 +39,7 @@ class ArithExpansionError(ExpansionError):
     """A malformed arithmetic expression: fatal in $(( )), not in (( )), let and [[ ]]."""
 
 
-def expand_words(sh: "Shell", words: tuple[Word, ...]) -> list[str]:
+def expand_words(sh: "ShellView", words: tuple[Word, ...]) -> list[str]:
     """The fields of WORDS: expanded, split and globbed (a command's arguments)."""
     out: list[str] = []
     for word in words:
@@ -133,7 +133,7 @@ def _magic_or_braces(text: str) -> bool:
     return any(c in text for c in "*?[{")
 
 
-def expand_word(sh: "Shell", word: Word) -> list[str]:
+def expand_word(sh: "ShellView", word: Word) -> list[str]:
     segs: list[Segment] = []
     for part in word:
         _part(sh, part, segs, quoted=False)
@@ -147,7 +147,7 @@ def expand_word(sh: "Shell", word: Word) -> list[str]:
     return out
 
 
-def expand_single(sh: "Shell", word: Word) -> str:
+def expand_single(sh: "ShellView", word: Word) -> str:
     """WORD as one string: no splitting, no globbing ($@ joined by spaces),
     as assignments, [[ operands, case words and here-strings are."""
     if len(word) == 1 and type(word[0]) in (Lit, Quoted):
@@ -158,7 +158,7 @@ def expand_single(sh: "Shell", word: Word) -> str:
     return _join(segs)
 
 
-def expand_pattern(sh: "Shell", word: Word) -> str:
+def expand_pattern(sh: "ShellView", word: Word) -> str:
     """WORD as a glob, in Python's regex syntax (quoted parts literal)."""
     segs: list[Segment] = []
     for part in word:
@@ -166,7 +166,7 @@ def expand_pattern(sh: "Shell", word: Word) -> str:
     return patterns.glob_regex((t, q) for s in segs if s is not None for t, q, _ in (s,))
 
 
-def expand_regex(sh: "Shell", word: Word) -> str:
+def expand_regex(sh: "ShellView", word: Word) -> str:
     """The right side of [[ =~ ]]: an ERE whose quoted parts are literal."""
     segs: list[Segment] = []
     for part in word:
@@ -178,7 +178,7 @@ def expand_regex(sh: "Shell", word: Word) -> str:
     return "".join(out)
 
 
-def expand_template(sh: "Shell", word: Word) -> str:
+def expand_template(sh: "ShellView", word: Word) -> str:
     """A here-document's body or an arithmetic text: everything as if quoted."""
     segs: list[Segment] = []
     for part in word:
@@ -186,12 +186,12 @@ def expand_template(sh: "Shell", word: Word) -> str:
     return _join(segs)
 
 
-def arithmetic(sh: "Shell", word: Word) -> int:
+def arithmetic(sh: "ShellView", word: Word) -> int:
     """WORD (the text of $(( )), (( )) …) expanded, then evaluated."""
     return evaluate_text(sh, expand_template(sh, word))
 
 
-def evaluate_text(sh: "Shell", text: str) -> int:
+def evaluate_text(sh: "ShellView", text: str) -> int:
     """TEXT's value; ArithExpansionError in bash's words when malformed."""
     try:
         return evaluate(text, sh.arith_vars)
@@ -200,7 +200,7 @@ def evaluate_text(sh: "Shell", text: str) -> int:
 
 
 # ---------------------------------------------------------------- parts
-def _ifs(sh: "Shell") -> str:
+def _ifs(sh: "ShellView") -> str:
     value = sh.vars.get("IFS")
     return DEFAULT_IFS if value is None else value
 
@@ -219,7 +219,7 @@ def _emit(segs: list[Segment], value: str | list[str], quoted: bool, split_ok: b
     segs.append((value, quoted, not quoted and split_ok))
 
 
-def _part(sh: "Shell", part: Part, segs: list[Segment], quoted: bool) -> None:
+def _part(sh: "ShellView", part: Part, segs: list[Segment], quoted: bool) -> None:
     kind = type(part)
     if kind is Lit:
         segs.append((part.text, quoted, False))                   # type: ignore[union-attr]
@@ -247,14 +247,14 @@ def _part(sh: "Shell", part: Part, segs: list[Segment], quoted: bool) -> None:
         segs.append((home if home is not None else "~" + user, True, False))
 
 
-def _is_at(sh: "Shell", p: Param) -> bool:
+def _is_at(sh: "ShellView", p: Param) -> bool:
     """$@ or ${NAME[@]} (which make one field per element, even quoted)."""
     return p.op in ("", "##", "#", "%", "%%", "/", "//", "/#", "/%", "^", "^^", ",", ",,", ":") and \
         _which(p) == "@"
 
 
 # ---------------------------------------------------------------- parameters
-def _subscript(sh: "Shell", p: Param) -> str | int | None:
+def _subscript(sh: "ShellView", p: Param) -> str | int | None:
     """'@', '*', an integer index, or None (no subscript)."""
     if p.index is None:
         return None
@@ -264,7 +264,7 @@ def _subscript(sh: "Shell", p: Param) -> str | int | None:
     return evaluate_text(sh, text)
 
 
-def _value(sh: "Shell", p: Param, quoted: bool) -> str | list[str] | None:
+def _value(sh: "ShellView", p: Param, quoted: bool) -> str | list[str] | None:
     """The parameter's value before its operator: a string, a list (of the
     fields $@ / ${A[@]} make), or None when unset."""
     name = p.name
@@ -292,7 +292,7 @@ def _value(sh: "Shell", p: Param, quoted: bool) -> str | list[str] | None:
     return elements.get(sub)
 
 
-def _all(sh: "Shell", values: list[str], which: str, quoted: bool) -> str | list[str]:
+def _all(sh: "ShellView", values: list[str], which: str, quoted: bool) -> str | list[str]:
     """"$@" (one field each), "$*" (joined by IFS's first character) and,
     unquoted, both: joined by IFS's first character, then split again."""
     if quoted and which == "@":
@@ -312,13 +312,13 @@ def _which(p: Param) -> str:
     return ""
 
 
-def _emit_value(sh: "Shell", p: Param, segs: list[Segment], value: str | list[str], quoted: bool) -> None:
+def _emit_value(sh: "ShellView", p: Param, segs: list[Segment], value: str | list[str], quoted: bool) -> None:
     if isinstance(value, list):
         value = _all(sh, value, _which(p) or "@", quoted)
     _emit(segs, value, quoted)
 
 
-def _param(sh: "Shell", p: Param, segs: list[Segment], quoted: bool) -> None:
+def _param(sh: "ShellView", p: Param, segs: list[Segment], quoted: bool) -> None:
     op = p.op
     if op == "length":
         value = _value(sh, p, quoted)
@@ -389,12 +389,12 @@ def _indirect(target: str) -> Param | None:
     return Param(m.group(1), index, text=f"${{{target}}}")
 
 
-def _check_set(sh: "Shell", p: Param) -> None:
+def _check_set(sh: "ShellView", p: Param) -> None:
     if "u" in sh.options and p.name not in ("@", "*"):
         raise ExpansionError(f"{p.name}: unbound variable")
 
 
-def _word_parts(sh: "Shell", word: Word | None, segs: list[Segment], quoted: bool) -> None:
+def _word_parts(sh: "ShellView", word: Word | None, segs: list[Segment], quoted: bool) -> None:
     if not word:
         if quoted:
             segs.append(("", True, False))
@@ -403,7 +403,7 @@ def _word_parts(sh: "Shell", word: Word | None, segs: list[Segment], quoted: boo
         _part(sh, part, segs, quoted)
 
 
-def _operate(sh: "Shell", p: Param, value: str) -> str:
+def _operate(sh: "ShellView", p: Param, value: str) -> str:
     op = p.op
     if op in ("^", "^^", ",", ",,"):
         if p.arg:
@@ -461,7 +461,7 @@ def _operate(sh: "Shell", p: Param, value: str) -> str:
     return "".join(out)
 
 
-def _substring(sh: "Shell", p: Param, value: str | list[str]) -> str | list[str]:
+def _substring(sh: "ShellView", p: Param, value: str | list[str]) -> str | list[str]:
     def number(word: Word | None) -> int:
         text = expand_template(sh, word or ()).strip()
         return evaluate_text(sh, text) if text else 0
@@ -540,7 +540,7 @@ def _split(segs: list[Segment], ifs: str) -> list[list[tuple[str, bool]]]:
     return fields
 
 
-def _glob(sh: "Shell", field: list[tuple[str, bool]]) -> list[str]:
+def _glob(sh: "ShellView", field: list[tuple[str, bool]]) -> list[str]:
     """Pathname expansion of one field; the field itself when nothing matches."""
     text = "".join(t for t, _ in field)
     mask = [q for t, q in field for _ in t]

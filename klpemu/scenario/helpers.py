@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from klpemu.scenario.interp import ExitSignal
+from klpemu.scenario.process import ExitSignal
 from klpemu.selftest import LoadStyle, Selftest, SelftestExit
 from klpemu.selftest.helpers import VARIABLES
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc, Shell
+    from klpemu.scenario.process import Proc, ShellView
 
 HelperFn = Callable[["Proc"], int]
 
 
-def selftest_of(sh: "Shell") -> Selftest:
+def selftest_of(sh: "ShellView") -> Selftest:
     """The shell's Selftest (created on first use), its LAST_DMESG kept across calls."""
     st = sh.extensions.get("selftest")
     if not isinstance(st, Selftest):

@@ -29,9 +29,10 @@ from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Con
                                    CondNot, CondOr, CondUnary, CondWord, For, FunctionDef, Group, HereDoc, If,
                                    Loop, Pipeline, Program, Redir, Sequence, Simple, Subshell, Word, literal)
 from klpemu.scenario.parser import Parser, assignment_parts
+from klpemu.scenario.process import CommandFn, ExitSignal, Fds, LoopSignal, Proc, ReturnSignal
 from klpemu.scenario.programs import Job, is_program, start_program
 from klpemu.scenario.result import ScenarioError, ScenarioResult, Step
-from klpemu.scenario.streams import STDERR, STDOUT, Capture, FileOut, In, Null, Out, Stream, Terminal, TerminalOut
+from klpemu.scenario.streams import STDERR, STDOUT, Capture, FileOut, In, Null, Out, Terminal, TerminalOut
 from klpemu.scenario.testexpr import unary_test
 from klpemu.scenario.variables import Variables, VariableError
 from klpemu.selftest.procps import Syslog
@@ -40,18 +41,6 @@ if TYPE_CHECKING:
     from emu import Machine
 
 MAX_NESTING = 1000               # bash's FUNCNEST default is unlimited; a runaway recursion stops here
-Fds = dict[int, Stream]
-CommandFn = Callable[["Proc"], int]
-
-
-class ExitSignal(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status & 0xFF
-
-
-class ReturnSignal(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status & 0xFF
 
 
 class _TimedOut(Exception):
@@ -59,70 +48,6 @@ class _TimedOut(Exception):
 
     def __init__(self, deadline_ns: int) -> None:
         self.deadline_ns = deadline_ns
-
-
-class LoopSignal(Exception):
-    def __init__(self, kind: str, levels: int) -> None:
-        self.kind = kind
-        self.levels = levels
-
-
-class Proc:
-    """A command being run: its arguments, its file descriptors, the shell."""
-    __slots__ = ("sh", "argv", "fds", "line", "write_error")
-
-    def __init__(self, sh: "Shell", argv: list[str], fds: Fds, line: int) -> None:
-        self.sh = sh
-        self.argv = argv
-        self.fds = fds
-        self.line = line
-        self.write_error: FsError | None = None
-
-    @property
-    def name(self) -> str:
-        return self.argv[0]
-
-    @property
-    def args(self) -> list[str]:
-        return self.argv[1:]
-
-    def _write(self, fd: int, text: str) -> None:
-        stream = self.fds.get(fd)
-        if not isinstance(stream, Out) or not text:
-            if stream is None and text and fd == STDOUT:
-                self.write_error = FsError(9, f"fd {fd}")
-            return
-        if self.write_error is not None and fd == STDOUT:
-            return
-        try:
-            stream.write(text)
-        except FsError as exc:
-            if fd == STDOUT:
-                self.write_error = exc
-
-    def out(self, text: str) -> None:
-        self._write(STDOUT, text)
-
-    def err(self, text: str) -> None:
-        self._write(STDERR, text)
-
-    def error(self, message: str, status: int = 1) -> int:
-        """An external command's error line (`grep: x: No such file or directory`)."""
-        self.err(f"{self.name}: {message}\n")
-        return status
-
-    def builtin_error(self, message: str, status: int = 1) -> int:
-        """A builtin's error line, as bash prints it (`./x.sh: line 3: kill: …`)."""
-        self.err(f"{self.sh.where(self.line)}{self.name}: {message}\n")
-        return status
-
-    def stdin(self) -> str:
-        stream = self.fds.get(0)
-        return stream.read() if isinstance(stream, In) else ""
-
-    def stdin_stream(self) -> In | None:
-        stream = self.fds.get(0)
-        return stream if isinstance(stream, In) else None
 
 
 class _ArithVars:

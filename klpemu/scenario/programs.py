@@ -15,7 +15,7 @@ from emu.kernel.shell import MODE_GETPID_LOOP
 from klpemu.scenario.patterns import PatternError, compile_regex
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Fds, Proc, Shell
+    from klpemu.scenario.process import Fds, Proc, ShellView
 
 
 @dataclass
@@ -48,7 +48,7 @@ def is_program(path: str) -> bool:
     return program_name(path) is not None
 
 
-def start_program(sh: "Shell", argv: list[str], fds: "Fds", line: int) -> int:
+def start_program(sh: "ShellView", argv: list[str], fds: "Fds", line: int) -> int:
     """`PROGRAM &`: a user task of the guest's user program, named PROGRAM
     (the comm the guest keeps is its first 15 characters, as on Linux)."""
     name = program_name(argv[0])
@@ -73,11 +73,11 @@ def signal_number(spec: str) -> int | None:
     return SIGNALS.get(spec.upper().removeprefix("SIG"))
 
 
-def _alive(sh: "Shell", pid: int) -> bool:
+def _alive(sh: "ShellView", pid: int) -> bool:
     return any(t.pid == pid for t in sh.machine.tasks())
 
 
-def send_signal(sh: "Shell", pid: int, sig: int) -> int:
+def send_signal(sh: "ShellView", pid: int, sig: int) -> int:
     """kill(2) from the guest shell: 0 or -errno."""
     if pid in {s.pid for s in sh.machine.shells}:
         return -1               # EPERM: the script's own shell is what runs the script
@@ -148,7 +148,7 @@ def kill_builtin(proc: "Proc") -> int:
     return status
 
 
-def _job(sh: "Shell", spec: str) -> int | None:
+def _job(sh: "ShellView", spec: str) -> int | None:
     """%N, %%, %+ : a job's pid (jobs numbered in the order they started)."""
     pids = list(sh.jobs)
     if spec in ("%%", "%+", "%"):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from klpemu.errors import KlpemuError
+
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
 
 
-class ScenarioError(Exception):
+class ScenarioError(KlpemuError):
     """A script that cannot be run (a usage error, not a failed check)."""
 
     def __init__(self, lineno: int, message: str, source: str | None = None) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from klpemu.scenario.fs import FsError
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Fds, Proc, Shell
+    from klpemu.scenario.process import Fds, Proc, ShellView
 
 UNARY = frozenset("-a -b -c -d -e -f -g -h -k -p -r -s -t -u -w -x -G -L -N -O -S -z -n -o -v -R".split())
 BINARY = frozenset("= == != < > -eq -ne -lt -le -gt -ge -nt -ot -ef".split())
@@ -20,7 +20,7 @@ class TestSyntaxError(Exception):
     """A malformed test expression (bash's message)."""
 
 
-def unary_test(sh: "Shell", op: str, operand: str, fds: "Fds | None" = None) -> bool:
+def unary_test(sh: "ShellView", op: str, operand: str, fds: "Fds | None" = None) -> bool:
     ns = sh.ns
     if op == "-n":
         return operand != ""
@@ -86,7 +86,7 @@ def binary_test(op: str, left: str, right: str) -> bool:
 class _Test:
     """test's grammar: expr -o expr, expr -a expr, ! expr, ( expr ), primaries."""
 
-    def __init__(self, sh: "Shell", args: list[str]) -> None:
+    def __init__(self, sh: "ShellView", args: list[str]) -> None:
         self.sh = sh
         self.args = args
         self.k = 0

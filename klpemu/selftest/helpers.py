@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from emu import EmuError, ShellError
+from emu.abi import FIXTURES
 from klpemu.selftest import coreutils, kmod
 from klpemu.selftest.procps import Syslog, sysctl_write_error
 
 if TYPE_CHECKING:
     from emu import Machine
 
-FIXTURE_MODULES = Path(__file__).resolve().parents[2] / "fixtures" / "build" / "modules"
+FIXTURE_MODULES = FIXTURES / "build" / "modules"
 MAX_RETRIES = 600
 RETRY_INTERVAL = 0.1
 SYSFS_KERNEL_DIR = "/sys/kernel"

@@ -8,9 +8,9 @@
 
 . $(dirname $0)/functions.sh
 
-setup_config
-
 P=klpemu_old_test_klp
+
+setup_config
 
 start_test "immediate patch enabled and disabled"
 load_lp $P immediate=1

@@ -5,10 +5,10 @@
 
 . $(dirname $0)/functions.sh
 
-setup_config
-
 D=test_klp_callbacks_demo
 D2=test_klp_callbacks_demo2
+
+setup_config
 
 start_test "atomic replace: callbacks of the replaced patch do not run"
 load_lp $D

@@ -13,11 +13,11 @@
 
 . $(dirname $0)/functions.sh
 
-setup_config
-
 P1=klpemu_old_test_klp
 P2=klpemu_old_test_klp2
 P3=klpemu_old_test_klp3
+
+setup_config
 
 start_test "stacking rule: a disabled patch between enabled ones"
 load_lp $P1

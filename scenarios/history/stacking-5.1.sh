@@ -8,11 +8,11 @@
 
 . $(dirname $0)/functions.sh
 
-setup_config
-
 P1=test_klp_livepatch
 P2=klpemu_old_test_klp_enable2
 P3=klpemu_old_test_klp_enable3
+
+setup_config
 
 start_test "no stacking rule: enable 1, 2; disable 2; enable 3; disable 1, 3"
 load_lp $P1

@@ -10,7 +10,7 @@ from klpemu.scenario.programs import kill_builtin
 from klpemu.scenario.testexpr import test_command
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 COMMANDS: dict[str, Callable[["Proc"], int]] = {
     **coreutils.COMMANDS, **kmod.COMMANDS, **procps.COMMANDS, **diff.COMMANDS,

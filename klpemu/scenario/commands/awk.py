@@ -24,7 +24,7 @@ from klpemu.scenario.fs import FsError
 from klpemu.scenario.patterns import PatternError, ere_to_python
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 
 class AwkError(Exception):

@@ -13,7 +13,7 @@ from klpemu.scenario.fs import FsError
 from klpemu.selftest.coreutils import cpulist_count, rfc3339_ns, rights_string
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 CPU_ONLINE = "/sys/devices/system/cpu/online"
 

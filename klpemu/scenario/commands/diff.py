@@ -10,7 +10,7 @@ from klpemu.scenario.fs import FsError
 from klpemu.selftest.coreutils import unified_diff
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 
 def diff(proc: "Proc") -> int:

@@ -11,7 +11,7 @@ from klpemu.scenario.fs import FsError
 from klpemu.scenario.patterns import PatternError, compile_regex
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 _FLAGS = "EFGivwxqscnhHlo"
 USAGE = "Usage: grep [OPTION]... PATTERNS [FILE]...\nTry 'grep --help' for more information.\n"

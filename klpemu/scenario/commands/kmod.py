@@ -15,7 +15,7 @@ from klpemu.selftest import kmod
 from klpemu.selftest.helpers import remove_module
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 
 def insmod(proc: "Proc") -> int:

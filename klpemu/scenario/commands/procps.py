@@ -10,7 +10,7 @@ from klpemu.scenario.programs import pkill_command
 from klpemu.selftest.procps import sysctl_path, sysctl_read_error, sysctl_write_error
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 
 def dmesg(proc: "Proc") -> int:

@@ -13,7 +13,7 @@ from klpemu.scenario.fs import FsError
 from klpemu.scenario.patterns import PatternError, compile_regex
 
 if TYPE_CHECKING:
-    from klpemu.scenario.interp import Proc
+    from klpemu.scenario.process import Proc
 
 
 class SedError(Exception):

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from collections.abc import MutableSequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from emu.abi import THREAD_SIZE
+from emu.arch.cpu import Cpu
 from emu.arch.engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_INDEX, RIP_INDEX, CpuFault,
                              FaultKind)
-from emu.kernel.tasks import TaskView
+from emu.kernel.printk import KernelLog
+from emu.kernel.program import Program
+from emu.kernel.tasks import TaskView, cpu_curr
 from emu.unwind import FrameKind, StackTrace, StartState
-
-if TYPE_CHECKING:
-    from emu.arch.cpu import Cpu
-    from emu.machine import Machine
+from emu.unwind.stack_walker import StackWalker
 
 SIGSEGV = 11
 HARDIRQ_MASK = 0x000F0000
@@ -26,13 +26,13 @@ PF_WRITE, PF_USER, PF_INSTR = 0x2, 0x4, 0x10
 KERNEL_RELEASE = "6.12.0-klpemu"
 
 
-def register_lines(machine: "Machine", cpu: "Cpu") -> list[str]:
+def register_lines(prog: Program, cpu: Cpu) -> list[str]:
     """RIP/RSP/registers as the kernel's __show_regs prints them."""
     e = cpu.engine
     r = e.gprs()
     cs = e.reg("cs")
     ss = e.reg("ss")
-    where = machine.symbolize(e.reg("rip")) if not cs & 3 else f"{e.reg('rip'):#x}"
+    where = prog.symbolize(e.reg("rip")) if not cs & 3 else f"{e.reg('rip'):#x}"
     q = lambda n: f"{r[n]:016x}"  # noqa: E731
     return [
         f"RIP: {cs:04x}:{where}",
@@ -45,23 +45,22 @@ def register_lines(machine: "Machine", cpu: "Cpu") -> list[str]:
     ]
 
 
-def task_line(machine: "Machine", cpu: "Cpu", task: TaskView) -> str:
+def task_line(cpu: Cpu, task: TaskView) -> str:
     return f"CPU: {cpu.index} UID: 0 PID: {task.pid} Comm: {task.comm} Not tainted {KERNEL_RELEASE} #1"
 
 
-def call_trace(machine: "Machine", cpu: "Cpu", task: TaskView) -> list[str]:
+def call_trace(walker: StackWalker, cpu: Cpu, task: TaskView) -> list[str]:
     e = cpu.engine
     start = StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp"))
-    trace = machine.walker.trace_from(start, (task.stack, task.stack + THREAD_SIZE))
+    trace = walker.trace_from(start, (task.stack, task.stack + THREAD_SIZE))
     kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER), trace.reliable, trace.reason)
-    frames = machine.walker.format(kernel)[1:]       # the first is RIP, printed above
+    frames = walker.format(kernel)[1:]       # the first is RIP, printed above
     return ["Call Trace:", " <TASK>", *(f" {f}" for f in frames), " </TASK>"]
 
 
-def lockup_report(machine: "Machine", cpu: "Cpu", headline: str) -> list[str]:
-    task = TaskView(machine, machine.current_task(cpu))
-    return [headline, task_line(machine, cpu, task), *register_lines(machine, cpu),
-            *call_trace(machine, cpu, task)]
+def lockup_report(prog: Program, walker: StackWalker, cpu: Cpu, headline: str) -> list[str]:
+    task = cpu_curr(prog, cpu.index)
+    return [headline, task_line(cpu, task), *register_lines(prog, cpu), *call_trace(walker, cpu, task)]
 
 
 @dataclass
@@ -74,11 +73,11 @@ class Oops:
     user_fault: bool
 
     @classmethod
-    def from_fault(cls, machine: "Machine", cpu: "Cpu", fault: CpuFault) -> "Oops":
-        task = TaskView(machine, machine.current_task(cpu))
+    def from_fault(cls, prog: Program, walker: StackWalker, cpu: Cpu, fault: CpuFault, number: int) -> "Oops":
+        """The report of a fault; `number` counts the kernel oopses so far, this one included."""
+        task = cpu_curr(prog, cpu.index)
         if cpu.in_user_mode():
-            return cls._user_fault(machine, cpu, fault, task)
-        number = sum(1 for o in machine.oopses if not o.user_fault) + 1
+            return cls._user_fault(cpu, fault, task)
         head = []
         if fault.kind is FaultKind.PAGE_FAULT:
             addr = fault.address or 0
@@ -91,9 +90,9 @@ class Oops:
             head.append(f"Oops: Oops: {code:04x} [#{number}] PREEMPT SMP NOPTI")
         else:
             head.append(f"Oops: {fault.kind.value}: 0000 [#{number}] PREEMPT SMP NOPTI")
-        lines = [*head, task_line(machine, cpu, task), *register_lines(machine, cpu),
-                 *call_trace(machine, cpu, task), "---[ end trace 0000000000000000 ]---"]
-        preempt = machine.mem.read_s32(machine.pcpu_address(cpu.index) + machine.offsets["PCPU_preempt_count"])
+        lines = [*head, task_line(cpu, task), *register_lines(prog, cpu),
+                 *call_trace(walker, cpu, task), "---[ end trace 0000000000000000 ]---"]
+        preempt = prog.mem.read_s32(prog.per_cpu(cpu.index, "PCPU_preempt_count"))
         fatal = None
         if preempt & HARDIRQ_MASK:
             fatal = "Fatal exception in interrupt"
@@ -104,17 +103,17 @@ class Oops:
         return cls(lines, fatal, fault.pc, fault.address, task.pid, False)
 
     @classmethod
-    def _user_fault(cls, machine: "Machine", cpu: "Cpu", fault: CpuFault, task: TaskView) -> "Oops":
+    def _user_fault(cls, cpu: Cpu, fault: CpuFault, task: TaskView) -> "Oops":
         e = cpu.engine
         code = PF_USER | (PF_WRITE if fault.access == "write" else 0)
         line = (f"{task.comm}[{task.pid}]: segfault at {fault.address or 0:x} ip {e.reg('rip'):016x} "
                 f"sp {e.reg('rsp'):016x} error {code:x} in user.elf")
         return cls([line], None, fault.pc, fault.address, task.pid, True)
 
-    def kill_task(self, machine: "Machine", cpu: "Cpu") -> None:
+    def kill_task(self, prog: Program, cpu: Cpu) -> None:
         """Send the faulting task to make_task_dead() on a fresh stack."""
         e = cpu.engine
-        target = machine.symbol_address("rewind_stack_and_make_dead")
+        target = prog.symbol_address("rewind_stack_and_make_dead")
         if cpu.in_user_mode():
             def to_kernel(regs: MutableSequence[int]) -> None:
                 regs[GPR_INDEX["rdi"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = SIGSEGV, target, 0x2
@@ -126,3 +125,26 @@ class Oops:
             e.set_reg("rflags", 0x2)
             e.set_reg("rdi", SIGSEGV)
             e.set_reg("rip", target)
+
+
+class FaultHandler:
+    """What the machine does with a CPU fault: an oops report in the log,
+    then the faulting task dies, or the machine panics (`crash`)."""
+
+    def __init__(self, prog: Program, walker: StackWalker, log: KernelLog, crash: Callable[[str], None]) -> None:
+        self.prog = prog
+        self.walker = walker
+        self.log = log
+        self.crash = crash
+        self.oopses: list[Oops] = []
+
+    def __call__(self, cpu: Cpu, fault: CpuFault) -> None:
+        number = sum(1 for o in self.oopses if not o.user_fault) + 1
+        oops = Oops.from_fault(self.prog, self.walker, cpu, fault, number)
+        self.oopses.append(oops)
+        for line in oops.lines:
+            self.log.log(line, level=4)
+        if oops.fatal:
+            self.crash(oops.fatal)
+            return
+        oops.kill_task(self.prog, cpu)

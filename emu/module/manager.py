@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -19,18 +20,21 @@ from emu.abi import MODULES_VADDR
 from emu.arch.memory import MODULES_SIZE
 from emu.elf.module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
 from emu.errors import EmuError
+from emu.fs.vfs import FileNode, Vfs
 from emu.kernel.hypercalls import hypercall
+from emu.kernel.printk import KernelLog
+from emu.kernel.program import Program
+from emu.kernel.text_patching import TextPatcher
 from emu.trace.ftrace import CALL, NOP5, rel32_insn
 
 if TYPE_CHECKING:
     from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
-    from emu.machine import Machine
 
 log = logging.getLogger(__name__)
 
-MODULE_NAME_LEN = 56
 PAGE = 4096
+MAX_MODULE_IMAGE = 0x200000           # the user staging area insmod copies images through
 
 
 class ModuleState(IntEnum):
@@ -41,8 +45,18 @@ class ModuleState(IntEnum):
 
 
 class ModuleNotifier(Protocol):
+    """The module notifier chain (register_module_notifier): COMING and GOING."""
+
     def module_coming(self, ctx: "ServiceContext", module: "Module") -> int: ...
     def module_going(self, ctx: "ServiceContext", module: "Module") -> None: ...
+
+
+class ModuleListener(Protocol):
+    """What learns a module's code when it is laid out and forgets it at
+    teardown: kallsyms, ftrace's site table, the unwinder's tables."""
+
+    def module_loaded(self, name: str, image: LoadedModule) -> None: ...
+    def module_removed(self, name: str, image: LoadedModule) -> None: ...
 
 
 @dataclass
@@ -57,6 +71,11 @@ class Module:
     data: dict[str, object] = field(default_factory=dict)   # per-subsystem state (e.g. the klp core's)
 
 
+def module_name_field(offsets: dict[str, int]) -> tuple[int, int]:
+    """(offset, size) of `name` in the kernel's struct module, from its offsets table."""
+    return offsets["MODULE_name"], offsets["MODULE_name_len"]
+
+
 def s32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >> 31 else value
@@ -66,8 +85,13 @@ LIVEPATCH_API_PREFIX = "klp_"      # kernel/livepatch/'s exports (klp_enable_pat
 
 
 class ModuleManager:
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
+    def __init__(self, prog: Program, log: KernelLog, vfs: Vfs, text: TextPatcher,
+                 listeners: list[ModuleListener]) -> None:
+        self.prog = prog
+        self.log = log
+        self.vfs = vfs
+        self.text = text
+        self.listeners = listeners
         self.modules: dict[str, Module] = {}
         self.notifiers: list[ModuleNotifier] = []
         # klp_apply_section_relocs for vmlinux, called by the loader
@@ -76,13 +100,15 @@ class ModuleManager:
         self._next = MODULES_VADDR
         self._tainted = False
         self._livepatch_tainted = False
-        self._vmlinux_exports = machine.kernel.ksymtab()
+        self._vmlinux_exports = prog.image.ksymtab()
+        self._fentry = prog.symbol_address("__fentry__")
+        self._name_field = module_name_field(prog.offsets)
         # exports of the image that the kernel being reproduced did not have
         # (set by the layer above, e.g. a livepatch version profile); until a
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
         self.withheld: frozenset[str] = frozenset(
             n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
-        machine.vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
+        vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
 
     # ------------------------------------------------------------ lookup
     def resolve(self, name: str) -> int | None:
@@ -90,7 +116,7 @@ class ModuleManager:
         if name in self._vmlinux_exports and name not in self.withheld:
             return self._vmlinux_exports[name]
         if name == "__fentry__":
-            return self.machine.symbol_address("__fentry__")
+            return self._fentry
         for mod in self.modules.values():
             if name in mod.image.exports:
                 return mod.image.exports[name]
@@ -101,8 +127,7 @@ class ModuleManager:
 
     def _set_state(self, mod: Module, state: ModuleState) -> None:
         mod.state = state
-        o = self.machine.offsets
-        self.machine.mem.write(mod.struct + o["MODULE_state"], int(state).to_bytes(4, "little"))
+        self.prog.mem.write(mod.struct + self.prog.offsets["MODULE_state"], int(state).to_bytes(4, "little"))
 
     # ------------------------------------------------------------ load
     def alloc_pages(self, size: int) -> int:
@@ -119,38 +144,36 @@ class ModuleManager:
 
     def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str) -> int:
         """finit/init_module: 0, or -errno with the kernel's messages logged."""
-        m = self.machine
+        log, mem = self.log.log, self.prog.mem
         # Laid out at the next free address, which is only taken (and the
         # image written) once the module is accepted: a refused one costs
         # no module area.
         try:
-            image = load_module(data, "module", self._next, self.resolve)
+            image = load_module(data, "module", self._next, self.resolve, name_field=self._name_field)
         except ModuleLoadError as err:
             for line in err.lines:
-                m.log(line, level=4)
+                log(line, level=4)
             return -err.errno
         if image.this_module is None:
-            m.log("module has no .gnu.linkonce.this_module section", level=4)
+            log("module has no .gnu.linkonce.this_module section", level=4)
             return -errno.ENOEXEC
         if image.name in self.modules:
             return -errno.EEXIST
         body = bytearray(image.image)
-        fentry = m.symbol_address("__fentry__")
         for site in image.mcount_sites:
             off = site - image.base
             if not (image.text[0] <= site <= image.text[1] - 5
-                    and body[off:off + 5] == rel32_insn(CALL, site, fentry)):
-                m.log(f"{image.name}: __mcount_loc entry {site:#x} is not a call to __fentry__", level=4)
+                    and body[off:off + 5] == rel32_insn(CALL, site, self._fentry)):
+                log(f"{image.name}: __mcount_loc entry {site:#x} is not a call to __fentry__", level=4)
                 return -errno.ENOEXEC
             body[off:off + 5] = NOP5
         try:
             self._allocate(image.size)
         except ModuleLoadError as err:
-            m.log(err.lines[0], level=4)
+            log(err.lines[0], level=4)
             return -err.errno
-        m.mem.write(image.base, bytes(body))
-        for cpu in m.cpus:
-            cpu.engine.invalidate(image.base, image.size)
+        mem.write(image.base, bytes(body))
+        self.text.invalidate(image.base, image.size)
         mod = Module(image.name, image, image.this_module, image.modinfo.get("livepatch") == ["Y"],
                      {p.name: p for p in image.params})
         self._set_state(mod, ModuleState.UNFORMED)
@@ -163,9 +186,8 @@ class ModuleManager:
             return err
         self._taint(mod)
         self.modules[mod.name] = mod
-        m.kallsyms.add(image.symbols, module=mod.name)
-        m.ftrace.add_module_sites(mod.name, image.mcount_sites)
-        m.walker.add_module(mod)
+        for listener in self.listeners:
+            listener.module_loaded(mod.name, image)
         self._register_sysfs(mod)
         self._set_state(mod, ModuleState.COMING)
         for notifier in self.notifiers:
@@ -173,7 +195,7 @@ class ModuleManager:
             if ret:
                 self._teardown(mod)
                 return ret
-        init = m.mem.read_u64(mod.struct + m.offsets["MODULE_init"])
+        init = mem.read_u64(mod.struct + self.prog.offsets["MODULE_init"])
         ret = s32(ctx.call(init)) if init else 0
         if ret < 0:
             self._set_state(mod, ModuleState.GOING)
@@ -182,29 +204,29 @@ class ModuleManager:
             self._teardown(mod)
             return ret
         if ret > 0:
-            m.log(f"do_init_module: '{mod.name}'->init suspiciously returned {ret}, "
+            log(f"do_init_module: '{mod.name}'->init suspiciously returned {ret}, "
                   "it should follow 0/-E convention", level=4)
         self._set_state(mod, ModuleState.LIVE)
         return 0
 
     def _taint(self, mod: Module) -> None:
         if not self._tainted:
-            self.machine.log(f"{mod.name}: loading out-of-tree module taints kernel.", level=4)
+            self.log.log(f"{mod.name}: loading out-of-tree module taints kernel.", level=4)
         if mod.livepatch and not self._livepatch_tainted:
-            self.machine.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
+            self.log.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
             self._livepatch_tainted = True
         self._tainted = True
 
     # ------------------------------------------------------------ unload
     def delete_module(self, ctx: "ServiceContext", name: str) -> int:
-        m = self.machine
+        mem, o = self.prog.mem, self.prog.offsets
         mod = self.modules.get(name)
         if mod is None or mod.state == ModuleState.UNFORMED:
             return -errno.ENOENT
         if mod.state != ModuleState.LIVE:
             return -errno.EBUSY
-        exit_fn = m.mem.read_u64(mod.struct + m.offsets["MODULE_exit"])
-        init_fn = m.mem.read_u64(mod.struct + m.offsets["MODULE_init"])
+        exit_fn = mem.read_u64(mod.struct + o["MODULE_exit"])
+        init_fn = mem.read_u64(mod.struct + o["MODULE_init"])
         if init_fn and not exit_fn:
             return -errno.EBUSY
         if mod.refcnt:
@@ -219,12 +241,39 @@ class ModuleManager:
 
     def _teardown(self, mod: Module) -> None:
         """Forget a module; its memory is never reused (so no stale code)."""
-        m = self.machine
         self.modules.pop(mod.name, None)
-        m.kallsyms.remove_module(mod.name)
-        m.ftrace.remove_module_sites(mod.name)
-        m.walker.remove_module(mod)
-        m.vfs.unregister_tree(f"/sys/module/{mod.name}")
+        for listener in reversed(self.listeners):
+            listener.module_removed(mod.name, mod.image)
+        self.vfs.unregister_tree(f"/sys/module/{mod.name}")
+
+    # ------------------------------------------------------------ hypercalls
+    @hypercall("HC_INIT_MODULE", blocking=True)
+    def hc_init_module(self, ctx: "ServiceContext", image: int, length: int, uargs: int, _: int) -> int:
+        """long init_module(void *image, unsigned long len, const char *uargs)"""
+        mem = self.prog.mem
+        if length > MAX_MODULE_IMAGE or not mem.is_mapped(image, max(length, 1)):
+            return -errno.EFAULT
+        args = mem.read_cstr(uargs, 4096) if uargs else ""
+        return self.init_module(ctx, mem.read(image, length), args)
+
+    @hypercall("HC_DELETE_MODULE", blocking=True)
+    def hc_delete_module(self, ctx: "ServiceContext", name: int, flags: int, *_: int) -> int:
+        """long delete_module(const char *name, unsigned int flags)"""
+        return self.delete_module(ctx, self.prog.mem.read_cstr(name, self._name_field[1]))
+
+    @hypercall("HC_MODULE_GET")
+    def hc_module_get(self, cpu: "Cpu", struct: int, *_: int) -> int:
+        """bool try_module_get(struct module *mod)"""
+        mod = self.by_struct(struct)
+        return int(mod is not None and self.get(mod))
+
+    @hypercall("HC_MODULE_PUT")
+    def hc_module_put(self, cpu: "Cpu", struct: int, *_: int) -> int:
+        """void module_put(struct module *mod)"""
+        mod = self.by_struct(struct)
+        if mod is not None:
+            self.put(mod)
+        return 0
 
     # ------------------------------------------------------------ refcount
     def get(self, mod: Module) -> bool:
@@ -239,13 +288,12 @@ class ModuleManager:
         mod.refcnt -= 1
 
     # ------------------------------------------------------------ sysfs
-    def _refcnt_node(self, match):
-        from emu.fs.vfs import FileNode
+    def _refcnt_node(self, match: "re.Match[str]") -> FileNode | None:
         mod = self.modules.get(match.group(1))
         return None if mod is None else FileNode(lambda: f"{mod.refcnt}\n", None, 0o444)
 
     def _register_sysfs(self, mod: Module) -> None:
-        vfs = self.machine.vfs
+        vfs = self.vfs
         vfs.register_dir(f"/sys/module/{mod.name}")
         vfs.register_dir(f"/sys/module/{mod.name}/parameters")
         for p in mod.params.values():
@@ -263,10 +311,10 @@ class ModuleManager:
             name, _, value = word.partition("=")
             param = mod.params.get(name.replace("-", "_"))
             if param is None:
-                self.machine.log(f"{mod.name}: unknown parameter '{name}' ignored", level=4)
+                self.log.log(f"{mod.name}: unknown parameter '{name}' ignored", level=4)
                 continue
             if self._param_set(ctx, param, value if "=" in word else None) < 0:
-                self.machine.log(f"{mod.name}: '{value}' invalid for parameter '{name}'", level=4)
+                self.log.log(f"{mod.name}: '{value}' invalid for parameter '{name}'", level=4)
                 return -errno.EINVAL
         return 0
 
@@ -276,7 +324,7 @@ class ModuleManager:
 
     def _param_set(self, ctx: "ServiceContext", p: ParamDesc, value: str | None) -> int:
         """Parse and store one value (a comma list for arrays); 0 or -EINVAL."""
-        mem = self.machine.mem
+        mem = self.prog.mem
         if p.max:
             items = (value or "").split(",")
             if not value or len(items) > p.max:
@@ -329,7 +377,7 @@ class ModuleManager:
         return (v & ((1 << bits) - 1)).to_bytes(size, "little")
 
     def _param_show(self, p: ParamDesc) -> str:
-        mem = self.machine.mem
+        mem = self.prog.mem
         if p.type == "charp":
             addr = mem.read_u64(p.arg)
             return f"{mem.read_cstr(addr) if addr else '(null)'}\n"
@@ -345,35 +393,3 @@ class ModuleManager:
             n = int.from_bytes(mem.read(p.num, 4), "little") if p.num else p.max
             return ",".join(one(p.arg + i * p.elem_size) for i in range(n)) + "\n"
         return one(p.arg) + "\n"
-
-
-@hypercall("HC_INIT_MODULE", blocking=True)
-def hc_init_module(ctx: "ServiceContext", image: int, length: int, uargs: int, _: int) -> int:
-    """long init_module(void *image, unsigned long len, const char *uargs)"""
-    m = ctx.machine
-    if length > 0x200000 or not m.mem.is_mapped(image, max(length, 1)):
-        return -errno.EFAULT
-    args = m.mem.read_cstr(uargs, 4096) if uargs else ""
-    return m.modules.init_module(ctx, m.mem.read(image, length), args)
-
-
-@hypercall("HC_DELETE_MODULE", blocking=True)
-def hc_delete_module(ctx: "ServiceContext", name: int, flags: int, *_: int) -> int:
-    """long delete_module(const char *name, unsigned int flags)"""
-    return ctx.machine.modules.delete_module(ctx, ctx.machine.mem.read_cstr(name, MODULE_NAME_LEN))
-
-
-@hypercall("HC_MODULE_GET")
-def hc_module_get(m: "Machine", cpu: "Cpu", struct: int, *_: int) -> int:
-    """bool try_module_get(struct module *mod)"""
-    mod = m.modules.by_struct(struct)
-    return int(mod is not None and m.modules.get(mod))
-
-
-@hypercall("HC_MODULE_PUT")
-def hc_module_put(m: "Machine", cpu: "Cpu", struct: int, *_: int) -> int:
-    """void module_put(struct module *mod)"""
-    mod = m.modules.by_struct(struct)
-    if mod is not None:
-        m.modules.put(mod)
-    return 0

@@ -1,0 +1,128 @@
+"""`klpemu explore SCRIPT`: the sweep's arguments, its runs, the table, the
+JSON and the SVG report."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+from emu.errors import EmuError
+from emu.schedule import ScheduleSpec
+from klpemu.explore.minimize import minimize
+from klpemu.explore.outcome import PASS, Outcome
+from klpemu.explore.pool import Run, run_local, run_one
+from klpemu.explore.report import svg_report
+from klpemu.explore.summary import format_summary, replay_command, summarize
+from klpemu.session import RunConfig
+
+JSON_SCHEMA_VERSION = 1
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("script", help="the scenario")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--seeds", default=None, metavar="A..B", help="seeds A up to B-1 (B-A runs per configuration)")
+    which.add_argument("--runs", type=int, default=None, metavar="N", help="seeds 0..N (default 100)")
+    p.add_argument("--strategy", default="random", metavar="STRATEGY[,NAME=VALUE…]",
+                   help="rr, random, pct or targeted, with parameters (e.g. pct,depth=3,steps=4000)")
+    p.add_argument("--cpus", default="2", metavar="N[,N…]", help="CPU counts to try (e.g. 1,2,4)")
+    p.add_argument("--kernel", default="modern", metavar="K[,K…]", help="kernels: modern, legacy or paths")
+    p.add_argument("--dispatch", default=None, metavar="B[,B…]", help="dispatch backends: native, python")
+    p.add_argument("--klp-version", default=None, metavar="V[,V…]", help="kernel version profiles")
+    p.add_argument("--module-dir", action="append", default=[], type=Path, help="where modules are found")
+    p.add_argument("--unsafe-switch-to", action="store_true", help="let patches through the switch_to check")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: every core; 1: this one)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run on a Ray cluster instead")
+    p.add_argument("--stop-on-first", action="store_true", help="stop at the first run that does not pass")
+    p.add_argument("--minimize", action="store_true", help="shrink the first failing run (fewer CPUs, gentler schedule)")
+    p.add_argument("--json", action="store_true", help="the results as JSON (klpemu/schemas/explore.schema.json)")
+    p.add_argument("--report", type=Path, default=None, metavar="FILE.svg", help="write the SVG report there")
+
+
+def _split(text: str | None) -> list[str | None]:
+    return [None] if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(args: argparse.Namespace) -> range:
+    if args.seeds is None:
+        return range(args.runs if args.runs is not None else 100)
+    start, sep, end = args.seeds.partition("..")
+    try:
+        seeds = range(int(start), int(end)) if sep else range(int(start), int(start) + 1)
+    except ValueError:
+        raise EmuError(f"--seeds wants A..B (integers), not {args.seeds!r}") from None
+    if not seeds:
+        raise EmuError(f"--seeds {args.seeds} names no seed")
+    return seeds
+
+
+def plan(args: argparse.Namespace) -> list[Run]:
+    """The runs of the sweep: every configuration of the axes, every seed."""
+    strategy = ScheduleSpec.parse(args.strategy)
+    try:
+        cpus = [int(c) for c in _split(args.cpus)]
+    except ValueError:
+        raise EmuError(f"--cpus wants numbers, not {args.cpus!r}") from None
+    configs = [RunConfig(kernel=k, cpus=c, dispatch=d, klp_version=v, module_dirs=tuple(args.module_dir),
+                         unsafe_switch_to=args.unsafe_switch_to)
+               for k, c, d, v in itertools.product(_split(args.kernel), cpus, _split(args.dispatch),
+                                                   _split(args.klp_version))]
+    return [Run(i, config, ScheduleSpec(strategy.strategy, seed, strategy.params))
+            for i, (config, seed) in enumerate(itertools.product(configs, _seeds(args)))]
+
+
+def _progress(total: int) -> "callable":
+    if not sys.stderr.isatty():
+        return None
+    start = time.perf_counter()
+
+    def show(done: int) -> None:
+        rate = done / max(1e-9, time.perf_counter() - start)
+        bar = "#" * (30 * done // total)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{total} runs, {rate:.1f}/s ")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return show
+
+
+def execute(args: argparse.Namespace, script: str) -> list[tuple[Run, Outcome]]:
+    runs = plan(args)
+    stop = (lambda o: o.kind != PASS) if args.stop_on_first else None
+    progress = None if args.json else _progress(len(runs))
+    if args.ray:
+        from klpemu.explore.cluster import run_ray
+        return run_ray(runs, script, args.ray, stop=stop, progress=progress)
+    return list(run_local(runs, script, jobs=args.jobs, stop=stop, progress=progress))
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    try:
+        script = Path(args.script).read_text()
+    except OSError as exc:
+        print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.perf_counter()
+    results = execute(args, script)
+    doc = {"schema": JSON_SCHEMA_VERSION, "script": args.script, "strategy": args.strategy,
+           **summarize(args.script, results, time.perf_counter() - started), "minimized": None}
+    failing = next(((run, o) for run, o in results if o.kind != PASS), None)
+    if args.minimize and failing is not None:
+        run, outcome = failing
+        smallest, tries = minimize(run, outcome, lambda r: run_one(r, script))
+        doc["minimized"] = {"schedule": str(smallest.schedule), "cpus": smallest.config.cpus, "tries": tries,
+                            "replay": replay_command(args.script, smallest)}
+    if args.report:
+        args.report.write_text(svg_report(doc))
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_summary(doc))
+        if doc["minimized"]:
+            sys.stdout.write(f"\nminimized ({doc['minimized']['tries']} tries): {doc['minimized']['replay']}\n")
+    return EXIT_FAIL if failing is not None else EXIT_OK

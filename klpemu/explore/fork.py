@@ -1,0 +1,57 @@
+"""Runs forked from a booted session: boot once, then every schedule in a
+child process that starts from the booted machine (copy-on-write memory,
+the same Unicorn state) and sends its Outcome back through a pipe."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import traceback
+
+from emu.schedule import ScheduleSpec
+from klpemu.explore.outcome import ERROR, Outcome, classify
+from klpemu.session import RunConfig, ScenarioSession
+
+_LEN = struct.Struct("<Q")
+
+
+class Zygote:
+    """A booted session of one configuration, kept unused, forked per run."""
+
+    def __init__(self, config: RunConfig, script: str) -> None:
+        self.config = config
+        self.script = script
+        self.out = io.StringIO()
+        self.session = ScenarioSession(config, self.out)
+
+    def run(self, schedule: ScheduleSpec) -> Outcome:
+        """The outcome of the script under `schedule`, in a child process."""
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                  # the child: run, report, vanish
+            os.close(read_fd)
+            try:
+                outcome = run_session(self.session, self.out, self.script, schedule)
+                data = pickle.dumps(outcome)
+            except BaseException:                     # even a bug here must reach the parent
+                data = pickle.dumps(Outcome(ERROR, "the explorer failed", traceback.format_exc()))
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(_LEN.pack(len(data)) + data)
+            os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            raw = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if len(raw) < _LEN.size or len(raw) != _LEN.size + _LEN.unpack_from(raw)[0]:
+            return Outcome(ERROR, "the run's process died", f"wait status {status}")
+        return pickle.loads(raw[_LEN.size:])
+
+
+def run_session(session: ScenarioSession, out: io.StringIO, script: str, schedule: ScheduleSpec) -> Outcome:
+    """One run on a fresh (or freshly forked) session, classified."""
+    try:
+        result = session.run(script, schedule)
+    except Exception as exc:                          # a hang, a crash, a bad script: all outcomes
+        return classify(session.machine, out.getvalue(), None, exc)
+    return classify(session.machine, out.getvalue(), result, None)

@@ -1,0 +1,46 @@
+"""An exploration as one SVG page: the outcome classes, the histogram of
+patching-transition times, and the blockers counted in runs."""
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+WIDTH, BAR_H, GAP, LEFT = 760, 18, 6, 250
+COLOURS = {"pass": "#4c9a2a", "check_result": "#d9822b", "failed": "#c0392b", "oops": "#8e44ad",
+           "hang": "#2c3e50", "stalled": "#2980b9", "error": "#7f8c8d"}
+
+
+def _bars(title: str, rows: list[tuple[str, int, str]], y: int) -> tuple[list[str], int]:
+    """A horizontal bar chart of (label, value, colour); its SVG and the next free y."""
+    out = [f'<text x="10" y="{y + 16}" font-weight="bold">{escape(title)}</text>']
+    y += 28
+    top = max((v for _, v, _ in rows), default=0) or 1
+    for label, value, colour in rows:
+        w = (WIDTH - LEFT - 80) * value / top
+        out.append(f'<text x="{LEFT - 8}" y="{y + 13}" text-anchor="end">{escape(label[:38])}</text>')
+        out.append(f'<rect x="{LEFT}" y="{y}" width="{w:.1f}" height="{BAR_H}" fill="{colour}"/>')
+        out.append(f'<text x="{LEFT + w + 6:.1f}" y="{y + 13}">{value}</text>')
+        y += BAR_H + GAP
+    return out, y + 12
+
+
+def svg_report(doc: dict[str, object]) -> str:
+    head = (f"{doc['script']}: {doc['runs']} runs ({doc['strategy']}), {doc['failing_runs']} not passing, "
+            f"{doc['runs_per_second']} runs/s")
+    parts = [f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(head)}</text>']
+    y = 36
+    classes = [(f"{c['kind']} {c['key'].splitlines()[0] if c['key'] else ''}".strip(), c["count"],
+                COLOURS.get(c["kind"], "#888")) for c in doc["classes"]]
+    block, y = _bars("outcomes (runs)", classes, y)
+    parts += block
+    hist = doc["transitions_ns"]["histogram"]
+    if hist:
+        rows = [(f"{h['from'] / 1e9:.3f}-{h['to'] / 1e9:.3f} s", h["count"], "#2980b9") for h in hist]
+        block, y = _bars("virtual time to 'patching complete' (transitions)", rows, y)
+        parts += block
+    if doc["blockers"]:
+        rows = [(b["blocker"], b["runs"], "#c0392b") for b in doc["blockers"][:15]]
+        block, y = _bars("what blocked a transition's tries (runs)", rows, y)
+        parts += block
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y}" '
+            f'font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n'
+            + "\n".join(parts) + "\n</svg>\n")

@@ -1,0 +1,176 @@
+"""klpemu explore: schedules forked from one booted machine, outcomes
+classified on real guests (a real oops, a real hang, a real blocked
+transition, a check_result diff), the same bytes as the replay line, and
+the same table from the in-process runner and the local pool."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shlex
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from emu.schedule import ScheduleSpec
+from klpemu.explore.fork import Zygote, run_session
+from klpemu.explore.outcome import CHECK_RESULT, HANG, OOPS, PASS, STALLED, check_result_diff, normalise
+from klpemu.explore.pool import Run, run_local
+from klpemu.explore.summary import replay_command, summarize
+from klpemu.session import RunConfig, ScenarioSession
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads(resources.files("klpemu").joinpath("schemas/explore.schema.json").read_text())
+
+BASIC = """\
+setup_config
+start_test "basic function patching"
+load_lp test_klp_livepatch
+disable_lp test_klp_livepatch
+unload_lp test_klp_livepatch
+"""
+WRONG = BASIC + """check_result "% insmod test_modules/test_klp_livepatch.ko
+livepatch: enabling patch 'test_klp_livepatch'"
+"""
+STALL = """\
+insmod klpemu_test_target.ko sleeper=1
+insmod klpemu_test_patch.ko
+sleep 3
+"""
+OOPS_SCRIPT = """\
+echo EXCEPTION > /sys/kernel/debug/provoke-crash/DIRECT
+"""
+
+
+def outcome_of(script: str, schedule: str = "random:0", config: RunConfig = RunConfig()):
+    return Zygote(config, script).run(ScheduleSpec.parse(schedule))
+
+
+def test_a_pass() -> None:
+    o = outcome_of(BASIC)
+    assert (o.kind, o.key) == (PASS, "")
+    assert len(o.transitions_ns) == 1 and 0 < o.transitions_ns[0] < 2_000_000_000
+
+
+def test_a_check_result_diff_is_grouped_by_its_normalised_text() -> None:
+    o = outcome_of(WRONG)
+    assert o.kind == CHECK_RESULT
+    assert "+livepatch: 'test_klp_livepatch': starting patching transition" in o.detail
+    assert o.key == normalise(o.detail)
+
+
+def test_a_blocked_transition_is_grouped_by_what_blocks_it() -> None:
+    o = outcome_of(STALL)
+    assert o.kind == STALLED
+    assert o.key == "'klpemu_test_patch' blocked by klpemu_test_sleep"
+    assert dict(o.blocked_on)["klpemu_test_sleep"] >= 2
+
+
+def test_a_real_oops_is_grouped_by_where_and_why() -> None:
+    o = outcome_of(OOPS_SCRIPT)
+    assert o.kind == OOPS, o
+    assert o.key.startswith("lkdtm_")
+    assert "Call Trace:" in o.detail
+
+
+def test_a_real_hang_is_a_hang() -> None:
+    o = outcome_of("echo HARDLOCKUP > /sys/kernel/debug/provoke-crash/DIRECT\n",
+                   config=RunConfig(watchdog_thresh_s=1.0))
+    assert o.kind == HANG, o
+    assert "hard LOCKUP" in o.key
+
+
+def test_a_forked_run_is_the_replay_line_byte_for_byte(tmp_path: Path) -> None:
+    """The child forked from the booted zygote, a fresh session in this
+    process, and `klpemu run` with the replay line: one kernel log."""
+    script = tmp_path / "s.sh"
+    script.write_text(BASIC)
+    run = Run(0, RunConfig(cpus=2), ScheduleSpec.parse("pct:3,depth=2,steps=300"))
+    forked = Zygote(run.config, BASIC).run(run.schedule)
+
+    out = io.StringIO()
+    fresh = run_session(ScenarioSession(run.config, out), out, BASIC, run.schedule)
+    assert forked == fresh
+    line = replay_command(str(script), run)
+    cli = subprocess.run([sys.executable, "-m", "klpemu.cli", *shlex.split(line)[1:]],
+                         capture_output=True, text=True, cwd=ROOT)
+    log = cli.stdout.split("\n--- kernel log ---\n", 1)[1]
+    assert hashlib.sha256(log.encode()).hexdigest() == forked.dmesg_sha256
+
+
+def test_the_pool_gives_the_in_process_table() -> None:
+    runs = [Run(i, RunConfig(cpus=c), ScheduleSpec("random", s))
+            for i, (c, s) in enumerate((c, s) for c in (1, 2) for s in range(3))]
+    here = list(run_local(runs, STALL, jobs=1))
+    pooled = list(run_local(runs, STALL, jobs=2))
+    assert [(r.index, o) for r, o in here] == [(r.index, o) for r, o in pooled]
+
+
+def test_stop_on_first_stops_early() -> None:
+    runs = [Run(i, RunConfig(), ScheduleSpec("random", i)) for i in range(5)]
+    got = list(run_local(runs, WRONG, jobs=1, stop=lambda o: o.kind != PASS))
+    assert len(got) == 1
+
+
+def test_the_json_follows_its_schema(tmp_path: Path) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text(STALL)
+    cli = subprocess.run([sys.executable, "-m", "klpemu.cli", "explore", str(script), "--runs", "3", "--jobs", "1",
+                          "--json", "--minimize", "--report", str(tmp_path / "r.svg")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 1, cli.stderr
+    doc = json.loads(cli.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["classes"][0]["kind"] == STALLED and doc["classes"][0]["count"] == 3
+    assert doc["minimized"]["cpus"] == 1                      # one CPU still blocks
+    assert (tmp_path / "r.svg").read_text().startswith("<svg")
+
+
+def test_check_result_diff_reads_the_selftests_output() -> None:
+    out = "TEST: x ... not ok\n\n--- expected\n+++ result\n@@ -1,2 +1,3 @@\n a\n-b\n+c\n\nERROR: x\n"
+    assert check_result_diff(out) == "-b\n+c"
+    assert check_result_diff("TEST: x ... ok\n") is None
+
+
+def test_summary_counts_and_replays() -> None:
+    runs = [Run(i, RunConfig(), ScheduleSpec("random", i)) for i in range(2)]
+    results = list(run_local(runs, STALL, jobs=1))
+    doc = summarize("s.sh", results, 1.0)
+    assert doc["runs"] == 2 and doc["failing_runs"] == 2
+    assert doc["classes"][0]["replay"] == "klpemu run s.sh --seed 0 --schedule random"
+    assert doc["blockers"][0]["blocker"] == "klpemu_test_sleep" and doc["blockers"][0]["runs"] == 2
+
+
+def test_on_legacy_every_schedule_of_an_unsafe_schedule_patch_oopses_in_the_resume_path() -> None:
+    """--unsafe-switch-to on the legacy kernel: the patch of __schedule with
+    another frame lets a sleeping task resume in the other copy; each such
+    schedule is an oops, grouped under the resume path, the report naming
+    the task and both copies."""
+    script = (ROOT / "scenarios" / "switch-to-hazard.sh").read_text()
+    runs = [Run(i, RunConfig(kernel="legacy", cpus=c, unsafe_switch_to=True), ScheduleSpec("random", s))
+            for i, (c, s) in enumerate((c, s) for c in (1, 2) for s in range(4))]
+    outcomes = [o for _, o in run_local(runs, script, jobs=1)]
+    assert all(o.kind == OOPS and o.key.startswith("switch_to/RIP resume path: ") for o in outcomes)
+    assert all("went to sleep in __schedule (vmlinux) and resumes in __schedule (klpemu_sched_frame)"
+               in o.detail for o in outcomes)
+
+
+def test_a_worker_keeps_one_zygote_per_script_and_configuration() -> None:
+    """Two sweeps in one process, same configuration, different scripts."""
+    runs = [Run(0, RunConfig(), ScheduleSpec("random", 0))]
+    assert next(run_local(runs, STALL, jobs=1))[1].kind == STALLED
+    assert next(run_local(runs, BASIC, jobs=1))[1].kind == PASS
+
+
+def test_explore_from_python_raises_with_the_failing_schedule_and_its_replay() -> None:
+    from klpemu.explore.api import ExplorationFailed, explore
+    assert explore(BASIC, runs=2, cpus=(1, 2), jobs=1).failing == []
+    with pytest.raises(ExplorationFailed) as exc:
+        explore(STALL, runs=2, jobs=1, name="stall.sh")
+    assert "2 of 2 schedules did not pass" in str(exc.value)
+    assert "replay: klpemu run stall.sh --seed 0 --schedule random" in str(exc.value)
+    assert exc.value.summary["classes"][0]["kind"] == STALLED
