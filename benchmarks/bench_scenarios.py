@@ -1,8 +1,9 @@
-"""Scenarios: wall time of every ported kernel selftest, next to the virtual
-time it spans.
+"""Scenarios: wall time of every kernel selftest, next to the virtual time
+it spans.
 
-Each scenarios/selftests/test-*.sh runs on a fresh 2-CPU machine (native
-dispatch, seed 0), as `klpemu run` would; the boot is timed apart. A
+Each scenarios/selftests/test-*.sh (the kernel's, beside klpemu's
+functions.sh) runs on a fresh 2-CPU machine (native dispatch, seed 0), as
+`klpemu run` would; the boot is timed apart. A
 selftest that fails makes the benchmark fail (its time would mean nothing).
 --quick runs each once and skips the ones listed in SLOW.
 
@@ -32,7 +33,7 @@ def run_one(script: Path) -> dict[str, float]:
     m = Machine(cpus=2, seed=0).boot()
     booted = time.perf_counter()
     cpu = time.process_time()
-    result = ScenarioRunner(m, io.StringIO()).run_text(script.read_text())
+    result = ScenarioRunner(m, io.StringIO()).run_file(script)         # beside its functions.sh
     end = time.perf_counter()
     if result.exit_code != 0:
         raise RuntimeError(f"{script.name} failed (exit code {result.exit_code})")

@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = ScenarioSession(_run_config(args), out)
     m = session.machine
     try:
-        result = session.run(text, spec)
+        result = session.run(text, spec, script=args.script)
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE

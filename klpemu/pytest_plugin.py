@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -44,73 +44,79 @@ class KlpemuFailure(AssertionError):
 
 class Klp:
     """functions.sh on a booted machine: each helper behaves, logs and waits
-    (in virtual time) as the kernel selftests' does, raises KlpemuFailure
+    (in virtual time) as the kernel selftests' does (klpemu.selftest, the
+    same implementation the scenario language runs), raises KlpemuFailure
     where the shell function would `die` and skips the test where it would `skip`."""
 
     def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None) -> None:
-        from klpemu.scenario import ScenarioRunner
+        from klp.core import Livepatch
+        from klpemu.selftest import FIXTURE_MODULES, Selftest, module_dirs_finder
+        Livepatch.attach(machine, dispatch)
         self.machine = machine
         self._out = io.StringIO()
-        self.runner = ScenarioRunner(machine, self._out, module_dirs=module_dirs, dispatch=dispatch)
+        self.selftest = Selftest(machine, module_dirs_finder([*module_dirs, FIXTURE_MODULES]),
+                                 stdout=self._out.write, stderr=self._out.write)
 
-    def _verb(self, name: str, *args: object) -> None:
-        from klpemu.scenario import VERBS, _Stop
-        failures = len(self.runner.result.failures)
+    def _run(self, helper: Callable[..., None], *args: object) -> None:
+        from klpemu.selftest import Die, Skip
         mark = self._out.tell()
         try:
-            VERBS[name](self.runner, [str(a) for a in args], 0)
-        except _Stop:
-            if self.runner.result.skipped is not None:       # functions.sh's skip
-                pytest.skip(self.runner.result.skipped)
-        if len(self.runner.result.failures) > failures:
+            helper(*args)
+        except Skip as exc:
+            pytest.skip(exc.message)
+        except Die as exc:
             said = self._out.getvalue()[mark:].strip()
-            raise KlpemuFailure(said or self.runner.result.failures[-1])
+            raise KlpemuFailure(said or f"ERROR: {exc.message}") from None
 
     # ------------------------------------------------------------ functions.sh
     def start_test(self, name: str) -> None:
-        self._verb("start_test", name)
+        self._run(self.selftest.start_test, name)
 
     def check_result(self, expected: str) -> None:
-        self._verb("check_result", expected)
-
-    def setup_config(self) -> None:
-        self._verb("setup_config")
+        self._run(self.selftest.check_result, expected)
 
     def load_mod(self, name: str, *params: str) -> None:
-        self._verb("load_mod", name, *params)
+        self._run(self.selftest.load_mod, name, *params)
 
     def load_lp(self, name: str, *params: str) -> None:
-        self._verb("load_lp", name, *params)
+        self._run(self.selftest.load_lp, name, *params)
 
     def load_lp_nowait(self, name: str, *params: str) -> None:
-        self._verb("load_lp_nowait", name, *params)
+        self._run(self.selftest.load_lp_nowait, name, *params)
 
     def load_failing_mod(self, name: str, *params: str) -> None:
-        self._verb("load_failing_mod", name, *params)
+        self._run(self.selftest.load_failing_mod, name, *params)
 
     def unload_mod(self, name: str) -> None:
-        self._verb("unload_mod", name)
+        self._run(self.selftest.unload_mod, name)
 
     def unload_lp(self, name: str) -> None:
-        self._verb("unload_lp", name)
+        self._run(self.selftest.unload_lp, name)
 
     def disable_lp(self, name: str) -> None:
-        self._verb("disable_lp", name)
+        self._run(self.selftest.disable_lp, name)
 
     def set_pre_patch_ret(self, name: str, value: int) -> None:
-        self._verb("set_pre_patch_ret", name, value)
+        self._run(self.selftest.set_pre_patch_ret, name, value)
 
     def check_sysfs_rights(self, name: str, rel_path: str, rights: str) -> None:
-        self._verb("check_sysfs_rights", name, rel_path, rights)
+        self._run(self.selftest.check_sysfs_rights, name, rel_path, rights)
 
     def check_sysfs_value(self, name: str, rel_path: str, value: str) -> None:
-        self._verb("check_sysfs_value", name, rel_path, value)
+        self._run(self.selftest.check_sysfs_value, name, rel_path, value)
 
-    def set_ftrace_enabled(self, value: int, *, can_fail: bool = False) -> None:
-        self._verb("set_ftrace_enabled", *(["--fail"] if can_fail else []), value)
+    def set_ftrace_enabled(self, value: int | str, *, can_fail: bool = False) -> None:
+        self._run(lambda: self.selftest.set_ftrace_enabled(value, can_fail=can_fail))
+
+    def setup_config(self) -> None:
+        self._run(self.selftest.setup_config)
 
     def log(self, message: str) -> None:
-        self._verb("log", message)
+        self._run(self.selftest.log, message)
+
+    def loop_until(self, predicate: Callable[[], bool]) -> bool:
+        """functions.sh's wait: PREDICATE retried RETRY_INTERVAL apart, in virtual time."""
+        return self.selftest.loop_until(predicate)
 
     # ------------------------------------------------------------ the machine
     def read(self, path: str) -> str:

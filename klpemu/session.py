@@ -66,7 +66,8 @@ class ScenarioSession:
         if config.unsafe_switch_to:
             Livepatch.attach(self.machine).allow_unsafe_switch_to()
 
-    def run(self, text: str, schedule: ScheduleSpec) -> ScenarioResult:
-        """Run the script under `schedule` (a session runs once)."""
+    def run(self, text: str, schedule: ScheduleSpec, script: Path | str | None = None) -> ScenarioResult:
+        """Run the script under `schedule` (a session runs once); SCRIPT, its
+        file, gives $0 and the directory it runs in (its functions.sh …)."""
         self.machine.set_schedule(schedule)
-        return self.runner.run_text(text)
+        return self.runner.run_text(text, script=script)

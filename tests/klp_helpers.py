@@ -1,9 +1,10 @@
 """Helpers shared by the livepatch tests: where the fixture modules are, loading
-a livepatch and waiting for its transition, disabling it, reading its sysfs
-and /proc files, and a reader blocked in a /proc file.
+a livepatch and waiting for its transition, disabling it (the selftests'
+helpers of klpemu.selftest, the one implementation), reading its sysfs and
+/proc files, and a reader blocked in a /proc file.
 
-Every wait is on a condition in virtual time (Machine.run_until), never a
-fixed delay: the timeout is the bound the test allows."""
+Every wait is on a condition in virtual time, never a fixed delay: the
+timeout is the bound the test allows."""
 from __future__ import annotations
 
 import io
@@ -16,7 +17,8 @@ from emu import Machine, ShellError
 from emu.kernel.shell import Shell
 from emu.kernel.tasks import TaskView
 from klp import Livepatch
-from klpemu.scenario import ScenarioRunner, selftest_log
+from klpemu.scenario import ScenarioResult, ScenarioRunner
+from klpemu.selftest import RETRY_INTERVAL, Die, Selftest, module_dirs_finder
 
 MODULES = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "modules"
 SYSFS = "/sys/kernel/livepatch"
@@ -31,7 +33,7 @@ DYNDBG_CONTROL = "/sys/kernel/debug/dynamic_debug/control"
 def set_dynamic_debug(m: Machine) -> None:
     """functions.sh's set_dynamic_debug: the livepatch core's pr_debug lines
     (initializing/completing … transition) on, klp_try_switch_task's off."""
-    m.write_file(DYNDBG_CONTROL, "file kernel/livepatch/* +p\nfunc klp_try_switch_task -p")
+    Selftest(m, module_dirs_finder([MODULES])).set_dynamic_debug()
 
 
 def attr(m: Machine, patch: str, name: str) -> str:
@@ -46,19 +48,33 @@ def wait_done(m: Machine, patch: str, timeout_s: float = 2.5) -> None:
                 timeout_s, f"the transition of {patch} to complete")
 
 
-def load_lp(m: Machine, module: str | Path, args: str = "", timeout_s: float = 60) -> None:
-    """insmod a livepatch (a fixture module's name, or a .ko path) and wait
-    until its transition completes; the patch must stay enabled."""
+def selftest(m: Machine, module: str | Path = "", timeout_s: float = 60) -> tuple[Selftest, str]:
+    """functions.sh on M, its waits bounded by timeout_s; MODULE (a fixture
+    module's name, or a .ko path) is found by its name."""
     path = module if isinstance(module, Path) else MODULES / f"{module}.ko"
-    name = path.stem
-    m.insmod(path, args)
-    m.run_until(lambda: attr(m, name, "transition") == "0\n", timeout_s, f"{name} to finish")
+    find = module_dirs_finder([MODULES])
+    st = Selftest(m, lambda name: path if name == path.stem else find(name))
+    st.max_retries = max(1, round(timeout_s / RETRY_INTERVAL))
+    return st, path.stem
+
+
+def load_lp(m: Machine, module: str | Path, args: str = "", timeout_s: float = 60) -> None:
+    """functions.sh's load_lp: insmod a livepatch and wait until its
+    transition completes; the patch must stay enabled."""
+    st, name = selftest(m, module, timeout_s)
+    try:
+        st.load_lp(name, *args.split())
+    except Die as exc:
+        raise AssertionError(f"load_lp {name}: {exc.message}") from None
 
 
 def disable_lp(m: Machine, name: str, timeout_s: float = 60) -> None:
-    """echo 0 > enabled, and wait until the patch is freed."""
-    m.write_file(f"{SYSFS}/{name}/enabled", "0")
-    m.run_until(lambda: not m.exists(f"{SYSFS}/{name}"), timeout_s, f"{name} to be freed")
+    """functions.sh's disable_lp: echo 0 > enabled, and wait until the patch is freed."""
+    st, _ = selftest(m, name, timeout_s)
+    try:
+        st.disable_lp(name)
+    except Die as exc:
+        raise AssertionError(f"disable_lp {name}: {exc.message}") from None
 
 
 def klp_lines(m: Machine) -> list[str]:
@@ -104,6 +120,13 @@ def reader(m: Machine, path: str, func: str) -> Shell:
     return sh
 
 
+def run_script(m: Machine, directory: Path, text: str, name: str = "t.sh", **options: object) -> ScenarioResult:
+    """TEXT as the script DIRECTORY/NAME, run as kselftest would (./NAME from DIRECTORY)."""
+    script = directory / name
+    script.write_text(text)
+    return ScenarioRunner(m, io.StringIO(), **options).run_file(script)   # type: ignore[arg-type]
+
+
 class Session:
     """A booted machine with a livepatch core and a scenario runner whose
     steps must all succeed."""
@@ -121,7 +144,7 @@ class Session:
 
     def log(self) -> list[str]:
         """check_result's view: the livepatch lines since the last start_test."""
-        return selftest_log(self.r)[0]
+        return self.r.selftest.result().split("\n")
 
     def patch(self, name: str):
         return next(p for p in self.core.patches if p.name == name)

@@ -38,11 +38,20 @@ def test_a_failing_step_exits_1(tmp_path, capsys) -> None:
     assert "cat: /proc/nonexistent: No such file or directory" in capsys.readouterr().out
 
 
-def test_an_unknown_command_is_a_usage_error(tmp_path, capsys) -> None:
+def test_an_unknown_command_fails_as_in_bash(tmp_path, capsys) -> None:
     script = tmp_path / "t.sh"
     script.write_text("# fine\nfrobnicate now\n")
+    assert main(["run", str(script)]) == 1
+    assert "./t.sh: line 2: frobnicate: command not found" in capsys.readouterr().out
+
+
+def test_an_unsupported_construct_is_a_usage_error(tmp_path, capsys) -> None:
+    script = tmp_path / "t.sh"
+    script.write_text("echo before\nselect x in a b; do echo $x; done\n")
     assert main(["run", str(script)]) == 2
-    assert "line 2: unknown command 'frobnicate'" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "t.sh: ./t.sh: line 2: 'select' loops are not supported" in captured.err
+    assert "before" not in captured.out                # nothing ran
 
 
 def test_a_missing_script_is_a_usage_error(capsys) -> None:

@@ -5,6 +5,7 @@ printed."""
 import errno
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,20 @@ APPLICABLE = {
 }
 
 
-def run(text: str, version: str, cpus: int = 2) -> tuple[int, str, Machine]:
+def run(text: str, version: str, cpus: int = 2, script: Path | None = None) -> tuple[int, str, Machine]:
+    """TEXT (SCRIPT's, when given: it sources the functions.sh beside it)."""
     m = Machine(cpus=cpus, seed=0).boot()
     out = io.StringIO()
-    result = ScenarioRunner(m, out, klp_version=version).run_text(text)
+    result = ScenarioRunner(m, out, klp_version=version).run_text(text, script=script)
     return result.exit_code, out.getvalue(), m
+
+
+def beside_5x_helpers(tmp_path: Path, name: str, text: str) -> Path:
+    """NAME.sh with TEXT, next to the functions.sh of the kernels before 6.9 (modprobe)."""
+    shutil.copy(HISTORY / "functions.sh", tmp_path / "functions.sh")
+    script = tmp_path / f"{name}.sh"
+    script.write_text(text)
+    return script
 
 
 def before_6_9(script: str) -> str:
@@ -54,15 +64,15 @@ def passed(report: str) -> int:
 ])
 def test_seed_scenario(script: str, version: str) -> None:
     text = (HISTORY / f"{script}.sh").read_text()
-    code, report, m = run(text, version)
+    code, report, m = run(text, version, script=HISTORY / f"{script}.sh")
     assert code == 0, report + "\n" + m.dmesg()
     assert passed(report) == text.count("\nstart_test ")
 
 
 @pytest.mark.parametrize("version, name", [(v, n) for v, names in APPLICABLE.items() for n in names])
-def test_selftest_under_profile(version: str, name: str) -> None:
+def test_selftest_under_profile(version: str, name: str, tmp_path: Path) -> None:
     text = before_6_9((SELFTESTS / f"{name}.sh").read_text())
-    code, report, m = run(text, version)
+    code, report, m = run(text, version, script=beside_5x_helpers(tmp_path, name, text))
     assert code == 0, report + "\n" + m.dmesg()
     assert " ... not ok" not in report
     assert passed(report) == text.count("\nstart_test ")
@@ -76,8 +86,10 @@ def test_current_is_default() -> None:
 
 
 @pytest.mark.parametrize("version", ["5.1", "6.13"])
-def test_register_api_is_an_unknown_symbol_from_5_1(version: str) -> None:
-    code, report, m = run("load_failing_mod klpemu_old_test_klp\n", version)
+def test_register_api_is_an_unknown_symbol_from_5_1(version: str, tmp_path: Path) -> None:
+    text = ". $(dirname $0)/functions.sh\nload_failing_mod klpemu_old_test_klp\n" if version == "5.1" else \
+        "load_failing_mod klpemu_old_test_klp\n"
+    code, report, m = run(text, version, script=beside_5x_helpers(tmp_path, "t", text))
     assert code == 0, report
     assert "klpemu_old_test_klp: Unknown symbol klp_register_patch (err -2)" in m.dmesg()
     expected = ("modprobe: ERROR: could not insert 'klpemu_old_test_klp': Unknown symbol in module, "

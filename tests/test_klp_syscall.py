@@ -13,7 +13,7 @@ from emu import Machine, ShellError
 from emu.kernel.shell import MODE_GETPID_LOOP, MODE_SLEEPER
 from klp import Livepatch
 from klp_helpers import MODULES, SYSFS, disable_lp, errno_of, load_lp
-from klpemu.scenario import ScenarioError, ScenarioResult, ScenarioRunner
+from klpemu.scenario import ScenarioRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = MODULES / "test_klp_syscall.ko"
@@ -31,12 +31,6 @@ def m() -> Machine:
     return m
 
 
-@pytest.fixture(scope="module")
-def shared() -> Machine:
-    """For scripts that stop at a usage error: one machine for them all."""
-    return Machine(cpus=1, seed=0).boot()
-
-
 def load(m: Machine, args: str = "") -> None:
     load_lp(m, MODULE, args, timeout_s=5)
 
@@ -44,11 +38,6 @@ def load(m: Machine, args: str = "") -> None:
 def unload(m: Machine) -> None:
     disable_lp(m, "test_klp_syscall", timeout_s=5)
     m.rmmod("test_klp_syscall")
-
-
-def run(m: Machine, text: str) -> tuple[ScenarioResult, str]:
-    out = io.StringIO()
-    return ScenarioRunner(m, out).run_text(text), out.getvalue()
 
 
 # ---------------------------------------------------------------- guest sysfs
@@ -121,77 +110,13 @@ def test_npids_counts_down_as_each_listed_task_calls_the_new_getpid() -> None:
     assert not m.exists(KOBJ)
 
 
-# ---------------------------------------------------------------- the scenario language
-def test_background_programs_arrays_and_arithmetic(m: Machine) -> None:
-    result, out = run(m, """\
-N=$(getconf _NPROCESSORS_ONLN)
-for i in $(seq 1 $(($N < 2 ? 3 : 1))); do
-	./test_klp-call_getpid &
-	pids[$i]="$!"
-done
-echo "${#pids[@]} $(nproc) ${pids[2]} ${pids[$((1 + 2))]} $((7 / -2)) $((1 << 4 | 1))"
-list=$(echo ${pids[@]} | tr ' ' ',')
-echo "$list" $'a\\tb'
-for w in "${pids[@]}" x; do
-	echo -n "<$w>"
-done
-echo
-""")
-    pids = [t.pid for t in m.tasks() if t.comm == "test_klp-call_g"]   # comm: 15 characters, as on Linux
-    assert result.ok and len(pids) == 3
-    assert out == (f"3 1 {pids[1]} {pids[2]} -3 17\n{','.join(map(str, pids))} a\tb\n"
-                   + "".join(f"<{p}>" for p in pids) + "<x>\n")
-
-
-def test_kill_and_or(m: Machine) -> None:
-    result, out = run(m, """\
-./test_klp-call_getpid &
-kill $!
-sleep 0.05
-kill $! || true
-kill -KILL $! || kill -s 9 $! || echo gone
-kill 1 || true
-""")
-    dead = [s for s in result.steps if s.verb == "kill" and not s.ok]
-    assert result.ok, result.failures
-    assert len(dead) == 4
-    assert out.count("- No such process\n") == 3 and out.endswith(
-        "gone\nkill: (1) - the scenario's own shell cannot be killed\n")
-    assert not [t for t in m.tasks() if t.comm == "test_klp-call_g"]
-    result, out = run(m, "kill 4242\n")
-    assert not result.ok and out == "kill: (4242) - No such process\n"
-
-
-@pytest.mark.parametrize("script, line, message", [
-    ("./test_klp-call_getpid\n", 1, "runs until a signal ends it: start it in the background"),
-    ("echo a\ncat /proc/cmdline &\n", 2, "only the guest's programs (test_klp-call_getpid) can run in the background"),
-    ("./test_klp-call_getpid & echo a\n", 1, "'&' must end a command"),
-    ("kill -FOO 1\n", 1, "kill: FOO: invalid signal specification"),
-    ("echo $!\n", 1, "$! is not set: no program was started with '&'"),
-    ("echo $((1 = 2))\n", 1, "'=' (assignment, increment or comma) is not supported"),
-    ("echo $((2 / 0))\n", 1, "division by 0"),
-    ("for i in 1 2; do\n\techo $i\n", 1, "'for' without 'done'"),
-    ("for i in 1 2\n\techo $i\ndone\n", 1, "'for' without 'do'"),
-    ("for 1 in a; do\n\techo\ndone\n", 1, "'for' needs a variable name"),
-    ("for i; do\n\techo\ndone\n", 1, "only 'for NAME in WORDS; do' loops are supported"),
-    ("echo a\ndone\n", 2, "'done' without a matching 'for'"),
-    ("true ||\n", 1, "'||' needs a command on each side"),
-    ("echo ${#X}\n", 1, "unsupported expansion ${#X}"),
-    ("echo $(getconf PAGESIZE)\n", 1, "$(getconf PAGESIZE) is not supported"),
-    ("echo $(echo a | tr -d a)\n", 1, "usage: tr SET1 SET2"),
-])
-def test_usage_errors_name_what_is_unsupported(shared: Machine, script: str, line: int, message: str) -> None:
-    with pytest.raises(ScenarioError) as exc:
-        run(shared, script)
-    assert exc.value.lineno == line and message in str(exc.value)
-
-
 # ---------------------------------------------------------------- the selftest
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_the_ported_selftest_passes(cpus: int) -> None:
     m = Machine(cpus=cpus, seed=0).boot()
-    result, out = run(m, SCRIPT.read_text())
-    assert out == "TEST: patch getpid syscall while being heavily hammered ... ok\n"
+    out = io.StringIO()
+    result = ScenarioRunner(m, out).run_file(SCRIPT)          # beside its functions.sh
+    assert out.getvalue() == "TEST: patch getpid syscall while being heavily hammered ... ok\n"
     assert result.ok and result.exit_code == 0, result.failures
     insmod, = [ln for ln in m.dmesg_lines() if ln.startswith("% insmod test_modules/test_klp_syscall.ko")]
     assert len(insmod.split("klp_pids=")[1].split(",")) == cpus         # one hammering task per CPU

@@ -5,6 +5,9 @@
 # is the original again. The module reference of an immediate patch is
 # kept for good (refcnt stays 1: the module cannot be removed).
 # Run: klpemu run scenarios/history/immediate-4.12.sh --klp-version 4.12
+
+. $(dirname $0)/functions.sh
+
 P=klpemu_old_test_klp
 
 setup_config

@@ -2,6 +2,9 @@
 # only the new patch's callbacks run; the replaced patch gets no unpatch
 # callbacks, not even when it is removed.
 # Run: klpemu run scenarios/history/replace-callbacks-5.1.sh --klp-version 5.1
+
+. $(dirname $0)/functions.sh
+
 D=test_klp_callbacks_demo
 D2=test_klp_callbacks_demo2
 

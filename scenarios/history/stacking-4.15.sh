@@ -10,6 +10,9 @@
 # (The module names carry "test_klp", as the selftests' do, so that
 # check_result keeps their lines.)
 # Run: klpemu run scenarios/history/stacking-4.15.sh --klp-version 4.15
+
+. $(dirname $0)/functions.sh
+
 P1=klpemu_old_test_klp
 P2=klpemu_old_test_klp2
 P3=klpemu_old_test_klp3

@@ -5,6 +5,9 @@
 # rule: patch 3 stacks on 1, and 1 can be disabled while 3 stays on top of
 # the func_stack.
 # Run: klpemu run scenarios/history/stacking-5.1.sh --klp-version 5.1
+
+. $(dirname $0)/functions.sh
+
 P1=test_klp_livepatch
 P2=klpemu_old_test_klp_enable2
 P3=klpemu_old_test_klp_enable3

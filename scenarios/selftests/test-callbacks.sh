@@ -1,6 +1,8 @@
-# The kernel's tools/testing/selftests/livepatch/test-callbacks.sh (6.12),
-# ported: same steps, same expected kernel log; functions.sh is
-# built into the scenario language, so it is not sourced.
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Copyright (C) 2018 Joe Lawrence <joe.lawrence@redhat.com>
+
+. $(dirname $0)/functions.sh
 
 MOD_LIVEPATCH=test_klp_callbacks_demo
 MOD_LIVEPATCH2=test_klp_callbacks_demo2
@@ -10,11 +12,19 @@ MOD_TARGET_BUSY=test_klp_callbacks_busy
 setup_config
 
 
-# Target module first, then the livepatch; unloaded in the same order.
-# - enable: pre_patch runs for every loaded object (vmlinux, $MOD_TARGET)
-#   before the transition starts, post_patch for each once it completes;
-# - disable: pre_unpatch before the unpatching transition starts,
-#   post_unpatch once it completes.
+# Test a combination of loading a kernel module and a livepatch that
+# patches a function in the first module.  Load the target module
+# before the livepatch module.  Unload them in the same order.
+#
+# - On livepatch enable, before the livepatch transition starts,
+#   pre-patch callbacks are executed for vmlinux and $MOD_TARGET (those
+#   klp_objects currently loaded).  After klp_objects are patched
+#   according to the klp_patch, their post-patch callbacks run and the
+#   transition completes.
+#
+# - Similarly, on livepatch disable, pre-patch callbacks run before the
+#   unpatching transition starts.  klp_objects are reverted, post-patch
+#   callbacks execute and the transition completes.
 
 start_test "target module before livepatch"
 
@@ -50,10 +60,18 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 $MOD_TARGET: ${MOD_TARGET}_exit"
 
 
-# The livepatch first, then the target (the module_coming notifier):
-# - enable: callbacks only for what is loaded, vmlinux;
-# - the target's load: its own pre_patch and post_patch;
-# - disable: unpatch callbacks for both vmlinux and $MOD_TARGET.
+# This test is similar to the previous test, but (un)load the livepatch
+# module before the target kernel module.  This tests the livepatch
+# core's module_coming handler.
+#
+# - On livepatch enable, only pre/post-patch callbacks are executed for
+#   currently loaded klp_objects, in this case, vmlinux.
+#
+# - When a targeted module is subsequently loaded, only its
+#   pre/post-patch callbacks are executed.
+#
+# - On livepatch disable, all currently loaded klp_objects' (vmlinux and
+#   $MOD_TARGET) pre/post-unpatch callbacks are executed.
 
 start_test "module_coming notifier"
 
@@ -90,11 +108,18 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 $MOD_TARGET: ${MOD_TARGET}_exit"
 
 
-# Target first, then the livepatch; the target goes while the patch is
-# enabled (the module_going notifier):
-# - the target's unload reverts only its object, with its own unpatch
-#   callbacks;
-# - disable: unpatch callbacks for vmlinux only.
+# Test loading the livepatch after a targeted kernel module, then unload
+# the kernel module before disabling the livepatch.  This tests the
+# livepatch core's module_going handler.
+#
+# - First load a target module, then the livepatch.
+#
+# - When a target module is unloaded, the livepatch is only reverted
+#   from that klp_object ($MOD_TARGET).  As such, only its pre and
+#   post-unpatch callbacks are executed when this occurs.
+#
+# - When the livepatch is disabled, pre and post-unpatch callbacks are
+#   run for the remaining klp_object, vmlinux.
 
 start_test "module_going notifier"
 
@@ -131,8 +156,18 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 % rmmod $MOD_LIVEPATCH"
 
 
-# The livepatch first; the target comes and goes while it is enabled
-# (both notifiers): the target's callbacks run at its load and unload only.
+# This test is similar to the previous test, however the livepatch is
+# loaded first.  This tests the livepatch core's module_coming and
+# module_going handlers.
+#
+# - First load the livepatch.
+#
+# - When a targeted kernel module is subsequently loaded, only its
+#   pre/post-patch callbacks are executed.
+#
+# - When the target module is unloaded, the livepatch is only reverted
+#   from the $MOD_TARGET klp_object.  As such, only pre and
+#   post-unpatch callbacks are executed when this occurs.
 
 start_test "module_coming and module_going notifiers"
 
@@ -170,7 +205,13 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 % rmmod $MOD_LIVEPATCH"
 
 
-# The target never loads: callbacks for vmlinux only.
+# A simple test of loading a livepatch without one of its patch target
+# klp_objects ever loaded ($MOD_TARGET).
+#
+# - Load the livepatch.
+#
+# - As expected, only pre/post-(un)patch handlers are executed for
+#   vmlinux.
 
 start_test "target module not present"
 
@@ -196,9 +237,16 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 % rmmod $MOD_LIVEPATCH"
 
 
-# vmlinux's pre_patch fails with -ENODEV (pre_patch_ret=-19): the enable
-# is canceled and the livepatch module's init returns the error, so insmod
-# refuses to load it.
+# Test a scenario where a vmlinux pre-patch callback returns a non-zero
+# status (ie, failure).
+#
+# - First load a target module.
+#
+# - Load the livepatch module, setting its 'pre_patch_ret' value to -19
+#   (-ENODEV).  When its vmlinux pre-patch callback executes, this
+#   status code will propagate back to the module-loading subsystem.
+#   The result is that the insmod command refuses to load the livepatch
+#   module.
 
 start_test "pre-patch callback -ENODEV"
 
@@ -222,9 +270,22 @@ insmod: ERROR: could not insert module test_modules/$MOD_LIVEPATCH.ko: No such d
 $MOD_TARGET: ${MOD_TARGET}_exit"
 
 
-# The livepatch enables fine; then its pre_patch is made to fail, and the
-# target's load is refused from the module_coming notifier. The target's
-# object gets no other callback; vmlinux's unpatch callbacks run at disable.
+# Similar to the previous test, setup a livepatch such that its vmlinux
+# pre-patch callback returns success.  However, when a targeted kernel
+# module is later loaded, have the livepatch return a failing status
+# code.
+#
+# - Load the livepatch, vmlinux pre-patch callback succeeds.
+#
+# - Set a trap so subsequent pre-patch callbacks to this livepatch will
+#   return -ENODEV.
+#
+# - The livepatch pre-patch callback for subsequently loaded target
+#   modules will return failure, so the module loader refuses to load
+#   the kernel module.  No post-patch or pre/post-unpatch callbacks are
+#   executed for this klp_object.
+#
+# - Pre/post-unpatch callbacks are run for the vmlinux klp_object.
 
 start_test "module_coming + pre-patch callback -ENODEV"
 
@@ -259,9 +320,15 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 % rmmod $MOD_LIVEPATCH"
 
 
-# Two targets: the busy module's work runs to its end at once
-# (block_transition=N), so the transition completes quickly; the second
-# target comes and goes meanwhile. Compare with the next test.
+# Test loading multiple targeted kernel modules.  This test-case is
+# mainly for comparing with the next test-case.
+#
+# - Load a target "busy" kernel module which kicks off a worker function
+#   that immediately exits.
+#
+# - Proceed with loading the livepatch and another ordinary target
+#   module.  Post-patch callbacks are executed and the transition
+#   completes quickly.
 
 start_test "multiple target modules"
 
@@ -311,21 +378,40 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 $MOD_TARGET_BUSY: ${MOD_TARGET_BUSY}_exit"
 
 
-# The busy module's kworker sleeps inside busymod_work_func()
-# (block_transition=Y), a function the livepatch replaces, so the patching
-# transition stalls:
-# - the second target's load runs its pre_patch but not its post_patch,
-#   which is left to the (never reached) end of the transition;
-# - its unload skips pre_unpatch, the patch being in transition;
-# - disabling reverses the transition: no callback then, and at its end
-#   post_unpatch only for the objects whose pre_patch ran.
+# A similar test as the previous one, but force the "busy" kernel module
+# to block the livepatch transition.
+#
+# The livepatching core will refuse to patch a task that is currently
+# executing a to-be-patched function -- the consistency model stalls the
+# current patch transition until this safety-check is met.  Test a
+# scenario where one of a livepatch's target klp_objects sits on such a
+# function for a long time.  Meanwhile, load and unload other target
+# kernel modules while the livepatch transition is in progress.
+#
+# - Load the "busy" kernel module, this time make its work function loop
+#
+# - Meanwhile, the livepatch is loaded.  Notice that the patch
+#   transition does not complete as the targeted "busy" module is
+#   sitting on a to-be-patched function.
+#
+# - Load a second target module (this one is an ordinary idle kernel
+#   module).  Note that *no* post-patch callbacks will be executed while
+#   the livepatch is still in transition.
+#
+# - Request an unload of the simple kernel module.  The patch is still
+#   transitioning, so its pre-unpatch callbacks are skipped.
+#
+# - Finally the livepatch is disabled.  Since none of the patch's
+#   klp_object's post-patch callbacks executed, the remaining
+#   klp_object's pre-unpatch callbacks are skipped.
 
 start_test "busy target module"
 
 load_mod $MOD_TARGET_BUSY block_transition=Y
 load_lp_nowait $MOD_LIVEPATCH
 
-# wait until the transition shows as stalled on busymod_work_func()
+# Wait until the livepatch reports in-transition state, i.e. that it's
+# stalled on $MOD_TARGET_BUSY::busymod_work_func()
 loop_until 'grep -q '^1$' /sys/kernel/livepatch/$MOD_LIVEPATCH/transition' ||
 	die "failed to stall transition"
 
@@ -365,8 +451,12 @@ $MOD_TARGET_BUSY: busymod_work_func exit
 $MOD_TARGET_BUSY: ${MOD_TARGET_BUSY}_exit"
 
 
-# Two livepatches, stacked: each one's callbacks run as it goes through
-# its own transitions. Compare with the next test.
+# Test loading multiple livepatches.  This test-case is mainly for comparing
+# with the next test-case.
+#
+# - Load and unload two livepatches, pre and post (un)patch callbacks
+#   execute as each patch progresses through its (un)patching
+#   transition.
 
 start_test "multiple livepatches"
 
@@ -411,8 +501,19 @@ livepatch: '$MOD_LIVEPATCH': unpatching complete
 % rmmod $MOD_LIVEPATCH"
 
 
-# The second livepatch atomically replaces the first: the replaced patch
-# gets no unpatch callback, ever; the replacing one gets all of its own.
+# Load multiple livepatches, but the second as an 'atomic-replace'
+# patch.  When the latter loads, the original livepatch should be
+# disabled and *none* of its pre/post-unpatch callbacks executed.  On
+# the other hand, when the atomic-replace livepatch is disabled, its
+# pre/post-unpatch callbacks *should* be executed.
+#
+# - Load and unload two livepatches, the second of which has its
+#   .replace flag set true.
+#
+# - Pre and post patch callbacks are executed for both livepatches.
+#
+# - Once the atomic replace module is loaded, only its pre and post
+#   unpatch callbacks are executed.
 
 start_test "atomic replace"
 

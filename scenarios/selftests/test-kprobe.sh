@@ -1,6 +1,9 @@
-# The kernel's tools/testing/selftests/livepatch/test-kprobe.sh, ported:
-# same steps, same expected kernel log (the sourcing of functions.sh is
-# implicit: its helpers are scenario verbs).
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Copyright (C) 2024 SUSE
+# Author: Michael Vetter <mvetter@suse.com>
+
+. $(dirname $0)/functions.sh
 
 grep -q kprobe_ftrace_ops /proc/kallsyms || skip "test-kprobe requires CONFIG_KPROBES_ON_FTRACE"
 

@@ -1,8 +1,8 @@
-# The kernel's tools/testing/selftests/livepatch/test-shadow-vars.sh, ported:
-# same steps, same expected kernel log. functions.sh is built into the
-# scenario language, so it is not sourced. The module numbers the pointers
-# it logs itself (PTR<n> in order of first appearance), so the log needs no
-# rewriting to be address-independent.
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Copyright (C) 2018 Joe Lawrence <joe.lawrence@redhat.com>
+
+. $(dirname $0)/functions.sh
 
 MOD_TEST=test_klp_shadow_vars
 

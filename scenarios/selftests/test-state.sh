@@ -1,6 +1,8 @@
-# The kernel's tools/testing/selftests/livepatch/test-state.sh (6.12),
-# ported: same steps, same expected kernel log. functions.sh is built into
-# the scenario language, so it is not sourced.
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Copyright (C) 2019 SUSE
+
+. $(dirname $0)/functions.sh
 
 MOD_LIVEPATCH=test_klp_state
 MOD_LIVEPATCH2=test_klp_state2
@@ -8,7 +10,8 @@ MOD_LIVEPATCH3=test_klp_state3
 
 setup_config
 
-# TEST: Loading and removing a module that modifies the system state
+
+# Load and remove a module that modifies the system state
 
 start_test "system state modification"
 
@@ -37,7 +40,8 @@ $MOD_LIVEPATCH: free_loglevel_state: freeing space for the stored console_loglev
 livepatch: '$MOD_LIVEPATCH': unpatching complete
 % rmmod $MOD_LIVEPATCH"
 
-# TEST: Take over system state change by a cumulative patch
+
+# Take over system state change by a cumulative patch
 
 start_test "taking over system state modification"
 
@@ -79,7 +83,8 @@ $MOD_LIVEPATCH2: free_loglevel_state: freeing space for the stored console_logle
 livepatch: '$MOD_LIVEPATCH2': unpatching complete
 % rmmod $MOD_LIVEPATCH2"
 
-# TEST: Take over system state change by a cumulative patch
+
+# Take over system state change by a cumulative patch
 
 start_test "compatible cumulative livepatches"
 
@@ -134,7 +139,8 @@ livepatch: '$MOD_LIVEPATCH2': unpatching complete
 % rmmod $MOD_LIVEPATCH2
 % rmmod $MOD_LIVEPATCH3"
 
-# TEST: Failure caused by incompatible cumulative livepatches
+
+# Failure caused by incompatible cumulative livepatches
 
 start_test "incompatible cumulative livepatches"
 

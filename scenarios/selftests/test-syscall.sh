@@ -1,8 +1,9 @@
-# The kernel's tools/testing/selftests/livepatch/test-syscall.sh (6.9+),
-# ported: same steps, same expected kernel log. Changes:
-# - functions.sh is built into the scenario language, so it is not sourced;
-# - ./test_klp-call_getpid is the guest's user program in its getpid-loop
-#   mode (a user task), started by the guest shell.
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Copyright (C) 2023 SUSE
+# Author: Marcos Paulo de Souza <mpdesouza@suse.com>
+
+. $(dirname $0)/functions.sh
 
 MOD_SYSCALL=test_klp_syscall
 
