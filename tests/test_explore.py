@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from emu.schedule import ScheduleSpec
-from klpemu.explore.fork import Zygote, run_session
+from klpemu.explore.fork import Script, Zygote, run_session
 from klpemu.explore.outcome import CHECK_RESULT, HANG, OOPS, PASS, STALLED, check_result_diff, normalise
 from klpemu.explore.pool import Run, run_local
 from klpemu.explore.summary import replay_command, summarize
@@ -47,7 +47,7 @@ echo EXCEPTION > /sys/kernel/debug/provoke-crash/DIRECT
 
 
 def outcome_of(script: str, schedule: str = "random:0", config: RunConfig = RunConfig()):
-    return Zygote(config, script).run(ScheduleSpec.parse(schedule))
+    return Zygote(config, Script(script)).run(ScheduleSpec.parse(schedule))
 
 
 def test_a_pass() -> None:
@@ -90,10 +90,10 @@ def test_a_forked_run_is_the_replay_line_byte_for_byte(tmp_path: Path) -> None:
     script = tmp_path / "s.sh"
     script.write_text(BASIC)
     run = Run(0, RunConfig(cpus=2), ScheduleSpec.parse("pct:3,depth=2,steps=300"))
-    forked = Zygote(run.config, BASIC).run(run.schedule)
+    forked = Zygote(run.config, Script(BASIC)).run(run.schedule)
 
     out = io.StringIO()
-    fresh = run_session(ScenarioSession(run.config, out), out, BASIC, run.schedule)
+    fresh = run_session(ScenarioSession(run.config, out), out, Script(BASIC), run.schedule)
     assert forked == fresh
     line = replay_command(str(script), run)
     cli = subprocess.run([sys.executable, "-m", "klpemu.cli", *shlex.split(line)[1:]],
@@ -105,14 +105,14 @@ def test_a_forked_run_is_the_replay_line_byte_for_byte(tmp_path: Path) -> None:
 def test_the_pool_gives_the_in_process_table() -> None:
     runs = [Run(i, RunConfig(cpus=c), ScheduleSpec("random", s))
             for i, (c, s) in enumerate((c, s) for c in (1, 2) for s in range(3))]
-    here = list(run_local(runs, STALL, jobs=1))
-    pooled = list(run_local(runs, STALL, jobs=2))
+    here = list(run_local(runs, Script(STALL), jobs=1))
+    pooled = list(run_local(runs, Script(STALL), jobs=2))
     assert [(r.index, o) for r, o in here] == [(r.index, o) for r, o in pooled]
 
 
 def test_stop_on_first_stops_early() -> None:
     runs = [Run(i, RunConfig(), ScheduleSpec("random", i)) for i in range(5)]
-    got = list(run_local(runs, WRONG, jobs=1, stop=lambda o: o.kind != PASS))
+    got = list(run_local(runs, Script(WRONG), jobs=1, stop=lambda o: o.kind != PASS))
     assert len(got) == 1
 
 
@@ -138,7 +138,7 @@ def test_check_result_diff_reads_the_selftests_output() -> None:
 
 def test_summary_counts_and_replays() -> None:
     runs = [Run(i, RunConfig(), ScheduleSpec("random", i)) for i in range(2)]
-    results = list(run_local(runs, STALL, jobs=1))
+    results = list(run_local(runs, Script(STALL), jobs=1))
     doc = summarize("s.sh", results, 1.0)
     assert doc["runs"] == 2 and doc["failing_runs"] == 2
     assert doc["classes"][0]["replay"] == "klpemu run s.sh --seed 0 --schedule random"
@@ -150,7 +150,8 @@ def test_on_legacy_every_schedule_of_an_unsafe_schedule_patch_oopses_in_the_resu
     another frame lets a sleeping task resume in the other copy; each such
     schedule is an oops, grouped under the resume path, the report naming
     the task and both copies."""
-    script = (ROOT / "scenarios" / "switch-to-hazard.sh").read_text()
+    path = ROOT / "scenarios" / "switch-to-hazard.sh"
+    script = Script(path.read_text(), str(path))
     runs = [Run(i, RunConfig(kernel="legacy", cpus=c, unsafe_switch_to=True), ScheduleSpec("random", s))
             for i, (c, s) in enumerate((c, s) for c in (1, 2) for s in range(4))]
     outcomes = [o for _, o in run_local(runs, script, jobs=1)]
@@ -162,8 +163,8 @@ def test_on_legacy_every_schedule_of_an_unsafe_schedule_patch_oopses_in_the_resu
 def test_a_worker_keeps_one_zygote_per_script_and_configuration() -> None:
     """Two sweeps in one process, same configuration, different scripts."""
     runs = [Run(0, RunConfig(), ScheduleSpec("random", 0))]
-    assert next(run_local(runs, STALL, jobs=1))[1].kind == STALLED
-    assert next(run_local(runs, BASIC, jobs=1))[1].kind == PASS
+    assert next(run_local(runs, Script(STALL), jobs=1))[1].kind == STALLED
+    assert next(run_local(runs, Script(BASIC), jobs=1))[1].kind == PASS
 
 
 def test_explore_from_python_raises_with_the_failing_schedule_and_its_replay() -> None:
@@ -174,3 +175,15 @@ def test_explore_from_python_raises_with_the_failing_schedule_and_its_replay() -
     assert "2 of 2 schedules did not pass" in str(exc.value)
     assert "replay: klpemu run stall.sh --seed 0 --schedule random" in str(exc.value)
     assert exc.value.summary["classes"][0]["kind"] == STALLED
+
+
+def test_a_kernel_selftest_explores_from_its_own_directory() -> None:
+    """test-livepatch.sh, upstream's file unmodified, sources functions.sh
+    beside it: the explorer runs it where it lies, from the CLI and the API."""
+    from klpemu.explore.api import explore
+    path = ROOT / "scenarios" / "selftests" / "test-livepatch.sh"
+    assert explore(path, runs=2, jobs=1).summary["runs"] == 2
+    cli = subprocess.run([sys.executable, "-m", "klpemu.cli", "explore", str(path), "--runs", "2", "--jobs", "1",
+                          "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert [c["kind"] for c in json.loads(cli.stdout)["classes"]] == [PASS]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from emu.schedule import ScheduleSpec
+from klpemu.explore.fork import Script
 from klpemu.explore.pool import Run, run_local
 from klpemu.explore.summary import summarize
 from klpemu.session import RunConfig
@@ -25,7 +26,8 @@ def local_ray():
 
 def test_ray_and_the_local_pool_give_the_same_outcomes(local_ray) -> None:
     from klpemu.explore.cluster import run_ray
-    script = (ROOT / "scenarios" / "selftests" / "test-livepatch.sh").read_text()
+    path = ROOT / "scenarios" / "selftests" / "test-livepatch.sh"
+    script = Script(path.read_text(), str(path))
     runs = [Run(i, RunConfig(cpus=c), ScheduleSpec("pct", s, (("depth", 2.0),)))
             for i, (c, s) in enumerate((c, s) for c in (1, 2) for s in range(4))]
     on_ray = run_ray(runs, script, "auto")
@@ -38,5 +40,5 @@ def test_ray_and_the_local_pool_give_the_same_outcomes(local_ray) -> None:
 def test_ray_stops_on_the_first_failure_too(local_ray) -> None:
     from klpemu.explore.cluster import run_ray
     runs = [Run(i, RunConfig(), ScheduleSpec("random", i)) for i in range(6)]
-    got = run_ray(runs, STALL, "auto", stop=lambda o: o.kind != "pass")
+    got = run_ray(runs, Script(STALL), "auto", stop=lambda o: o.kind != "pass")
     assert got and all(o.kind == "stalled" for _, o in got) and len(got) < len(runs)

@@ -12,7 +12,6 @@ import pytest
 
 from emu import Machine
 from emu.trace.ftrace import FtraceOps
-from klp import Livepatch
 from klp_helpers import Session, errno_of
 from klpemu.scenario import FIXTURE_MODULES
 
@@ -223,7 +222,7 @@ def test_an_older_state_version_with_replace_is_refused(st: States) -> None:
     assert st.insmod_refused("test_klp_atomic_replace", "replace=1") == errno.EINVAL  # drops the state
     st.run(f"load_lp {S3}")                                # same version: compatible
     assert [p.name for p in st.core.patches] == [S3]
-    st.run(f"load_lp test_klp_livepatch")                  # no state, no replace: compatible
+    st.run("load_lp test_klp_livepatch")                   # no state, no replace: compatible
     st.run(f"disable_lp test_klp_livepatch\nunload_lp test_klp_livepatch\n"
            f"unload_lp {S2}\ndisable_lp {S3}\nunload_lp {S3}")
     assert st.core.patches == [] and st.console_loglevel() == 7

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from emu.schedule import ScheduleSpec
 from klpemu.errors import KlpemuError
+from klpemu.explore.fork import Script
 from klpemu.explore.outcome import PASS
 from klpemu.explore.pool import Run, run_local
 from klpemu.explore.summary import summarize
@@ -39,14 +40,14 @@ def explore(script: str | Path, runs: int = 100, strategy: str = "random", cpus:
     `strategy` on each CPU count; ExplorationFailed when `check` and some
     run did not pass. `name` is the script's name in replay lines."""
     if isinstance(script, Path):
-        text, label = script.read_text(), name or str(script)
+        text, path, label = script.read_text(), str(script), name or str(script)
     else:
-        text, label = script, name or "SCRIPT"
+        text, path, label = script, None, name or "SCRIPT"
     base = ScheduleSpec.parse(strategy)
     plan = [Run(i, RunConfig(**{**config.__dict__, "cpus": c}), ScheduleSpec(base.strategy, seed, base.params))
             for i, (c, seed) in enumerate((c, s) for c in cpus for s in range(runs))]
     started = time.perf_counter()
-    results = list(run_local(plan, text, jobs=jobs))
+    results = list(run_local(plan, Script(text, path), jobs=jobs))
     result = Exploration(summarize(label, results, time.perf_counter() - started))
     if check and result.failing:
         lines = [f"{result.summary['failing_runs']} of {result.summary['runs']} schedules did not pass:"]

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from klpemu.errors import KlpemuError
+from klpemu.explore.fork import Script
 from klpemu.explore.outcome import Outcome
 from klpemu.explore.pool import Run, batches, run_batch
 
 
-def run_ray(runs: list[Run], script: str, address: str, stop: Callable[[Outcome], bool] | None = None,
+def run_ray(runs: list[Run], script: Script, address: str, stop: Callable[[Outcome], bool] | None = None,
             progress: Callable[[int], None] | None = None) -> list[tuple[Run, Outcome]]:
     try:
         import ray

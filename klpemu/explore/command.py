@@ -11,6 +11,7 @@ from pathlib import Path
 
 from emu.errors import EmuError
 from emu.schedule import ScheduleSpec
+from klpemu.explore.fork import Script
 from klpemu.explore.minimize import minimize
 from klpemu.explore.outcome import PASS, Outcome
 from klpemu.explore.pool import Run, run_local, run_one
@@ -90,7 +91,7 @@ def _progress(total: int) -> "callable":
     return show
 
 
-def execute(args: argparse.Namespace, script: str) -> list[tuple[Run, Outcome]]:
+def execute(args: argparse.Namespace, script: Script) -> list[tuple[Run, Outcome]]:
     runs = plan(args)
     stop = (lambda o: o.kind != PASS) if args.stop_on_first else None
     progress = None if args.json else _progress(len(runs))
@@ -102,7 +103,7 @@ def execute(args: argparse.Namespace, script: str) -> list[tuple[Run, Outcome]]:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     try:
-        script = Path(args.script).read_text()
+        script = Script(Path(args.script).read_text(), args.script)
     except OSError as exc:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

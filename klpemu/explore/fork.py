@@ -8,6 +8,7 @@ import os
 import pickle
 import struct
 import traceback
+from dataclasses import dataclass
 
 from emu.schedule import ScheduleSpec
 from klpemu.explore.outcome import ERROR, Outcome, classify
@@ -16,10 +17,18 @@ from klpemu.session import RunConfig, ScenarioSession
 _LEN = struct.Struct("<Q")
 
 
+@dataclass(frozen=True)
+class Script:
+    """A scenario to explore: its text and, when it came from a file, the
+    file's path (its $0, and the directory its `source` lines read from)."""
+    text: str
+    path: str | None = None
+
+
 class Zygote:
     """A booted session of one configuration, kept unused, forked per run."""
 
-    def __init__(self, config: RunConfig, script: str) -> None:
+    def __init__(self, config: RunConfig, script: Script) -> None:
         self.config = config
         self.script = script
         self.out = io.StringIO()
@@ -48,10 +57,10 @@ class Zygote:
         return pickle.loads(raw[_LEN.size:])
 
 
-def run_session(session: ScenarioSession, out: io.StringIO, script: str, schedule: ScheduleSpec) -> Outcome:
+def run_session(session: ScenarioSession, out: io.StringIO, script: Script, schedule: ScheduleSpec) -> Outcome:
     """One run on a fresh (or freshly forked) session, classified."""
     try:
-        result = session.run(script, schedule)
+        result = session.run(script.text, schedule, script=script.path)
     except Exception as exc:                          # a hang, a crash, a bad script: all outcomes
         return classify(session.machine, out.getvalue(), None, exc)
     return classify(session.machine, out.getvalue(), result, None)

@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 
 from emu.schedule import ScheduleSpec
-from klpemu.explore.fork import Zygote
+from klpemu.explore.fork import Script, Zygote
 from klpemu.explore.outcome import Outcome
 from klpemu.session import RunConfig
 
@@ -25,11 +25,11 @@ class Run:
     schedule: ScheduleSpec
 
 
-_ZYGOTES: dict[tuple[RunConfig, str], Zygote] = {}       # per worker process: (config, script) -> its zygote
+_ZYGOTES: dict[tuple[RunConfig, Script], Zygote] = {}       # per worker process: (config, script) -> its zygote
 MAX_ZYGOTES = 8
 
 
-def run_one(run: Run, script: str) -> Outcome:
+def run_one(run: Run, script: Script) -> Outcome:
     """The run's outcome, forked from this process's zygote of its configuration."""
     zygote = _ZYGOTES.pop((run.config, script), None)
     if zygote is None:
@@ -40,11 +40,11 @@ def run_one(run: Run, script: str) -> Outcome:
     return zygote.run(run.schedule)
 
 
-def run_batch(batch: list[Run], script: str) -> list[tuple[int, Outcome]]:
+def run_batch(batch: list[Run], script: Script) -> list[tuple[int, Outcome]]:
     return [(run.index, run_one(run, script)) for run in batch]
 
 
-def run_local(runs: list[Run], script: str, jobs: int | None = None,
+def run_local(runs: list[Run], script: Script, jobs: int | None = None,
               stop: Callable[[Outcome], bool] | None = None,
               progress: Callable[[int], None] | None = None) -> Iterator[tuple[Run, Outcome]]:
     """Every run's outcome, in run order; after one for which stop() is true
