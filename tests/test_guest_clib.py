@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ptr_hash import siphash24
+
 ROOT = Path(__file__).resolve().parent.parent
 INCLUDE = ROOT / "fixtures" / "include"
 LIBDIR = ROOT / "fixtures" / "kernel" / "lib"
@@ -426,35 +428,6 @@ def test_pointers(lib):
     assert ours(lib, "%px %s", p(1), b"x") == "0000000000000001 x"
 
 
-def _siphash24(key: bytes, msg: bytes) -> int:
-    """SipHash-2-4 from its specification (Aumasson and Bernstein, 2012)."""
-    mask = 2**64 - 1
-
-    def rotl(x, b):
-        return ((x << b) | (x >> (64 - b))) & mask
-
-    def rounds(v, n):
-        for _ in range(n):
-            v[0] = (v[0] + v[1]) & mask; v[1] = rotl(v[1], 13); v[1] ^= v[0]; v[0] = rotl(v[0], 32)
-            v[2] = (v[2] + v[3]) & mask; v[3] = rotl(v[3], 16); v[3] ^= v[2]
-            v[0] = (v[0] + v[3]) & mask; v[3] = rotl(v[3], 21); v[3] ^= v[0]
-            v[2] = (v[2] + v[1]) & mask; v[1] = rotl(v[1], 17); v[1] ^= v[2]; v[2] = rotl(v[2], 32)
-
-    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
-    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D,
-         k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]
-    tail = len(msg) % 8
-    blocks = [int.from_bytes(msg[i:i + 8], "little") for i in range(0, len(msg) - tail, 8)]
-    blocks.append(int.from_bytes(msg[len(msg) - tail:], "little") | ((len(msg) & 0xFF) << 56))
-    for m in blocks:
-        v[3] ^= m
-        rounds(v, 2)
-        v[0] ^= m
-    v[2] ^= 0xFF
-    rounds(v, 4)
-    return v[0] ^ v[1] ^ v[2] ^ v[3]
-
-
 def _key() -> tuple[ctypes.Array, bytes]:
     """The key 00..0f, as siphash_key_t and as bytes."""
     raw = bytes(range(16))
@@ -469,17 +442,17 @@ def test_siphash_matches_the_specification(lib):
     key, raw = _key()
     lib.siphash.restype = ctypes.c_uint64
     lib.siphash.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
-    assert _siphash24(raw, bytes(range(15))) == 0xA129CA6149BE45E5
+    assert siphash24(raw, bytes(range(15))) == 0xA129CA6149BE45E5
     for n in range(0, 65):
         msg = bytes((7 * i + n) & 0xFF for i in range(n))
-        assert lib.siphash(msg, n, key) == _siphash24(raw, msg), n
+        assert lib.siphash(msg, n, key) == siphash24(raw, msg), n
     for name, count in (("siphash_1u64", 1), ("siphash_2u64", 2), ("siphash_3u64", 3)):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_uint64
         fn.argtypes = [ctypes.c_uint64] * count + [ctypes.c_void_p]
         words = [0xFFFFFFFF81000000 + 0x1111 * i for i in range(count)]
         msg = b"".join(w.to_bytes(8, "little") for w in words)
-        assert fn(*words, key) == _siphash24(raw, msg), name
+        assert fn(*words, key) == siphash24(raw, msg), name
 
 
 class _PointerPolicy:
@@ -511,13 +484,13 @@ def test_plain_p_prints_the_keyed_hash(lib):
         pol.key[0], pol.key[1] = 0x0706050403020100, 0x0F0E0D0C0B0A0908
         pol.flags["filled_random_ptr_key"].value = True
         for addr in (0x1234, 0xFFFF888000123450, 0xFFFFFFFFA0001620):
-            want = _siphash24(bytes(range(16)), addr.to_bytes(8, "little")) & 0xFFFFFFFF
+            want = siphash24(bytes(range(16)), addr.to_bytes(8, "little")) & 0xFFFFFFFF
             assert ours(lib, "%p", p(addr)) == f"{want:016x}"
             assert ours(lib, "%pK", p(addr)) == f"{want:016x}"
             assert ours(lib, "%px", p(addr)) == f"{addr:016x}"
         assert ours(lib, "%p", None) == "0" * 16
         # a field width of its own: space-padded, as pointer_string() does
-        want = _siphash24(bytes(range(16)), (0x1234).to_bytes(8, "little")) & 0xFFFFFFFF
+        want = siphash24(bytes(range(16)), (0x1234).to_bytes(8, "little")) & 0xFFFFFFFF
         assert ours(lib, "[%20p]", p(0x1234)) == f"[{want:>20x}]"
 
 
