@@ -139,6 +139,19 @@ def test_complete_all_lets_every_waiter_through_until_reinit(api: Machine) -> No
     assert asleep_in(api, "kapi_waiter", "wait_for_common")
 
 
+def test_wait_event_timeout(api: Machine) -> None:
+    """wait_event_timeout(): 0 when the time is up with the condition false;
+    the jiffies left (at least 1) when a wake-up finds it true."""
+    api.write_file(f"{API}/event", "200")
+    wait_line(api, r"event: flag=0, 0 jiffies left")
+    api.write_file(f"{API}/event", "2000")
+    api.run_until(lambda: asleep_in(api, "kapi_event", "schedule"), 1, "the waiter to sleep")
+    api.run(1)
+    api.write_file(f"{API}/event", "set")
+    hit = wait_line(api, r"event: flag=1, (\d+) jiffies left")
+    assert 200 < int(hit[1]) < 500 - 240
+
+
 # ------------------------------------------------------------------ mutexes
 
 def test_mutex_waiter_sleeps_until_unlock(api: Machine) -> None:
