@@ -55,6 +55,7 @@ class RunLoop:
         self._on_fault = on_fault
         self._until = PAGE_OFFSET + PARK_PHYS + 0x800    # never reached
         self._halt_resume = prog.symbol_address("native_safe_halt_resume")
+        self._halt_insn = self._halt_resume - 1          # the hlt right after native_safe_halt's sti
         self._vector_entry = {v: prog.symbol_address(n) for v, n in VECTOR_ENTRIES.items()}
         self._in_round = False
         self._deferred: list[Callable[[], None]] = []
@@ -130,7 +131,9 @@ class RunLoop:
         return True
 
     def _run_quantum(self, cpu: Cpu, quantum: int) -> None:
-        if cpu.pending and cpu.interrupts_enabled():
+        # no interrupt between native_safe_halt's sti and hlt (the sti
+        # shadow): its handler's wake-up would be slept through by the hlt
+        if cpu.pending and cpu.interrupts_enabled() and cpu.engine.reg("rip") != self._halt_insn:
             vector = max(cpu.pending)
             cpu.pending.discard(vector)
             cpu.deliver_interrupt(vector, self._vector_entry[vector], self.prog.mem,
@@ -142,8 +145,9 @@ class RunLoop:
         self.stats.quanta += 1
         if fault is not None:
             self._on_fault(cpu, fault)
-        elif cpu.engine.reg("rip") == self._halt_resume:
-            cpu.halted = True
+        elif cpu.entering_idle and cpu.engine.reg("rip") == self._halt_resume:
+            cpu.halted = True                       # the hlt ran (not an interrupt's return that
+            cpu.entering_idle = False               # happened to end the quantum there)
         elif not self._deferred:
             self.stats.instructions += quantum
 
@@ -188,6 +192,7 @@ class RunLoop:
     def hc_idle(self, cpu: Cpu, next_event_ns: int, *_: int) -> int:
         """void idle_enter(u64 next_timer_ns): the CPU halts next; wake it then (0: no timer)."""
         cpu.wake_at_ns = next_event_ns
+        cpu.entering_idle = True
         return 0
 
     @hypercall("HC_SEND_IPI")

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from ptr_hash import siphash24
+
 ROOT = Path(__file__).resolve().parent.parent
 INCLUDE = ROOT / "fixtures" / "include"
 LIBDIR = ROOT / "fixtures" / "kernel" / "lib"
-SOURCES = [LIBDIR / "string.c", LIBDIR / "vsprintf.c", LIBDIR / "kstrtox.c"]
-HEADERS = ["types.h", "compiler.h", "stdarg.h", "string.h", "sprintf.h",
-           "kstrtox.h", "errno.h", "err.h"]
+SOURCES = [LIBDIR / "string.c", LIBDIR / "vsprintf.c", LIBDIR / "kstrtox.c",
+           LIBDIR / "siphash.c"]
+HEADERS = sorted(p.name for p in (INCLUDE / "linux").glob("*.h"))
 
 GUEST_CFLAGS = [
     "-O2", "-ffreestanding", "-nostdinc", "-nostdlib", "-fno-pic", "-fno-pie",
@@ -405,17 +407,119 @@ def test_star_width_and_precision(lib, libc):
         assert ours(lib, f, *args) == fmt(libc.snprintf, f, *args)[1], f
 
 
+PTRVAL = "(____ptrval____)"
+
+
 def test_pointers(lib):
+    """Before the boot fills the hashing key, plain %p prints the kernel's
+    placeholder in a 16-char field; %px always prints the value; NULL and
+    error pointers are no addresses and print as they are."""
     p = ctypes.c_void_p
-    assert ours(lib, "%p", p(0x1234)) == "0000000000001234"
+    assert ours(lib, "%p", p(0x1234)) == PTRVAL
     assert ours(lib, "%px", p(0xffffffff81000000)) == "ffffffff81000000"
     assert ours(lib, "%p", None) == "0" * 16
+    assert ours(lib, "%p", p(-22 & (2**64 - 1))) == "ffffffffffffffea"
     assert ours(lib, "[%20px]", p(0x1234)) == "[" + " " * 16 + "1234]"
-    assert ours(lib, "[%-20p]", p(0xabc)) == "[abc" + " " * 17 + "]"
-    # Alphanumerics after %p select an extension and are all consumed.
-    assert ours(lib, "%pK|%pabc9!", p(1), p(2)) == \
-        "0000000000000001|0000000000000002!"
-    assert ours(lib, "%p %s", p(1), b"x") == "0000000000000001 x"
+    assert ours(lib, "[%-20px]", p(0xabc)) == "[abc" + " " * 17 + "]"
+    assert ours(lib, "[%-20p]", p(0xabc)) == f"[{PTRVAL}]"     # the width is 16
+    # Alphanumerics after %p select an extension and are all consumed; %pK
+    # (kptr_restrict 0) and extensions we do not know are hashed like %p.
+    assert ours(lib, "%pK|%pabc9!", p(1), p(2)) == f"{PTRVAL}|{PTRVAL}!"
+    assert ours(lib, "%px %s", p(1), b"x") == "0000000000000001 x"
+
+
+def _key() -> tuple[ctypes.Array, bytes]:
+    """The key 00..0f, as siphash_key_t and as bytes."""
+    raw = bytes(range(16))
+    return (ctypes.c_uint64 * 2)(int.from_bytes(raw[:8], "little"),
+                                 int.from_bytes(raw[8:], "little")), raw
+
+
+def test_siphash_matches_the_specification(lib):
+    """The reference vector of the SipHash paper (key 00..0f, message 00..0e:
+    a129ca6149be45e5), every length across the block boundaries, and the
+    fixed-width forms against the byte form."""
+    key, raw = _key()
+    lib.siphash.restype = ctypes.c_uint64
+    lib.siphash.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert siphash24(raw, bytes(range(15))) == 0xA129CA6149BE45E5
+    for n in range(0, 65):
+        msg = bytes((7 * i + n) & 0xFF for i in range(n))
+        assert lib.siphash(msg, n, key) == siphash24(raw, msg), n
+    for name, count in (("siphash_1u64", 1), ("siphash_2u64", 2), ("siphash_3u64", 3)):
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_uint64
+        fn.argtypes = [ctypes.c_uint64] * count + [ctypes.c_void_p]
+        words = [0xFFFFFFFF81000000 + 0x1111 * i for i in range(count)]
+        msg = b"".join(w.to_bytes(8, "little") for w in words)
+        assert fn(*words, key) == siphash24(raw, msg), name
+
+
+class _PointerPolicy:
+    """Sets vsprintf.c's %p policy variables in the host library and puts
+    them back (the library is shared by the module's tests)."""
+
+    NAMES = ("no_hash_pointers", "debug_boot_weak_hash", "filled_random_ptr_key")
+
+    def __init__(self, lib):
+        self.flags = {n: ctypes.c_bool.in_dll(lib, n) for n in self.NAMES}
+        self.key = (ctypes.c_uint64 * 2).in_dll(lib, "ptr_key")
+
+    def __enter__(self):
+        self.saved = ({n: f.value for n, f in self.flags.items()}, tuple(self.key))
+        return self
+
+    def __exit__(self, *exc):
+        flags, key = self.saved
+        for n, v in flags.items():
+            self.flags[n].value = v
+        self.key[0], self.key[1] = key
+
+
+def test_plain_p_prints_the_keyed_hash(lib):
+    """lib/vsprintf.c: once the key is filled, %p prints the low 32 bits of
+    siphash_1u64(ptr, key), zero-padded to 16 digits; %px the value."""
+    p = ctypes.c_void_p
+    with _PointerPolicy(lib) as pol:
+        pol.key[0], pol.key[1] = 0x0706050403020100, 0x0F0E0D0C0B0A0908
+        pol.flags["filled_random_ptr_key"].value = True
+        for addr in (0x1234, 0xFFFF888000123450, 0xFFFFFFFFA0001620):
+            want = siphash24(bytes(range(16)), addr.to_bytes(8, "little")) & 0xFFFFFFFF
+            assert ours(lib, "%p", p(addr)) == f"{want:016x}"
+            assert ours(lib, "%pK", p(addr)) == f"{want:016x}"
+            assert ours(lib, "%px", p(addr)) == f"{addr:016x}"
+        assert ours(lib, "%p", None) == "0" * 16
+        # a field width of its own: space-padded, as pointer_string() does
+        want = siphash24(bytes(range(16)), (0x1234).to_bytes(8, "little")) & 0xFFFFFFFF
+        assert ours(lib, "[%20p]", p(0x1234)) == f"[{want:>20x}]"
+
+
+def test_no_hash_pointers_and_weak_hash(lib):
+    """no_hash_pointers prints every %p as %px; debug_boot_weak_hash uses
+    hash_long(ptr, 32): the top 32 bits of ptr * GOLDEN_RATIO_64."""
+    p = ctypes.c_void_p
+    addr = 0xFFFF888000123450
+    with _PointerPolicy(lib) as pol:
+        pol.flags["no_hash_pointers"].value = True
+        assert ours(lib, "%p|%pK", p(addr), p(addr)) == f"{addr:016x}|{addr:016x}"
+        pol.flags["no_hash_pointers"].value = False
+        pol.flags["debug_boot_weak_hash"].value = True
+        weak = ((addr * 0x61C8864680B583EB) & (2**64 - 1)) >> 32
+        assert ours(lib, "%p", p(addr)) == f"{weak:016x}"
+
+
+def test_gfp_flag_names(lib):
+    """%pGg: composite masks first, in the kernel's table order."""
+    def gfp(value):
+        flags = ctypes.c_uint(value)
+        return ours(lib, "%pGg", ctypes.byref(flags))
+    assert gfp(0xCC0) == "GFP_KERNEL"
+    assert gfp(0x820) == "GFP_ATOMIC"
+    assert gfp(0x800) == "GFP_NOWAIT"
+    assert gfp(0x2800) == "GFP_NOWAIT|__GFP_NOWARN"
+    assert gfp(0xDC0) == "GFP_KERNEL|__GFP_ZERO"
+    assert gfp(0x400CC0) == "GFP_KERNEL_ACCOUNT"
+    assert gfp(0xCC0 | 0x200) == "GFP_KERNEL|0x200"      # a bit with no name
 
 
 def test_symbol_pointers_without_hook(lib):
@@ -806,10 +910,11 @@ def _globals(obj):
 def test_guest_build_symbols(guest_objs):
     assert set(_undefined(guest_objs["string"])) == {"__fentry__"}
     assert set(_undefined(guest_objs["kstrtox"])) == {"__fentry__"}
+    assert set(_undefined(guest_objs["siphash"])) == {"__fentry__"}
     und = _undefined(guest_objs["vsprintf"])
     assert und.pop("vsprintf_symbol_hook") == "w"
     assert set(und) <= {"__fentry__", "memcpy", "memset", "memmove", "strlen",
-                        "strnlen", "strchr", "strcspn", "strscpy"}
+                        "strnlen", "strchr", "strcspn", "strscpy", "siphash_1u64"}
     expected = {
         "string": {"memcpy", "memmove", "memset", "memcmp", "strlen",
                    "strnlen", "strcmp", "strncmp", "strcpy", "strncpy",
@@ -820,6 +925,7 @@ def test_guest_build_symbols(guest_objs):
         "kstrtox": {"kstrtoint", "kstrtouint", "kstrtol", "kstrtoul",
                     "kstrtoll", "kstrtoull", "kstrtobool", "simple_strtoul",
                     "simple_strtol", "simple_strtoull"},
+        "siphash": {"siphash", "siphash_1u64", "siphash_2u64", "siphash_3u64"},
     }
     for stem, obj in guest_objs.items():
         names = _globals(obj)

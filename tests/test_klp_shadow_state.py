@@ -13,6 +13,7 @@ import pytest
 from emu import Machine
 from emu.trace.ftrace import FtraceOps
 from klp_helpers import Session, errno_of
+from ptr_hash import hashed_pointer
 from klpemu.scenario import FIXTURE_MODULES
 
 GFP_KERNEL, GFP_ATOMIC = 0x0CC0, 0x0820
@@ -107,7 +108,7 @@ def test_a_duplicate_alloc_warns_and_returns_null_without_the_ctor(sh: Shadow) -
     assert sh.probe("ctor_calls") == calls
     new = sh.dmesg_lines()[before:]
     assert new[:2] == ["------------[ cut here ]------------",
-                       f"Duplicate shadow variable <{obj:016x}, 14>"]
+                       f"Duplicate shadow variable <{hashed_pointer(sh.m, obj)}, 14>"]
     assert new[2].startswith("WARNING: CPU: ")
     assert sh.get(obj, 0x14) == data and sh.m.mem.read_u64(data) == 7
 
@@ -127,7 +128,7 @@ def test_a_failing_ctor_frees_the_variable_and_logs_the_error(sh: Shadow) -> Non
     before = len(sh.dmesg_lines())
     assert sh.alloc(obj, 0x16, 0) == 0                     # the probe's ctor fails: -ENOMEM
     assert sh.dmesg_lines()[before:] == [
-        f"livepatch: Failed to construct shadow variable <{obj:016x}, 16> (-12)"]
+        f"livepatch: Failed to construct shadow variable <{hashed_pointer(sh.m, obj)}, 16> (-12)"]
     assert sh.get(obj, 0x16) == 0
     assert sh.alloc(obj, 0x16, sh.buffer(3)) != 0          # nothing was left behind
 

@@ -95,8 +95,8 @@ def test_a_sleeping_task_blocks_the_transition_retried_every_second_until_it_lea
     assert patch_state(m, sleeper.pid) == "0\n"
     assert patch_state(m, 1) == "1\n"              # the shell switched on its way back to user mode
     tries = []
-    for n in (2, 3, 4):
-        m.run_until(lambda: t.signals_cnt == n, 1.5, f"try {n}")
+    for n in (2, 3, 4):     # the first retry at a whole second of jiffies, 0.75 to 1.75 s on
+        m.run_until(lambda: t.signals_cnt == n, 1.75, f"try {n}")
         tries.append(t.last_try_ns)
     assert all(abs(b - a - SEC) <= TICK for a, b in zip(tries, tries[1:]))
     assert [str(b) for b in t.blocking] == [f"klpemu_sleeper:{sleeper.pid} is sleeping on function "
@@ -139,8 +139,8 @@ def test_unpatching_is_blocked_by_a_task_sleeping_in_the_new_function(m: Machine
 def test_preempted_inside_a_patched_function_the_walk_goes_through_the_iret_frame(cpus: int) -> None:
     m = boot(cpus)
     start(m, "spinner=1 spin_cpu=0")                # same CPU as the shell and the retries
-    m.run(1.0)
     t = transition(m)
+    m.run_until(lambda: t.signals_cnt == 2, 1.75, "the first retry")
     spinner = task(m, "klpemu_spinner")
     [blocked] = t.blocking
     assert str(blocked) == f"klpemu_spinner:{spinner.pid} is sleeping on function klpemu_test_spin"
@@ -262,7 +262,7 @@ def test_reversing_a_patching_transition(m: Machine) -> None:
     m.write_file(f"{SYSFS}/{LP}/enabled", "0")
     assert attr(m, "enabled") == "0\n"
     assert patch_state(m, 1) == "0\n" and patch_state(m, sleeper.pid) == "0\n"   # flipped back
-    m.run_until(lambda: not m.exists(f"{SYSFS}/{LP}"), 1.5, "the patch to be freed")
+    m.run_until(lambda: not m.exists(f"{SYSFS}/{LP}"), 1.75, "the patch to be freed")
     assert klp_lines(m) == PATCHING + [
         f"livepatch: '{LP}': reversing transition from patching to unpatching",
         f"livepatch: '{LP}': starting unpatching transition"] + UNPATCHED
@@ -354,8 +354,8 @@ def test_the_blocking_report() -> None:
     sh.cat_background(PROC)
     m.run(0.2)
     m.insmod(MODULES / f"{LP}.ko")
-    m.run(1.0)
     t = transition(m)
+    m.run_until(lambda: t.signals_cnt == 2, 1.75, "the first retry")
     sleeper, spinner = task(m, "klpemu_sleeper").pid, task(m, "klpemu_spinner").pid
     lines = t.report().splitlines()
     assert lines[0] == (f"livepatch: '{LP}': patching transition incomplete after 2 tries "
@@ -386,7 +386,7 @@ def test_klpemu_run_blocking_reports_who_blocks_at_the_end(tmp_path: Path, capsy
     assert out.startswith("1\n")
     report = out.split("\n--- blocking tasks ---\n")[1].splitlines()
     assert report[:2] == [
-        f"livepatch: '{LP}': patching transition incomplete after 3 tries (the last at 2.000000 s); "
+        f"livepatch: '{LP}': patching transition incomplete after 3 tries (the last at 1.816000 s); "
         "blocking tasks:",
         "  klpemu_sleeper:3 is sleeping on function klpemu_test_sleep"]
     assert any(line.startswith("      klpemu_test_sleep+0x") and line.endswith(f" [{TARGET}]")
@@ -399,7 +399,7 @@ def test_klpemu_run_blocking_json(tmp_path: Path, capsys) -> None:
     assert main(["run", str(script), "--cpus", "1", "--blocking", "--json"]) == 0
     blocking = json.loads(capsys.readouterr().out)["blocking"]
     assert {k: blocking[k] for k in ("patch", "target", "tries", "last_try_ns")} == {
-        "patch": LP, "target": "patched", "tries": 3, "last_try_ns": 2 * SEC}
+        "patch": LP, "target": "patched", "tries": 3, "last_try_ns": 1_816_000_000}
     [sleeper] = blocking["tasks"]
     assert (sleeper["comm"], sleeper["reason"], sleeper["detail"]) == (
         "klpemu_sleeper", "is sleeping on function", "klpemu_test_sleep")

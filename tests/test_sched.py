@@ -115,3 +115,24 @@ def test_idle_cpus_skip_ahead_and_busy_ones_do_not(demo_machine: Machine) -> Non
     idle.run(100)
     assert idle.clock_ns - start == 100_000_000_000
     assert idle.stats.rounds - rounds < 10                          # 100 s skipped in a few rounds
+
+
+def test_no_interrupt_between_the_idle_sti_and_hlt() -> None:
+    """A quantum that ends between native_safe_halt's sti and hlt: the next
+    one runs the hlt before taking the pending interrupt (the sti shadow);
+    taken first, its wake-up would be slept through by the hlt (a shell
+    left runnable on a halted CPU, seen once in test-callbacks.sh)."""
+    from emu.abi import RESCHEDULE_VECTOR
+    m = Machine(cpus=2, seed=0).boot()
+    m.run(0.01)
+    cpu, rl = m.cpus[1], m.runloop
+    assert cpu.halted
+    hlt = m.prog.symbol_address("native_safe_halt_resume") - 1
+    cpu.halted, cpu.entering_idle = False, True
+    cpu.engine.set_reg("rip", hlt)
+    cpu.engine.set_reg("rflags", cpu.engine.reg("rflags") | 0x200)
+    rl.raise_interrupt(1, RESCHEDULE_VECTOR)
+    rl._run_quantum(cpu, 1000)
+    assert cpu.halted and cpu.pending == {RESCHEDULE_VECTOR}         # halted, the interrupt still to take
+    m.run(0.01)                                                    # taken from the halt: the machine goes on
+    assert not cpu.pending and m.shell.syscall(39) > 0

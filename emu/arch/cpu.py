@@ -25,6 +25,7 @@ class Cpu:
     halted: bool = False          # in native_safe_halt: waits for an interrupt
     dead: bool = False            # stopped for good (panic)
     wake_at_ns: int = 0           # halted: the next timer event it asked for (0: none)
+    entering_idle: bool = False   # told the emulator it halts next (HC_IDLE), has not halted yet
     next_tick_ns: int = 0
     pending: set[int] = field(default_factory=set)
     irqs_off_since_ns: int | None = None
