@@ -14,9 +14,16 @@ Registered through the `pytest11` entry point, so installing klpemu is enough.
 
 Fixtures: `klp` (the functions.sh helpers as methods on a booted machine),
 `klpemu_machine` (the emu.Machine, with the livepatch core attached) and
-`klpemu_seed`. `--klpemu-seeds N` reruns every such test on seeds 0…N-1. A
+`klpemu_seed`. `--klpemu-seeds N` reruns every such test on seeds 0…N-1,
+under the schedule strategy of `--klpemu-strategy` (or the marker's
+`schedule`: random, pct, targeted, rr, with parameters: "pct,depth=3"). A
 failing test's report shows the kernel log and, when a transition is
 stuck, the tasks that block it with their stacks.
+
+`klp.explore(SCRIPT, runs=1000)` runs a scenario (a file, or its text) under
+that many schedules, each forked from one booted machine of the test's
+configuration, and fails naming each failing class's first schedule and
+the `klpemu run` line that replays it.
 """
 from __future__ import annotations
 
@@ -32,8 +39,9 @@ if TYPE_CHECKING:
 # The emulator (unicorn, capstone …) is imported only when a test uses a
 # fixture: every pytest run in this environment loads the plugin.
 
-MARKER = "klpemu(cpus=2, seed=0, kernel='modern', dispatch='native', cmdline=None, module_dirs=()): " \
-         "how to boot the machine of the klp / klpemu_machine fixtures"
+MARKER = "klpemu(cpus=2, seed=0, kernel='modern', dispatch='native', cmdline=None, module_dirs=(), " \
+         "schedule='random'): how to boot the machine of the klp / klpemu_machine fixtures"
+OPTIONS = {"cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs", "schedule"}
 DMESG_TAIL = 80
 _MACHINES = pytest.StashKey["Machine"]()
 
@@ -42,17 +50,25 @@ class KlpemuFailure(AssertionError):
     """A functions.sh helper failed (a check_result diff, a module that did not load …)."""
 
 
+class KlpemuExplorationFailure(KlpemuFailure):
+    """Some schedules of klp.explore did not pass (each ran on its own machine)."""
+
+
 class Klp:
     """functions.sh on a booted machine: each helper behaves, logs and waits
     (in virtual time) as the kernel selftests' does (klpemu.selftest, the
     same implementation the scenario language runs), raises KlpemuFailure
     where the shell function would `die` and skips the test where it would `skip`."""
 
-    def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None) -> None:
+    def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None,
+                 scripts: Path | None = None) -> None:
         from klp.core import Livepatch
         from klpemu.selftest import FIXTURE_MODULES, Selftest, module_dirs_finder
         Livepatch.attach(machine, dispatch)
         self.machine = machine
+        self.module_dirs = module_dirs
+        self.dispatch = dispatch
+        self._scripts = scripts               # where explore() keeps a scenario given as text
         self._out = io.StringIO()
         self.selftest = Selftest(machine, module_dirs_finder([*module_dirs, FIXTURE_MODULES]),
                                  stdout=self._out.write, stderr=self._out.write)
@@ -142,6 +158,41 @@ class Klp:
         """Who blocks the running transition, and why (empty when none runs)."""
         return _blocking_report(self.machine)
 
+    # ------------------------------------------------------------ many schedules
+    def explore(self, script: str | Path, runs: int = 100, strategy: str | None = None,
+                cpus: tuple[int, ...] | None = None, jobs: int | None = None) -> dict[str, object]:
+        """Run SCRIPT (a scenario file, or its text) under `runs` schedules of
+        `strategy` (default: the machine's) on each CPU count of `cpus`
+        (default: the machine's), on this test's kernel, command line,
+        dispatch and module directories. The summary (as `klpemu explore
+        --json` gives it) when every run passed; else KlpemuFailure naming
+        each failing class's first schedule and its replay line."""
+        from klpemu.explore.api import ExplorationFailed, explore
+        from klpemu.session import RunConfig
+        config = self.machine.config
+        if isinstance(script, str) and "\n" not in script and Path(script).is_file():
+            script = Path(script)
+        if isinstance(script, str):                   # a file, so that the replay line replays it
+            assert self._scripts is not None
+            path = self._scripts / f"explore{len(list(self._scripts.glob('explore*.sh')))}.sh"
+            path.write_text(script)
+            script = path
+        run = RunConfig(kernel=str(config.kernel), cpus=config.cpus, cmdline=config.cmdline,
+                        watchdog_thresh_s=config.watchdog_thresh_s, dispatch=self.dispatch,
+                        module_dirs=tuple(self.module_dirs))
+        try:
+            result = explore(script, runs=runs, strategy=strategy or config.schedule,
+                             cpus=cpus or (config.cpus,), config=run, jobs=jobs or _explore_jobs())
+        except ExplorationFailed as exc:
+            raise KlpemuExplorationFailure(str(exc)) from None
+        return result.summary
+
+
+def _explore_jobs() -> int:
+    """Every core, but one per pytest-xdist worker (the workers share them)."""
+    import os
+    return 1 if os.environ.get("PYTEST_XDIST_WORKER") else os.cpu_count() or 1
+
 
 def _blocking_report(machine: "Machine") -> str:
     from klpemu.state_report import blocking_report  # imports the emulator
@@ -153,6 +204,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("klpemu")
     group.addoption("--klpemu-seeds", type=int, default=None, metavar="N",
                     help="run every klpemu test on seeds 0..N-1 (scheduling interleavings)")
+    group.addoption("--klpemu-strategy", default=None, metavar="SPEC",
+                    help="the schedule strategy of every klpemu machine: random (default), pct, "
+                         "targeted, rr, with parameters (pct,depth=3)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -160,6 +214,18 @@ def pytest_configure(config: pytest.Config) -> None:
     seeds = config.getoption("klpemu_seeds")
     if seeds is not None and seeds < 1:
         raise pytest.UsageError("--klpemu-seeds needs a positive number")
+    strategy = config.getoption("klpemu_strategy")
+    if strategy is not None:
+        _check_strategy(strategy, "--klpemu-strategy")
+
+
+def _check_strategy(text: str, where: str) -> None:
+    from emu.errors import EmuError
+    from emu.schedule import ScheduleSpec
+    try:
+        ScheduleSpec.parse(text)
+    except EmuError as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -171,9 +237,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _options(request: pytest.FixtureRequest) -> dict[str, object]:
     marker = request.node.get_closest_marker("klpemu")
     options: dict[str, object] = dict(marker.kwargs) if marker else {}
-    unknown = set(options) - {"cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs"}
+    unknown = set(options) - OPTIONS
     if unknown:
         raise pytest.UsageError(f"@pytest.mark.klpemu: unknown option(s) {', '.join(sorted(unknown))}")
+    strategy = request.config.getoption("klpemu_strategy")
+    if strategy is not None:
+        options["schedule"] = strategy
+    elif "schedule" in options:
+        _check_strategy(str(options["schedule"]), "@pytest.mark.klpemu(schedule=...)")
     return options
 
 
@@ -187,7 +258,7 @@ def klpemu_seed(request: pytest.FixtureRequest) -> int:
 def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator["Machine"]:
     """A booted machine with the livepatch core attached."""
     options = _options(request)
-    kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline") if options.get(k) is not None}
+    kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
     from emu import Machine
     from klp.core import Livepatch
     machine = Machine(seed=klpemu_seed, **kwargs).boot()
@@ -197,12 +268,12 @@ def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator
 
 
 @pytest.fixture
-def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine") -> Klp:
+def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine", tmp_path: Path) -> Klp:
     """functions.sh's helpers on `klpemu_machine`; modules are looked up next
     to the test file, then in the marker's module_dirs, then in the fixtures."""
     options = _options(request)
     dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
-    klp = Klp(klpemu_machine, dirs, options.get("dispatch"))
+    klp = Klp(klpemu_machine, dirs, options.get("dispatch"), scripts=tmp_path)
     klp.setup_config()          # as every selftest script starts: dynamic debug on, ftrace enabled
     return klp
 
@@ -214,6 +285,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     machine = item.stash.get(_MACHINES, None)
     if machine is None or report.when != "call" or not report.failed:
         return
+    if call.excinfo is not None and call.excinfo.errisinstance(KlpemuExplorationFailure):
+        return                  # the test's own machine is not where the failing runs ran
     lines = machine.dmesg().splitlines()
     report.sections.append(("klpemu kernel log", "\n".join(lines[-DMESG_TAIL:])))
     blocking = _blocking_report(machine)

@@ -1,6 +1,7 @@
 """The pytest plugin and `klpemu build`, as a livepatch author uses them:
 the worked example passes, a broken patch fails with a clear report,
 --klpemu-seeds reruns tests on several seeds."""
+import json
 import shutil
 from pathlib import Path
 
@@ -125,3 +126,53 @@ def test_seeds_must_be_positive(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "--klpemu-seeds", "0")
     result.stderr.fnmatch_lines(["*--klpemu-seeds needs a positive number*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_strategy_option_sets_every_machines_schedule(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_x(klpemu_machine, klpemu_seed):
+            spec = klpemu_machine.schedule_spec
+            assert (spec.strategy, spec.seed, spec.params) == ("pct", klpemu_seed, (("depth", 2.0),))
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "--klpemu-seeds", "2",
+                                           "--klpemu-strategy", "pct,depth=2")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_bad_strategy_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "--klpemu-strategy", "fifo")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--klpemu-strategy: unknown schedule strategy 'fifo'*"])
+
+
+def test_klp_explore_passes_and_fails_with_the_replay_line(pytester: pytest.Pytester,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """klp.explore from a test: a scenario that passes on every schedule
+    gives its summary; one whose transition stays blocked fails naming the
+    first schedule and a replay line that `klpemu run` replays."""
+    pytester.makepyfile("""
+        import pytest
+
+        BASIC = "setup_config\\nload_lp test_klp_livepatch\\ndisable_lp test_klp_livepatch\\nunload_lp test_klp_livepatch\\n"
+
+        @pytest.mark.klpemu(cpus=1)
+        def test_basic(klp):
+            summary = klp.explore(BASIC, runs=3, cpus=(1, 2), jobs=1)
+            assert summary["runs"] == 6 and summary["failing_runs"] == 0
+
+        def test_stall(klp):
+            klp.explore("insmod klpemu_test_target.ko sleeper=1\\ninsmod klpemu_test_patch.ko\\nsleep 2\\n",
+                        runs=2, strategy="pct,depth=2", jobs=1)
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*KlpemuExplorationFailure: * of 2 schedules did not pass:*",
+                                 "*stalled x* ('klpemu_test_patch' blocked by klpemu_test_sleep)*",
+                                 "*first: pct:0,depth=2 on 2 CPUs; replay: klpemu run */explore0.sh --seed 0 "
+                                 "--schedule pct,depth=2 --module-dir *"])
+    result.stdout.no_fnmatch_line("*klpemu kernel log*")
+    replay = next(line for line in result.stdout.lines if "replay: klpemu run" in line).split("replay: ")[1]
+    capsys.readouterr()
+    assert main(replay.split()[1:] + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blocking"]["patch"] == "klpemu_test_patch"    # replayed
