@@ -80,13 +80,22 @@ def test_build_marks_a_livepatch_and_compiles_with_the_kernel_flags(tmp_path: Pa
     assert image.modinfo["livepatch"] == ["Y"]
 
 
+def test_a_dash_in_the_file_name_is_an_underscore_in_the_module_name(tmp_path: Path) -> None:
+    """As Kbuild does: livepatch-meminfo.ko is module livepatch_meminfo."""
+    ko = build_module([EXAMPLE / "livepatch_meminfo.c"], tmp_path / "livepatch-meminfo.ko", livepatch=True)
+    name_field = module_name_field(ElfImage(resolve_kernel("modern")).offsets())
+    image = load_module(ko.read_bytes(), "livepatch_meminfo", 0xFFFFFFFFA0000000,
+                        lambda name: 0xFFFFFFFF81000000, name_field=name_field)
+    assert image.name == "livepatch_meminfo"
+
+
 def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.c"
     bad.write_text("int f(void) { return undeclared_thing; }\n")
     with pytest.raises(BuildError, match="undeclared_thing"):
         build_module([bad], tmp_path / "bad.ko")
     with pytest.raises(BuildError, match="NAME.ko"):
-        build_module([bad], tmp_path / "bad-name.ko")
+        build_module([bad], tmp_path / "bad.name.ko")
     with pytest.raises(BuildError, match="no such source file"):
         build_module([tmp_path / "missing.c"], tmp_path / "m.ko")
     assert main(["build", str(bad), "-o", str(tmp_path / "bad.ko")]) == 1

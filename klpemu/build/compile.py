@@ -23,7 +23,7 @@ from klpemu.build.klp_convert import ConvertError, klp_convert
 from klpemu.errors import KlpemuError
 
 INCLUDE = FIXTURES / "include"
-MODULE_NAME = re.compile(r"[A-Za-z0-9_]{1,55}")
+MODULE_NAME = re.compile(r"[A-Za-z0-9_-]{1,55}")
 THIS_MODULE_C = """#include <linux/module.h>
 extern int init_module(void) __attribute__((weak));
 extern void cleanup_module(void) __attribute__((weak));
@@ -63,13 +63,16 @@ def _modinfo(obj: Path) -> list[str]:
 
 def build_module(sources: list[Path], output: Path, *, livepatch: bool = False,
                  extra_cflags: list[str] | None = None) -> Path:
-    """Compile `sources` into the module `output` (NAME.ko names the module).
+    """Compile `sources` into the module `output` (NAME.ko names the module,
+    `-` made `_` as Kbuild makes KBUILD_MODNAME: livepatch-foo.ko is module
+    livepatch_foo).
     With `livepatch`, the module is marked `livepatch=Y` if its sources did not
     already say so. BuildError on any failure, with gcc's diagnostics."""
     output = Path(output)
-    name = output.name.removesuffix(".ko")
-    if not output.name.endswith(".ko") or not MODULE_NAME.fullmatch(name):
-        raise BuildError(f"{output}: the output must be NAME.ko, NAME of 1 to 55 letters, digits or '_'")
+    stem = output.name.removesuffix(".ko")
+    if not output.name.endswith(".ko") or not MODULE_NAME.fullmatch(stem):
+        raise BuildError(f"{output}: the output must be NAME.ko, NAME of 1 to 55 letters, digits, '_' or '-'")
+    name = stem.replace("-", "_")
     if not sources:
         raise BuildError("no source files given")
     for tool in ("gcc", "ld"):
