@@ -10,6 +10,8 @@ see the Machine.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +22,7 @@ from emu.arch.engine import Engine
 from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB, Ram,
                              build_page_tables, write_gdt)
 from emu.elf.image import ElfImage
-from emu.errors import EmuError, ImageError
+from emu.errors import EmuError, ImageError, ShellError
 from emu.faults.oops import FaultHandler, Oops
 from emu.faults.watchdog import Watchdog
 from emu.fs.files import FileTree
@@ -347,21 +349,38 @@ class Machine:
         if len(data) > STAGING_SIZE:
             raise EmuError(f"{path} is larger than the {STAGING_SIZE >> 20} MiB staging area")
         self.mem.write(USER_STAGING, data)
-        self.shell.check(self.shell.syscall(NR["__NR_init_module"], USER_STAGING, len(data),
-                                            self.shell.put_string(args)), f"insmod {path}")
+        with self._kernel_reason():
+            self.shell.check(self.shell.syscall(NR["__NR_init_module"], USER_STAGING, len(data),
+                                                self.shell.put_string(args)), f"insmod {path}")
 
     def rmmod(self, name: str) -> None:
         """rmmod: delete_module(2) with O_NONBLOCK, as kmod does."""
-        self.shell.check(self.shell.syscall(NR["__NR_delete_module"], self.shell.put_string(name), O_NONBLOCK),
-                         f"rmmod {name}")
+        with self._kernel_reason():
+            self.shell.check(self.shell.syscall(NR["__NR_delete_module"], self.shell.put_string(name),
+                                                O_NONBLOCK), f"rmmod {name}")
 
     def read_file(self, path: str) -> str:
         """`cat PATH` through the guest shell."""
-        return self.shell.cat(path)
+        with self._kernel_reason():
+            return self.shell.cat(path)
 
     def write_file(self, path: str, data: str) -> int:
         """`echo DATA > PATH` through the guest shell (a newline is added)."""
-        return self.shell.write(path, data if data.endswith("\n") else data + "\n")
+        with self._kernel_reason():
+            return self.shell.write(path, data if data.endswith("\n") else data + "\n")
+
+    @contextmanager
+    def _kernel_reason(self) -> Iterator[None]:
+        """A ShellError of the operation carries what the kernel logged
+        meanwhile (an errno alone hides the reason, which is in dmesg)."""
+        mark = len(self.klog.records())
+        try:
+            yield
+        except ShellError as exc:
+            said = [r.text for r in self.klog.records()[mark:]]
+            if not said:
+                raise
+            raise ShellError(f"{exc} (kernel: {' / '.join(said)})", errno=exc.errno) from None
 
     # what `ls`/`stat` would see (emu.fs.files.FileTree: no syscall)
     def exists(self, path: str) -> bool:

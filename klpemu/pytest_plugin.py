@@ -35,13 +35,21 @@ import pytest
 
 if TYPE_CHECKING:
     from emu import Machine
+    from klp.core import Livepatch
+    from klp.transition import BlockingTask
+
+# A failing helper's report points at the test's line, not at this module's
+# frames (pytest hides the frames of a module that sets this).
+__tracebackhide__ = True
 
 # The emulator (unicorn, capstone …) is imported only when a test uses a
 # fixture: every pytest run in this environment loads the plugin.
 
 MARKER = "klpemu(cpus=2, seed=0, kernel='modern', dispatch='native', cmdline=None, module_dirs=(), " \
-         "schedule='random'): how to boot the machine of the klp / klpemu_machine fixtures"
-OPTIONS = {"cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs", "schedule"}
+         "schedule='random', klp_version=None): how to boot the machine of the klp / klpemu_machine fixtures"
+OPTIONS = ("cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs", "schedule", "klp_version")
+CHECKED = "check_result compares the kernel log lines after the test's canary that contain 'livepatch:' " \
+          "or 'test_klp' (as functions.sh does), taint notices left out"
 DMESG_TAIL = 80
 _MACHINES = pytest.StashKey["Machine"]()
 
@@ -61,16 +69,18 @@ class Klp:
     where the shell function would `die` and skips the test where it would `skip`."""
 
     def __init__(self, machine: "Machine", module_dirs: list[Path], dispatch: str | None = None,
-                 scripts: Path | None = None) -> None:
+                 scratch: Path | None = None, klp_version: str | None = None) -> None:
         from klp.core import Livepatch
         from klpemu.selftest import FIXTURE_MODULES, Selftest, module_dirs_finder
-        Livepatch.attach(machine, dispatch)
+        self.livepatch: "Livepatch" = Livepatch.attach(machine, dispatch, klp_version)
         self.machine = machine
-        self.module_dirs = module_dirs
+        # build() writes modules to `scratch`, explore() a scenario given as text
+        self._scratch = scratch
+        self.module_dirs = [*([scratch] if scratch else []), *module_dirs]
         self.dispatch = dispatch
-        self._scripts = scripts               # where explore() keeps a scenario given as text
+        self.klp_version = klp_version
         self._out = io.StringIO()
-        self.selftest = Selftest(machine, module_dirs_finder([*module_dirs, FIXTURE_MODULES]),
+        self.selftest = Selftest(machine, module_dirs_finder([*self.module_dirs, FIXTURE_MODULES]),
                                  stdout=self._out.write, stderr=self._out.write)
 
     def _run(self, helper: Callable[..., None], *args: object) -> None:
@@ -89,7 +99,15 @@ class Klp:
         self._run(self.selftest.start_test, name)
 
     def check_result(self, expected: str) -> None:
-        self._run(self.selftest.check_result, expected)
+        """functions.sh's check_result; its failure says which lines it compares
+        and shows the ones it left out, where a line "missing" may be."""
+        try:
+            self._run(self.selftest.check_result, expected)
+        except KlpemuFailure as exc:
+            left_out = self._left_out_since_canary()
+            note = f"\n\n({CHECKED}; the other lines since the canary:)\n" + \
+                   ("\n".join(left_out) if left_out else "(none)")
+            raise KlpemuFailure(f"{exc}{note}") from None
 
     def load_mod(self, name: str, *params: str) -> None:
         self._run(self.selftest.load_mod, name, *params)
@@ -154,9 +172,45 @@ class Klp:
     def dmesg(self) -> str:
         return self.machine.dmesg()
 
-    def blocking(self) -> str:
-        """Who blocks the running transition, and why (empty when none runs)."""
+    def _left_out_since_canary(self) -> list[str]:
+        from klpemu.selftest import check_result_keeps
+        lines = self.selftest.syslog.lines()
+        canary = self.selftest.last_dmesg
+        if canary not in lines:
+            return []
+        return [line for line in lines[lines.index(canary) + 1:] if not check_result_keeps(line)]
+
+    def blocking(self) -> list["BlockingTask"]:
+        """The tasks that failed the running transition's last try (none when
+        no transition runs): each says why (`str()`: the kernel's debug line),
+        with `.blocker` and `.stack`."""
+        from klpemu.state_report import running_transition
+        transition = running_transition(self.machine)
+        return list(transition.blocking) if transition is not None else []
+
+    def blocking_report(self) -> str:
+        """The same as text, with stacks (empty when no transition runs)."""
         return _blocking_report(self.machine)
+
+    # ------------------------------------------------------------ modules from C
+    def build(self, *sources: str | Path, name: str | None = None, livepatch: bool = False) -> Path:
+        """Compile C sources (relative ones next to the test file) into a
+        module with the guest kernel's flags, as `klpemu build` does; NAME.ko
+        (default: the first source's name) is then found by load_mod/load_lp."""
+        from klpemu.build.compile import BuildError, build_module
+        if not sources:
+            raise KlpemuFailure("klp.build: no source files given")
+        assert self._scratch is not None
+        paths = [Path(s) if Path(s).is_absolute() else self._test_dir / s for s in sources]
+        output = self._scratch / f"{name or paths[0].stem}.ko"
+        try:
+            return build_module(paths, output, livepatch=livepatch)
+        except BuildError as exc:
+            raise KlpemuFailure(f"klp.build: {exc}") from None
+
+    @property
+    def _test_dir(self) -> Path:
+        return self.module_dirs[1] if self._scratch else self.module_dirs[0]
 
     # ------------------------------------------------------------ many schedules
     def explore(self, script: str | Path, runs: int = 100, strategy: str | None = None,
@@ -173,13 +227,13 @@ class Klp:
         if isinstance(script, str) and "\n" not in script and Path(script).is_file():
             script = Path(script)
         if isinstance(script, str):                   # a file, so that the replay line replays it
-            assert self._scripts is not None
-            path = self._scripts / f"explore{len(list(self._scripts.glob('explore*.sh')))}.sh"
+            assert self._scratch is not None
+            path = self._scratch / f"explore{len(list(self._scratch.glob('explore*.sh')))}.sh"
             path.write_text(script)
             script = path
         run = RunConfig(kernel=str(config.kernel), cpus=config.cpus, cmdline=config.cmdline,
                         watchdog_thresh_s=config.watchdog_thresh_s, dispatch=self.dispatch,
-                        module_dirs=tuple(self.module_dirs))
+                        klp_version=self.klp_version, module_dirs=tuple(self.module_dirs))
         try:
             result = explore(script, runs=runs, strategy=strategy or config.schedule,
                              cpus=cpus or (config.cpus,), config=run, jobs=jobs or _explore_jobs())
@@ -237,9 +291,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _options(request: pytest.FixtureRequest) -> dict[str, object]:
     marker = request.node.get_closest_marker("klpemu")
     options: dict[str, object] = dict(marker.kwargs) if marker else {}
-    unknown = set(options) - OPTIONS
+    unknown = set(options) - set(OPTIONS)
     if unknown:
-        raise pytest.UsageError(f"@pytest.mark.klpemu: unknown option(s) {', '.join(sorted(unknown))}")
+        raise pytest.UsageError(f"@pytest.mark.klpemu: unknown option(s) {', '.join(sorted(unknown))} "
+                                f"(the options: {', '.join(OPTIONS)})")
     strategy = request.config.getoption("klpemu_strategy")
     if strategy is not None:
         options["schedule"] = strategy
@@ -262,7 +317,7 @@ def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator
     from emu import Machine
     from klp.core import Livepatch
     machine = Machine(seed=klpemu_seed, **kwargs).boot()
-    Livepatch.attach(machine, options.get("dispatch"))
+    Livepatch.attach(machine, options.get("dispatch"), options.get("klp_version"))
     request.node.stash[_MACHINES] = machine
     yield machine
 
@@ -273,7 +328,8 @@ def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine", tmp_path: Pat
     to the test file, then in the marker's module_dirs, then in the fixtures."""
     options = _options(request)
     dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
-    klp = Klp(klpemu_machine, dirs, options.get("dispatch"), scripts=tmp_path)
+    klp = Klp(klpemu_machine, dirs, options.get("dispatch"), scratch=tmp_path,
+              klp_version=options.get("klp_version"))
     klp.setup_config()          # as every selftest script starts: dynamic debug on, ftrace enabled
     return klp
 
@@ -287,8 +343,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     if call.excinfo is not None and call.excinfo.errisinstance(KlpemuExplorationFailure):
         return                  # the test's own machine is not where the failing runs ran
+    # as report sections (the terminal) and as properties (JUnit XML keeps those)
     lines = machine.dmesg().splitlines()
-    report.sections.append(("klpemu kernel log", "\n".join(lines[-DMESG_TAIL:])))
+    sections = [("klpemu kernel log", "\n".join(lines[-DMESG_TAIL:]))]
     blocking = _blocking_report(machine)
     if blocking:
-        report.sections.append(("klpemu blocking tasks", blocking))
+        sections.append(("klpemu blocking tasks", blocking))
+    report.sections.extend(sections)
+    item.user_properties.extend(sections)        # the teardown report carries them to the XML

@@ -107,3 +107,16 @@ def test_a_refused_module_takes_no_module_area(booted: Machine, mods, tmp_path) 
                for line in m.dmesg_lines())
     assert m.modules._next == before
     assert "modtest" not in m.modules.modules
+
+
+def test_an_api_error_carries_what_the_kernel_logged() -> None:
+    """The errno alone hides the reason; the kernel printed it."""
+    m = Machine().boot()
+    with pytest.raises(ShellError) as exc:
+        m.insmod(f"{MODULES}/test_klp_livepatch.ko")          # no livepatch core: klp_enable_patch unknown
+    assert exc.value.errno == errno.ENOENT
+    assert str(exc.value).endswith(": No such file or directory "
+                                   "(kernel: test_klp_livepatch: Unknown symbol klp_enable_patch (err -2))")
+    with pytest.raises(ShellError, match=r"File exists$"):   # nothing logged: the errno is all there is
+        m.insmod(f"{MODULES}/klpemu_test_target.ko")
+        m.insmod(f"{MODULES}/klpemu_test_target.ko")

@@ -44,7 +44,14 @@ def test_check_result_failure_shows_the_diff(pytester: pytest.Pytester, example:
     result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*KlpemuFailure: not ok*", "*-livepatch: 'livepatch_meminfo': initialising*",
-                                 "*+livepatch: 'livepatch_meminfo': initializing*"])
+                                 "*+livepatch: 'livepatch_meminfo': initializing*",
+                                 "*(check_result compares the kernel log lines after the test's canary that contain "
+                                 "'livepatch:' or 'test_klp' (as functions.sh does), taint notices left out; the "
+                                 "other lines since the canary:)",
+                                 "*% insmod test_modules/livepatch_meminfo.ko*"])
+    # the report points at the test's line, not into the plugin
+    result.stdout.fnmatch_lines(["test_livepatch_meminfo.py:*: KlpemuFailure"])
+    result.stdout.no_fnmatch_line("*pytest_plugin.py*")
 
 
 def test_seeds_option_reruns_each_test(pytester: pytest.Pytester, example: Path) -> None:
@@ -61,7 +68,8 @@ def test_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> No
             pass
     """)
     result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["*unknown option(s) cpu*"])
+    result.stdout.fnmatch_lines(["*unknown option(s) cpu (the options: cpus, seed, kernel, dispatch, cmdline, "
+                                 "module_dirs, schedule, klp_version)*"])
     assert result.ret != 0
 
 
@@ -116,6 +124,52 @@ def test_a_stuck_transition_is_explained_in_the_report(pytester: pytest.Pytester
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*klpemu blocking tasks*",
                                  "*klpemu_sleeper:* is sleeping on function klpemu_test_sleep*"])
+
+
+def test_junit_xml_keeps_the_kernel_log_and_the_blocking_tasks(pytester: pytest.Pytester) -> None:
+    import xml.etree.ElementTree as ET
+    pytester.makepyfile("""
+        def test_stuck(klp):
+            klp.load_mod("klpemu_test_target", "sleeper=1")
+            klp.load_lp_nowait("klpemu_test_patch")
+            klp.sleep(2)
+            assert klp.read("/sys/kernel/livepatch/klpemu_test_patch/transition") == "0\\n"
+    """)
+    pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider", "--junitxml=out.xml")
+    props = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "out.xml").iter("property")}
+    assert "livepatch: 'klpemu_test_patch': starting patching transition" in props["klpemu kernel log"]
+    assert "is sleeping on function klpemu_test_sleep" in props["klpemu blocking tasks"]
+
+
+def test_blocking_is_typed_and_build_compiles_next_to_the_test(pytester: pytest.Pytester) -> None:
+    shutil.copy(EXAMPLE / "livepatch_meminfo.c", pytester.path / "fix.c")
+    (pytester.path / "broken.c").write_text("int f(void) { return nope; }\n")
+    pytester.makepyfile("""
+        import pytest
+        from klp.transition import BlockingTask
+        from klpemu.pytest_plugin import KlpemuFailure
+
+        def test_blocking(klp):
+            assert klp.blocking() == []
+            klp.load_mod("klpemu_test_target", "sleeper=1")
+            klp.load_lp_nowait("klpemu_test_patch")
+            klp.sleep(2)
+            (task,) = klp.blocking()
+            assert isinstance(task, BlockingTask) and task.blocker == "klpemu_test_sleep"
+            assert str(task) == f"klpemu_sleeper:{task.pid} is sleeping on function klpemu_test_sleep"
+            assert "klpemu_test_sleep+" in "\\n".join(task.stack)
+            assert klp.livepatch.transition.patch.name == "klpemu_test_patch"
+
+        def test_build(klp):
+            ko = klp.build("fix.c", name="lp-fix", livepatch=True)
+            assert ko.name == "lp-fix.ko"
+            klp.load_lp("lp_fix")
+            assert "MemAvailable" in klp.read("/proc/meminfo")
+            with pytest.raises(KlpemuFailure, match="nope"):
+                klp.build("broken.c")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
 
 
 def test_a_skipping_helper_skips_the_test(pytester: pytest.Pytester) -> None:

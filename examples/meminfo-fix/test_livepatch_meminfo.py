@@ -1,32 +1,20 @@
 """Regression test for livepatch_meminfo.ko, with the klpemu pytest plugin.
 
 Run from the repository root:
-    .venv/bin/klpemu build examples/meminfo-fix/livepatch_meminfo.c \
-        -o examples/meminfo-fix/livepatch_meminfo.ko --livepatch
     .venv/bin/python -m pytest examples/meminfo-fix
-(the `built` fixture below also builds it when the .ko is missing or stale).
+Each test builds the module from its source with the guest kernel's flags
+(klp.build, as `klpemu build` does) into the test's own directory.
 """
 import re
-from pathlib import Path
 
 import pytest
 
-from klpemu.build.compile import build_module
-
-HERE = Path(__file__).resolve().parent
 MODULE = "livepatch_meminfo"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def built() -> Path:
-    src, ko = HERE / f"{MODULE}.c", HERE / f"{MODULE}.ko"
-    if not ko.exists() or ko.stat().st_mtime < src.stat().st_mtime:
-        build_module([src], ko, livepatch=True)
-    return ko
 
 
 @pytest.mark.klpemu(cpus=2)
 def test_meminfo_gains_memavailable_and_loses_it_again(klp) -> None:
+    klp.build(f"{MODULE}.c", livepatch=True)
     assert "MemAvailable" not in klp.read("/proc/meminfo")
 
     klp.start_test("add MemAvailable to /proc/meminfo")
@@ -54,6 +42,7 @@ livepatch: '{MODULE}': unpatching complete""")
 
 
 def test_every_task_runs_the_fix_once_the_transition_is_done(klp) -> None:
+    klp.build(f"{MODULE}.c", livepatch=True)
     klp.load_lp(MODULE)
     for task in klp.machine.tasks():
         assert klp.read(f"/proc/{task.pid}/patch_state") == "-1\n"

@@ -13,8 +13,8 @@ helpers, the pytest plugin and the test suite.
 from __future__ import annotations
 
 from klpemu.selftest.helpers import (FIXTURE_MODULES, MAX_RETRIES, RETRY_INTERVAL, SYSFS_KLP_DIR, Die, LoadStyle, Selftest,
-                                     SelftestExit, Skip, filter_check_result, module_dirs_finder)
+                                     SelftestExit, Skip, check_result_keeps, filter_check_result, module_dirs_finder)
 from klpemu.selftest.procps import Syslog
 
 __all__ = ["FIXTURE_MODULES", "MAX_RETRIES", "RETRY_INTERVAL", "SYSFS_KLP_DIR", "Die", "LoadStyle", "Selftest", "SelftestExit",
-           "Skip", "Syslog", "filter_check_result", "module_dirs_finder"]
+           "Skip", "Syslog", "check_result_keeps", "filter_check_result", "module_dirs_finder"]

@@ -103,12 +103,14 @@ def filter_check_result(lines: list[str], last_dmesg: str) -> str:
         start = lines.index(last_dmesg) + 1
     except ValueError:
         return ""
-    kept = []
-    for line in lines[start:]:
-        if ("livepatch:" not in line and "test_klp" not in line) or _TAINT.search(line):
-            continue
-        kept.append(_CALLER.sub("", _TIMESTAMP.sub("", line, count=1), count=1))
+    kept = [_CALLER.sub("", _TIMESTAMP.sub("", line, count=1), count=1)
+            for line in lines[start:] if check_result_keeps(line)]
     return "\n".join(kept).rstrip("\n")
+
+
+def check_result_keeps(line: str) -> bool:
+    """Whether check_result compares this kernel log line."""
+    return ("livepatch:" in line or "test_klp" in line) and not _TAINT.search(line)
 
 
 class Selftest:
