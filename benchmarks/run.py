@@ -16,12 +16,12 @@ from types import ModuleType
 
 from klpemu.paths import SOURCE_TREE
 
-from . import bench_dispatch, bench_machine, bench_scenarios, bench_startup, bench_transition
+from . import bench_dispatch, bench_explore, bench_machine, bench_scenarios, bench_startup, bench_transition
 from .common import machine_description
 
 BENCHMARKS: dict[str, ModuleType] = {
     "dispatch": bench_dispatch, "machine": bench_machine, "transition": bench_transition,
-    "startup": bench_startup, "scenarios": bench_scenarios,
+    "startup": bench_startup, "scenarios": bench_scenarios, "explore": bench_explore,
 }
 # in a source tree the results are committed beside the code; installed, they go to the cwd
 RESULTS = SOURCE_TREE / "benchmarks" / "results" if SOURCE_TREE else Path("klpemu-bench-results")
@@ -54,6 +54,17 @@ def targets(results: dict[str, dict]) -> list[tuple[str, str, bool | None]]:
         r = results["scenarios"]
         what = "whole ported selftest set <= 30 s" + ("" if r["complete_set"] else " (--quick: a subset)")
         out.append((what, f"{r['whole_set_wall_s']:.1f} s", r["met"]))
+    if "explore" in results:
+        r = results["explore"]
+        out.append(("explore test-livepatch.sh >= 50 schedules/s per core", f"{r['livepatch_per_s_cpu']:.1f}/s",
+                     r["met"]))
+        rows = {row["strategy"].split(",")[0]: row for row in r["race"]["rows"]}
+        pct, rand = rows["pct"], rows["random"]
+        out.append(("planted race: PCT's find rate >= its bound 1/(n k^(d-1))",
+                    f"{pct['rate'] * 100:.2f}% vs {pct['bound'] * 100:.2f}%", r["pct_meets_bound"]))
+        out.append(("planted race: PCT needs fewer runs than random (median to first find)",
+                    f"{pct['median_runs_to_first'] or '>' + str(pct['cap'])} vs "
+                    f"{rand['median_runs_to_first'] or '>' + str(rand['cap'])}", r["pct_before_random"]))
     return out
 
 

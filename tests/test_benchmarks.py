@@ -9,7 +9,7 @@ import pytest
 
 from klp.objects import KlpState
 from klp.transition import CheckRanges
-from klpemu.benchmarks import bench_dispatch, bench_machine, bench_scenarios, bench_transition, run
+from klpemu.benchmarks import bench_dispatch, bench_explore, bench_machine, bench_scenarios, bench_transition, run
 from klpemu.benchmarks.common import svg_bars, table
 from klpemu.cli import main as cli_main
 
@@ -96,6 +96,20 @@ def test_suite_writes_dated_json_and_charts(tmp_path: Path) -> None:
     assert [t["what"] for t in result["targets"]] == ["boot <= 0.3 s after imports"]
     [chart] = tmp_path.glob("*-startup.svg")
     assert len(ET.parse(chart).getroot().findall("{http://www.w3.org/2000/svg}rect")) == 6
+
+
+def test_explore_race_rows_and_their_targets() -> None:
+    """A block without a find counts as more runs than any: the median falls on it or not."""
+    assert bench_explore._median([13, None, 5]) == 13
+    assert bench_explore._median([None, None, 5]) is None
+    row = {"cap": 100, "rate": 0.03, "bound": 0.005}
+    result = {"livepatch_per_s_cpu": 7.0, "met": False, "pct_meets_bound": True, "pct_before_random": True,
+              "race": {"rows": [{**row, "strategy": "random", "median_runs_to_first": None},
+                                {**row, "strategy": "pct,depth=2,steps=100", "median_runs_to_first": 42}]}}
+    assert run.targets({"explore": result}) == [
+        ("explore test-livepatch.sh >= 50 schedules/s per core", "7.0/s", False),
+        ("planted race: PCT's find rate >= its bound 1/(n k^(d-1))", "3.00% vs 0.50%", True),
+        ("planted race: PCT needs fewer runs than random (median to first find)", "42 vs >100", True)]
 
 
 def test_cli_refuses_an_unknown_benchmark(capsys) -> None:

@@ -3,6 +3,7 @@ child process that starts from the booted machine (copy-on-write memory,
 the same Unicorn state) and sends its Outcome back through a pipe."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
@@ -59,8 +60,12 @@ class Zygote:
 
 def run_session(session: ScenarioSession, out: io.StringIO, script: Script, schedule: ScheduleSpec) -> Outcome:
     """One run on a fresh (or freshly forked) session, classified."""
+    stats = session.machine.runloop.stats
+    start = stats.rounds
     try:
         result = session.run(script.text, schedule, script=script.path)
     except Exception as exc:                          # a hang, a crash, a bad script: all outcomes
-        return classify(session.machine, out.getvalue(), None, exc)
-    return classify(session.machine, out.getvalue(), result, None)
+        outcome = classify(session.machine, out.getvalue(), None, exc)
+    else:
+        outcome = classify(session.machine, out.getvalue(), result, None)
+    return dataclasses.replace(outcome, rounds=stats.rounds - start)

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from emu import GuestHang, Machine
+from emu.faults.oops import Oops
 from klp.core import core_of
 from klpemu.scenario import ScenarioResult
 
@@ -19,6 +20,7 @@ CLASSES = (PASS, CHECK_RESULT, FAILED, OOPS, HANG, STALLED, ERROR)
 _NUMBER = re.compile(r"\b0x[0-9a-f]+\b|\b\d+(\.\d+)?\b")
 _ENABLING = re.compile(r"livepatch: '(.+)': starting patching transition$")
 _COMPLETE = re.compile(r"livepatch: '(.+)': patching complete$")
+_RIP = re.compile(r"^RIP: [0-9a-f]{4}:([^+\s]+)")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Outcome:
     blocked_on: tuple[tuple[str, int], ...] = field(default=())   # blocker -> failed tries, sorted
     virtual_ns: int = 0
     dmesg_sha256: str = ""                      # of the kernel log with timestamps: the run's bytes
+    rounds: int = 0                             # run-loop rounds under the schedule (PCT's steps)
 
 
 def normalise(text: str) -> str:
@@ -50,6 +53,16 @@ def check_result_diff(output: str) -> str | None:
                     diff.append(body)
             return "\n".join(diff)
     return None
+
+
+def faulting_function(machine: Machine, oops: Oops) -> str:
+    """The function the oops's RIP was in, as the report named it when it was
+    written (the module may be gone by the end of the run)."""
+    for line in oops.lines:
+        m = _RIP.match(line)
+        if m:
+            return m[1]
+    return machine.symbolize(oops.pc).split("+")[0]
 
 
 def transition_times(machine: Machine) -> tuple[int, ...]:
@@ -77,7 +90,7 @@ def classify(machine: Machine, output: str, result: ScenarioResult | None,
     kernel_oopses = [o for o in machine.oopses if not o.user_fault]
     if kernel_oopses:
         oops = kernel_oopses[0]
-        where = machine.symbolize(oops.pc).split("+")[0]
+        where = faulting_function(machine, oops)
         reason = normalise(oops.fatal or oops.lines[0])
         resumes = core.resume_watch.mismatches if core and core.resume_watch else []
         if resumes:             # the oops follows a resume in the other copy of a stack switcher
