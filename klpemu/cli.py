@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
+from emu.faults.watchdog import check_watchdog_thresh
 from emu.machine import resolve_kernel
 from emu.schedule import ScheduleSpec
 from klp.errors import LivepatchError
@@ -40,8 +41,16 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
                    help="how the CPUs interleave after boot: rr, random, pct, targeted, with parameters "
                         "(e.g. pct,depth=3); a seed here overrides --seed (see emu/schedule.py)")
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
-    p.add_argument("--watchdog-thresh", type=float, default=MachineConfig.watchdog_thresh_s,
+    p.add_argument("--watchdog-thresh", type=_watchdog_thresh, default=MachineConfig.watchdog_thresh_s,
                    help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
+
+
+def _watchdog_thresh(text: str) -> float:
+    try:
+        return check_watchdog_thresh(float(text))
+    except (ValueError, EmuError) as err:
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
+                                         f"watchdog_thresh must be a number of seconds, not {text!r}") from None
 
 
 def _schedule(args: argparse.Namespace) -> ScheduleSpec:
