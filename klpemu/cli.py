@@ -136,6 +136,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                    **({"state": livepatch_state(m)} if args.state else {})},
                   sys.stdout, indent=1)
         sys.stdout.write("\n")
+    oopses = [o for o in m.oopses if not o.user_fault]
+    if oopses:
+        # the shell that oopsed was respawned and the script went on, but
+        # the kernel crashed: a guest crash, whatever the script's status
+        print(f"klpemu: {args.script}: the kernel oopsed ({len(oopses)}x, pid {oopses[0].task_pid}): "
+              f"{oopses[0].lines[0]}", file=sys.stderr)
+        return EXIT_HANG
     return result.exit_code
 
 

@@ -36,3 +36,13 @@ def test_a_background_shell_stays_gone(machine: Machine) -> None:
     with pytest.raises(ShellError, match=f"shell pid {shell.pid} is gone"):
         shell.cat("/proc/cmdline")
     assert machine.read_file("/proc/cmdline").startswith("console=")
+
+
+def test_klpemu_run_exits_3_after_an_oops_and_the_script_goes_on(tmp_path, capsys) -> None:
+    from klpemu.cli import main
+    script = tmp_path / "oops.sh"
+    script.write_text(f"echo EXCEPTION > {DIRECT}\necho \"after: $(cat /proc/cmdline)\"\n")
+    assert main(["run", str(script)]) == 3
+    out, err = capsys.readouterr()
+    assert "after: console=ttyS0 klpemu\n" in out
+    assert "the kernel oopsed (1x, pid 1): BUG: kernel NULL pointer dereference, address: 0000000000000000" in err
