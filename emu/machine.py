@@ -166,7 +166,7 @@ class Machine:
         self._write_boot_params()
         self.runloop.start_cpu(0, self.prog.symbol_address("startup_64"),
                                self.prog.symbol_address("init_stack") + THREAD_SIZE, self.boot_params)
-        self.shells: list[Shell] = [self._shell(MAILBOX_BASE)]
+        self.shells: list[Shell] = [self._shell(MAILBOX_BASE, respawned=self._init_shell)]
 
     # ---------------------------------------------------------------- set-up
     def _load_images(self) -> None:
@@ -190,9 +190,15 @@ class Machine:
         m.write_u64(base + o["BP_shell_mailbox"], MAILBOX_BASE)
         m.write(base + o["BP_cmdline"], self.config.cmdline.encode()[:255] + b"\0")
 
-    def _shell(self, mailbox: int) -> Shell:
+    def _shell(self, mailbox: int, respawned: Callable[[], TaskView | None] | None = None) -> Shell:
         return Shell(self.prog, self.mailbox_layout, mailbox, run_until=self.run_until, ring_doorbell=self.ring_doorbell,
-                     dead_tasks=self.services.dead_tasks)
+                     dead_tasks=self.services.dead_tasks, respawned=respawned)
+
+    def _init_shell(self) -> TaskView | None:
+        """The task main.c's shell_task names: the first shell, or the one
+        the kernel respawned after it died."""
+        address = self.mem.read_u64(self.prog.symbol_address("shell_task"))
+        return TaskView(self.prog, address) if address else None
 
     def _write_dyndbg_flags(self, address: int, flags: int) -> None:
         self.mem.write(address, flags.to_bytes(4, "little"))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
+from emu.faults.watchdog import check_watchdog_thresh
 from emu.machine import resolve_kernel
 from emu.schedule import ScheduleSpec
 from klp.errors import LivepatchError
@@ -40,8 +41,16 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
                    help="how the CPUs interleave after boot: rr, random, pct, targeted, with parameters "
                         "(e.g. pct,depth=3); a seed here overrides --seed (see emu/schedule.py)")
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
-    p.add_argument("--watchdog-thresh", type=float, default=MachineConfig.watchdog_thresh_s,
+    p.add_argument("--watchdog-thresh", type=_watchdog_thresh, default=MachineConfig.watchdog_thresh_s,
                    help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
+
+
+def _watchdog_thresh(text: str) -> float:
+    try:
+        return check_watchdog_thresh(float(text))
+    except (ValueError, EmuError) as err:
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
+                                         f"watchdog_thresh must be a number of seconds, not {text!r}") from None
 
 
 def _schedule(args: argparse.Namespace) -> ScheduleSpec:
@@ -127,6 +136,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                    **({"state": livepatch_state(m)} if args.state else {})},
                   sys.stdout, indent=1)
         sys.stdout.write("\n")
+    oopses = [o for o in m.oopses if not o.user_fault]
+    if oopses:
+        # the shell that oopsed was respawned and the script went on, but
+        # the kernel crashed: a guest crash, whatever the script's status
+        print(f"klpemu: {args.script}: the kernel oopsed ({len(oopses)}x, pid {oopses[0].task_pid}): "
+              f"{oopses[0].lines[0]}", file=sys.stderr)
+        return EXIT_HANG
     return result.exit_code
 
 

@@ -5,16 +5,27 @@ panics the machine, as with the kernel's *_panic sysctls set, and raises
 GuestHang with the report."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from emu.arch.cpu import Cpu
-from emu.errors import GuestHang
+from emu.errors import EmuError, GuestHang
 from emu.faults.oops import lockup_report
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
 from emu.kernel.tasks import cpu_curr
 from emu.time import NSEC_PER_SEC, VirtualClock
 from emu.unwind.stack_walker import StackWalker
+
+WATCHDOG_THRESH_MAX = 60          # the sysctl's extra2 (kernel/watchdog.c)
+
+
+def check_watchdog_thresh(seconds: float) -> float:
+    """watchdog_thresh as the kernel's sysctl takes it: 0 (off) to 60 seconds."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds)
+            and 0 <= seconds <= WATCHDOG_THRESH_MAX):
+        raise EmuError(f"watchdog_thresh must be 0 (off) to {WATCHDOG_THRESH_MAX} seconds, not {seconds!r}")
+    return float(seconds)
 
 
 class Watchdog:
@@ -26,11 +37,13 @@ class Watchdog:
         self.clock = clock
         self.log = log
         self.crash = crash
-        self.thresh_ns = int(thresh_s * NSEC_PER_SEC)
+        self.thresh_ns = int(check_watchdog_thresh(thresh_s) * NSEC_PER_SEC)
 
     def check(self) -> None:
         """After each round: raise GuestHang when a CPU is locked up."""
         thresh, now = self.thresh_ns, self.clock.ns
+        if thresh == 0:
+            return
         for cpu in self.cpus:
             if not cpu.runnable:
                 cpu.irqs_off_since_ns = cpu.preempt_off_since_ns = None

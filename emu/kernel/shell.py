@@ -64,7 +64,11 @@ class Mailbox:
 
 class Shell:
     def __init__(self, prog: Program, layout: Mailbox, mailbox: int, *, run_until: RunUntil,
-                 ring_doorbell: Callable[[], None], dead_tasks: set[int], pid: int = 1) -> None:
+                 ring_doorbell: Callable[[], None], dead_tasks: set[int], pid: int = 1,
+                 respawned: Callable[[], TaskView | None] | None = None) -> None:
+        """respawned: for init's shell, the task now serving the mailbox (the
+        kernel respawns it when it dies); a background shell has none and
+        stays gone."""
         self.prog = prog
         self.mem = prog.mem
         self.layout = layout
@@ -73,6 +77,8 @@ class Shell:
         self._run_until = run_until
         self._ring_doorbell = ring_doorbell
         self._dead_tasks = dead_tasks
+        self._respawned = respawned
+        self._served_pid = pid
 
     def _u64(self, off: int) -> int:
         return self.mem.read_u64(self.mailbox + off)
@@ -82,6 +88,11 @@ class Shell:
         return v - (1 << 64) if v >> 63 else v
 
     def task(self) -> TaskView | None:
+        if self._respawned is not None:
+            task = self._respawned()
+            if task is not None and task.address not in self._dead_tasks:
+                self.pid = task.pid
+                return task
         return find_task(self.prog, self.pid)
 
     def is_idle(self) -> bool:
@@ -105,6 +116,11 @@ class Shell:
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
+        if task.pid != self._served_pid:
+            # a respawned shell: let it start (and drop its predecessor's
+            # command) before it sees this one
+            self._served_pid = task.pid
+            self._run_until(self.is_idle, timeout_s=5, what=f"the shell (pid {self.pid}) to start")
         seq = self._u64(self.layout.seq) + 1
         words = [a & 0xFFFFFFFFFFFFFFFF for a in args] + [0] * (6 - len(args))
         mem.write(self.mailbox + self.layout.op, struct.pack("<QQ6Q", op, 0, *words))
