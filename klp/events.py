@@ -42,17 +42,20 @@ class KlpEvent:
 @dataclass
 class EventLog:
     events: list[KlpEvent] = field(default_factory=list)
-    # the last patch_state recorded for each pid (to see the guest's own switches)
+    # the last patch_state recorded for each task, by its task_struct's address
+    # (the idle tasks share pid 0), to see the guest's own switches
     known: dict[int, str] = field(default_factory=dict)
 
     def add(self, event: KlpEvent) -> None:
         self.events.append(event)
 
-    def task_state(self, t_ns: int, patch: str, pid: int, comm: str, state: str, seen: bool = False) -> None:
-        """Record a patch_state change, once: a state already known for the pid is no event."""
-        if self.known.get(pid) == state:
+    def task_state(self, t_ns: int, patch: str, task: int, pid: int, comm: str, state: str,
+                   seen: bool = False) -> None:
+        """Record a patch_state change of the task at address `task`, once:
+        the state already known for it is no event."""
+        if self.known.get(task) == state:
             return
-        self.known[pid] = state
+        self.known[task] = state
         self.add(KlpEvent(t_ns, TASK_STATE, patch, state=state, pid=pid, comm=comm, seen=seen))
 
     def to_json(self) -> list[dict[str, object]]:

@@ -167,7 +167,7 @@ class Transition:
 
     def _note_task(self, task: TaskView, state: int, seen: bool = False) -> None:
         if self.events is not None and self.patch is not None:
-            self.events.task_state(self.machine.clock_ns, self.patch.name, task.pid, task.comm,
+            self.events.task_state(self.machine.clock_ns, self.patch.name, task.address, task.pid, task.comm,
                                    KlpState(state).name.lower(), seen)
 
     @property

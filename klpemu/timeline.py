@@ -44,20 +44,25 @@ def _seconds(t: float, step: float) -> str:
     return f"{t:.{digits}f} s"
 
 
+def task_key(event: dict[str, object]) -> tuple[int, str]:
+    return int(event["pid"]), str(event["comm"])  # type: ignore[call-overload]
+
+
+def _name(key: tuple[int, str]) -> str:
+    return f"{key[1]}:{key[0]}"
+
+
 class _Lanes:
     """Each task's patch_state as segments: (start_ns, end_ns, colour key)."""
 
     def __init__(self, events: list[dict[str, object]], end_ns: int) -> None:
-        self.names: dict[int, str] = {}
-        changes: dict[int, list[tuple[int, str]]] = {}
+        changes: dict[tuple[int, str], list[tuple[int, str]]] = {}
         self.spans: list[tuple[int, int, str]] = []      # transitions: start, end (or end of run), target
         target, started = "", 0
         for e in events:
             t = int(e["t_ns"])
             if e["kind"] == "task":
-                pid = int(e["pid"])
-                self.names.setdefault(pid, f"{e['comm']}:{pid}")
-                changes.setdefault(pid, []).append((t, str(e["state"])))
+                changes.setdefault(task_key(e), []).append((t, str(e["state"])))
             elif e["kind"] == "patch" and e["state"] == "start":
                 target, started = str(e["detail"]), t
             elif e["kind"] == "reverse" and target:
@@ -69,13 +74,14 @@ class _Lanes:
         self.running = target          # still in progress at the end of the run
         if target:
             self.spans.append((started, end_ns, target))
-        self.segments: dict[int, list[tuple[int, int, str]]] = {}
-        for pid, points in changes.items():
+        # by task: (pid, comm), as the idle tasks all have pid 0
+        self.segments: dict[tuple[int, str], list[tuple[int, int, str]]] = {}
+        for key, points in changes.items():
             segs = []
             for k, (t, state) in enumerate(points):
                 until = points[k + 1][0] if k + 1 < len(points) else end_ns
                 segs.extend(self._split(t, until, state))
-            self.segments[pid] = [s for s in segs if s[1] > s[0]]
+            self.segments[key] = [s for s in segs if s[1] > s[0]]
 
     def _split(self, start: int, end: int, state: str) -> list[tuple[int, int, str]]:
         """A segment in `state`, pending where a transition targets another state."""
@@ -96,7 +102,7 @@ class _Lanes:
 def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subtitle: str = "") -> str:
     """The picture of the run whose event log is `events`, up to `end_ns`."""
     lanes = _Lanes(events, end_ns)
-    pids = sorted(lanes.segments)
+    keys = sorted(lanes.segments)
     first = min((int(e["t_ns"]) for e in events), default=0)
     step, _ = _ticks(first / 1e9, max(end_ns, first + 1) / 1e9)
     lo = math.floor(first / 1e9 / step + 1e-9) * step
@@ -129,7 +135,7 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
 
     top = 110                      # the transitions' labels sit above the lanes
     lanes_top = top + 2 * 16
-    lanes_bottom = lanes_top + len(pids) * (LANE_H + LANE_GAP)
+    lanes_bottom = lanes_top + len(keys) * (LANE_H + LANE_GAP)
     # transitions: start and end lines, labels staggered on two rows so none overlaps
     marks: list[tuple[float, str, str]] = []
     for start, end, target in lanes.spans:
@@ -153,26 +159,26 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
                    f'stroke-width="1.5" stroke-dasharray="4 3"/>')
         out.append(f'<text x="{mx + 3:.1f}" y="{ty}" fill="{colour}">{escape(label)}</text>')
     # lanes
-    tries = Counter((int(e["pid"]), str(e["reason"]), str(e["detail"])) for e in events if e["kind"] == "try")
-    for k, pid in enumerate(pids):
+    tries = Counter((task_key(e), str(e["reason"]), str(e["detail"])) for e in events if e["kind"] == "try")
+    for k, task in enumerate(keys):
         y = lanes_top + k * (LANE_H + LANE_GAP)
-        out.append(f'<text x="{LEFT - 8}" y="{y + 14}" text-anchor="end">{escape(lanes.names[pid])}</text>')
-        for start, end, key in lanes.segments[pid]:
+        out.append(f'<text x="{LEFT - 8}" y="{y + 14}" text-anchor="end">{escape(_name(task))}</text>')
+        for start, end, key in lanes.segments[task]:
             out.append(f'<rect x="{x(start):.1f}" y="{y}" width="{max(x(end) - x(start), 0.5):.1f}" '
-                       f'height="{LANE_H}" fill="{COLOURS[key]}"><title>{escape(lanes.names[pid])}: {key} '
+                       f'height="{LANE_H}" fill="{COLOURS[key]}"><title>{escape(_name(task))}: {key} '
                        f'{start / 1e9:.6f}-{end / 1e9:.6f} s</title></rect>')
         why = [f"{n}× {TRY_MARK.get(r, ('', r))[1]}{' ' + d if r == 'is sleeping on function' else ''}"
-               for (p, r, d), n in sorted(tries.items()) if p == pid]
+               for (p, r, d), n in sorted(tries.items()) if p == task]
         if why:
             text = "failed tries: " + ", ".join(why)
             out.append(f'<text x="{WIDTH - RIGHT + 8}" y="{y + 14}" font-size="11">{escape(text[:46])}'
                        f'<title>{escape(text)}</title></text>')
-    lane_of = {pid: lanes_top + k * (LANE_H + LANE_GAP) for k, pid in enumerate(pids)}
+    lane_of = {task: lanes_top + k * (LANE_H + LANE_GAP) for k, task in enumerate(keys)}
     for e in events:
-        if e["kind"] not in ("try", "signal") or int(e["pid"]) not in lane_of:
+        if e["kind"] not in ("try", "signal") or task_key(e) not in lane_of:
             continue
-        mx, y = x(int(e["t_ns"])), lane_of[int(e["pid"])]
-        who = lanes.names[int(e["pid"])]
+        mx, y = x(int(e["t_ns"])), lane_of[task_key(e)]
+        who = _name(task_key(e))
         if e["kind"] == "signal":
             out.append(f'<path d="M{mx:.1f} {y - 3} v{LANE_H + 6}" stroke="#8e44ad" stroke-width="2">'
                        f'<title>{int(e["t_ns"]) / 1e9:.6f} s: signal sent to {escape(who)}</title></path>')
