@@ -15,7 +15,7 @@ from emu.kernel.dyndbg import DebugSite
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.tasks import TaskView, find_task
 from emu.module.manager import Module, s32
-from klp import klp_relocs
+from klp import events, klp_relocs
 from klp.errors import KlpError, LivepatchError
 from klp.hazard import ResumeWatch, SwitchCheck
 from klp.objects import (KSYM_NAME_LEN, MODULE_NAME_LEN, GuestStructs, KlpFunc, KlpObject, KlpPatch, KlpState,
@@ -402,6 +402,7 @@ class Livepatch:
         if p.register_api and p.consistency_model and not self.machine.modules.get(patch.module):
             return -errno.ENODEV
         self.log(f"enabling patch '{patch.name}'")
+        t.note(events.PATCH, patch, state="enabling")
         if not p.consistency_model:
             return self._enable_at_once(patch)
         t.init(patch, KlpState.PATCHED)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from emu.kernel.tasks import TaskView
 from emu.unwind import StackTrace
+from klp import events as ev
+from klp.events import EventLog, KlpEvent
 from klp.objects import KlpFunc, KlpObject, KlpPatch, KlpState
 from klp.ops import Dispatch
 from klp.profiles import Profile
@@ -150,6 +152,23 @@ class Transition:
         self.last_try_ns = 0
         self._target_addr = self.machine.symbol_address("klp_target_state")
         self._sched_hook = self.machine.symbol_address("klp_sched_try_switch_enabled")
+        self.events: EventLog | None = None        # off unless record_events() asked for it
+
+    def record_events(self) -> EventLog:
+        """Turn on the event log (klp/events.py) and return it."""
+        if self.events is None:
+            self.events = EventLog()
+        return self.events
+
+    def note(self, kind: str, patch: KlpPatch, **what: object) -> None:
+        """Append an event, if anybody asked for them."""
+        if self.events is not None:
+            self.events.add(KlpEvent(self.machine.clock_ns, kind, patch.name, **what))  # type: ignore[arg-type]
+
+    def _note_task(self, task: TaskView, state: int, seen: bool = False) -> None:
+        if self.events is not None and self.patch is not None:
+            self.events.task_state(self.machine.clock_ns, self.patch.name, task.address, task.pid, task.comm,
+                                   KlpState(state).name.lower(), seen)
 
     @property
     def immediate(self) -> bool:
@@ -185,6 +204,7 @@ class Transition:
         # the target is set even for an immediate patch (the fix of 4.12's review)
         self._set_target(state)
         self.core.pr_debug("initializing", f"'{patch.name}': initializing {self._word(state)} transition")
+        self.note(ev.PATCH, patch, state="initializing")
         # a targeted schedule may preempt a task entering a function of the transition
         self.machine.preempt.set(PREEMPT_FUNCS, {a for _, f in patch.funcs() for a in (f.old_func, f.new_func) if a})
         if self.immediate:
@@ -192,6 +212,7 @@ class Transition:
         initial = KlpState.UNPATCHED if state == KlpState.PATCHED else KlpState.PATCHED
         for task in self._tasks():
             self._set_patch_state(task, int(initial))
+            self._note_task(task, int(initial))
         for _, func in patch.funcs():
             func.transition = True
             self.core.mirror_func(func)
@@ -202,6 +223,7 @@ class Transition:
         patch = self.patch
         assert patch is not None
         self._log(f"'{patch.name}': starting {self._word(self.target)} transition")
+        self.note(ev.PATCH, patch, state="start", detail=self.target.name.lower())
         if self.immediate:
             return
         for task in self._tasks():
@@ -261,6 +283,7 @@ class Transition:
         """klp_try_switch_task: None if the task is (now) in the target state.
         `ranges`: check_ranges(), when the caller checks many tasks."""
         if task.patch_state == int(self.target):
+            self._note_task(task, int(self.target), seen=True)
             return None
         current = ctx.task
         running = self.machine.running_on(task)
@@ -274,6 +297,7 @@ class Transition:
             return self._blocked(task, SwitchResult.SLEEPING, func.old_name, trace)
         self._set_pending(task, False)
         self._set_patch_state(task, int(self.target))
+        self._note_task(task, int(self.target))
         return None
 
     def _blocked(self, task: TaskView, why: SwitchResult, detail: str,
@@ -283,6 +307,8 @@ class Transition:
                 SwitchResult.UNRELIABLE: ("unreliable", "has an unreliable stack"),
                 SwitchResult.SLEEPING: ("sleeping", f"is sleeping on function {detail}")}[why]
         self.core.pr_debug(what[0], f"klp_try_switch_task: {task.comm}:{task.pid} {what[1]}")
+        if self.patch is not None:
+            self.note(ev.TRY_FAILED, self.patch, pid=task.pid, comm=task.comm, reason=why.value, detail=detail)
         walker = self.machine.walker
         return BlockingTask(task.pid, task.comm, why, detail, trace or walker.trace(task, reliable=False), walker)
 
@@ -339,6 +365,8 @@ class Transition:
     def _signal_tasks(self, ctx: "ServiceContext") -> None:
         for task in self._tasks():
             if task.patch_pending and not task.is_idle:
+                if self.patch is not None:
+                    self.note(ev.SIGNAL, self.patch, pid=task.pid, comm=task.comm)
                 ctx.call("klp_send_signal", task.address)
 
     def complete(self, ctx: "ServiceContext") -> None:
@@ -359,6 +387,7 @@ class Transition:
             for task in self._tasks():
                 self._set_pending(task, False)
                 self._set_patch_state(task, int(KlpState.IDLE))
+                self._note_task(task, int(KlpState.IDLE))
         for obj in patch.objs:
             if not obj.loaded:
                 continue
@@ -367,6 +396,7 @@ class Transition:
             else:
                 self.core.post_unpatch(ctx, obj)
         self._log(f"'{patch.name}': {self._word(target)} complete")
+        self.note(ev.PATCH, patch, state="complete", detail=target.name.lower())
         # 4.12-5.0: the reference of __klp_enable_patch, kept for good by an
         # immediate (or forced) patch, or one with an immediate func
         if (self.core.profile.register_api and target == KlpState.UNPATCHED and not patch.forced
@@ -381,6 +411,7 @@ class Transition:
         """klp_cancel_transition (enable failed before the transition started)."""
         assert self.patch is not None
         self.core.pr_debug("canceling", f"'{self.patch.name}': canceling patching transition, going to unpatch")
+        self.note(ev.PATCH, self.patch, state="canceling")
         self._set_target(KlpState.UNPATCHED)
         self.complete(ctx)
 
@@ -390,6 +421,7 @@ class Transition:
         assert patch is not None
         word = "patching to unpatching" if self.target == KlpState.PATCHED else "unpatching to patching"
         self.core.pr_debug("reversing", f"'{patch.name}': reversing transition from {word}")
+        self.note(ev.REVERSE, patch, detail=word)
         for task in self._tasks():
             self._set_pending(task, False)
         patch.enabled = not patch.enabled
@@ -402,10 +434,12 @@ class Transition:
         patch = self.patch
         assert patch is not None
         self.core.log("forcing remaining tasks to the patched state", PR_WARN)
+        self.note(ev.FORCE, patch, detail=self.target.name.lower())
         for task in self._tasks():
             if task.patch_pending:
                 self._set_pending(task, False)
                 self._set_patch_state(task, int(self.target))
+                self._note_task(task, int(self.target))
         if self.target == KlpState.UNPATCHED:
             forced = [patch]
         elif patch.replace:

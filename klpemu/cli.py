@@ -17,6 +17,7 @@ from emu.faults.watchdog import check_watchdog_thresh
 from emu.machine import resolve_kernel
 from emu.schedule import ScheduleSpec
 from klp.errors import LivepatchError
+from klp.core import Livepatch
 from klp.hazard import image_hazards
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
@@ -27,10 +28,12 @@ from klpemu.explore.command import add_arguments as explore_args
 from klpemu.explore.command import cmd_explore
 from klpemu.scenario import ScenarioError
 from klpemu.session import RunConfig, ScenarioSession
+from klpemu.timeline import write_timeline
 from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
 JSON_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2      # klpemu/schemas/run.schema.json: 2 added kernel_log, events, each step's output
 
 
 def _machine_args(p: argparse.ArgumentParser) -> None:
@@ -117,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = io.StringIO() if args.json else sys.stdout
     session = ScenarioSession(_run_config(args), out)
     m = session.machine
+    events = Livepatch.attach(m).transition.record_events() if args.json or args.timeline else None
     try:
         result = session.run(text, spec, script=args.script)
     except ScenarioError as exc:
@@ -129,9 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sys.stdout.write("\n--- blocking tasks ---\n" + (blocking_report(m) or NO_TRANSITION))
             if args.state:
                 sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
-    if args.json:
-        json.dump({"schema": JSON_SCHEMA_VERSION, "script": args.script, "schedule": str(spec), **result.to_json(),
-                   "dmesg": m.dmesg_lines(), "virtual_time_ns": m.clock_ns,
+    if args.timeline is not None and events is not None:
+        write_timeline(args.timeline, events.to_json(), m.clock_ns, args.script, str(spec))
+    if args.json and events is not None:
+        json.dump({"schema": RUN_SCHEMA_VERSION, "script": args.script, "schedule": str(spec), **result.to_json(),
+                   "dmesg": m.dmesg_lines(), "kernel_log": [{"t_ns": r.timestamp_ns, "level": r.level,
+                                                             "text": r.text} for r in m.klog.records()],
+                   "events": events.to_json(), "virtual_time_ns": m.clock_ns,
                    "wall_time_s": round(time.perf_counter() - started, 3), "blocking": blocking_json(m),
                    **({"state": livepatch_state(m)} if args.state else {})},
                   sys.stdout, indent=1)
@@ -233,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state", action="store_true",
                      help="at the end, show the livepatch state: patches, objects and funcs, each "
                           "function's func_stack and site, the transition, every task's patch_state")
+    run.add_argument("--timeline", type=Path, metavar="OUT.svg",
+                     help="draw the run's livepatch transitions: a lane per task coloured by patch_state, "
+                          "each failed try and why, signals, force, the transitions' start and end")
     run.add_argument("--dispatch", choices=BACKENDS, default="native",
                      help="how patched functions are dispatched: native trampolines (default) "
                           "or a Python code hook per call (slow; for tracing)")

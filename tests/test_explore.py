@@ -10,6 +10,7 @@ import json
 import shlex
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
 
@@ -127,7 +128,10 @@ def test_the_json_follows_its_schema(tmp_path: Path) -> None:
     jsonschema.validate(doc, SCHEMA)
     assert doc["classes"][0]["kind"] == STALLED and doc["classes"][0]["count"] == 3
     assert doc["minimized"]["cpus"] == 1                      # one CPU still blocks
-    assert (tmp_path / "r.svg").read_text().startswith("<svg")
+    report = ET.parse(tmp_path / "r.svg").getroot()           # with the first stalled run's timeline
+    texts = ["".join(t.itertext()) for t in report.iter("{http://www.w3.org/2000/svg}text")]
+    assert f"{script.name}: klpemu_test_patch" in texts and "patching still running at the end" in texts
+    assert any(t.startswith("klpemu_sleeper:") for t in texts)
 
 
 def test_check_result_diff_reads_the_selftests_output() -> None:

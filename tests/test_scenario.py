@@ -59,7 +59,7 @@ def test_a_failed_run_says_why(m: Machine, tmp_path: Path) -> None:
     assert result.exit_status == 3 and result.failures == ["exit 3"]
     result, _ = run(m, tmp_path, 'die "bad"\n')
     assert result.failures == ["ERROR: bad"] and result.to_json()["steps"] == [
-        {"verb": "die", "line": 1, "ok": False, "message": "ERROR: bad"}]
+        {"verb": "die", "line": 1, "ok": False, "message": "ERROR: bad", "output": "ERROR: bad\n"}]
 
 
 def test_skip_is_kselftests_exit_code_4(m: Machine, tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from emu.errors import EmuError
 from emu.schedule import ScheduleSpec
-from klpemu.explore.fork import Script
+from klpemu.explore.fork import Script, run_events
 from klpemu.explore.minimize import minimize
 from klpemu.explore.outcome import PASS, Outcome
 from klpemu.explore.pool import Run, run_local, run_one
 from klpemu.explore.report import svg_report
 from klpemu.explore.summary import format_summary, replay_command, summarize
 from klpemu.session import RunConfig
+from klpemu.timeline import svg_timeline, timeline_title
 
 JSON_SCHEMA_VERSION = 1
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -101,6 +102,18 @@ def execute(args: argparse.Namespace, script: Script) -> list[tuple[Run, Outcome
     return list(run_local(runs, script, jobs=args.jobs, stop=stop, progress=progress))
 
 
+def _timeline(args: argparse.Namespace, script: Script, failing: tuple[Run, Outcome] | None) -> str | None:
+    """The timeline of the first run that did not pass, replayed once here
+    with the event log on; None when every run passed."""
+    if failing is None:
+        return None
+    run = failing[0]
+    events, end_ns = run_events(run.config, script, run.schedule)
+    title, _ = timeline_title(events, args.script, str(run.schedule))
+    subtitle = f"the first schedule that did not pass: {replay_command(args.script, run)}"
+    return svg_timeline(events, end_ns, title, subtitle)
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
     try:
         script = Script(Path(args.script).read_text(), args.script)
@@ -118,7 +131,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         doc["minimized"] = {"schedule": str(smallest.schedule), "cpus": smallest.config.cpus, "tries": tries,
                             "replay": replay_command(args.script, smallest)}
     if args.report:
-        args.report.write_text(svg_report(doc))
+        args.report.write_text(svg_report(doc, _timeline(args, script, failing)))
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -11,7 +11,11 @@ import struct
 import traceback
 from dataclasses import dataclass
 
+from emu import EmuError
 from emu.schedule import ScheduleSpec
+from klp.core import Livepatch
+from klp.errors import LivepatchError
+from klpemu.errors import KlpemuError
 from klpemu.explore.outcome import ERROR, Outcome, classify
 from klpemu.session import RunConfig, ScenarioSession
 
@@ -69,3 +73,15 @@ def run_session(session: ScenarioSession, out: io.StringIO, script: Script, sche
     else:
         outcome = classify(session.machine, out.getvalue(), result, None)
     return dataclasses.replace(outcome, rounds=stats.rounds - start)
+
+
+def run_events(config: RunConfig, script: Script, schedule: ScheduleSpec) -> tuple[list[dict[str, object]], int]:
+    """One run, in this process, with the transition's event log on: its
+    events (as `klpemu run --json` has them) and the virtual time it ended."""
+    session = ScenarioSession(config, io.StringIO())
+    events = Livepatch.attach(session.machine).transition.record_events()
+    try:
+        session.run(script.text, schedule, script=script.path)
+    except (EmuError, LivepatchError, KlpemuError):  # a hang, a crash, a bad script: the events so far
+        pass
+    return events.to_json(), session.machine.clock_ns

@@ -1,7 +1,9 @@
 """An exploration as one SVG page: the outcome classes, the histogram of
-patching-transition times, and the blockers counted in runs."""
+patching-transition times, the blockers counted in runs, and the timeline
+(klpemu/timeline.py) of one schedule, the first that did not pass."""
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
 WIDTH, BAR_H, GAP, LEFT = 760, 18, 6, 250
@@ -23,7 +25,8 @@ def _bars(title: str, rows: list[tuple[str, int, str]], y: int) -> tuple[list[st
     return out, y + 12
 
 
-def svg_report(doc: dict[str, object]) -> str:
+def svg_report(doc: dict[str, object], timeline: str | None = None) -> str:
+    """`timeline`: the SVG of one run's timeline, drawn below the charts."""
     head = (f"{doc['script']}: {doc['runs']} runs ({doc['strategy']}), {doc['failing_runs']} not passing, "
             f"{doc['runs_per_second']} runs/s")
     parts = [f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(head)}</text>']
@@ -41,6 +44,13 @@ def svg_report(doc: dict[str, object]) -> str:
         rows = [(b["blocker"], b["runs"], "#c0392b") for b in doc["blockers"][:15]]
         block, y = _bars("what blocked a transition's tries (runs)", rows, y)
         parts += block
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y}" '
+    width = WIDTH
+    if timeline is not None:
+        inner = ET.fromstring(timeline)
+        w, h = int(inner.get("width", WIDTH)), int(inner.get("height", 0))
+        body = timeline[timeline.index(">", timeline.index("<svg")) + 1:timeline.rindex("</svg>")]
+        parts.append(f'<svg x="0" y="{y}" width="{w}" height="{h}" viewBox="0 0 {w} {h}">{body}</svg>')
+        y, width = y + h, max(WIDTH, w)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
             f'font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n'
             + "\n".join(parts) + "\n</svg>\n")

@@ -332,6 +332,7 @@ class Shell:
                 return                       # an assignment is no step
             verb = literal(first.words[0]) or "?"
         step.verb = verb
+        step.output = "".join(t for _, t in self.result.streams[mark:])
         said = [t for s, t in self.result.streams[mark:] if s == STDERR]
         last_line = "".join(said).rstrip("\n").rsplit("\n", 1)[-1] if said else ""
         if exiting:

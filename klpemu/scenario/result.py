@@ -30,14 +30,16 @@ class Step:
     files run inside it is not a step) and how it went: a step fails when
     its exit status would stop a `set -e` script (not in a condition, not
     before && or ||, not negated); `message` is the last line it wrote to
-    standard error."""
+    standard error; `output`, all it wrote, both streams as a terminal shows them."""
     verb: str
     line: int
     ok: bool = True
     message: str = ""
+    output: str = ""
 
     def to_json(self) -> dict[str, object]:
-        return {"verb": self.verb, "line": self.line, "ok": self.ok, "message": self.message}
+        return {"verb": self.verb, "line": self.line, "ok": self.ok, "message": self.message,
+                "output": self.output}
 
 
 @dataclass
