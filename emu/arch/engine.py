@@ -275,10 +275,12 @@ class Engine:
         if err.errno == UC_ERR_EXCEPTION and cr2 != _CR2_CLEAR:
             kind, address = FaultKind.PAGE_FAULT, cr2
             access = "instruction fetch" if cr2 == rip else self._access_of(rip)
-        elif kind is FaultKind.GENERAL_PROTECTION:
-            address = self._non_canonical_operand(rip)
-            if address is not None:
-                access = self._access_of(rip)
+        if kind is not FaultKind.INVALID_OPCODE and access != "instruction fetch":
+            # Unicorn reports a non-canonical operand as an unmapped access to 0
+            # or a bare exception; the CPU raises #GP for it
+            non_canonical = self._non_canonical_operand(rip)
+            if non_canonical is not None:
+                kind, address, access = FaultKind.GENERAL_PROTECTION, non_canonical, self._access_of(rip)
         return CpuFault(kind, access, address, rip, str(err))
 
     def _insn(self, rip: int) -> CsInsn | None:
