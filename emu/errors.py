@@ -21,6 +21,21 @@ class GuestFault(EmuError):
         self.report = report
 
 
+class BadGuestAddress(EmuError):
+    """The host touched guest memory at an address the guest has not mapped.
+
+    Raised by the guarded accessors (emu.arch.memory.AddressSpace) when the
+    host reads or writes on the guest's behalf; the hypercall layer turns it
+    into an oops of the calling task, as the kernel faults on a bad pointer.
+    """
+
+    def __init__(self, address: int, size: int, access: str) -> None:
+        super().__init__(f"virtual address {address:#x} (+{size:#x}) is not mapped")
+        self.address = address
+        self.size = size
+        self.access = access       # "read" or "write"
+
+
 class GuestHang(EmuError):
     """The watchdog stopped a guest that no longer makes progress."""
 

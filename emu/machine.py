@@ -151,7 +151,7 @@ class Machine:
                                      listeners=[self.kallsyms, self.ftrace, self.walker])
         self.tracer = FunctionTracer(self.prog, self.ftrace, self.vfs, len(self.cpus), self.clock)
         self.kprobes = Kprobes(self.prog, self.ftrace, self.text, self._alloc_pages)
-        self.hypercalls = HypercallTable(self.prog, self.guest_calls)
+        self.hypercalls = HypercallTable(self.prog, self.guest_calls, self.faults)
         for part in (self.runloop, self.services, self.guest_calls, self.vfs, self.modules, self.kprobes):
             self.hypercalls.register_object(part)
         # what layers above attach (the livepatch core: "klp")

@@ -17,7 +17,8 @@ from enum import Enum
 from typing import Callable
 
 from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_64, Cs
-from capstone.x86 import X86_OP_MEM
+from capstone import CsInsn
+from capstone.x86 import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_READ_PROT, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
                      UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MODE_64,
@@ -25,7 +26,8 @@ from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FE
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emu.arch.memory import Ram
+from emu.arch.memory import Ram, is_canonical
+from emu.errors import BadGuestAddress
 
 MSR_EFER = 0xC0000080
 MSR_GS_BASE = 0xC0000101
@@ -265,21 +267,59 @@ class Engine:
         bare exception: CR2 (cleared before each run) tells it apart, and the
         instruction's operands tell a read from a write."""
         rip = self.reg("rip")
+        if not is_canonical(rip):          # a jump or return to a non-canonical address: #GP
+            return CpuFault(FaultKind.GENERAL_PROTECTION, "instruction fetch", None, rip, str(err))
         kind, access = _FAULTS.get(err.errno, (FaultKind.GENERAL_PROTECTION, None))
         address = self._fault_address
         cr2 = self.reg("cr2")
         if err.errno == UC_ERR_EXCEPTION and cr2 != _CR2_CLEAR:
             kind, address = FaultKind.PAGE_FAULT, cr2
             access = "instruction fetch" if cr2 == rip else self._access_of(rip)
+        if kind is not FaultKind.INVALID_OPCODE and access != "instruction fetch":
+            # Unicorn reports a non-canonical operand as an unmapped access to 0
+            # or a bare exception; the CPU raises #GP for it
+            non_canonical = self._non_canonical_operand(rip)
+            if non_canonical is not None:
+                kind, address, access = FaultKind.GENERAL_PROTECTION, non_canonical, self._access_of(rip)
         return CpuFault(kind, access, address, rip, str(err))
 
+    def _insn(self, rip: int) -> CsInsn | None:
+        if not self._v2p:
+            return None
+        try:
+            code = bytes(self.uc.mem_read(self._v2p(rip), 16))
+        except BadGuestAddress:
+            return None
+        return next(self._cs.disasm(code, rip, 1), None)
+
     def _access_of(self, rip: int) -> str:
-        code = bytes(self.uc.mem_read(self._v2p(rip), 16)) if self._v2p else b""
-        for insn in self._cs.disasm(code, rip, 1):
-            for op in insn.operands:
-                if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
-                    return "write"
+        insn = self._insn(rip)
+        if insn is None:
+            return "instruction fetch"
+        for op in insn.operands:
+            if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
+                return "write"
         return "read"
+
+    def _non_canonical_operand(self, rip: int) -> int | None:
+        """The non-canonical address a memory operand of the instruction at
+        rip names, as the kernel's #GP handler decodes it (traps.c)."""
+        insn = self._insn(rip)
+        if insn is None:
+            return None
+        for op in insn.operands:
+            if op.type != X86_OP_MEM:
+                continue
+            m = op.mem
+            base = rip + insn.size if m.base == X86_REG_RIP else self._reg_or_zero(insn, m.base)
+            addr = (base + self._reg_or_zero(insn, m.index) * m.scale + m.disp) & 0xFFFFFFFFFFFFFFFF
+            if not is_canonical(addr):
+                return addr
+        return None
+
+    def _reg_or_zero(self, insn: CsInsn, reg: int) -> int:
+        name = insn.reg_name(reg) if reg else None
+        return self.reg(name) if name in GPRS else 0
 
     def clear_fault_address(self) -> None:
         self.set_reg("cr2", _CR2_CLEAR)

@@ -21,7 +21,7 @@ import mmap
 import struct
 
 from emu.abi import KERNEL_VIRT_BASE, MODULES_VADDR, PAGE_OFFSET, USER_BASE
-from emu.errors import EmuError
+from emu.errors import BadGuestAddress, EmuError
 
 MiB = 1 << 20
 RAM_SIZE = 192 * MiB
@@ -74,6 +74,12 @@ class Ram:
             raise EmuError(f"physical access [{paddr:#x}, +{size:#x}) outside RAM")
 
 
+def is_canonical(vaddr: int) -> bool:
+    """x86-64 4-level paging: bits 63..47 all equal (else the CPU raises #GP)."""
+    top = vaddr >> 47
+    return top == 0 or top == (1 << 17) - 1
+
+
 class AddressSpace:
     """Virtual-to-physical translation of the fixed kernel mappings.
 
@@ -90,11 +96,11 @@ class AddressSpace:
             (USER_BASE, USER_BASE + 3 * PAGE_2M, USER_CODE_PHYS),
         ]
 
-    def v2p(self, vaddr: int, size: int = 1) -> int:
+    def v2p(self, vaddr: int, size: int = 1, access: str = "read") -> int:
         for start, end, phys in self.regions:
             if start <= vaddr and vaddr + size <= end:
                 return vaddr - start + phys
-        raise EmuError(f"virtual address {vaddr:#x} (+{size:#x}) is not mapped")
+        raise BadGuestAddress(vaddr, size, access)
 
     def is_mapped(self, vaddr: int, size: int = 1) -> bool:
         return any(s <= vaddr and vaddr + size <= e for s, e, _ in self.regions)
@@ -103,7 +109,7 @@ class AddressSpace:
         return self.ram.read(self.v2p(vaddr, size), size)
 
     def write(self, vaddr: int, data: bytes) -> None:
-        self.ram.write(self.v2p(vaddr, len(data)), data)
+        self.ram.write(self.v2p(vaddr, len(data), "write"), data)
 
     def read_u64(self, vaddr: int) -> int:
         return _U64(self.ram.buffer, self.v2p(vaddr, 8))[0]

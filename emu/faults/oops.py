@@ -88,6 +88,9 @@ class Oops:
                         if fault.access != "instruction fetch" else "#PF: supervisor instruction fetch in kernel mode")
             head.append(f"#PF: error_code({code:#06x}) - not-present page")
             head.append(f"Oops: Oops: {code:04x} [#{number}] PREEMPT SMP NOPTI")
+        elif fault.kind is FaultKind.GENERAL_PROTECTION and fault.address is not None:
+            head.append(f"Oops: {fault.kind.value}, probably for non-canonical address {fault.address:#x}: "
+                        f"0000 [#{number}] PREEMPT SMP NOPTI")
         else:
             head.append(f"Oops: {fault.kind.value}: 0000 [#{number}] PREEMPT SMP NOPTI")
         lines = [*head, task_line(cpu, task), *register_lines(prog, cpu),

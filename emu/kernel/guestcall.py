@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import greenlet
 
-from emu.errors import GuestCallError
+from emu.errors import BadGuestAddress, GuestCallError
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.program import Program
 
@@ -76,13 +76,14 @@ class GuestCalls:
     def __init__(self, prog: Program) -> None:
         self.prog = prog
         self.return_site = prog.symbol_address("klpemu_call_return_site")
+        self.hypercall_site = prog.symbol_address("klpemu_hypercall_site")
         self._waiting: dict[int, list[_Suspended]] = {}
 
     def start(self, cpu: "Cpu", task: int, handler: Callable[..., int], args: tuple[Any, ...]) -> int | None:
         """Run `handler(ctx, *args)`; its result, or None while it waits on the guest."""
         ctx = ServiceContext(self, cpu, task, cpu.engine.reg("rsp"))
         glet = greenlet.greenlet(handler)
-        return self._finish_or_wait(ctx, glet.switch(ctx, *args))
+        return self._finish_or_wait(ctx, self._run(ctx, glet.switch, ctx, *args))
 
     def suspend(self, ctx: ServiceContext) -> None:
         self._waiting.setdefault(ctx.task, []).append(_Suspended(greenlet.getcurrent(), ctx))
@@ -102,7 +103,19 @@ class GuestCalls:
         if not stack:
             del self._waiting[task]
         waiter.ctx.cpu = cpu
-        self._finish_or_wait(waiter.ctx, waiter.glet.switch(value))
+        self._finish_or_wait(waiter.ctx, self._run(waiter.ctx, waiter.glet.switch, value))
+
+    def _run(self, ctx: ServiceContext, switch: Callable[..., Any], *args: Any) -> Any:
+        """Switch into a service; if it faults on a guest address, the task is
+        put back at its hypercall site (as it was when it called the service),
+        where the caller of this reports the fault."""
+        try:
+            return switch(*args)
+        except BadGuestAddress:
+            e = ctx.cpu.engine
+            e.set_reg("rsp", ctx.site_rsp)
+            e.set_reg("rip", self.hypercall_site)
+            raise
 
     def task_died(self, task: int) -> None:
         for waiter in reversed(self._waiting.pop(task, [])):

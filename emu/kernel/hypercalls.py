@@ -6,6 +6,11 @@ own table (HypercallTable.register_object), so what a machine serves is
 explicit. A handler is `fn(cpu, a0, a1, a2, a3) -> int | None`; a
 `blocking` one may call back into the guest: it runs as a continuation and
 gets a ServiceContext instead of the CPU (see guestcall.py).
+
+A handler that dereferences a bad guest pointer (BadGuestAddress from the
+guarded accessors of emu.arch.memory) faults in the calling task, as the
+kernel does on the same pointer: the task is oopsed at the hypercall site
+and killed, and the machine goes on.
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from emu.abi import HYPERCALLS
-from emu.errors import EmuError
+from emu.arch.engine import CpuFault, FaultKind
+from emu.arch.memory import is_canonical
+from emu.errors import BadGuestAddress, EmuError
 from emu.kernel.program import Program
 
 if TYPE_CHECKING:
@@ -51,9 +58,11 @@ class BlockingRunner(Protocol):
 class HypercallTable:
     """The hypercalls one machine serves, and their dispatch."""
 
-    def __init__(self, prog: Program, runner: BlockingRunner) -> None:
+    def __init__(self, prog: Program, runner: BlockingRunner,
+                 on_fault: Callable[["Cpu", CpuFault], None]) -> None:
         self.prog = prog
         self.runner = runner
+        self.on_fault = on_fault
         self.count = 0
         self._calls: dict[int, Hypercall] = {}
 
@@ -84,10 +93,14 @@ class HypercallTable:
             caller = mem.read_u64(e.reg("rsp"))
             raise EmuError(f"the guest made unknown hypercall {nr} at {self.prog.symbolize(caller)}")
         args = (e.reg("rdi"), e.reg("rsi"), e.reg("rdx"), e.reg("rcx"))
-        if call.blocking:
-            result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, args)
-        else:
-            result = call.handler(cpu, *args)
+        try:
+            if call.blocking:
+                result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, args)
+            else:
+                result = call.handler(cpu, *args)
+        except BadGuestAddress as bad:
+            self.on_fault(cpu, host_access_fault(bad, e.reg("rip")))
+            return
         if result is not None:
             # Return from klpemu_hypercall here rather than let its `ret` run:
             # a service that stopped the CPU (stop_machine for a code patch)
@@ -96,3 +109,10 @@ class HypercallTable:
             e.set_reg("rax", result)
             e.set_reg("rip", mem.read_u64(rsp))
             e.set_reg("rsp", rsp + 8)
+
+
+def host_access_fault(bad: BadGuestAddress, pc: int) -> CpuFault:
+    """The CPU fault the kernel would take on the access the host could not make."""
+    if not is_canonical(bad.address):
+        return CpuFault(FaultKind.GENERAL_PROTECTION, bad.access, bad.address, pc, str(bad))
+    return CpuFault(FaultKind.PAGE_FAULT, bad.access, bad.address, pc, str(bad))

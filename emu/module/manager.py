@@ -76,6 +76,15 @@ def module_name_field(offsets: dict[str, int]) -> tuple[int, int]:
     return offsets["MODULE_name"], offsets["MODULE_name_len"]
 
 
+# The width a parameter's kernel_param_ops store (param_set_int writes an int,
+# whatever the kernel_param says); elem_size is only an array's stride.
+_PARAM_WIDTH = {"bool": 1, "byte": 1, "short": 2, "ushort": 2, "int": 4, "uint": 4, "long": 8, "ulong": 8}
+
+
+def param_width(p: "ParamDesc") -> int:
+    return _PARAM_WIDTH.get(p.type, p.elem_size)
+
+
 def s32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >> 31 else value
@@ -355,7 +364,7 @@ class ModuleManager:
 
     @staticmethod
     def _encode(p: ParamDesc, text: str) -> bytes | None:
-        size = p.elem_size
+        size = param_width(p)
         if p.type == "bool":
             t = text.strip().lower()
             if t in ("y", "1", "on", "true", "t"):
@@ -383,11 +392,11 @@ class ModuleManager:
             return f"{mem.read_cstr(addr) if addr else '(null)'}\n"
 
         def one(addr: int) -> str:
-            raw = int.from_bytes(mem.read(addr, p.elem_size), "little")
+            raw = int.from_bytes(mem.read(addr, param_width(p)), "little")
             if p.type == "bool":
                 return "Y" if raw else "N"
-            if p.type in ("int", "long", "short") and raw >> (p.elem_size * 8 - 1):
-                raw -= 1 << (p.elem_size * 8)
+            if p.type in ("int", "long", "short") and raw >> (param_width(p) * 8 - 1):
+                raw -= 1 << (param_width(p) * 8)
             return str(raw)
         if p.max:
             n = int.from_bytes(mem.read(p.num, 4), "little") if p.num else p.max
