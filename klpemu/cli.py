@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """`klpemu`: boot a kernel, run livepatch scenarios, build modules, find hazards, benchmark.
 
 Exit codes (kselftest style where they overlap): 0 ok, 1 a step or check

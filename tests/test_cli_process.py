@@ -125,3 +125,23 @@ def test_a_subcommand_error_shows_that_subcommand_usage(capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("usage: klpemu run [-h]")
     assert "klpemu run: error: argument --cpus: invalid int value: 'two'" in err
+
+
+def test_shell_completion_with_argcomplete(tmp_path) -> None:
+    pytest.importorskip("argcomplete")
+    out = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": "klpemu run --fail", "COMP_POINT": "17",
+           "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+    done = subprocess.run([*KLPEMU], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0
+    assert out.read_text().split() == ["--fail-on-stalled"]
+
+
+def test_the_readme_recipe_a_task_asleep_in_the_patched_function(tmp_path, capsys) -> None:
+    readme = (ROOT / "README.md").read_text()
+    recipe = readme.split("### Recipe: a task asleep in the function you patch", 1)[1]
+    body = recipe.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "recipe.sh"
+    script.write_text(body)
+    assert main(["run", str(script)]) == 0
+    assert capsys.readouterr().out.startswith("1\n0\n")     # stalled, then done once released
