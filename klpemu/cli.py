@@ -1,23 +1,28 @@
+# PYTHON_ARGCOMPLETE_OK
 """`klpemu`: boot a kernel, run livepatch scenarios, build modules, find hazards, benchmark.
 
 Exit codes (kselftest style where they overlap): 0 ok, 1 a step or check
-failed, 2 usage error, 3 the guest hung or crashed.
+failed, 2 usage error, 3 the guest hung or crashed, 4 the scenario skipped,
+5 a transition still running at the end (`run --fail-on-stalled`), 130
+interrupted (SIGINT), 141 stdout closed early (SIGPIPE, quietly).
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
 from emu.faults.watchdog import check_watchdog_thresh
 from emu.machine import resolve_kernel
 from emu.schedule import ScheduleSpec
-from klp.errors import LivepatchError
 from klp.core import Livepatch
+from klp.errors import LivepatchError
 from klp.hazard import image_hazards
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
@@ -26,12 +31,16 @@ from klpemu.build.from_patch import build_from_patch
 from klpemu.errors import KlpemuError
 from klpemu.explore.command import add_arguments as explore_args
 from klpemu.explore.command import cmd_explore
+from klpemu.progress import Progress
 from klpemu.scenario import ScenarioError
+from klpemu.scenario.syntax import syntax_errors
 from klpemu.session import RunConfig, ScenarioSession
+from klpemu.state_report import (NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state,
+                                 running_transition)
 from klpemu.timeline import write_timeline
-from klpemu.state_report import NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG = 0, 1, 2, 3
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG, EXIT_SKIP, EXIT_STALLED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED, EXIT_PIPE = 128 + 2, 128 + 13
 JSON_SCHEMA_VERSION = 1
 RUN_SCHEMA_VERSION = 2      # klpemu/schemas/run.schema.json: 2 added kernel_log, events, each step's output
 
@@ -109,11 +118,29 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _read_script(args: argparse.Namespace) -> tuple[str, Path | None] | None:
+    """The script's text and its file (None for `-`, stdin, run as bash runs it: $0 is bash)."""
+    if args.script == "-":
+        return sys.stdin.read(), None
     try:
-        text = Path(args.script).read_text()
+        return Path(args.script).read_text(), Path(args.script)
     except OSError as exc:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
+        return None
+    except UnicodeDecodeError:
+        print(f"klpemu: cannot read {args.script}: not a text file", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    read = _read_script(args)
+    if read is None:
+        return EXIT_USAGE
+    text, script = read
+    errors = syntax_errors(text, f"./{script.name}" if script is not None else "bash")
+    for exc in errors:                             # all of them, before the machine boots
+        print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
+    if errors:
         return EXIT_USAGE
     spec = _schedule(args)
     started = time.perf_counter()
@@ -121,8 +148,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = ScenarioSession(_run_config(args), out)
     m = session.machine
     events = Livepatch.attach(m).transition.record_events() if args.json or args.timeline else None
+    lines = text.splitlines()
+
+    def where() -> str:
+        sh = session.runner.shell
+        n = sh.line if sh is not None else 0
+        return f"line {n}: {lines[n - 1].strip()}" if 0 < n <= len(lines) and sh.source == sh.script_name \
+            else f"line {n}"
+
     try:
-        result = session.run(text, spec, script=args.script)
+        with Progress(lambda: m.clock_ns, where):
+            result = session.run(text, spec, script=script)
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -151,6 +187,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"klpemu: {args.script}: the kernel oopsed ({len(oopses)}x, pid {oopses[0].task_pid}): "
               f"{oopses[0].lines[0]}", file=sys.stderr)
         return EXIT_HANG
+    stalled = running_transition(m)
+    if args.fail_on_stalled and stalled is not None and result.exit_code == EXIT_OK:
+        print(f"klpemu: the transition of {stalled.patch.name} to {stalled.target.name.lower()} is still "
+              f"running at the end (--fail-on-stalled)", file=sys.stderr)
+        return EXIT_STALLED
     return result.exit_code
 
 
@@ -221,14 +262,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="klpemu", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"klpemu {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     boot = sub.add_parser("boot", help="boot a kernel, run a while, print dmesg and tasks")
     _machine_args(boot)
     boot.add_argument("--time", type=float, default=1.0, help="virtual seconds to run after boot")
     boot.add_argument("--json", action="store_true", help="machine-readable output")
     boot.set_defaults(func=cmd_boot)
     run = sub.add_parser("run", help="run a scenario script")
-    run.add_argument("script")
+    run.add_argument("script", help="the scenario (a bash script); - reads it from stdin")
     run.add_argument("--module-dir", action="append", default=[], type=Path,
                      help="look for NAME.ko here before the built fixtures (repeatable)")
     run.add_argument("--json", action="store_true",
@@ -254,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let a livepatch replace a function that switches stacks without saving "
                           "RIP even if tasks would resume in a different frame (reproduces the "
                           "crash; loud in dmesg)")
+    run.add_argument("--fail-on-stalled", action="store_true",
+                     help=f"exit {EXIT_STALLED} when the script passed but a livepatch transition is "
+                          "still running at the end")
     _machine_args(run)
     run.set_defaults(func=cmd_run)
     hazards = sub.add_parser("hazards", help="list the functions of a kernel image that are unsafe "
@@ -293,8 +338,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("klpemu")
+    except PackageNotFoundError:                   # run from a checkout that is not installed
+        return "unknown"
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion when argcomplete is installed (optional: `pip install argcomplete`,
+    then `eval "$(register-python-argcomplete klpemu)"`)."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader went away (`klpemu hazards --json | head`): drop what is
+    left so the interpreter's final flush does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
     try:
         return args.func(args)
     except (GuestHang, MachineCrashed) as exc:
@@ -303,6 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     except (EmuError, LivepatchError, KlpemuError) as exc:
         print(f"klpemu: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print("klpemu: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":
