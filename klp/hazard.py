@@ -19,8 +19,10 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from emu.errors import ImageError
 from emu.kernel.tasks import TaskView
 from emu.unwind import (HINTS_SECTION, FunctionSym, StackSwitch, find_stack_switches, parse_hints,
                         stack_switches_from_elf)
@@ -89,7 +91,15 @@ def _inlined(die):
 def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
     """What `klpemu hazards` lists for a kernel image, in address order of the
     function where possible: stack switches without a saved RIP, what gcc
-    inlined into them, and functions without an fentry site (notrace)."""
+    inlined into them, and functions without an fentry site (notrace).
+    ImageError when PATH is not an ELF image."""
+    try:
+        return _image_hazards(path)
+    except ELFError as exc:
+        raise ImageError(f"{os.fspath(path)}: not a kernel image: {exc}") from None
+
+
+def _image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
     switchers = no_rip_switches(stack_switches_from_elf(path))
     out = [Hazard(name, f"switches stacks without saving RIP: a task resumes at "
                         f"{name}+{s.resume_ip - s.function.start:#x} in the frame its own copy left "

@@ -63,3 +63,19 @@ def test_a_hang_exits_3(tmp_path, capsys) -> None:
     script.write_text("echo HARDLOCKUP > /sys/kernel/debug/provoke-crash/DIRECT\n")
     assert main(["run", str(script), "--watchdog-thresh", "0.2"]) == 3
     assert "hard LOCKUP" in capsys.readouterr().err
+
+
+def test_hazards_of_a_file_that_is_no_kernel_image_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    truncated = tmp_path / "vmlinux"
+    truncated.write_bytes((Path(__file__).resolve().parent.parent / "fixtures/build/vmlinux-modern").read_bytes()[:100])
+    for path, why in (("/etc/passwd", "Magic number does not match"), (str(truncated), "past EOF")):
+        assert main(["hazards", "--kernel", path]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"klpemu: hazards: {path}: not a kernel image: ") and why in err
+
+
+def test_a_script_that_is_not_text_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    script = tmp_path / "bad.sh"
+    script.write_bytes(b"\xff\xfeecho hi\n")
+    assert main(["run", str(script)]) == 2
+    assert capsys.readouterr().err == f"klpemu: cannot read {script}: not a text file\n"
