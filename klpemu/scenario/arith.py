@@ -288,4 +288,7 @@ class _Evaluator:
 def evaluate(text: str, variables: Variables) -> int:
     """The value of TEXT (already expanded: no $ left), with bash's side effects
     on VARIABLES."""
-    return _Evaluator(text, variables, 0).run()
+    try:
+        return _Evaluator(text, variables, 0).run()
+    except RecursionError:                # parentheses nested beyond what recursion allows
+        raise ArithError(f"expression recursion level exceeded (error token is \"{text[:40]}\")") from None

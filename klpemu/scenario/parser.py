@@ -1070,5 +1070,11 @@ class _CondParser:
 
 
 def parse(text: str, source: str = "", line: int = 1) -> Program:
-    """The program TEXT holds (ScenarioError for a syntax error)."""
-    return Parser(text, source, line).parse_program()
+    """The program TEXT holds (ScenarioError for a syntax error, or for
+    constructs nested deeper than the parser's recursion allows)."""
+    parser = Parser(text, source, line)
+    try:
+        return parser.parse_program()
+    except RecursionError:
+        raise parser.error("nesting too deep (more than the shell's limit of nested compound commands, "
+                           "$( ), quotes or expansions)") from None

@@ -17,8 +17,8 @@ from klpemu.scenario.commands import COMMANDS
 from klpemu.scenario.fs import Namespace
 from klpemu.scenario.helpers import HELPERS, PREDEFINED, selftest_of
 from klpemu.scenario.interp import Shell
-from klpemu.scenario.result import KSFT_SKIP, ScenarioResult
-from klpemu.scenario.streams import Terminal
+from klpemu.scenario.result import KSFT_SKIP, ScenarioError, ScenarioResult
+from klpemu.scenario.streams import OutputLimitExceeded, Terminal
 from klpemu.selftest import FIXTURE_MODULES, Selftest
 
 ENVIRONMENT = {"HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHELL": "/bin/bash", "USER": "root",
@@ -64,7 +64,13 @@ class ScenarioRunner:
         sh.ns, sh.script_name, sh.source = ns, name, name
         sh.assign("PWD", ns.cwd)
         program = sh.parse(text, name, first_line)
-        status = sh.run_script(program)
+        try:
+            status = sh.run_script(program)
+        except RecursionError:                # functions or $( ) nested beyond the interpreter's limit
+            raise ScenarioError(sh.line, "maximum nesting level exceeded (functions, sourced files or "
+                                         "command substitutions)", name) from None
+        except OutputLimitExceeded as exc:
+            raise ScenarioError(sh.line, str(exc), name) from None
         self._finish(status)
         return self.result
 

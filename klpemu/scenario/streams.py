@@ -7,11 +7,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
+from klpemu.errors import KlpemuError
+
 if TYPE_CHECKING:
     from klpemu.scenario.fs import Namespace
     from klpemu.scenario.result import ScenarioResult
 
 STDOUT, STDERR = 1, 2
+# What one capture ($( ), a pipe) or the run's terminal keeps in memory at
+# most: past it the script stops, as bash does when xmalloc fails, but
+# before the host runs out of memory.
+MAX_OUTPUT = 256 << 20
+
+
+class OutputLimitExceeded(KlpemuError):
+    """A command's output outgrew MAX_OUTPUT."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} exceeds {MAX_OUTPUT >> 20} MiB: the script stops (bash would run out of memory)")
 
 
 class Out:
@@ -28,10 +41,14 @@ class Terminal:
     def __init__(self, out: TextIO, result: "ScenarioResult") -> None:
         self.out = out
         self.result = result
+        self.kept = 0
 
     def write(self, stream: int, text: str) -> None:
         if not text:
             return
+        self.kept += len(text)
+        if self.kept > MAX_OUTPUT:
+            raise OutputLimitExceeded("the script's output")
         self.result.output.append(text)
         self.result.streams.append((stream, text))
         self.out.write(text)
@@ -50,8 +67,12 @@ class TerminalOut(Out):
 class Capture(Out):
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.size = 0
 
     def write(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_OUTPUT:
+            raise OutputLimitExceeded("the output of a command substitution or pipe")
         self.parts.append(text)
 
     def text(self) -> str:

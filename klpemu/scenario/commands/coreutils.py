@@ -223,16 +223,20 @@ def seq(proc: "Proc") -> int:
         proc.err("seq: invalid Zero increment value: ‘0’\nTry 'seq --help' for more information.\n")
         return 1
     decimals = max((len(a.split(".")[1]) for a in args if "." in a and "e" not in a.lower()), default=0)
-    values = []
+    values: list[str] = []
     k = 0
+    wrote = False
     while True:
         v = first + k * step
         if (step > 0 and v > last + 1e-12) or (step < 0 and v < last - 1e-12):
             break
         values.append(f"{v:.{decimals}f}" if decimals else str(int(round(v))))
         k += 1
-    if values:
-        proc.out(separator.join(values) + "\n")
+        if len(values) == 65536:                # written as it goes: a huge range meets the output limit
+            proc.out((separator if wrote else "") + separator.join(values))
+            values, wrote = [], True
+    if values or wrote:
+        proc.out((separator if wrote and values else "") + separator.join(values) + "\n")
     return 0
 
 
