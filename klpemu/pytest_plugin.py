@@ -36,6 +36,7 @@ import pytest
 if TYPE_CHECKING:
     from emu import Machine
     from klp.core import Livepatch
+    from klp.events import EventLog
     from klp.transition import BlockingTask
 
 # A failing helper's report points at the test's line, not at this module's
@@ -52,6 +53,7 @@ CHECKED = "check_result compares the kernel log lines after the test's canary th
           "or 'test_klp' (as functions.sh does), taint notices left out"
 DMESG_TAIL = 80
 _MACHINES = pytest.StashKey["Machine"]()
+_EVENTS = pytest.StashKey["EventLog"]()
 
 
 class KlpemuFailure(AssertionError):
@@ -316,9 +318,11 @@ def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator
     kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
     from emu import Machine
     from klp.core import Livepatch
+    from klp.events import EventLog
     machine = Machine(seed=klpemu_seed, **kwargs).boot()
-    Livepatch.attach(machine, options.get("dispatch"), options.get("klp_version"))
+    livepatch = Livepatch.attach(machine, options.get("dispatch"), options.get("klp_version"))
     request.node.stash[_MACHINES] = machine
+    request.node.stash[_EVENTS] = livepatch.transition.record_events()     # for a failure's timeline
     yield machine
 
 
@@ -349,5 +353,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     blocking = _blocking_report(machine)
     if blocking:
         sections.append(("klpemu blocking tasks", blocking))
+    events = item.stash.get(_EVENTS, None)
+    if events is not None and events.events:
+        from klpemu.timeline import text_timeline
+        sections.append(("klpemu timeline", text_timeline(events.to_json(), machine.clock_ns)))
     report.sections.extend(sections)
     item.user_properties.extend(sections)        # the teardown report carries them to the XML

@@ -219,3 +219,67 @@ def write_timeline(path: Path, events: list[dict[str, object]], end_ns: int, scr
         path.write_text(svg_timeline(events, end_ns, title, subtitle))
     except OSError as exc:
         raise KlpemuError(f"--timeline: cannot write {path}: {exc.strerror}") from exc
+
+
+TEXT_EVENTS_TAIL = 200     # events listed in the text form; the rest are counted
+
+
+def _stamp(t_ns: int) -> str:
+    return f"[{t_ns // 1_000_000_000:5d}.{t_ns // 1000 % 1_000_000:06d}]"
+
+
+def _why(reason: str, detail: str) -> str:
+    """A failed try's reason with its detail: the function, the CPU, the unwinder's words."""
+    if not detail:
+        return reason
+    return f"{reason} on CPU {detail}" if reason == "is running" else f"{reason} {detail}"
+
+
+def _event_line(e: dict[str, object]) -> str:
+    """One event as a line: who, and what happened to them."""
+    kind, patch = e["kind"], str(e["patch"])
+    who = _name(task_key(e)) if e.get("pid") is not None else patch
+    if kind == "patch":
+        target = f" → {e['detail']}" if e.get("detail") else ""
+        return f"{patch}: {e['state']}{target}"
+    if kind == "task":
+        seen = " (switched by the task, seen at the next pass)" if e.get("seen") else ""
+        return f"{who}: patch_state {e['state']}{seen}"
+    if kind == "try":
+        return f"{who}: klp_try_switch_task: {_why(str(e['reason']), str(e.get('detail', '')))}"
+    if kind == "signal":
+        return f"{who}: signal sent ({patch})"
+    return f"{patch}: {kind}"
+
+
+def text_timeline(events: list[dict[str, object]], end_ns: int) -> str:
+    """The picture's content as text (for JUnit XML and terminals): the
+    transitions with their duration, each task's patch_state changes and
+    failed tries summed up, then the events themselves (the last
+    TEXT_EVENTS_TAIL of them)."""
+    if not events:
+        return "no livepatch transition recorded"
+    lanes = _Lanes(events, end_ns)
+    out = ["transitions:"]
+    for start, end, target in lanes.spans:
+        word = "patching" if target == "patched" else "unpatching"
+        still = end == end_ns and bool(lanes.running)
+        until = "end of run" if still else f"{end / 1e9:.6f} s"
+        state = ", still running at the end" if still else ""
+        out.append(f"  {start / 1e9:.6f} s - {until}: {word} ({(end - start) / 1e9:.6f} s){state}")
+    if not lanes.spans:
+        out.append("  none started")
+    tries = Counter((task_key(e), str(e["reason"]), str(e["detail"])) for e in events if e["kind"] == "try")
+    out.append("tasks:")
+    keys = sorted(set(lanes.segments) | {key for key, _, _ in tries})
+    width = max((len(_name(k)) for k in keys), default=0)
+    for key in keys:
+        states = [e for e in events if e["kind"] == "task" and task_key(e) == key]
+        path = " → ".join(f"{s['state']} at {int(s['t_ns']) / 1e9:.6f} s" for s in states)
+        why = ", ".join(f"{n}× {_why(r, d)}" for (k, r, d), n in sorted(tries.items()) if k == key)
+        out.append(f"  {_name(key):<{width}}  {path}{'; failed tries: ' + why if why else ''}")
+    out.append("events:")
+    if len(events) > TEXT_EVENTS_TAIL:
+        out.append(f"  … {len(events) - TEXT_EVENTS_TAIL} earlier events")
+    out.extend(f"  {_stamp(int(e['t_ns']))} {_event_line(e)}" for e in events[-TEXT_EVENTS_TAIL:])
+    return "\n".join(out)

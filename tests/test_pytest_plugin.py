@@ -139,6 +139,8 @@ def test_junit_xml_keeps_the_kernel_log_and_the_blocking_tasks(pytester: pytest.
     props = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "out.xml").iter("property")}
     assert "livepatch: 'klpemu_test_patch': starting patching transition" in props["klpemu kernel log"]
     assert "is sleeping on function klpemu_test_sleep" in props["klpemu blocking tasks"]
+    assert "still running at the end" in props["klpemu timeline"]
+    assert "klpemu_sleeper:" in props["klpemu timeline"]
 
 
 def test_blocking_is_typed_and_build_compiles_next_to_the_test(pytester: pytest.Pytester) -> None:

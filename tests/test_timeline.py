@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from klpemu.cli import main
-from klpemu.timeline import svg_timeline
+from klpemu.timeline import svg_timeline, text_timeline
 
 SCHEMA = json.loads(resources.files("klpemu").joinpath("schemas/run.schema.json").read_text())
 SVG = "{http://www.w3.org/2000/svg}"
@@ -106,3 +106,19 @@ def test_an_unwritable_timeline_is_a_clear_error(tmp_path: Path, capsys: pytest.
     assert main(["run", str(script), "--cpus", "1", "--timeline", str(tmp_path / "no" / "t.svg")]) == 2
     assert f"klpemu: --timeline: cannot write {tmp_path / 'no' / 't.svg'}: No such file or directory" \
         in capsys.readouterr().err
+
+
+def test_the_text_form_sums_up_a_stalled_and_a_completed_transition(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _, stalled = run(tmp_path, capsys, STALL)
+    text = text_timeline(stalled["events"], stalled["virtual_time_ns"])
+    lines = text.splitlines()
+    assert lines[0] == "transitions:" and "patching" in lines[1] and lines[1].endswith("still running at the end")
+    sleeper = next(line for line in lines if line.lstrip().startswith("klpemu_sleeper:"))
+    assert "unpatched at" in sleeper and "× is sleeping on function klpemu_test_sleep" in sleeper
+    assert any("] klpemu_test_patch: start → patched" in line for line in lines)
+    assert any("klp_try_switch_task: is sleeping on function klpemu_test_sleep" in line for line in lines)
+    _, done = run(tmp_path, capsys, COMPLETES)
+    spans = text_timeline(done["events"], done["virtual_time_ns"]).split("tasks:")[0].splitlines()[1:]
+    assert [s.split(": ")[1].split(" (")[0] for s in spans] == ["patching", "unpatching"]
+    assert text_timeline([], 0) == "no livepatch transition recorded"
