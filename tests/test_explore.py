@@ -128,10 +128,12 @@ def test_the_json_follows_its_schema(tmp_path: Path) -> None:
     jsonschema.validate(doc, SCHEMA)
     assert doc["classes"][0]["kind"] == STALLED and doc["classes"][0]["count"] == 3
     assert doc["minimized"]["cpus"] == 1                      # one CPU still blocks
-    report = ET.parse(tmp_path / "r.svg").getroot()           # with the first stalled run's timeline
+    report = ET.parse(tmp_path / "r.svg").getroot()           # with the minimized stalled run's timeline
     texts = ["".join(t.itertext()) for t in report.iter("{http://www.w3.org/2000/svg}text")]
     assert f"{script.name}: klpemu_test_patch" in texts and "patching still running at the end" in texts
     assert any(t.startswith("klpemu_sleeper:") for t in texts)
+    assert f"the minimized failing schedule: {doc['minimized']['replay']}" in texts
+    assert not any(t.startswith("swapper/1:") for t in texts)  # one CPU: one idle task
 
 
 def test_check_result_diff_reads_the_selftests_output() -> None:

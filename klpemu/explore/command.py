@@ -102,16 +102,16 @@ def execute(args: argparse.Namespace, script: Script) -> list[tuple[Run, Outcome
     return list(run_local(runs, script, jobs=args.jobs, stop=stop, progress=progress))
 
 
-def _timeline(args: argparse.Namespace, script: Script, failing: tuple[Run, Outcome] | None) -> str | None:
-    """The timeline of the first run that did not pass, replayed once here
-    with the event log on; None when every run passed."""
+def _timeline(args: argparse.Namespace, script: Script, failing: Run | None, minimized: bool) -> str | None:
+    """The timeline of `failing` (the first run that did not pass, or its
+    minimized form), replayed once here with the event log on; None when
+    every run passed."""
     if failing is None:
         return None
-    run = failing[0]
-    events, end_ns = run_events(run.config, script, run.schedule)
-    title, _ = timeline_title(events, args.script, str(run.schedule))
-    subtitle = f"the first schedule that did not pass: {replay_command(args.script, run)}"
-    return svg_timeline(events, end_ns, title, subtitle)
+    events, end_ns = run_events(failing.config, script, failing.schedule)
+    title, _ = timeline_title(events, args.script, str(failing.schedule))
+    which = "the minimized failing schedule" if minimized else "the first schedule that did not pass"
+    return svg_timeline(events, end_ns, title, f"{which}: {replay_command(args.script, failing)}")
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -125,13 +125,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
     doc = {"schema": JSON_SCHEMA_VERSION, "script": args.script, "strategy": args.strategy,
            **summarize(args.script, results, time.perf_counter() - started), "minimized": None}
     failing = next(((run, o) for run, o in results if o.kind != PASS), None)
+    drawn = failing[0] if failing is not None else None
     if args.minimize and failing is not None:
         run, outcome = failing
-        smallest, tries = minimize(run, outcome, lambda r: run_one(r, script))
-        doc["minimized"] = {"schedule": str(smallest.schedule), "cpus": smallest.config.cpus, "tries": tries,
-                            "replay": replay_command(args.script, smallest)}
+        drawn, tries = minimize(run, outcome, lambda r: run_one(r, script))
+        doc["minimized"] = {"schedule": str(drawn.schedule), "cpus": drawn.config.cpus, "tries": tries,
+                            "replay": replay_command(args.script, drawn)}
     if args.report:
-        args.report.write_text(svg_report(doc, _timeline(args, script, failing)))
+        args.report.write_text(svg_report(doc, _timeline(args, script, drawn, args.minimize)))
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -1,6 +1,6 @@
 """An exploration as one SVG page: the outcome classes, the histogram of
 patching-transition times, the blockers counted in runs, and the timeline
-(klpemu/timeline.py) of one schedule, the first that did not pass."""
+(klpemu/timeline.py) of one schedule: the first that did not pass, or its minimized form."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
