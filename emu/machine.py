@@ -142,17 +142,18 @@ class Machine:
         self.services = KernelServices(self.prog, self.klog, self.guest_calls)
         self.vfs = Vfs(self.mem)
         self.files = FileTree(self.prog, self.vfs)
-        self.dyndbg = DynamicDebug(self.klog, self._write_dyndbg_flags, config.cmdline)
+        self.dyndbg = DynamicDebug(self.klog, self.mem, config.cmdline)
         for control in DYNDBG_CONTROL:
             self.vfs.register(control, self.dyndbg.show, lambda ctx, text: self.dyndbg.store(text), mode=0o644)
         register_procfs(self.vfs, self.prog, self.walker)
         self.ftrace = Ftrace(self.prog, self.text, self.vfs, self.cpus, self._alloc_pages)
         self.modules = ModuleManager(self.prog, self.klog, self.vfs, self.text,
-                                     listeners=[self.kallsyms, self.ftrace, self.walker])
+                                     listeners=[self.kallsyms, self.ftrace, self.walker], debug=self.dyndbg)
         self.tracer = FunctionTracer(self.prog, self.ftrace, self.vfs, len(self.cpus), self.clock)
         self.kprobes = Kprobes(self.prog, self.ftrace, self.text, self._alloc_pages)
         self.hypercalls = HypercallTable(self.prog, self.guest_calls, self.faults)
-        for part in (self.runloop, self.services, self.guest_calls, self.vfs, self.modules, self.kprobes):
+        for part in (self.runloop, self.services, self.guest_calls, self.vfs, self.modules, self.kprobes,
+                     self.dyndbg):
             self.hypercalls.register_object(part)
         # what layers above attach (the livepatch core: "klp")
         self.extensions: dict[str, object] = {}
@@ -199,9 +200,6 @@ class Machine:
         the kernel respawned after it died."""
         address = self.mem.read_u64(self.prog.symbol_address("shell_task"))
         return TaskView(self.prog, address) if address else None
-
-    def _write_dyndbg_flags(self, address: int, flags: int) -> None:
-        self.mem.write(address, flags.to_bytes(4, "little"))
 
     def _schedule(self, spec: ScheduleSpec) -> Schedule:
         return make_schedule(spec, self.config.quantum_min, self.config.quantum_max, len(self.cpus))

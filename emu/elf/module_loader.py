@@ -55,9 +55,10 @@ SYM = struct.Struct("<IBBHQQ")                  # 24 bytes
 RELA = struct.Struct("<QQq")                    # 24 bytes
 _KSYM = struct.Struct("<QQ")                     # struct kernel_symbol, 16 bytes
 _PARAM = struct.Struct("<QQQHHIQ")               # struct kernel_param, 40 bytes
+_DDEBUG = struct.Struct("<QQQQI4x")               # struct _ddebug, 40 bytes
 
 # Sections holding u64 tables whose sh_addralign gcc may leave at 1.
-_U64_TABLES = ("__mcount_loc", "__param", "__ksymtab")
+_U64_TABLES = ("__mcount_loc", "__param", "__ksymtab", "__dyndbg")
 
 
 class ModuleLoadError(ImageError):
@@ -82,6 +83,18 @@ class ParamDesc:
     elem_size: int
     max: int              # arrays: capacity; 0 for a scalar
     num: int | None       # arrays: address of the element count, or None
+
+
+@dataclass(frozen=True)
+class DebugDescriptor:
+    """One struct _ddebug of the module's __dyndbg section: a pr_debug() site."""
+    address: int
+    modname: str
+    function: str
+    filename: str
+    format: str
+    lineno: int
+    flags: int
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class LoadedModule:
     mcount_sites: list[int]
     this_module: int | None
     klp_relocations: list[KlpRelaSection] = field(default_factory=list)
+    debug_sites: list[DebugDescriptor] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- parsing
@@ -446,6 +460,18 @@ def load_module(data: bytes, name: str, base: int,
         for p_name, p_type, arg, perm, esize, pmax, num in table("__param", _PARAM)
     ]
 
+    debug_sites = []
+    for sec in elf.find("__dyndbg"):
+        if sec.size % _DDEBUG.size:
+            raise elf.bad(f"section __dyndbg: size {sec.size} is not a multiple of {_DDEBUG.size}")
+        off = offsets[sec.index]
+        for k, (modname, function, filename, fmt, bits) in enumerate(
+                _DDEBUG.iter_unpack(bytes(image[off:off + sec.size]))):
+            debug_sites.append(DebugDescriptor(
+                base + off + k * _DDEBUG.size, cstring(modname, "__dyndbg modname"),
+                cstring(function, "__dyndbg function"), cstring(filename, "__dyndbg filename"),
+                cstring(fmt, "__dyndbg format"), bits & 0x3FFFF, bits >> 24))
+
     this_module = sec_addr(this_mod[0].index) if this_mod else None
 
     modinfo: dict[str, list[str]] = {}
@@ -472,7 +498,7 @@ def load_module(data: bytes, name: str, base: int,
         name=name, base=base, size=total, image=bytes(image),
         text=(base, base + text_end), sections=sections, symbols=symbols,
         exports=exports, modinfo=modinfo, params=params, mcount_sites=mcount_sites,
-        this_module=this_module, klp_relocations=klp,
+        this_module=this_module, klp_relocations=klp, debug_sites=debug_sites,
     )
 
 

@@ -17,15 +17,24 @@ from __future__ import annotations
 import errno
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from emu.arch.memory import AddressSpace
+from emu.kernel.hypercalls import hypercall
 from emu.kernel.printk import KernelLog
+
+if TYPE_CHECKING:
+    from emu.arch.cpu import Cpu
 
 KERN_DEBUG = 7
 FLAGS_PRINT, FLAGS_MODNAME, FLAGS_FUNCNAME, FLAGS_LINENO, FLAGS_TID, FLAGS_SOURCENAME = 1, 2, 4, 8, 16, 32
 # the kernel's opt_array: the order describe_flags writes them in
 _OPT = (("p", FLAGS_PRINT), ("m", FLAGS_MODNAME), ("f", FLAGS_FUNCNAME), ("s", FLAGS_SOURCENAME),
         ("l", FLAGS_LINENO), ("t", FLAGS_TID), ("_", 0))
+# struct _ddebug (fixtures/include/linux/dynamic_debug.h): four pointers,
+# then lineno:18, class_id:6 and flags:8 in one word: flags is its top byte
+DDEBUG_SIZE = 40
+DDEBUG_FLAGS_BYTE = 35
 MAXWORDS = 9
 USER_BUF_PAGE = 4096
 
@@ -39,8 +48,8 @@ class DebugSite:
     format: str                 # the C format string, as written (before pr_fmt)
     lineno: int
     flags: int = 0
-    # where a guest site keeps its flags (0: a site of the emulator's own code)
-    flags_address: int = 0
+    # the guest's struct _ddebug (0: a site of the emulator's own code)
+    address: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -120,11 +129,12 @@ class _Query:
 
 
 class DynamicDebug:
-    def __init__(self, log: KernelLog, write_flags: Callable[[int, int], None], cmdline: str = "") -> None:
-        """`write_flags(address, flags)` stores a guest site's flags in guest memory."""
+    def __init__(self, log: KernelLog, mem: AddressSpace, cmdline: str = "") -> None:
+        """`mem`: where guest sites keep their flags and printed text lies."""
         self.log = log
-        self._write_flags = write_flags
+        self.mem = mem
         self.tables: list[tuple[str, list[DebugSite]]] = []
+        self._guest_sites: dict[int, DebugSite] = {}      # by struct _ddebug address
         self._boot_queries = [(name, value) for name, value in _cmdline_params(cmdline)
                               if name == "dyndbg" or name.endswith(".dyndbg")]
 
@@ -134,6 +144,7 @@ class DynamicDebug:
         if not sites:
             return
         self.tables.append((modname, sites))
+        self._guest_sites.update((site.address, site) for site in sites if site.address)
         for name, value in self._boot_queries:
             if name == "dyndbg":
                 self.exec_queries(value or "+p", only=sites)
@@ -141,6 +152,10 @@ class DynamicDebug:
                 self.exec_queries(value or "+p", modname, only=sites)
 
     def remove_module(self, modname: str) -> None:
+        for name, sites in self.tables:
+            if name == modname:
+                for site in sites:
+                    self._guest_sites.pop(site.address, None)
         self.tables = [(name, sites) for name, sites in self.tables if name != modname]
 
     # ------------------------------------------------------------ printing
@@ -166,6 +181,16 @@ class DynamicDebug:
         if site.flags & FLAGS_LINENO:
             decorated += f"{site.lineno}:"
         return out + decorated + (" " if decorated else "")
+
+    @hypercall("HC_DYNDBG_PRINTK")
+    def hc_dyndbg_printk(self, cpu: "Cpu", descriptor: int, text: int, length: int, pid: int) -> int:
+        """void __dynamic_pr_debug(struct _ddebug *, const char *fmt, ...): an
+        enabled guest site, its message formatted; `pid` -1 in interrupt context."""
+        site = self._guest_sites.get(descriptor)
+        if site is not None:
+            message = self.mem.read(text, length).decode("utf-8", "replace")
+            self.printk(site, message, None if s64(pid) < 0 else pid)
+        return 0
 
     # ------------------------------------------------------------ the control file
     def show(self) -> str:
@@ -322,12 +347,16 @@ class DynamicDebug:
                 new = (site.flags & mask) | flags
                 if new != site.flags:
                     site.flags = new
-                    if site.flags_address:
-                        self._write_flags(site.flags_address, new)
+                    if site.address:
+                        self.mem.write(site.address + DDEBUG_FLAGS_BYTE, bytes([new]))
         return nfound
 
     def _err(self, text: str, level: int = 3) -> None:
         self.log.log(f"dyndbg: {text}", level=level)
+
+
+def s64(value: int) -> int:
+    return value - (1 << 64) if value & (1 << 63) else value
 
 
 def _cmdline_params(cmdline: str) -> list[tuple[str, str | None]]:

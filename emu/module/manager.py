@@ -21,6 +21,7 @@ from emu.arch.memory import MODULES_SIZE
 from emu.elf.module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
 from emu.errors import EmuError
 from emu.fs.vfs import FileNode, Vfs
+from emu.kernel.dyndbg import DebugSite, DynamicDebug
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
@@ -95,11 +96,12 @@ LIVEPATCH_API_PREFIX = "klp_"      # kernel/livepatch/'s exports (klp_enable_pat
 
 class ModuleManager:
     def __init__(self, prog: Program, log: KernelLog, vfs: Vfs, text: TextPatcher,
-                 listeners: list[ModuleListener]) -> None:
+                 listeners: list[ModuleListener], debug: DynamicDebug) -> None:
         self.prog = prog
         self.log = log
         self.vfs = vfs
         self.text = text
+        self.debug = debug
         self.listeners = listeners
         self.modules: dict[str, Module] = {}
         self.notifiers: list[ModuleNotifier] = []
@@ -190,8 +192,12 @@ class ModuleManager:
             err = self.apply_livepatch_relocs(mod)
             if err:
                 return err
+        self.debug.add_module(mod.name, [
+            DebugSite(d.modname, d.function, d.filename, d.format, d.lineno, d.flags, d.address)
+            for d in image.debug_sites])
         err = self._parse_args(ctx, mod, uargs)
         if err:
+            self.debug.remove_module(mod.name)
             return err
         self._taint(mod)
         self.modules[mod.name] = mod
@@ -251,6 +257,7 @@ class ModuleManager:
     def _teardown(self, mod: Module) -> None:
         """Forget a module; its memory is never reused (so no stale code)."""
         self.modules.pop(mod.name, None)
+        self.debug.remove_module(mod.name)
         for listener in reversed(self.listeners):
             listener.module_removed(mod.name, mod.image)
         self.vfs.unregister_tree(f"/sys/module/{mod.name}")
@@ -319,6 +326,9 @@ class ModuleManager:
         for word in uargs.split():
             name, _, value = word.partition("=")
             param = mod.params.get(name.replace("-", "_"))
+            if param is None and name == "dyndbg":      # ddebug_dyndbg_module_param_cb
+                self.debug.exec_queries(value if "=" in word else "+p", mod.name)
+                continue
             if param is None:
                 self.log.log(f"{mod.name}: unknown parameter '{name}' ignored", level=4)
                 continue
