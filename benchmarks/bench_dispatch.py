@@ -243,10 +243,13 @@ def run(quick: bool = False) -> dict[str, object]:
 
 
 def report(result: dict[str, object]) -> str:
-    rows = [(name, r["ns_per_call"], f"{r['calls_per_s']:,}", f"{r['vs_unpatched']:.2f}x",
+    def band(r: dict) -> str:
+        lo, hi = r.get("vs_unpatched_spread") or (None, None)
+        return f" ({lo:.2f}-{hi:.2f})" if lo is not None else ""
+    rows = [(name, r["ns_per_call"], f"{r['calls_per_s']:,}", f"{r['vs_unpatched']:.2f}x{band(r)}",
              f"{r['extra_instructions_per_call']:+g}", f"<= {r['target']}x" if r["target"] else "")
             for name, r in result["cases"].items()]
-    return table(("dispatch", "ns/call", "calls/s", "vs unpatched", "extra insns/call", "target"), rows)
+    return table(("dispatch", "ns/call", "calls/s", "vs unpatched (min-max)", "extra insns/call", "target"), rows)
 
 
 def svg(result: dict[str, object]) -> str:

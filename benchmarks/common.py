@@ -130,13 +130,17 @@ def svg_bars(title: str, bars: Sequence[tuple[str, float] | tuple[str, float, Se
         if value > hi:                                   # cut: a zigzag at the axis's end
             out.append(f'<path d="M{end - 8:.1f},{y + 3} l4,5 l-4,5 l4,5 l-4,5" stroke="white" '
                        f'stroke-width="3" fill="none"/>')
-        if band:
+        if band and value <= hi:
             x0, x1 = label_w + scale(band[0]), label_w + scale(band[1])
             out.append(f'<path d="M{x0:.1f},{y + 13} H{x1:.1f} M{x0:.1f},{y + 8} v10 M{x1:.1f},{y + 8} v10" '
                        f'stroke="#222" fill="none"/>')
             end = max(end, x1)
-        text = f"{value:.3g}{unit}" + (f" ({band[0]:.3g}-{band[1]:.3g})" if band else "")
-        out.append(f'<text x="{end + 5:.1f}" y="{y + 16}">{escape(text)}</text>')
+        text = f"{value:.3g}{unit}" + (f" ({band[0]:.3g}-{band[1]:.3g})" if band and band[0] != band[1] else "")
+        if value > hi:                                   # no room right of a cut bar: its value inside
+            out.append(f'<text x="{label_w + w - 14:.1f}" y="{y + 16}" text-anchor="end" fill="white">'
+                       f'{escape(text)}</text>')
+        else:
+            out.append(f'<text x="{end + 5:.1f}" y="{y + 16}">{escape(text)}</text>')
     placed: list[tuple[float, float]] = []               # (x, y) of mark labels: stack close ones
     for value, label in marks:
         if value > hi:
