@@ -45,7 +45,7 @@ from emu.trace.ftrace import JMP, rel32_insn
 from klp import Livepatch
 from klp.objects import KlpState
 
-from .common import MODULES, bench_main, machine_description, median_ratio, svg_bars, table
+from .common import MODULES, bench_main, machine_description, median_ratio, spread, svg_bars, table
 
 FREE, HELD = 0, 1                     # the two workers (klpemu_bench.c)
 SIZES = {"tiny": 0, "50": 1, "500": 2}   # loop number -> function size
@@ -229,7 +229,9 @@ def run(quick: bool = False) -> dict[str, object]:
         rows[case.name] = {
             "size": case.size, "ns_per_call": round(statistics.median(ns[case.name]), 1),
             "calls_per_s": round(1e9 / statistics.median(ns[case.name])),
-            "vs_unpatched": round(ratio, 3), "instructions_per_call": round(insns, 2),
+            "vs_unpatched": round(ratio, 3),
+            "vs_unpatched_spread": spread([x / y for x, y in zip(ns[case.name], baseline[case.size])]),
+            "instructions_per_call": round(insns, 2),
             "result_of_1000_calls": results[case.name], "target": TARGETS.get(case.name),
         }
     base_insns = {size: rows["unpatched" if size == "tiny" else f"unpatched {size}"]["instructions_per_call"]
@@ -241,16 +243,20 @@ def run(quick: bool = False) -> dict[str, object]:
 
 
 def report(result: dict[str, object]) -> str:
-    rows = [(name, r["ns_per_call"], f"{r['calls_per_s']:,}", f"{r['vs_unpatched']:.2f}x",
+    def band(r: dict) -> str:
+        lo, hi = r.get("vs_unpatched_spread") or (None, None)
+        return f" ({lo:.2f}-{hi:.2f})" if lo is not None else ""
+    rows = [(name, r["ns_per_call"], f"{r['calls_per_s']:,}", f"{r['vs_unpatched']:.2f}x{band(r)}",
              f"{r['extra_instructions_per_call']:+g}", f"<= {r['target']}x" if r["target"] else "")
             for name, r in result["cases"].items()]
-    return table(("dispatch", "ns/call", "calls/s", "vs unpatched", "extra insns/call", "target"), rows)
+    return table(("dispatch", "ns/call", "calls/s", "vs unpatched (min-max)", "extra insns/call", "target"), rows)
 
 
 def svg(result: dict[str, object]) -> str:
-    bars = [(name, r["vs_unpatched"]) for name, r in result["cases"].items() if r["size"] == "tiny"]
-    return svg_bars("Cost of a call of a tiny function, vs unpatched (log scale)", bars, "x",
-                    marks=[(1.0, "1x"), (1.2, "1.2x"), (2.2, "2.2x")], log=True)
+    bars = [(name, r["vs_unpatched"], r.get("vs_unpatched_spread")) for name, r in result["cases"].items()
+            if r["size"] == "tiny"]
+    return svg_bars("Cost of a call of a tiny function, vs unpatched (median, whisker: min-max over rounds)",
+                    bars, "x", marks=[(1.0, "1x"), (1.2, "1.2x"), (2.2, "2.2x")], clip=2.6)
 
 
 def main(argv: list[str] | None = None) -> int:

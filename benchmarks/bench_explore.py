@@ -231,7 +231,7 @@ def svg(result: dict[str, object]) -> str:
     bars = [(name, r["per_s_cpu"]) for name, r in result["selftests"].items()]
     bars += [(f"race: {r['strategy']} (finds %)", max(r["rate"] * 100, 1e-3)) for r in result["race"]["rows"]]
     return svg_bars("Explore: schedules/s per core (CPU); the race: finds per 100 runs", bars, "",
-                    marks=[(TARGET_PER_CORE, "50/s target")], log=True)
+                    marks=[(TARGET_PER_CORE, "50/s target")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,17 @@
 """What every benchmark shares: the machine's description, medians of
-side-by-side ratios, tables, peak memory, and a hand-written SVG bar chart."""
+side-by-side ratios and their spread over rounds, target verdicts, tables, peak
+memory, and a hand-written SVG bar chart."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import sys
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar, Token
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -57,32 +60,98 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
                       *map(line, cells[1:])]) + "\n"
 
 
-def svg_bars(title: str, bars: Sequence[tuple[str, float]], unit: str, *,
-             marks: Sequence[tuple[float, str]] = (), log: bool = False, width: int = 760) -> str:
-    """A horizontal bar chart: one labelled bar per (label, value); `marks`
-    draws dashed vertical lines (a target, the 1x line) at those values."""
-    import math
-    label_w, row_h, top = 300, 26, 40
-    plot_w = width - label_w - 90
-    values = [v for _, v in bars] + [v for v, _ in marks]
-    hi = max(values) * 1.05
-    lo = min(values) / 1.5 if log else 0.0
-    scale = ((lambda v: (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
-             if log else (lambda v: v / hi))
-    height = top + row_h * len(bars) + 42
+def spread(values: Sequence[float]) -> list[float]:
+    """[min, max] over rounds: the noise band a figure's median sits in."""
+    return [round(min(values), 4), round(max(values), 4)]
+
+
+def verdict(value: float, target: float, band: Sequence[float] | None, *, at_most: bool) -> str:
+    """'met' or 'MISSED' when the whole band is on one side of the target,
+    'within noise' when the target lies inside the band of the rounds."""
+    if band and band[0] <= target <= band[1]:
+        return "within noise"
+    return "met" if (value <= target if at_most else value >= target) else "MISSED"
+
+
+_CHART_NOTE: ContextVar[str] = ContextVar("chart_note", default="")
+
+
+def chart_note(note: str) -> Token[str]:
+    """Set the line every chart prints under its title (date, machine, quick)."""
+    return _CHART_NOTE.set(note)
+
+
+def _ticks(hi: float) -> list[float]:
+    """Round tick values 0..hi, 4 to 10 of them (steps of 1, 2 or 5 x 10^k)."""
+    step = 10 ** math.floor(math.log10(hi / 4))
+    for k in (1, 2, 5, 10):
+        if hi / (k * step) <= 8:
+            step *= k
+            break
+    return [i * step for i in range(int(hi / step + 1e-9) + 1)]
+
+
+def svg_bars(title: str, bars: Sequence[tuple[str, float] | tuple[str, float, Sequence[float] | None]],
+             unit: str, *, marks: Sequence[tuple[float, str]] = (), clip: float | None = None,
+             width: int = 800) -> str:
+    """A horizontal bar chart on a linear axis with ticks: one labelled bar per
+    (label, value[, [min, max] over rounds, drawn as a whisker]); `marks` draw
+    dashed vertical lines (a target, the 1x line); bars past `clip` are cut at
+    the axis's end (a zigzag) so small ratios near 1 stay readable."""
+    label_w, row_h, top = 300, 26, 78
+    plot_w = width - label_w - 110
+    rows = [(b[0], b[1], b[2] if len(b) > 2 else None) for b in bars]
+    values = [v for _, v, _ in rows] + [v for v, _ in marks] + [band[1] for *_, band in rows if band]
+    hi = max(values) * 1.08
+    if clip is not None and clip < hi:
+        hi = clip
+    ticks = _ticks(hi)
+    hi = max(hi, ticks[-1])
+    scale = lambda v: min(v, hi) / hi * plot_w  # noqa: E731
+    height = top + row_h * len(rows) + 30
+    note = _CHART_NOTE.get()
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(title)}</text>']
-    for i, (label, value) in enumerate(bars):
+    if note:
+        out.append(f'<text x="10" y="40" fill="#555">{escape(note)}</text>')
+    bottom = top + row_h * len(rows)
+    for t in ticks:
+        x = label_w + scale(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top - 2}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#ddd"/>')
+        out.append(f'<text x="{x:.1f}" y="{bottom + 18}" text-anchor="middle" fill="#555">{t:g}</text>')
+    for i, (label, value, band) in enumerate(rows):
         y = top + i * row_h
-        w = max(1.0, scale(value) * plot_w)
+        w = max(1.0, scale(value))
         out.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end">{escape(label)}</text>')
-        out.append(f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}" fill="#4a7ab5"/>')
-        out.append(f'<text x="{label_w + w + 5:.1f}" y="{y + 16}">{value:.3g}{escape(unit)}</text>')
-    for i, (value, label) in enumerate(marks):
-        x = label_w + scale(value) * plot_w
-        y = height - 22 + 13 * (i % 2)          # staggered: close marks keep readable labels
-        out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{y - 11}" '
+        out.append(f'<rect x="{label_w}" y="{y + 5}" width="{w:.1f}" height="{row_h - 10}" fill="#4a7ab5"/>')
+        end = label_w + w
+        if value > hi:                                   # cut: a zigzag at the axis's end
+            out.append(f'<path d="M{end - 8:.1f},{y + 3} l4,5 l-4,5 l4,5 l-4,5" stroke="white" '
+                       f'stroke-width="3" fill="none"/>')
+        if band and value <= hi:
+            x0, x1 = label_w + scale(band[0]), label_w + scale(band[1])
+            out.append(f'<path d="M{x0:.1f},{y + 13} H{x1:.1f} M{x0:.1f},{y + 8} v10 M{x1:.1f},{y + 8} v10" '
+                       f'stroke="#222" fill="none"/>')
+            end = max(end, x1)
+        text = f"{value:.3g}{unit}" + (f" ({band[0]:.3g}-{band[1]:.3g})" if band and band[0] != band[1] else "")
+        if value > hi:                                   # no room right of a cut bar: its value inside
+            out.append(f'<text x="{label_w + w - 14:.1f}" y="{y + 16}" text-anchor="end" fill="white">'
+                       f'{escape(text)}</text>')
+        else:
+            out.append(f'<text x="{end + 5:.1f}" y="{y + 16}">{escape(text)}</text>')
+    placed: list[tuple[float, float]] = []               # (x, y) of mark labels: stack close ones
+    for value, label in marks:
+        if value > hi:
+            continue
+        x = label_w + scale(value)
+        half = 3.5 * len(label) + 4
+        y = top - 8
+        while any(abs(x - px) < half + 3.5 * 6 and py == y for px, py in placed):
+            y -= 13
+        placed.append((x, y))
+        out.append(f'<line x1="{x:.1f}" y1="{y + 3}" x2="{x:.1f}" y2="{bottom + 4}" '
                    f'stroke="#c0392b" stroke-dasharray="4,3"/>')
         out.append(f'<text x="{x:.1f}" y="{y}" text-anchor="middle" fill="#c0392b">{escape(label)}</text>')
     out.append("</svg>")

@@ -251,13 +251,13 @@ def _build_from_patch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios")
+BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios", "explore")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from klpemu.benchmarks.run import main as bench_main  # benchmarks/, installed as klpemu.benchmarks
-    return bench_main([*args.names, *(["--quick"] if args.quick else []),
-                       *(["--out", str(args.out)] if args.out else [])])
+    flags = [f"--{flag}" for flag in ("quick", "commit", "check", "readme") if getattr(args, flag)]
+    return bench_main([*args.names, *flags, *(["--out", str(args.out)] if args.out else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,7 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("names", nargs="*", metavar="NAME",
                        help=f"run only these ({', '.join(BENCHMARK_NAMES)}; default: all)")
     bench.add_argument("--quick", action="store_true", help="fewer rounds and sizes (under a minute)")
-    bench.add_argument("--out", type=Path, help="directory for the JSON and SVGs (default: benchmarks/results)")
+    bench.add_argument("--out", type=Path, help="directory for the JSON and SVGs (default: benchmarks/results/local, "
+                                                "git-ignored; installed: ~/.cache/klpemu/bench)")
+    bench.add_argument("--commit", action="store_true",
+                       help="a full run for the repository: write into benchmarks/results and regenerate "
+                            "the README's figures table")
+    bench.add_argument("--check", action="store_true", help="exit 1 when a target is clearly missed "
+                                                            "(not merely within the noise of the rounds)")
+    bench.add_argument("--readme", action="store_true",
+                       help="only regenerate benchmarks/README.md's figures table from the committed JSON")
     bench.set_defaults(func=cmd_bench)
     return parser
 

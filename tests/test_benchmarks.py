@@ -2,15 +2,18 @@
 benchmarks/, never asserted here: no timing)."""
 import json
 import random
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from klp.objects import KlpState
 from klp.transition import CheckRanges
 from klpemu.benchmarks import bench_dispatch, bench_explore, bench_machine, bench_scenarios, bench_transition, run
-from klpemu.benchmarks.common import svg_bars, table
+from klpemu.benchmarks.common import chart_note, svg_bars, table, verdict
 from klpemu.cli import main as cli_main
 
 
@@ -94,8 +97,9 @@ def test_suite_writes_dated_json_and_charts(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["quick"] and result["results"]["startup"]["module_functions"] > 100
     assert [t["what"] for t in result["targets"]] == ["boot <= 0.3 s after imports"]
+    assert result["targets"][0]["verdict"] in ("met", "MISSED", "within noise")
     [chart] = tmp_path.glob("*-startup.svg")
-    assert len(ET.parse(chart).getroot().findall("{http://www.w3.org/2000/svg}rect")) == 6
+    assert len(ET.parse(chart).getroot().findall("{http://www.w3.org/2000/svg}rect")) == 7   # 6 bars, background
 
 
 def test_explore_race_rows_and_their_targets() -> None:
@@ -107,9 +111,9 @@ def test_explore_race_rows_and_their_targets() -> None:
               "race": {"rows": [{**row, "strategy": "random", "median_runs_to_first": None},
                                 {**row, "strategy": "pct,depth=2,steps=100", "median_runs_to_first": 42}]}}
     assert run.targets({"explore": result}) == [
-        ("explore test-livepatch.sh >= 50 schedules/s per core", "7.0/s", False),
-        ("planted race: PCT's find rate >= its bound 1/(n k^(d-1))", "3.00% vs 0.50%", True),
-        ("planted race: PCT needs fewer runs than random (median to first find)", "42 vs >100", True)]
+        ("explore test-livepatch.sh >= 50 schedules/s per core", "7.0/s", "MISSED"),
+        ("planted race: PCT's find rate >= its bound 1/(n k^(d-1))", "3.00% vs 0.50%", "met"),
+        ("planted race: PCT needs fewer runs than random (median to first find)", "42 vs >100", "met")]
 
 
 def test_cli_refuses_an_unknown_benchmark(capsys) -> None:
@@ -119,6 +123,63 @@ def test_cli_refuses_an_unknown_benchmark(capsys) -> None:
 
 
 def test_chart_and_table_helpers() -> None:
-    root = ET.fromstring(svg_bars("t <&>", [("a", 1.0), ("b", 30.0)], "x", marks=[(2.0, "2x")], log=True))
-    assert len(root.findall("{http://www.w3.org/2000/svg}rect")) == 2
+    token = chart_note("2026-12-04 (--quick) · a CPU")
+    try:
+        chart = svg_bars("t <&>", [("a", 1.0, [0.9, 1.1]), ("b", 30.0)], "x", marks=[(1.0, "1x"), (1.2, "1.2x")],
+                         clip=2.5)
+    finally:
+        chart_note.__globals__["_CHART_NOTE"].reset(token)
+    root = ET.fromstring(chart)
+    svg = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{svg}rect")) == 3                       # the background and two bars
+    texts = [t.text for t in root.iter(f"{svg}text")]
+    assert "2026-12-04 (--quick) · a CPU" in texts                     # date, quick, machine under the title
+    assert {"0", "0.5", "1", "1.5", "2", "2.5"} <= set(texts)           # a linear axis with ticks
+    assert "1x (0.9-1.1)" in texts and "30x" in texts                  # the spread; the cut bar keeps its value
+    marks = {t.text: float(t.get("y")) for t in root.iter(f"{svg}text") if t.text in ("1x", "1.2x")}
+    assert marks["1x"] != marks["1.2x"]                                 # close marks: labels stacked
+    assert table(("a", "bb"), [(1, 2)]).splitlines()[2] == "| 1 | 2  |"
+
+
+def test_a_target_inside_the_spread_is_within_noise() -> None:
+    assert verdict(1.31, 1.2, [1.15, 1.4], at_most=True) == "within noise"
+    assert verdict(1.31, 1.2, [1.25, 1.4], at_most=True) == "MISSED"
+    assert verdict(1.1, 1.2, None, at_most=True) == "met"
+    assert verdict(0.29, 0.45, [0.26, 0.32], at_most=False) == "MISSED"
+    row = {"target": 1.2, "vs_unpatched": 1.31, "vs_unpatched_spread": [1.15, 1.4]}
+    assert run.targets({"dispatch": {"cases": {"native": row}}}) == [
+        ("dispatch: native <= 1.2x", "1.31x (1.15-1.40)", "within noise")]
+
+
+def test_check_exits_1_on_a_clear_miss(tmp_path: Path, monkeypatch) -> None:
+    """The figures are given (a slow boot, its whole spread above the target):
+    the verdict logic is under test here, not the host's speed."""
+    fake = {"first_boot_s": 0.5, "target_boot_s": 0.3, "first_boot_s_spread": [0.45, 0.6]}
+    monkeypatch.setitem(run.BENCHMARKS, "startup", SimpleNamespace(
+        run=lambda quick: dict(fake), report=lambda r: "",
+        svg=lambda r: svg_bars("boot", [("boot", r["first_boot_s"])], " s")))
+    assert run.main(["startup", "--quick", "--out", str(tmp_path)]) == 0
+    assert run.main(["startup", "--quick", "--check", "--out", str(tmp_path)]) == 1
+
+
+def test_ad_hoc_results_go_to_a_git_ignored_folder() -> None:
+    """A fresh clone stays clean after `klpemu bench --quick`: its default
+    output folder is ignored, the committed results are not."""
+    if run.COMMITTED is None or shutil.which("git") is None or not (run.COMMITTED.parents[1] / ".git").exists():
+        pytest.skip("not a git checkout")
+    root = run.COMMITTED.parents[1]
+    assert run.LOCAL == run.COMMITTED / "local"
+    ignored = lambda path: subprocess.run(["git", "check-ignore", "-q", "--no-index", str(path)],  # noqa: E731
+                                          cwd=root, check=False).returncode == 0
+    assert ignored(run.LOCAL / "2026-12-04-quick.json") and ignored(run.LOCAL / "2026-12-04-quick-machine.svg")
+    assert not ignored(run.COMMITTED / "2026-12-04.json")
+
+
+def test_the_readme_figures_block_is_what_the_committed_json_makes() -> None:
+    if run.README is None:
+        pytest.skip("installed: no benchmarks/README.md")
+    text = run.README.read_text()
+    block = run.readme_block(run.COMMITTED)
+    assert block in text, "benchmarks/README.md's figures table is stale: run `klpemu bench --readme`"
+    assert "| whole machine >= 0.45x bare Unicorn" in block and "**MISSED**" in block
     assert table(("a", "bb"), [(1, 2)]).splitlines()[2] == "| 1 | 2  |"
