@@ -187,6 +187,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"klpemu: {args.script}: the kernel oopsed ({len(oopses)}x, pid {oopses[0].task_pid}): "
               f"{oopses[0].lines[0]}", file=sys.stderr)
         return EXIT_HANG
+    hangs = m.hung_task.hangs
+    if hangs:
+        # as with an oops the script went on (a runaway was killed, a task
+        # in D state stays), but a shell command never finished
+        print(f"klpemu: {args.script}: the guest hung ({len(hangs)}x): {hangs[0]}", file=sys.stderr)
+        return EXIT_HANG
     stalled = running_transition(m)
     if args.fail_on_stalled and stalled is not None and result.exit_code == EXIT_OK:
         print(f"klpemu: the transition of {stalled.patch.name} to {stalled.target.name.lower()} is still "
