@@ -145,7 +145,8 @@ class Machine:
         self.guest_calls = GuestCalls(self.prog)
         self.services = KernelServices(self.prog, self.klog, self.guest_calls)
         self.hung_task = HungTaskDetector(self.prog, self.walker, self.cpus, self.klog, self.run,
-                                          self.run_until, self.services.dead_tasks, config.hung_task_timeout_s)
+                                          self.run_until, self.services.dead_tasks, config.hung_task_timeout_s,
+                                          lockup_s=2 * config.watchdog_thresh_s)
         self.vfs = Vfs(self.mem)
         self.files = FileTree(self.prog, self.vfs)
         self.dyndbg = DynamicDebug(self.klog, self._write_dyndbg_flags, config.cmdline)

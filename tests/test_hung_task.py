@@ -88,3 +88,20 @@ def test_an_explored_run_with_a_hang_is_a_hang_outcome(tmp_path) -> None:
         machine.insmod(MODULES / "klpemu_hostile_spin.ko")
     outcome = classify(machine, "", None, None)
     assert outcome.kind == HANG and outcome.key.startswith("klpemu: guest hang: task sh:# still running")
+
+
+def test_a_loop_with_preemption_off_is_left_to_the_soft_lockup_watchdog() -> None:
+    from test_faults import provoke
+    machine = Machine(cpus=2, seed=0, watchdog_thresh_s=0.3, hung_task_timeout_s=0.2).boot()
+    with pytest.raises(GuestHang, match=r"BUG: soft lockup - CPU#\d stuck for \d+s! \[sh:\d+\]"):
+        provoke(machine, "SOFTLOCKUP")
+    assert not machine.hung_task.hangs
+
+
+def test_with_the_watchdog_off_a_loop_with_preemption_off_is_reported_not_killed() -> None:
+    from test_faults import provoke
+    machine = Machine(cpus=2, seed=0, watchdog_thresh_s=0, hung_task_timeout_s=0.2).boot()
+    with pytest.raises(GuestHang, match=r"klpemu: guest hang: task sh:\d+ still running on CPU#\d after 0.2 seconds "
+                                        r"\(state:R, never in task context with preemption on"):
+        provoke(machine, "SOFTLOCKUP")
+    assert "RIP: 0010:lkdtm_SOFTLOCKUP+0x" in machine.hung_task.hangs[0].report
