@@ -44,6 +44,14 @@ class GuestHang(EmuError):
         self.report = report
 
 
+class GuestTimeout(EmuError):
+    """run_until's virtual time ran out before its condition held."""
+
+
+class GuestIdle(GuestTimeout):
+    """run_until found every CPU idle with nothing pending: waiting longer cannot help."""
+
+
 class MachineCrashed(EmuError):
     """The machine panicked or hung earlier and cannot run any more."""
 

@@ -23,6 +23,7 @@ from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE
                              build_page_tables, write_gdt)
 from emu.elf.image import ElfImage
 from emu.errors import EmuError, ImageError, ShellError
+from emu.faults.hung_task import HungTaskDetector
 from emu.faults.oops import FaultHandler, Oops
 from emu.faults.watchdog import Watchdog
 from emu.fs.files import FileTree
@@ -84,6 +85,9 @@ class MachineConfig:
     quantum_min: int = 2_000           # instructions
     quantum_max: int = 20_000
     watchdog_thresh_s: float = 10.0    # the kernel's watchdog_thresh
+    # how long a shell command may run before its task is reported as hung
+    # (emu.faults.hung_task; the kernel's hung_task_timeout_secs is 120)
+    hung_task_timeout_s: float = 10.0
     # how the CPUs interleave after boot (emu.schedule: rr, random, pct,
     # targeted, with parameters: "pct,depth=2"), drawn from `seed`; boot
     # itself always runs the same way, so that every schedule starts from
@@ -140,6 +144,9 @@ class Machine:
 
         self.guest_calls = GuestCalls(self.prog)
         self.services = KernelServices(self.prog, self.klog, self.guest_calls)
+        self.hung_task = HungTaskDetector(self.prog, self.walker, self.cpus, self.klog, self.run,
+                                          self.run_until, self.services.dead_tasks, config.hung_task_timeout_s,
+                                          lockup_s=2 * config.watchdog_thresh_s)
         self.vfs = Vfs(self.mem)
         self.files = FileTree(self.prog, self.vfs)
         self.dyndbg = DynamicDebug(self.klog, self.mem, config.cmdline)
@@ -193,7 +200,8 @@ class Machine:
 
     def _shell(self, mailbox: int, respawned: Callable[[], TaskView | None] | None = None) -> Shell:
         return Shell(self.prog, self.mailbox_layout, mailbox, run_until=self.run_until, ring_doorbell=self.ring_doorbell,
-                     dead_tasks=self.services.dead_tasks, respawned=respawned)
+                     dead_tasks=self.services.dead_tasks, respawned=respawned,
+                     hang_timeout_s=self.hung_task.timeout_s, on_hang=self.hung_task.shell_hung)
 
     def _init_shell(self) -> TaskView | None:
         """The task main.c's shell_task names: the first shell, or the one
@@ -276,7 +284,7 @@ class Machine:
 
     def run_until(self, predicate: Callable[[], bool], timeout_s: float = 60.0,
                   what: str = "a condition") -> None:
-        """Run until predicate() holds; EmuError after timeout_s of virtual time."""
+        """Run until predicate() holds; GuestTimeout after timeout_s of virtual time."""
         self.runloop.run_until(predicate, timeout_s, what)
 
     def stop_machine(self, fn: Callable[[], None]) -> None:

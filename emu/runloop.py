@@ -17,7 +17,7 @@ from typing import Callable
 from emu.abi import DOORBELL_VECTOR, LOCAL_TIMER_VECTOR, PAGE_OFFSET, RESCHEDULE_VECTOR
 from emu.arch.cpu import Cpu
 from emu.arch.engine import CpuFault
-from emu.errors import EmuError, MachineCrashed
+from emu.errors import EmuError, GuestIdle, GuestTimeout, MachineCrashed
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.program import Program
 from emu.schedule import Schedule
@@ -72,14 +72,14 @@ class RunLoop:
 
     def run_until(self, predicate: Callable[[], bool], timeout_s: float = 60.0,
                   what: str = "a condition") -> None:
-        """Run until predicate() holds; EmuError after timeout_s of virtual time."""
+        """Run until predicate() holds; GuestTimeout after timeout_s of virtual time."""
         deadline = self.clock.ns + int(timeout_s * 1e9)
         while not predicate():
             self.check_alive()
             if self.clock.ns >= deadline:
-                raise EmuError(f"timed out after {timeout_s} virtual seconds waiting for {what}")
+                raise GuestTimeout(f"timed out after {timeout_s} virtual seconds waiting for {what}")
             if not self._round(limit_ns=deadline):
-                raise EmuError(f"the guest went idle with nothing pending while waiting for {what}")
+                raise GuestIdle(f"the guest went idle with nothing pending while waiting for {what}")
 
     def check_alive(self) -> None:
         if self.crashed:

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
+from emu.faults.hung_task import check_hung_task_timeout
 from emu.faults.watchdog import check_watchdog_thresh
 from emu.machine import resolve_kernel
 from emu.schedule import ScheduleSpec
@@ -55,6 +56,9 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cmdline", default=MachineConfig.cmdline, help="kernel command line")
     p.add_argument("--watchdog-thresh", type=_watchdog_thresh, default=MachineConfig.watchdog_thresh_s,
                    help="lockup watchdog threshold, virtual seconds (the kernel's watchdog_thresh)")
+    p.add_argument("--hung-task-timeout", type=_hung_task_timeout, default=MachineConfig.hung_task_timeout_s,
+                   metavar="SECONDS", help="virtual seconds a shell command may run before it is reported "
+                                           "as a hang (exit 3; a runaway task is killed)")
 
 
 def _watchdog_thresh(text: str) -> float:
@@ -63,6 +67,14 @@ def _watchdog_thresh(text: str) -> float:
     except (ValueError, EmuError) as err:
         raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
                                          f"watchdog_thresh must be a number of seconds, not {text!r}") from None
+
+
+def _hung_task_timeout(text: str) -> float:
+    try:
+        return check_hung_task_timeout(float(text))
+    except (ValueError, EmuError) as err:
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
+                                         f"hung_task_timeout_s must be a number of seconds, not {text!r}") from None
 
 
 def _schedule(args: argparse.Namespace) -> ScheduleSpec:
@@ -74,12 +86,14 @@ def _machine(args: argparse.Namespace) -> Machine:
     spec = _schedule(args)
     schedule = ",".join([spec.strategy, *(f"{n}={v:g}" for n, v in spec.params)])
     return Machine(MachineConfig(kernel=args.kernel, cpus=args.cpus, seed=spec.seed, cmdline=args.cmdline,
-                                 watchdog_thresh_s=args.watchdog_thresh, schedule=schedule))
+                                 watchdog_thresh_s=args.watchdog_thresh,
+                                 hung_task_timeout_s=args.hung_task_timeout, schedule=schedule))
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(kernel=args.kernel, cpus=args.cpus, cmdline=args.cmdline,
-                     watchdog_thresh_s=args.watchdog_thresh, dispatch=args.dispatch,
+                     watchdog_thresh_s=args.watchdog_thresh, hung_task_timeout_s=args.hung_task_timeout,
+                     dispatch=args.dispatch,
                      klp_version=args.klp_version, module_dirs=tuple(args.module_dir),
                      unsafe_switch_to=args.unsafe_switch_to)
 
@@ -186,6 +200,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         # the kernel crashed: a guest crash, whatever the script's status
         print(f"klpemu: {args.script}: the kernel oopsed ({len(oopses)}x, pid {oopses[0].task_pid}): "
               f"{oopses[0].lines[0]}", file=sys.stderr)
+        return EXIT_HANG
+    hangs = m.hung_task.hangs
+    if hangs:
+        # as with an oops the script went on (a runaway was killed, a task
+        # in D state stays), but a shell command never finished
+        print(f"klpemu: {args.script}: the guest hung ({len(hangs)}x): {hangs[0]}", file=sys.stderr)
         return EXIT_HANG
     stalled = running_transition(m)
     if args.fail_on_stalled and stalled is not None and result.exit_code == EXIT_OK:

@@ -234,7 +234,8 @@ class Klp:
             path.write_text(script)
             script = path
         run = RunConfig(kernel=str(config.kernel), cpus=config.cpus, cmdline=config.cmdline,
-                        watchdog_thresh_s=config.watchdog_thresh_s, dispatch=self.dispatch,
+                        watchdog_thresh_s=config.watchdog_thresh_s,
+                        hung_task_timeout_s=config.hung_task_timeout_s, dispatch=self.dispatch,
                         klp_version=self.klp_version, module_dirs=tuple(self.module_dirs))
         try:
             result = explore(script, runs=runs, strategy=strategy or config.schedule,

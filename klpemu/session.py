@@ -26,6 +26,7 @@ class RunConfig:
     cpus: int = 2
     cmdline: str = MachineConfig.cmdline
     watchdog_thresh_s: float = MachineConfig.watchdog_thresh_s
+    hung_task_timeout_s: float = MachineConfig.hung_task_timeout_s
     dispatch: str | None = None
     klp_version: str | None = None
     module_dirs: tuple[Path, ...] = field(default=())
@@ -42,6 +43,8 @@ class RunConfig:
             args += ["--cmdline", self.cmdline]
         if self.watchdog_thresh_s != MachineConfig.watchdog_thresh_s:
             args += ["--watchdog-thresh", f"{self.watchdog_thresh_s:g}"]
+        if self.hung_task_timeout_s != MachineConfig.hung_task_timeout_s:
+            args += ["--hung-task-timeout", f"{self.hung_task_timeout_s:g}"]
         if self.dispatch:
             args += ["--dispatch", self.dispatch]
         if self.klp_version:
@@ -59,7 +62,8 @@ class ScenarioSession:
     def __init__(self, config: RunConfig, out: TextIO) -> None:
         self.config = config
         self.machine = Machine(MachineConfig(kernel=config.kernel, cpus=config.cpus, cmdline=config.cmdline,
-                                             watchdog_thresh_s=config.watchdog_thresh_s))
+                                             watchdog_thresh_s=config.watchdog_thresh_s,
+                                             hung_task_timeout_s=config.hung_task_timeout_s))
         self.machine.boot()
         self.runner = ScenarioRunner(self.machine, out, module_dirs=list(config.module_dirs),
                                      dispatch=config.dispatch, klp_version=config.klp_version)

@@ -12,11 +12,12 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from emu.errors import ImageError, ShellError
+from emu.errors import GuestHang, GuestIdle, GuestTimeout, ImageError, ShellError
 from emu.kernel.program import Program
 from emu.kernel.tasks import TaskView, find_task
 
 RunUntil = Callable[..., None]      # RunLoop.run_until(predicate, timeout_s=, what=)
+OnHang = Callable[[TaskView, float, bool], GuestHang]   # HungTaskDetector.shell_hung(task, seconds, idle)
 
 # What a user task runs (user.c's enum user_mode): getpid forever, or
 # nanosleep forever; Mailbox checks them against the image.
@@ -65,8 +66,11 @@ class Mailbox:
 class Shell:
     def __init__(self, prog: Program, layout: Mailbox, mailbox: int, *, run_until: RunUntil,
                  ring_doorbell: Callable[[], None], dead_tasks: set[int], pid: int = 1,
-                 respawned: Callable[[], TaskView | None] | None = None) -> None:
-        """respawned: for init's shell, the task now serving the mailbox (the
+                 respawned: Callable[[], TaskView | None] | None = None,
+                 hang_timeout_s: float = 60.0, on_hang: OnHang | None = None) -> None:
+        """hang_timeout_s: how long a command may take before on_hang reports
+        the task it is stuck in (emu.faults.hung_task).
+        respawned: for init's shell, the task now serving the mailbox (the
         kernel respawns it when it dies); a background shell has none and
         stays gone."""
         self.prog = prog
@@ -79,6 +83,8 @@ class Shell:
         self._dead_tasks = dead_tasks
         self._respawned = respawned
         self._served_pid = pid
+        self.hang_timeout_s = hang_timeout_s
+        self._on_hang = on_hang
 
     def _u64(self, off: int) -> int:
         return self.mem.read_u64(self.mailbox + off)
@@ -102,7 +108,7 @@ class Shell:
                 and task.state == TASK_INTERRUPTIBLE and not task.on_cpu)
 
     def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = (),
-                 timeout_s: float = 60.0) -> int:
+                 timeout_s: float | None = None) -> int:
         return self._wait(self._post(op, path=path, data=data, args=args), timeout_s)
 
     def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
@@ -131,13 +137,20 @@ class Shell:
         self._ring_doorbell()
         return seq
 
-    def _wait(self, seq: int, timeout_s: float) -> int:
+    def _wait(self, seq: int, timeout_s: float | None) -> int:
+        """The status of command `seq`; GuestHang when it does not finish in time."""
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         address, dead = task.address, self._dead_tasks
-        self._run_until(lambda: self._u64(self.layout.done_seq) == seq or address in dead,
-                        timeout_s=timeout_s, what=f"the shell (pid {self.pid}) to finish")
+        seconds = self.hang_timeout_s if timeout_s is None else timeout_s
+        try:
+            self._run_until(lambda: self._u64(self.layout.done_seq) == seq or address in dead,
+                            timeout_s=seconds, what=f"the shell (pid {self.pid}) to finish")
+        except GuestTimeout as exc:
+            if self._on_hang is None:
+                raise
+            raise self._on_hang(task, seconds, isinstance(exc, GuestIdle)) from None
         if address in dead:
             raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4)
         return self._s64(self.layout.op + 8)
@@ -179,7 +192,7 @@ class Shell:
         running the machine; cat_result() waits for it."""
         self._post(self.layout.op_cat, path=path)
 
-    def cat_result(self, path: str, timeout_s: float = 60.0) -> str:
+    def cat_result(self, path: str, timeout_s: float | None = None) -> str:
         status = self._wait(self._u64(self.layout.seq), timeout_s)
         if status < 0:
             raise self._fail(f"cat: {path}", status)

@@ -97,8 +97,9 @@ def classify(machine: Machine, output: str, result: ScenarioResult | None,
             return Outcome(OOPS, f"switch_to/RIP resume path: {normalise(resumes[0])}; then {where}: {reason}",
                            "\n".join([*resumes, *oops.lines]), **common)
         return Outcome(OOPS, f"{where}: {reason}", "\n".join(oops.lines), **common)
-    if isinstance(error, GuestHang):
-        return Outcome(HANG, normalise(str(error)), error.report, **common)
+    hang = error if isinstance(error, GuestHang) else next(iter(machine.hung_task.hangs), None)
+    if hang is not None:        # a shell command hung, whether or not the script went on
+        return Outcome(HANG, normalise(str(hang)), hang.report, **common)
     if error is not None:
         return Outcome(ERROR, normalise(f"{type(error).__name__}: {error}"), str(error), **common)
     assert result is not None
