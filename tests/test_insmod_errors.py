@@ -72,7 +72,9 @@ def test_unknown_parameter_is_ignored_and_a_bad_value_refused(booted: Machine, m
     before = len(m.dmesg_lines())
     err = insmod_bytes(m, tmp_path, mods["modtest"], "count=abc")
     assert err.errno == errno.EINVAL
-    assert m.dmesg_lines()[before:] == ["modtest: 'abc' invalid for parameter 'count'"]
+    # kernel/params.c parse_args: pr_err("%s: `%s' invalid for parameter `%s'\n")
+    assert m.dmesg_lines()[before:] == ["modtest: `abc' invalid for parameter `count'"]
+    assert [r.level for r in m.klog.records()][-1] == 3
     assert "modtest" not in m.modules.modules
 
 
