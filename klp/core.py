@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from emu.fs.vfs import FileNode
 from emu.kernel.dyndbg import DebugSite
 from emu.kernel.hypercalls import hypercall
+from emu.kernel.kstrtox import ParseError, kstrtobool
 from emu.kernel.tasks import TaskView, find_task
 from emu.module.manager import Module, s32
 from klp import events, klp_relocs
@@ -812,16 +813,12 @@ class Livepatch:
 
 
 def _kstrtobool(text: str) -> bool | None:
-    s = text[:2].lower()
-    if s[:1] in ("1", "y", "t"):
-        return True
-    if s[:1] in ("0", "n", "f"):
-        return False
-    if s == "on":
-        return True
-    if s == "of":
-        return False
-    return None
+    """kstrtobool of a sysfs write (emu.fs.vfs hands over the bytes as
+    latin-1): its value, or None for the kernel's -EINVAL."""
+    try:
+        return kstrtobool(text.encode("latin-1"))
+    except ParseError:
+        return None
 
 
 def core_of(machine: "Machine") -> Livepatch | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from emu.kernel import kstrtox as py_kstrtox
 from ptr_hash import siphash24
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -661,6 +662,38 @@ def test_kstrto_s64(lib, name, s, base, want):
 def test_kstrto_narrow(lib, name, s, want):
     expected = (want, None) if want in (EINVAL, ERANGE) else (0, want)
     assert kstrto(lib, name, s) == expected
+
+
+
+def _python_kstrto(name, s, base):
+    """emu.kernel.kstrtox's answer, in kstrto()'s (ret, value) form."""
+    try:
+        return 0, getattr(py_kstrtox, name)(s.encode(), base)
+    except py_kstrtox.ParseError as exc:
+        return -exc.errno, None
+
+
+@pytest.mark.parametrize("name", sorted(KSTRTO_TYPES))
+def test_python_kstrtox_agrees_with_the_guest(lib, name):
+    """The host's parser (emu.kernel.kstrtox, for files served from Python)
+    and the guest's C kstrtox answer every row alike, in every base."""
+    rows = {(s, base) for s, base, _ in U64_CASES + S64_CASES}
+    rows |= {(s, base) for s, _, _ in U64_CASES + S64_CASES for base in (0, 8, 10, 16)}
+    rows |= {(s, 0) for s in ("127", "128", "255", "256", "-129", "32768", "65536",
+                               "4294967296", "-2147483649", "0x", "1_0", " 1", "1\n\n")}
+    for s, base in sorted(rows):
+        assert _python_kstrto(name, s, base) == kstrto(lib, name, s, base), (name, s, base)
+
+
+@pytest.mark.parametrize("s", [b"y", b"Y", b"1", b"on", b"ON", b"On\n", b"t", b"True", b"n", b"0",
+                               b"off", b"oF", b"f", b"", b"o", b"ox", b"x", b"2", b" y", b"\n"])
+def test_python_kstrtobool_agrees_with_the_guest(lib, s):
+    res = ctypes.c_uint8(0)
+    ret = lib.kstrtobool(s, ctypes.byref(res))
+    try:
+        assert (0, py_kstrtox.kstrtobool(s)) == (ret, bool(res.value))
+    except py_kstrtox.ParseError as exc:
+        assert -exc.errno == ret
 
 
 def test_kstrtobool(lib):

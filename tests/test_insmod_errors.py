@@ -8,6 +8,7 @@ import pytest
 from test_module_loader import _file_off, _malformed, mods, patch  # noqa: F401  (mods: a fixture)
 
 from emu import Machine, ShellError
+from klpemu.selftest import kmod
 
 MODULES = "fixtures/build/modules"
 CMDLINE = "console=ttyS0 klpemu\n"
@@ -72,7 +73,9 @@ def test_unknown_parameter_is_ignored_and_a_bad_value_refused(booted: Machine, m
     before = len(m.dmesg_lines())
     err = insmod_bytes(m, tmp_path, mods["modtest"], "count=abc")
     assert err.errno == errno.EINVAL
-    assert m.dmesg_lines()[before:] == ["modtest: 'abc' invalid for parameter 'count'"]
+    # kernel/params.c parse_args: pr_err("%s: `%s' invalid for parameter `%s'\n")
+    assert m.dmesg_lines()[before:] == ["modtest: `abc' invalid for parameter `count'"]
+    assert [r.level for r in m.klog.records()][-1] == 3
     assert "modtest" not in m.modules.modules
 
 
@@ -80,6 +83,15 @@ def test_rmmod_errors(booted: Machine) -> None:
     with pytest.raises(ShellError) as info:
         booted.rmmod("no_such_module")
     assert info.value.errno == errno.ENOENT
+
+
+def test_rmmod_words_tell_its_refcnt_check_from_delete_module() -> None:
+    """kmod's rmmod: "is in use" comes only from its refcnt check before the
+    call; an error of delete_module(2) itself, -EBUSY included, is "could
+    not remove module X: <strerror>" (kmod tools/rmmod.c)."""
+    assert kmod.rmmod_error("x", errno.EBUSY) == "rmmod: ERROR: Module x is in use"
+    assert kmod.rmmod_remove_error("x", errno.EBUSY) == (
+        "rmmod: ERROR: could not remove module x: Device or resource busy")
 
 
 def test_a_livepatch_on_a_kernel_without_a_livepatch_core_is_an_unknown_symbol(booted: Machine) -> None:

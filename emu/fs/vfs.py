@@ -4,6 +4,12 @@ The guest's open() asks here (HC_VFS_OPEN) for any path its own tables do not
 have. A read returns what `show()` produced at open, as seq_file does; a
 write calls `store(ctx, text)`, which runs as a continuation so that it may
 call back into the guest (a livepatch's callbacks, for instance).
+
+`text` holds the written bytes one character each (latin-1), so that what a
+store parses and the count it returns (`len(text)`) are the kernel's, byte
+for byte. A sysfs attribute sees what kernfs gives it: at most PAGE_SIZE
+bytes of the write, and no call at all for an empty one (sysfs_kf_write
+returns 0); procfs and tracefs files see the whole write.
 """
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ if TYPE_CHECKING:
     from emu.kernel.guestcall import ServiceContext
 
 O_ACCMODE, O_RDONLY, O_WRONLY = 3, 0, 1
+PAGE_SIZE = 4096
+# Under /sys but not kernfs: tracefs and debugfs have file_operations of their own.
+_NOT_KERNFS = ("/sys/kernel/tracing/", "/sys/kernel/debug/")
 Show = Callable[[], str]
 Store = Callable[["ServiceContext", str], int]
 
@@ -35,6 +44,12 @@ class FileNode:
 class _OpenFile:
     node: FileNode
     content: bytes
+    kernfs: bool          # a sysfs attribute: kernfs_fop_write_iter's rules
+
+
+def is_sysfs(path: str) -> bool:
+    """Whether PATH is a sysfs (kernfs) file, not a tracefs/debugfs one."""
+    return path.startswith("/sys/") and not path.startswith(_NOT_KERNFS)
 
 
 class Vfs:
@@ -114,7 +129,7 @@ class Vfs:
         content = node.show().encode() if acc != O_WRONLY and node.show else b""
         fid = self._next_id
         self._next_id += 1
-        self._open[fid] = _OpenFile(node, content)
+        self._open[fid] = _OpenFile(node, content, is_sysfs(path))
         return fid
 
     def read(self, fid: int, pos: int, size: int) -> bytes | int:
@@ -123,11 +138,20 @@ class Vfs:
             return -errno.EBADF
         return f.content[pos:pos + size]
 
+    def write_len(self, fid: int, count: int) -> int:
+        """How much of a write of COUNT bytes the file's code is given:
+        kernfs_fop_write_iter copies at most PAGE_SIZE of it."""
+        f = self._open.get(fid)
+        return min(count, PAGE_SIZE) if f is not None and f.kernfs else count
+
     def store(self, ctx: "ServiceContext", fid: int, data: bytes) -> int:
+        """The write(2) return: bytes consumed, or -errno."""
         f = self._open.get(fid)
         if f is None or f.node.store is None:
             return -errno.EBADF
-        return f.node.store(ctx, data.decode("utf-8", "replace"))
+        if f.kernfs and not data:
+            return 0                      # sysfs_kf_write: nothing to store
+        return f.node.store(ctx, data.decode("latin-1"))
 
     def release(self, fid: int) -> None:
         self._open.pop(fid, None)
@@ -150,7 +174,7 @@ class Vfs:
     @hypercall("HC_VFS_WRITE", blocking=True)
     def hc_vfs_write(self, ctx: "ServiceContext", fid: int, buf: int, size: int, _: int) -> int:
         """long vfs_write(long id, const char *buf, size_t len): bytes written or -errno."""
-        return self.store(ctx, fid, self.mem.read(buf, size))
+        return self.store(ctx, fid, self.mem.read(buf, self.write_len(fid, size)))
 
     @hypercall("HC_VFS_RELEASE")
     def hc_vfs_release(self, cpu: "Cpu", fid: int, *_: int) -> int:

@@ -203,7 +203,7 @@ class DynamicDebug:
 
     def store(self, text: str) -> int:
         """ddebug_proc_write: len, or -errno."""
-        raw = text.encode()
+        raw = text.encode("latin-1")       # the bytes written (emu.fs.vfs)
         if not raw:
             return 0
         if len(raw) > USER_BUF_PAGE - 1:

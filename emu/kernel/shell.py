@@ -198,8 +198,11 @@ class Shell:
             raise self._fail(f"cat: {path}", status)
         return self.mem.read(self.mailbox + self.layout.out, self._u64(self.layout.out_len)).decode("utf-8", "replace")
 
-    def write(self, path: str, data: str) -> int:
-        status = self._command(self.layout.op_write, path=path, data=data.encode())
+    def write(self, path: str, data: str | bytes) -> int:
+        """One write(2) of DATA (a str is written as UTF-8); the count the
+        kernel returned, or ShellError."""
+        raw = data.encode() if isinstance(data, str) else data
+        status = self._command(self.layout.op_write, path=path, data=raw)
         if status < 0:
             raise self._fail(f"write error: {path}", status)
         return status

@@ -23,6 +23,7 @@ from emu.errors import EmuError
 from emu.fs.vfs import FileNode, Vfs
 from emu.kernel.dyndbg import DebugSite, DynamicDebug
 from emu.kernel.hypercalls import hypercall
+from emu.kernel.kstrtox import ParseError, kstrtobool, kstrtoll, kstrtoull
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
 from emu.kernel.text_patching import TextPatcher
@@ -323,6 +324,10 @@ class ModuleManager:
 
     # ------------------------------------------------------------ parameters
     def _parse_args(self, ctx: "ServiceContext", mod: Module, uargs: str) -> int:
+        """parse_args with unknown_module_param_cb: an unknown name is a
+        warning; a bad value is KERN_ERR and the load fails with its errno
+        (the last one: parse_args goes on to the end)."""
+        err = 0
         for word in uargs.split():
             name, _, value = word.partition("=")
             param = mod.params.get(name.replace("-", "_"))
@@ -332,25 +337,29 @@ class ModuleManager:
             if param is None:
                 self.log.log(f"{mod.name}: unknown parameter '{name}' ignored", level=4)
                 continue
-            if self._param_set(ctx, param, value if "=" in word else None) < 0:
-                self.log.log(f"{mod.name}: '{value}' invalid for parameter '{name}'", level=4)
-                return -errno.EINVAL
-        return 0
+            ret = self._param_set(ctx, param, value if "=" in word else None)
+            if ret < 0:
+                self.log.log(f"{mod.name}: `{value}' invalid for parameter `{name}'", level=3)
+                err = ret
+        return err
 
     def _param_store(self, ctx: "ServiceContext", mod: Module, p: ParamDesc, text: str) -> int:
-        err = self._param_set(ctx, p, text.rstrip("\n"))
+        """param_attr_store: the value as sysfs hands it over (a trailing
+        newline included: kstrto*() and kstrtobool accept one)."""
+        err = self._param_set(ctx, p, text if p.type != "charp" else text.rstrip("\n"))
         return err if err < 0 else len(text)
 
     def _param_set(self, ctx: "ServiceContext", p: ParamDesc, value: str | None) -> int:
-        """Parse and store one value (a comma list for arrays); 0 or -EINVAL."""
+        """Parse and store one value (a comma list for arrays); 0 or -errno."""
         mem = self.prog.mem
         if p.max:
             items = (value or "").split(",")
             if not value or len(items) > p.max:
                 return -errno.EINVAL
-            encoded = [self._encode(p, item) for item in items]
-            if any(e is None for e in encoded):
-                return -errno.EINVAL
+            try:
+                encoded = [self._encode(p, item) for item in items]
+            except ParseError as exc:
+                return -exc.errno
             for i, raw in enumerate(encoded):
                 mem.write(p.arg + i * p.elem_size, raw)
             if p.num:
@@ -366,33 +375,30 @@ class ModuleManager:
             mem.write(addr, raw)
             mem.write_u64(p.arg, addr)
             return 0
-        raw = self._encode(p, "Y" if value is None and p.type == "bool" else value or "")
-        if raw is None:
-            return -errno.EINVAL
+        if value is None and p.type != "bool":
+            return -errno.EINVAL          # parse_one: only bool takes no "=value"
+        try:
+            raw = self._encode(p, "1" if value is None else value)
+        except ParseError as exc:
+            return -exc.errno
         mem.write(p.arg, raw)
         return 0
 
     @staticmethod
-    def _encode(p: ParamDesc, text: str) -> bytes | None:
+    def _encode(p: ParamDesc, text: str) -> bytes:
+        """param_set_<type>: kstrtobool for bool, else the kstrto*() of the
+        type's width in base 0 (kernel/params.c STANDARD_PARAM_DEF); the
+        value as stored, or ParseError."""
         size = param_width(p)
+        raw = text.encode("latin-1", "replace")
         if p.type == "bool":
-            t = text.strip().lower()
-            if t in ("y", "1", "on", "true", "t"):
-                v = 1
-            elif t in ("n", "0", "off", "false", "f"):
-                v = 0
-            else:
-                return None
-            return v.to_bytes(size, "little")
-        try:
-            v = int(text.strip(), 0)
-        except ValueError:
-            return None
+            return int(kstrtobool(raw)).to_bytes(size, "little")
         signed = p.type in ("int", "long", "short")
         bits = size * 8
+        v = kstrtoll(raw, 0) if signed else kstrtoull(raw, 0)
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         if not lo <= v <= hi:
-            return None
+            raise ParseError(errno.ERANGE)
         return (v & ((1 << bits) - 1)).to_bytes(size, "little")
 
     def _param_show(self, p: ParamDesc) -> str:

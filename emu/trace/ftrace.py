@@ -15,7 +15,6 @@ calls each callback and then jumps on (ftrace's list function, compiled).
 from __future__ import annotations
 
 import errno
-import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -24,6 +23,7 @@ from emu.arch.cpu import Cpu
 from emu.elf.module_loader import LoadedModule
 from emu.errors import EmuError, ImageError
 from emu.fs.vfs import Vfs
+from emu.kernel.kstrtox import proc_dointvec_write
 from emu.kernel.program import Program
 from emu.kernel.text_patching import TextPatcher
 from emu.trace.slots import SlotPool
@@ -37,7 +37,6 @@ FTRACE_OPS_FL_IPMODIFY = 1 << 0
 FTRACE_OPS_FL_PERMANENT = 1 << 1
 SYSCTL = "/proc/sys/kernel/ftrace_enabled"
 CHAIN_SLOT = 128            # bytes of generated code per chain
-_SYSCTL_INT = re.compile(r"\s*([-+]?\d+)\s*\Z")
 
 
 def rel32_insn(opcode: int, site: int, target: int) -> bytes:
@@ -242,8 +241,9 @@ class Ftrace:
         return f"{self.enabled}\n"
 
     def _sysctl_store(self, ctx: "ServiceContext", text: str) -> int:
-        match = _SYSCTL_INT.match(text)
-        if match is None or not -(1 << 31) <= int(match.group(1)) < (1 << 31):
-            return -errno.EINVAL
-        ret = self.set_enabled(int(match.group(1)))
-        return ret if ret else len(text.encode())
+        """ftrace_enable_sysctl: proc_dointvec's parse, then the switch."""
+        write = proc_dointvec_write(text.encode("latin-1"))
+        if write.err or not write.values:
+            return write.err
+        ret = self.set_enabled(write.values[0])
+        return ret if ret else write.count

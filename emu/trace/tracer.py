@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from emu.arch.cpu import Cpu
 from emu.fs.vfs import Vfs
+from emu.kernel.kstrtox import ParseError, kstrtoul_from_user
 from emu.kernel.program import Program
 from emu.kernel.tasks import cpu_curr
 from emu.time import VirtualClock
@@ -105,7 +106,7 @@ class FunctionTracer:
         if name != self.tracer:
             self.tracer = name
             self._attach()
-        return len(text.encode())
+        return len(text)
 
     def _show_filter(self) -> str:
         if not self.filter:
@@ -121,20 +122,21 @@ class FunctionTracer:
             return -errno.EINVAL
         self.filter = sorted(chosen)
         self._attach()
-        return len(text.encode())
+        return len(text)
 
     def _store_on(self, ctx: "ServiceContext", text: str) -> int:
+        """rb_simple_write: kstrtoul_from_user(…, 10); the whole count is consumed."""
         try:
-            self.tracing_on = int(int(text.strip()) != 0)
-        except ValueError:
-            return -errno.EINVAL
-        return len(text.encode())
+            self.tracing_on = int(kstrtoul_from_user(text.encode("latin-1"), 10) != 0)
+        except ParseError as exc:
+            return -exc.errno
+        return len(text)
 
     def _store_trace(self, ctx: "ServiceContext", text: str) -> int:
         """Opening `trace` for writing (O_TRUNC) clears the buffer."""
         self.entries.clear()
         self.written = 0
-        return len(text.encode())
+        return len(text)
 
     def show_trace(self) -> str:
         n = len(self.entries)

@@ -497,5 +497,5 @@ def remove_module(machine: "Machine", name: str) -> str:
     try:
         machine.rmmod(name)
     except ShellError as exc:
-        return kmod.rmmod_error(name, exc.errno)
+        return kmod.rmmod_remove_error(name, exc.errno)
     return ""

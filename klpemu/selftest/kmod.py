@@ -89,9 +89,16 @@ def modprobe_not_found(name: str, release: str) -> str:
 
 
 def rmmod_error(name: str, err: int) -> str:
-    """kmod rmmod's message: not loaded, in use, or delete_module's errno."""
+    """kmod rmmod's check before delete_module(2) (check_module_inuse):
+    ENOENT is a module not loaded, EBUSY one whose refcnt is above 0."""
     if err == _errno.ENOENT:
         return f"rmmod: ERROR: Module {name} is not currently loaded"
     if err == _errno.EBUSY:
         return f"rmmod: ERROR: Module {name} is in use"
+    return rmmod_remove_error(name, err)
+
+
+def rmmod_remove_error(name: str, err: int) -> str:
+    """kmod rmmod's message when delete_module(2) itself fails (a module
+    without exit, a refcnt taken meanwhile): the errno's text, whatever it is."""
     return f"rmmod: ERROR: could not remove module {name}: {os.strerror(err)}"

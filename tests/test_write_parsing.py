@@ -1,0 +1,99 @@
+"""Writes from the guest shell to files served from Python: what the kernel
+accepts, refuses and counts, byte for byte (issue #19 point 6). Each row is
+(bytes written, what write(2) returns: a count or -errno, what reads back);
+the comment over each table names the kernel function whose rule it is.
+The rules themselves are tested in test_kstrtox.py; here they are reached
+through a real write(2) of the guest's shell task.
+"""
+import errno
+
+import pytest
+from test_module_loader import mods  # noqa: F401  (a fixture)
+
+from emu import Machine, ShellError
+
+FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
+TRACING_ON = "/sys/kernel/tracing/tracing_on"
+COUNT = "/sys/module/modtest/parameters/count"
+
+
+@pytest.fixture(scope="module")
+def m(mods, tmp_path_factory) -> Machine:  # noqa: F811
+    machine = Machine(cpus=1, seed=0).boot()
+    path = tmp_path_factory.mktemp("mod") / "modtest.ko"
+    path.write_bytes(mods["modtest"])
+    machine.insmod(path)
+    return machine
+
+
+def write(m: Machine, path: str, data: bytes) -> int:
+    try:
+        return m.shell.write(path, data)
+    except ShellError as exc:
+        return -exc.errno
+
+
+def reset(m: Machine, path: str, value: bytes) -> None:
+    assert write(m, path, value) == len(value)
+
+
+# kernel/sysctl.c __do_proc_dointvec/proc_get_long (ftrace_enable_sysctl):
+# leading space skipped, 0x and 0 prefixes, no '+', the second int of
+# "1 2" left unread (a short count), an empty write a no-op returning 0.
+@pytest.mark.parametrize("data,ret,after", [
+    (b"0x1\n", 4, "1"), (b"010\n", 4, "8"), (b"  0\n", 4, "0"), (b"1 2\n", 2, "1"),
+    (b"+1\n", -errno.EINVAL, "0"), (b"", 0, "0"), (b"\n", -errno.EINVAL, "0"),
+    (b"1x\n", -errno.EINVAL, "0"), (b"2147483648\n", -errno.EINVAL, "0"),
+])
+def test_ftrace_enabled(m, data, ret, after):
+    reset(m, FTRACE_ENABLED, b"0\n")
+    assert write(m, FTRACE_ENABLED, data) == ret
+    assert m.read_file(FTRACE_ENABLED) == after + "\n"
+    reset(m, FTRACE_ENABLED, b"1\n")
+
+
+# kernel/trace/trace.c rb_simple_write: kstrtoul_from_user(…, 10), the
+# whole count returned; 010 is ten (nonzero), " 1" and "1\n\n" refused.
+@pytest.mark.parametrize("data,ret,after", [
+    (b"1\n", 2, "1"), (b"010", 3, "1"), (b"00\n", 3, "0"), (b"+1", 2, "1"),
+    (b" 1", -errno.EINVAL, "0"), (b"1\n\n", -errno.EINVAL, "0"), (b"0x1", -errno.EINVAL, "0"),
+    (b"-1", -errno.EINVAL, "0"), (b"", -errno.EINVAL, "0"),
+    (b"18446744073709551616", -errno.ERANGE, "0"),
+])
+def test_tracing_on(m, data, ret, after):
+    reset(m, TRACING_ON, b"0\n")
+    assert write(m, TRACING_ON, data) == ret
+    assert m.read_file(TRACING_ON) == after + "\n"
+    reset(m, TRACING_ON, b"1\n")
+
+
+# kernel/params.c param_set_int (kstrtoint(…, 0)) behind fs/sysfs/file.c
+# sysfs_kf_write: an empty write returns 0 and stores nothing.
+@pytest.mark.parametrize("data,ret,after", [
+    (b"010\n", 4, "8"), (b"0x10", 4, "16"), (b"-5\n", 3, "-5"), (b"", 0, "3"),
+    (b"1_0", -errno.EINVAL, "3"), (b" 1", -errno.EINVAL, "3"), (b"1\n\n", -errno.EINVAL, "3"),
+    (b"2147483648", -errno.ERANGE, "3"), (b"1 2", -errno.EINVAL, "3"),
+])
+def test_int_parameter(m, data, ret, after):
+    reset(m, COUNT, b"3\n")
+    assert write(m, COUNT, data) == ret
+    assert m.read_file(COUNT) == after + "\n"
+
+
+def test_write_returns_bytes_not_characters(m):
+    """write(2) returns the bytes consumed: ff fe 00 01 to `trace` is 4."""
+    assert write(m, "/sys/kernel/tracing/trace", b"\xff\xfe\x00\x01") == 4
+
+
+def test_bad_insmod_parameter_fails_with_its_errno(m, mods, tmp_path):  # noqa: F811
+    """parse_args: a value out of an int's range fails the load with
+    -ERANGE after params.c's KERN_ERR line."""
+    path = tmp_path / "modtest2.ko"
+    path.write_bytes(mods["modtest"])
+    m.rmmod("modtest")
+    with pytest.raises(ShellError) as info:
+        m.insmod(path, "count=2147483648")
+    assert info.value.errno == errno.ERANGE
+    assert "modtest: `2147483648' invalid for parameter `count'" in m.dmesg_lines()
+    m.insmod(path, "count=010")
+    assert m.read_file(COUNT) == "8\n"
