@@ -16,17 +16,18 @@ and, for inlining, from the image's DWARF (DW_TAG_inlined_subroutine).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from emu.errors import ImageError
 from emu.kernel.tasks import TaskView
 from emu.unwind import (HINTS_SECTION, FunctionSym, StackSwitch, find_stack_switches, parse_hints,
                         stack_switches_from_elf)
-from emu.unwind.elf import iter_function_symbols
 
 if TYPE_CHECKING:
     from emu.arch.cpu import Cpu
@@ -203,3 +204,12 @@ class ResumeWatch:
                     f"on the frame {slept} left (switch_to/RIP hazard) on CPU {cpu.index}")
             self.mismatches.append(text)
             self.log(text)
+
+
+def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:
+    """Yield (name, value, size) of every STT_FUNC symbol with a size."""
+    for sec in elf.iter_sections():
+        if isinstance(sec, SymbolTableSection):
+            for sym in sec.iter_symbols():
+                if sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"] > 0:
+                    yield sym.name, sym["st_value"], sym["st_size"]

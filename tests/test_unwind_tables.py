@@ -22,7 +22,7 @@ from elftools.elf.elffile import ELFFile
 
 from emu.errors import ImageError
 from emu.unwind import HINTS_SECTION, Hint, HintType, SpReg, build_tables, parse_hints, tables_from_elf
-from emu.unwind.elf import iter_function_symbols
+from klp.hazard import iter_function_symbols
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_CFLAGS = (

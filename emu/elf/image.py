@@ -23,7 +23,9 @@ _SHDR = struct.Struct("<IIQQQQIIQQ")            # Elf64_Shdr, 64 bytes
 _SYM = struct.Struct("<IBBHQQ")                 # Elf64_Sym, 24 bytes
 _ELF64_LE = b"\x7fELF\x02\x01"
 _ET_EXEC, _EM_X86_64, _PT_LOAD = 2, 62, 1
-_SHT_SYMTAB, _SHT_NOBITS = 2, 8
+_ET_REL = 1
+_SHT_PROGBITS, _SHT_SYMTAB, _SHT_NOBITS = 1, 2, 8
+_SHF_ALLOC = 0x2
 _STT_NOTYPE, _STT_OBJECT, _STT_FUNC = 0, 1, 2
 _STB_LOCAL = 0
 
@@ -69,9 +71,13 @@ class Segment:
 
 
 class ElfImage:
-    """A linked ELF executable (ET_EXEC), parsed once."""
+    """A linked ELF executable (ET_EXEC), parsed once.
 
-    def __init__(self, path: str | Path) -> None:
+    `executable_only=False` accepts any x86-64 ELF file (the unwinder reads
+    test programs and objects); `.relocatable` tells an ET_REL object.
+    """
+
+    def __init__(self, path: str | Path, *, executable_only: bool = True) -> None:
         self.path = Path(path)
         try:
             raw = self.path.read_bytes()
@@ -84,7 +90,8 @@ class ElfImage:
             raise ImageError(f"{self.path} is not a 64-bit little-endian ELF file")
         (_, e_type, e_machine, _, self.entry, e_phoff, e_shoff, _, _, e_phentsize, e_phnum,
          e_shentsize, e_shnum, e_shstrndx) = _EHDR.unpack_from(raw)
-        if e_type != _ET_EXEC:
+        self.relocatable = e_type == _ET_REL
+        if executable_only and e_type != _ET_EXEC:
             raise ImageError(f"{self.path} is not a linked executable (ET_EXEC)")
         if e_machine != _EM_X86_64:
             raise ImageError(f"{self.path} is not an x86-64 image")
@@ -114,9 +121,13 @@ class ElfImage:
 
         shstrtab = contents(shstrndx) if shdrs else b""
         self._sections: dict[str, tuple[int, bytes]] = {}
+        self.code_sections: list[tuple[int, bytes]] = []
+        """(address, contents) of every allocated, non-empty PROGBITS section."""
         self.symbols: list[Symbol] = []
-        for index, (name, sh_type, _, addr, offset, size, link, _, _, entsize) in enumerate(shdrs):
+        for index, (name, sh_type, flags, addr, offset, size, link, _, _, entsize) in enumerate(shdrs):
             self._sections[_name(shstrtab, name)] = (addr, contents(index))
+            if sh_type == _SHT_PROGBITS and flags & _SHF_ALLOC and size:
+                self.code_sections.append((addr, contents(index)))
             if sh_type != _SHT_SYMTAB:
                 continue
             strtab = contents(link)
