@@ -93,9 +93,10 @@ def test_suite_writes_dated_json_and_charts(tmp_path: Path) -> None:
     [out] = tmp_path.glob("*-quick.json")
     result = json.loads(out.read_text())
     assert result["quick"] and result["results"]["startup"]["module_functions"] > 100
-    assert [t["what"] for t in result["targets"]] == ["boot <= 0.3 s after imports"]
+    assert [t["what"] for t in result["targets"]] == ["boot <= 0.3 s after imports", "import emu <= 0.15 s, cold",
+                                                     "klpemu run of basic function patching <= 0.25 s, cold"]
     [chart] = tmp_path.glob("*-startup.svg")
-    assert len(ET.parse(chart).getroot().findall("{http://www.w3.org/2000/svg}rect")) == 6
+    assert len(ET.parse(chart).getroot().findall("{http://www.w3.org/2000/svg}rect")) == 8
 
 
 def test_explore_race_rows_and_their_targets() -> None:
