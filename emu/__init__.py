@@ -1,6 +1,6 @@
 """The machine: memory, CPUs, ELF images, hypercalls, tasks, ftrace, unwinder.
 
-Only this package touches unicorn, capstone, keystone and lief. It knows
+Only this package touches unicorn and capstone. It knows
 nothing about livepatching; klp/ builds on the services it offers.
 """
 from emu.errors import EmuError, GuestCallError, GuestFault, GuestHang, ImageError, MachineCrashed, ShellError

@@ -19,14 +19,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
+from emu.elf.image import ElfImage
 from emu.errors import ImageError
 from emu.kernel.tasks import TaskView
 from emu.unwind import (HINTS_SECTION, FunctionSym, StackSwitch, find_stack_switches, parse_hints,
                         stack_switches_from_elf)
-from emu.unwind.elf import iter_function_symbols
 
 if TYPE_CHECKING:
     from emu.arch.cpu import Cpu
@@ -50,7 +47,9 @@ def no_rip_switches(switches: list[StackSwitch]) -> dict[str, StackSwitch]:
 def inlined_into(path: str | os.PathLike[str], containers: set[str]) -> dict[str, set[str]]:
     """{function: containers it was inlined into}, from the image's DWARF.
 
-    Empty if the image has no debug info."""
+    Empty if the image has no debug info. Imports pyelftools' DWARF reader
+    (the only user of it at run time), so only the commands that ask load it."""
+    from elftools.elf.elffile import ELFFile
     found: dict[str, set[str]] = {}
     if not containers:
         return found
@@ -93,9 +92,10 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
     function where possible: stack switches without a saved RIP, what gcc
     inlined into them, and functions without an fentry site (notrace).
     ImageError when PATH is not an ELF image."""
+    from elftools.common.exceptions import ELFError
     try:
         return _image_hazards(path)
-    except ELFError as exc:
+    except (ImageError, ELFError) as exc:
         raise ImageError(f"{os.fspath(path)}: not a kernel image: {exc}") from None
 
 
@@ -114,12 +114,9 @@ def _image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
 
 def _notrace(path: str | os.PathLike[str]) -> list[str]:
     """Functions of the image that have no __mcount_loc entry at their start."""
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        sec = elf.get_section_by_name("__mcount_loc")
-        data = sec.data() if sec is not None else b""
-        sites = {int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)}
-        funcs = sorted({(v, n) for n, v, _size in iter_function_symbols(elf)})
+    image = ElfImage(path)
+    sites = set(image.mcount_sites()) if image.has_section("__mcount_loc") else set()
+    funcs = sorted({(s.address, s.name) for s in image.symbols if s.is_function and s.size > 0})
     return [n for v, n in funcs if v not in sites]
 
 

@@ -24,11 +24,8 @@ from emu.machine import resolve_kernel
 from emu.schedule import ScheduleSpec
 from klp.core import Livepatch
 from klp.errors import LivepatchError
-from klp.hazard import image_hazards
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
-from klpemu.build.compile import BuildError, build_module
-from klpemu.build.from_patch import build_from_patch
 from klpemu.errors import KlpemuError
 from klpemu.explore.command import add_arguments as explore_args
 from klpemu.explore.command import cmd_explore
@@ -216,6 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_hazards(args: argparse.Namespace) -> int:
+    from klp.hazard import image_hazards  # pyelftools: imported by the commands that read ELF files
     try:
         hazards = image_hazards(resolve_kernel(args.kernel))
     except (EmuError, OSError) as exc:
@@ -234,6 +232,7 @@ def cmd_hazards(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from klpemu.build.compile import BuildError, build_module
     if args.from_patch is not None:
         return _build_from_patch(args)
     if not args.sources:
@@ -259,6 +258,8 @@ def _build_from_patch(args: argparse.Namespace) -> int:
         print("klpemu: build: --from-patch builds the module from the patches alone: no SRC.c "
               "and no --livepatch", file=sys.stderr)
         return EXIT_USAGE
+    from klpemu.build.compile import BuildError
+    from klpemu.build.from_patch import build_from_patch
     try:
         result = build_from_patch(args.from_patch, args.output, replace=not args.no_replace,
                                   kernel=args.kernel or "modern")
@@ -375,7 +376,10 @@ def _version() -> str:
 
 def _complete(parser: argparse.ArgumentParser) -> None:
     """Shell completion when argcomplete is installed (optional: `pip install argcomplete`,
-    then `eval "$(register-python-argcomplete klpemu)"`)."""
+    then `eval "$(register-python-argcomplete klpemu)"`). The shell's completion
+    request sets _ARGCOMPLETE; other calls do not import it."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
     try:
         import argcomplete
     except ImportError:

@@ -13,16 +13,17 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from emu.errors import ImageError
 from emu.unwind import HINTS_SECTION, Hint, HintType, SpReg, build_tables, parse_hints, tables_from_elf
-from emu.unwind.elf import iter_function_symbols
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_CFLAGS = (
@@ -613,3 +614,12 @@ def test_cache_roundtrip_and_disable(selfbuilt, tmp_path, monkeypatch):
     monkeypatch.setenv("KLPEMU_NO_UNWIND_CACHE", "1")
     tables_from_elf(selfbuilt)
     assert not list((tmp_path / "klpemu").glob("unwind-*.pickle"))
+
+
+def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:
+    """Yield (name, value, size) of every STT_FUNC symbol with a size."""
+    for sec in elf.iter_sections():
+        if isinstance(sec, SymbolTableSection):
+            for sym in sec.iter_symbols():
+                if sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"] > 0:
+                    yield sym.name, sym["st_value"], sym["st_size"]

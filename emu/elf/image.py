@@ -3,6 +3,10 @@
 Reads what the machine needs from a linked ELF once: loadable segments,
 symbols, the ftrace call sites (__mcount_loc), exported symbols (__ksymtab),
 the struct-offsets table and the unwind hints the asm carries.
+
+The parser is plain `struct` (as the module loader's) and checks every
+offset and size it uses: a truncated or malformed file is an ImageError
+naming it, never an exception from the parser.
 """
 from __future__ import annotations
 
@@ -11,9 +15,43 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import lief
-
 from emu.errors import ImageError
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")      # Elf64_Ehdr, 64 bytes
+_PHDR = struct.Struct("<IIQQQQQQ")              # Elf64_Phdr, 56 bytes
+_SHDR = struct.Struct("<IIQQQQIIQQ")            # Elf64_Shdr, 64 bytes
+_SYM = struct.Struct("<IBBHQQ")                 # Elf64_Sym, 24 bytes
+_ELF64_LE = b"\x7fELF\x02\x01"
+_ET_EXEC, _EM_X86_64, _PT_LOAD = 2, 62, 1
+_ET_REL = 1
+_SHT_PROGBITS, _SHT_SYMTAB, _SHT_NOBITS = 1, 2, 8
+_SHF_ALLOC = 0x2
+_STT_NOTYPE, _STT_OBJECT, _STT_FUNC = 0, 1, 2
+_STB_LOCAL = 0
+
+
+class _Malformed(Exception):
+    """An offset, size or name of the file is out of bounds."""
+
+
+def _slice(raw: bytes, offset: int, size: int) -> bytes:
+    if offset < 0 or size < 0 or offset + size > len(raw):
+        raise _Malformed(f"{size} bytes at offset {offset:#x} are past the end of the file")
+    return raw[offset:offset + size]
+
+
+def _table(raw: bytes, fmt: struct.Struct, offset: int, count: int, entsize: int) -> list[tuple]:
+    if count and entsize < fmt.size:
+        raise _Malformed(f"table entries of {entsize} bytes, expected {fmt.size}")
+    _slice(raw, offset, count * entsize)
+    return [fmt.unpack_from(raw, offset + i * entsize) for i in range(count)]
+
+
+def _name(strtab: bytes, offset: int) -> str:
+    end = strtab.find(b"\0", offset)
+    if offset >= len(strtab) or end < 0:
+        raise _Malformed(f"name offset {offset:#x} is outside its string table")
+    return strtab[offset:end].decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -33,39 +71,71 @@ class Segment:
 
 
 class ElfImage:
-    """A linked ELF executable (ET_EXEC), parsed once."""
+    """A linked ELF executable (ET_EXEC), parsed once.
 
-    def __init__(self, path: str | Path) -> None:
+    `executable_only=False` accepts any x86-64 ELF file (the unwinder reads
+    test programs and objects); `.relocatable` tells an ET_REL object.
+    """
+
+    def __init__(self, path: str | Path, *, executable_only: bool = True) -> None:
         self.path = Path(path)
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise ImageError(f"cannot read image {self.path}: {exc.strerror}") from exc
         self.digest = hashlib.sha256(raw).hexdigest()
-        elf = lief.ELF.parse(list(raw)) if raw[:4] == b"\x7fELF" else None
-        if elf is None:
+        if raw[:4] != b"\x7fELF":
             raise ImageError(f"{self.path} is not an ELF file")
-        if elf.header.file_type != lief.ELF.Header.FILE_TYPE.EXEC:
+        if raw[:6] != _ELF64_LE or len(raw) < _EHDR.size:
+            raise ImageError(f"{self.path} is not a 64-bit little-endian ELF file")
+        (_, e_type, e_machine, _, self.entry, e_phoff, e_shoff, _, _, e_phentsize, e_phnum,
+         e_shentsize, e_shnum, e_shstrndx) = _EHDR.unpack_from(raw)
+        self.relocatable = e_type == _ET_REL
+        if executable_only and e_type != _ET_EXEC:
             raise ImageError(f"{self.path} is not a linked executable (ET_EXEC)")
-        if elf.header.machine_type != lief.ELF.ARCH.X86_64:
+        if e_machine != _EM_X86_64:
             raise ImageError(f"{self.path} is not an x86-64 image")
-        self.entry = elf.entrypoint
-        self.segments = [
-            Segment(seg.virtual_address, bytes(seg.content), seg.virtual_size)
-            for seg in elf.segments if seg.type == lief.ELF.Segment.TYPE.LOAD
-        ]
-        self.symbols = [
-            Symbol(s.name, s.value, s.size, s.type == lief.ELF.Symbol.TYPE.FUNC,
-                   s.binding != lief.ELF.Symbol.BINDING.LOCAL)
-            for s in elf.symbols
-            if s.name and s.type in (lief.ELF.Symbol.TYPE.FUNC, lief.ELF.Symbol.TYPE.OBJECT,
-                                     lief.ELF.Symbol.TYPE.NOTYPE) and s.shndx != 0
-        ]
-        self._sections = {sec.name: (sec.virtual_address, bytes(sec.content)) for sec in elf.sections}
+        try:
+            self._parse(raw, e_phoff, e_phnum, e_phentsize, e_shoff, e_shnum, e_shentsize, e_shstrndx)
+        except _Malformed as exc:
+            raise ImageError(f"{self.path} is a malformed ELF file: {exc}") from None
         self._by_name: dict[str, Symbol] = {}
         for sym in self.symbols:
             if sym.is_global or sym.name not in self._by_name:
                 self._by_name[sym.name] = sym
+
+    def _parse(self, raw: bytes, phoff: int, phnum: int, phentsize: int,
+               shoff: int, shnum: int, shentsize: int, shstrndx: int) -> None:
+        self.segments = [
+            Segment(vaddr, _slice(raw, offset, filesz), memsz)
+            for p_type, _, offset, vaddr, _, filesz, memsz, _ in _table(raw, _PHDR, phoff, phnum, phentsize)
+            if p_type == _PT_LOAD
+        ]
+        shdrs = _table(raw, _SHDR, shoff, shnum, shentsize)
+
+        def contents(index: int) -> bytes:
+            if not 0 <= index < len(shdrs):
+                raise _Malformed(f"section index {index} out of range")
+            _, sh_type, _, _, offset, size, *_ = shdrs[index]
+            return b"" if sh_type == _SHT_NOBITS else _slice(raw, offset, size)
+
+        shstrtab = contents(shstrndx) if shdrs else b""
+        self._sections: dict[str, tuple[int, bytes]] = {}
+        self.code_sections: list[tuple[int, bytes]] = []
+        """(address, contents) of every allocated, non-empty PROGBITS section."""
+        self.symbols: list[Symbol] = []
+        for index, (name, sh_type, flags, addr, offset, size, link, _, _, entsize) in enumerate(shdrs):
+            self._sections[_name(shstrtab, name)] = (addr, contents(index))
+            if sh_type == _SHT_PROGBITS and flags & _SHF_ALLOC and size:
+                self.code_sections.append((addr, contents(index)))
+            if sh_type != _SHT_SYMTAB:
+                continue
+            strtab = contents(link)
+            for st_name, info, _, shndx, value, st_size in _table(raw, _SYM, offset, size // max(entsize, 1), entsize):
+                kind = info & 0xF
+                if st_name and shndx != 0 and kind in (_STT_FUNC, _STT_OBJECT, _STT_NOTYPE):
+                    self.symbols.append(Symbol(_name(strtab, st_name), value, st_size, kind == _STT_FUNC,
+                                               info >> 4 != _STB_LOCAL))
 
     def has_section(self, name: str) -> bool:
         return name in self._sections

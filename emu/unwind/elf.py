@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Iterator
 
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-
+from emu.elf.image import ElfImage
 from emu.errors import ImageError
-from emu.unwind import cache
 from emu.unwind.hints import HINTS_SECTION, Hint, parse_hints
 from emu.unwind.switches import StackSwitch, find_stack_switches
 from emu.unwind.tables import ReadCode, UnwindTables, _unique_functions, build_tables
-
-_SHF_ALLOC = 0x2
 
 
 def tables_from_elf(path: str | os.PathLike[str], *, use_cache: bool = True) -> UnwindTables:
@@ -24,62 +18,47 @@ def tables_from_elf(path: str | os.PathLike[str], *, use_cache: bool = True) -> 
     Raises ImageError for relocatable objects (their addresses are not final)
     and for malformed hints.
     """
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        if elf["e_type"] == "ET_REL":
-            raise ImageError(f"{path} is a relocatable object; link it first")
-        key = cache.file_key(path)
-        functions = _function_symbols(elf, key)
-        hints = read_hints(elf)
-        read_code = _section_reader(elf)
-        return build_tables(functions, read_code, hints, cache_key=key if use_cache else None)
+    image = _linked_image(path)
+    key = image.digest
+    return build_tables(_function_symbols(image), _section_reader(image), read_hints(image),
+                        cache_key=key if use_cache else None)
 
 
 def stack_switches_from_elf(path: str | os.PathLike[str]) -> list[StackSwitch]:
     """The stack switches in the functions of a linked image (see switches.py)."""
-    key = cache.file_key(path)
-    switches = _switches.get(key)
+    image = _linked_image(path)
+    switches = _switches.get(image.digest)
     if switches is None:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            functions = _unique_functions(_function_symbols(elf, key))
-            switches = _switches[key] = list(find_stack_switches(functions, _section_reader(elf), read_hints(elf)))
+        functions = _unique_functions(_function_symbols(image))
+        switches = _switches[image.digest] = list(find_stack_switches(functions, _section_reader(image),
+                                                                      read_hints(image)))
     return list(switches)
 
 
-# By file content: pyelftools parses symbols slowly (~60 ms for vmlinux), and
-# every Machine() asks for the same kernel's twice.
-_symbols: dict[str, list[tuple[str, int, int]]] = {}
+# By file content: every Machine() asks for the same kernel's switches.
 _switches: dict[str, list[StackSwitch]] = {}
 
 
-def _function_symbols(elf: ELFFile, key: str) -> list[tuple[str, int, int]]:
-    symbols = _symbols.get(key)
-    if symbols is None:
-        symbols = _symbols[key] = list(iter_function_symbols(elf))
-    return symbols
+def _linked_image(path: str | os.PathLike[str]) -> ElfImage:
+    image = ElfImage(path, executable_only=False)
+    if image.relocatable:
+        raise ImageError(f"{path} is a relocatable object; link it first")
+    return image
 
 
-def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:
-    """Yield (name, value, size) of every STT_FUNC symbol with a size."""
-    for sec in elf.iter_sections():
-        if isinstance(sec, SymbolTableSection):
-            for sym in sec.iter_symbols():
-                if sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"] > 0:
-                    yield sym.name, sym["st_value"], sym["st_size"]
+def _function_symbols(image: ElfImage) -> list[tuple[str, int, int]]:
+    """(name, value, size) of every STT_FUNC symbol with a size."""
+    return [(s.name, s.address, s.size) for s in image.symbols if s.is_function and s.size > 0]
 
 
-def read_hints(elf: ELFFile) -> list[Hint]:
+def read_hints(image: ElfImage) -> list[Hint]:
     """The unwind hints of the image; empty if it has no hints section."""
-    sec = elf.get_section_by_name(HINTS_SECTION)
-    return parse_hints(sec.data()) if sec is not None else []
+    return parse_hints(image.section(HINTS_SECTION)[1]) if image.has_section(HINTS_SECTION) else []
 
 
-def _section_reader(elf: ELFFile) -> ReadCode:
+def _section_reader(image: ElfImage) -> ReadCode:
     """A `read_code(addr, size)` over the image's allocated PROGBITS sections."""
-    secs = sorted((s["sh_addr"], s.data()) for s in elf.iter_sections()
-                  if s["sh_flags"] & _SHF_ALLOC and s["sh_type"] == "SHT_PROGBITS"
-                  and s["sh_size"] > 0)
+    secs = sorted(image.code_sections)
     starts = [a for a, _ in secs]
 
     def read_code(addr: int, size: int) -> bytes:
