@@ -47,6 +47,7 @@ from emu.time import VirtualClock
 from emu.trace.ftrace import Ftrace
 from emu.trace.kprobes import Kprobes
 from emu.trace.tracer import FunctionTracer
+from emu.trace.tracefs_funcs import register_function_files
 from emu.unwind.stack_walker import StackWalker
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class Machine:
         self.modules = ModuleManager(self.prog, self.klog, self.vfs, self.text,
                                      listeners=[self.kallsyms, self.ftrace, self.walker], debug=self.dyndbg)
         self.tracer = FunctionTracer(self.prog, self.ftrace, self.vfs, len(self.cpus), self.clock)
+        register_function_files(self.vfs, self.ftrace, self.kallsyms)
         self.kprobes = Kprobes(self.prog, self.ftrace, self.text, self._alloc_pages)
         self.hypercalls = HypercallTable(self.prog, self.guest_calls, self.faults)
         for part in (self.runloop, self.services, self.guest_calls, self.vfs, self.modules, self.kprobes,

@@ -33,6 +33,7 @@ from klpemu.progress import Progress
 from klpemu.scenario import ScenarioError
 from klpemu.scenario.syntax import syntax_errors
 from klpemu.session import RunConfig, ScenarioSession
+from klpemu.symbols import add_arguments as symbols_args
 from klpemu.state_report import (NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state,
                                  running_transition)
 from klpemu.timeline import write_timeline
@@ -272,6 +273,11 @@ def _build_from_patch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_symbols(args: argparse.Namespace) -> int:
+    from klpemu.symbols import cmd_symbols as run   # pyelftools and DWARF only when asked
+    return run(args)
+
+
 BENCHMARK_NAMES = ("dispatch", "machine", "transition", "startup", "scenarios", "explore")
 
 
@@ -327,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     hazards.add_argument("--kernel", default="modern", help="flavour name (modern, legacy) or path to a vmlinux")
     hazards.add_argument("--json", action="store_true", help="machine-readable output")
     hazards.set_defaults(func=cmd_hazards)
+    symbols = sub.add_parser("symbols", help="list the functions of a kernel image or module: address, "
+                                             "size, sympos, source line, and (--patchable) whether a "
+                                             "livepatch can replace them")
+    symbols_args(symbols)
+    symbols.set_defaults(func=cmd_symbols)
     build = sub.add_parser("build", help="compile kernel-style module sources into NAME.ko for the guest "
                                          "(KLP_MODULE_RELOC annotations become .klp.rela relocations), "
                                          "or make a livepatch from source patches (--from-patch)")

@@ -99,6 +99,7 @@ class Ftrace:
             prog.mem.write(site, NOP5)
         self._module_sites: dict[str, list[int]] = {}
         self.ops: dict[int, list[FtraceOps]] = {}      # site -> registered ops, oldest first
+        self.modified: set[int] = set()                 # sites an IPMODIFY ops ever owned (FTRACE_FL_MODIFIED)
         self.enabled = 1                                # the kernel.ftrace_enabled sysctl
         self._chains: dict[int, int] = {}               # site -> its chain's code
         self.chain_slots = SlotPool(alloc_pages, CHAIN_SLOT)
@@ -115,6 +116,7 @@ class Ftrace:
         for site in self._module_sites.pop(name, []):
             self.sites.pop(site, None)
             self.ops.pop(site, None)
+            self.modified.discard(site)
             chain = self._chains.pop(site, None)
             if chain is not None:
                 self.chain_slots.give(chain)
@@ -158,6 +160,8 @@ class Ftrace:
             return -errno.EBUSY
         for site in sites:
             self.ops.setdefault(site, []).append(ops)
+        if ops.ipmodify:
+            self.modified.update(sites)
         self._update(sites)
         return 0
 
@@ -181,6 +185,10 @@ class Ftrace:
             ops.target = target
             if ops in self.ops.get(site, []):
                 self._update([site])
+
+    def chain_of(self, site: int) -> int:
+        """Where a site with callback ops jumps: its generated chain (0: none)."""
+        return self._chains.get(site, 0)
 
     def owner(self, site: int) -> FtraceOps | None:
         """The IPMODIFY ops of a site, if any."""
