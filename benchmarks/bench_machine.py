@@ -5,6 +5,9 @@ The same guest code runs three ways, rounds interleaved:
   paging, one function called again and again (emu_start per call);
 - bare Unicorn counting instructions (`emu_start(count=N)`, which the
   machine needs for deterministic quanta): what counting alone costs;
+- bare Unicorn with the native quantum budget hook (emu/arch/native, a C
+  UC_HOOK_BLOCK callback; its Python fallback under KLPEMU_NATIVE=0): what
+  a budget costs without per-instruction counting;
 - the whole machine on 2 CPUs running the `klpemu.demo=compute` kthreads
   (quanta, timer interrupts, hypercall hooks, the watchdog).
 The kthreads alternate a tight 4-instruction loop (demo_compute) and
@@ -28,6 +31,7 @@ from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as x86
 
 from emu import Machine
+from emu.arch.native import BlockBudget
 from emu.arch.engine import CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER
 from emu.arch.memory import PAGE_OFFSET, Ram, build_page_tables, write_gdt
 from emu.elf.image import ElfImage
@@ -38,6 +42,7 @@ from .common import bench_main, machine_description, svg_bars, table
 PARK = 0x22000
 STACK_TOP = PAGE_OFFSET + 0x80000
 LOOPS = ("demo_compute", "demo_calls")
+MODES = ("", "counted", "budgeted")     # bare, count= quanta, the native budget hook
 TARGET_RATIO = 0.45
 NO_LIMIT = 1 << 40
 
@@ -45,7 +50,7 @@ NO_LIMIT = 1 << 40
 class Bare:
     """A bare Uc with the kernel loaded under the machine's paging, calling one function."""
 
-    def __init__(self, function: str, counting: bool) -> None:
+    def __init__(self, function: str, mode: str) -> None:
         kernel = ElfImage(resolve_kernel("modern"))
         self.ram = ram = Ram()                 # kept alive with the engine
         for seg in kernel.segments:
@@ -62,7 +67,8 @@ class Bare:
         uc.reg_write(x86.UC_X86_REG_CR0, CR0_PE | CR0_ET | CR0_PG)
         uc.reg_write(x86.UC_X86_REG_CS, 0x10)
         self.fn = kernel.get_symbol(function).address
-        self.count = NO_LIMIT if counting else 0
+        self.count = NO_LIMIT if mode == "counted" else 0
+        self.budget = BlockBudget(uc) if mode == "budgeted" else None
         count = [0]
 
         def counter(uc: Uc, addr: int, size: int, data: object) -> None:
@@ -77,6 +83,8 @@ class Bare:
         self.ram.write(STACK_TOP - 8 - PAGE_OFFSET, struct.pack("<Q", PAGE_OFFSET + PARK))
         self.uc.reg_write(x86.UC_X86_REG_RSP, STACK_TOP - 8)
         self.uc.reg_write(x86.UC_X86_REG_RDI, seed)
+        if self.budget is not None:
+            self.budget.arm(NO_LIMIT)
         self.uc.emu_start(self.fn, PAGE_OFFSET + PARK + 0x800, count=self.count)
 
     def mips(self, seconds: float) -> float:
@@ -101,7 +109,7 @@ def mix(a: float, b: float) -> float:
 
 def run(quick: bool = False) -> dict[str, object]:
     rounds, seconds, virtual = (3, 0.3, 0.15) if quick else (7, 1.0, 0.6)
-    bare = {(name, counting): Bare(name, counting) for name in LOOPS for counting in (False, True)}
+    bare = {(name, mode): Bare(name, mode) for name in LOOPS for mode in MODES}
     cmdline = "console=ttyS0 klpemu.demo=compute"
     m = Machine(cpus=2, seed=0, cmdline=cmdline).boot()
     # the same with long quanta (up to a timer tick): what the per-quantum cost is
@@ -116,24 +124,28 @@ def run(quick: bool = False) -> dict[str, object]:
             mips[key].append(b.mips(seconds / 4))
         whole.append(machine_mips(m, virtual))
         whole_long.append(machine_mips(m_long, virtual))
-    plain = [mix(a, b) for a, b in zip(mips["demo_compute", False], mips["demo_calls", False])]
-    counted = [mix(a, b) for a, b in zip(mips["demo_compute", True], mips["demo_calls", True])]
+    plain, counted, budgeted = ([mix(a, b) for a, b in zip(mips["demo_compute", mode], mips["demo_calls", mode])]
+                                for mode in MODES)
     ratio = statistics.median(w / p for w, p in zip(whole, plain))
     return {
         "benchmark": "machine", "machine": machine_description(), "rounds": rounds,
         "mips": {
-            **{f"bare {name}{' counted' if c else ''}": round(statistics.median(v), 1)
-               for (name, c), v in mips.items()},
+            **{f"bare {name}{' ' + mode if mode else ''}": round(statistics.median(v), 1)
+               for (name, mode), v in mips.items()},
             "bare mix": round(statistics.median(plain), 1),
             "bare mix counted": round(statistics.median(counted), 1),
+            "bare mix budgeted": round(statistics.median(budgeted), 1),
             "whole machine": round(statistics.median(whole), 1),
             "whole machine, quanta of 20k-80k": round(statistics.median(whole_long), 1),
         },
         "whole_vs_bare": round(ratio, 3),
         "counted_vs_bare": round(statistics.median(c / p for c, p in zip(counted, plain)), 3),
         "whole_vs_counted": round(statistics.median(w / c for w, c in zip(whole, counted)), 3),
+        "budgeted_vs_bare": round(statistics.median(b / p for b, p in zip(budgeted, plain)), 3),
+        "whole_vs_budgeted": round(statistics.median(w / b for w, b in zip(whole, budgeted)), 3),
+        "budget_native": bare[LOOPS[0], "budgeted"].budget.native,
         "target": TARGET_RATIO, "met": ratio >= TARGET_RATIO,
-        "instructions_per_call": {name: bare[name, False].per_call for name in LOOPS},
+        "instructions_per_call": {name: bare[name, ""].per_call for name in LOOPS},
         "stats": dict(m.stats.__dict__),
     }
 
@@ -142,7 +154,10 @@ def report(result: dict[str, object]) -> str:
     rows = [(k, v) for k, v in result["mips"].items()]
     rows += [("whole / bare (target >= 0.45)", result["whole_vs_bare"]),
              ("bare counted / bare", result["counted_vs_bare"]),
-             ("whole / bare counted", result["whole_vs_counted"])]
+             ("whole / bare counted", result["whole_vs_counted"]),
+             ("bare budgeted / bare" + ("" if result["budget_native"] else " (Python fallback)"),
+              result["budgeted_vs_bare"]),
+             ("whole / bare budgeted", result["whole_vs_budgeted"])]
     return table(("guest code", "MIPS (host CPU time) or ratio"), rows)
 
 

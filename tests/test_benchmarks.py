@@ -77,9 +77,9 @@ def test_check_ranges_finds_the_first_func_in_patch_order() -> None:
         assert CheckRanges(ranges).first_hit(ips) == naive
 
 
-def test_bare_unicorn_runs_the_machines_code_counting_or_not() -> None:
-    plain, counted = bench_machine.Bare("demo_calls", False), bench_machine.Bare("demo_calls", True)
-    assert plain.per_call == counted.per_call > 1000
+def test_bare_unicorn_runs_the_machines_code_counting_budgeted_or_not() -> None:
+    plain, counted, budgeted = (bench_machine.Bare("demo_calls", mode) for mode in bench_machine.MODES)
+    assert plain.per_call == counted.per_call == budgeted.per_call > 1000
 
 
 def test_scenario_run_reports_virtual_time(tmp_path: Path) -> None:
