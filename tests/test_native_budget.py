@@ -32,9 +32,14 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     native.library.cache_clear()
 
 
-def test_the_install_built_the_native_library() -> None:
+def test_the_install_built_the_native_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KLPEMU_NATIVE", raising=False)
     native.library.cache_clear()
     assert native.library() is not None, "emu/arch/native/budget.c was not built by the install"
+    monkeypatch.setenv("KLPEMU_NATIVE", "0")      # the switch to the fallback
+    native.library.cache_clear()
+    assert native.library() is None
+    native.library.cache_clear()
 
 
 @pytest.mark.parametrize("budget_bytes", [1, 14, 15, 1000, 140_000])
