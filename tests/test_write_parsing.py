@@ -97,3 +97,14 @@ def test_bad_insmod_parameter_fails_with_its_errno(m, mods, tmp_path):  # noqa: 
     assert "modtest: `2147483648' invalid for parameter `count'" in m.dmesg_lines()
     m.insmod(path, "count=010")
     assert m.read_file(COUNT) == "8\n"
+
+
+# fs/kernfs/file.c kernfs_fop_write_iter: a sysfs store is given at most
+# PAGE_SIZE and write(2) returns that (a short write); proc_dointvec reads
+# at most PAGE_SIZE-1 and a number longer than its 22-byte buffer is -EINVAL.
+def test_a_write_above_page_size(m):
+    reset(m, COUNT, b"3\n")
+    assert write(m, COUNT, b"0" * 4095 + b"7" + b"9" * 100) == 4096
+    assert m.read_file(COUNT) == "7\n"
+    assert write(m, FTRACE_ENABLED, b"0" * 4999 + b"1\n") == -errno.EINVAL
+    assert m.read_file(FTRACE_ENABLED) == "1\n"
