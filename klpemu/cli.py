@@ -407,6 +407,9 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):        # a script's raw bytes (printf '\\xff') go out as bytes
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     _complete(parser)
     args = parser.parse_args(argv)

@@ -108,3 +108,17 @@ def test_a_write_above_page_size(m):
     assert m.read_file(COUNT) == "7\n"
     assert write(m, FTRACE_ENABLED, b"0" * 4999 + b"1\n") == -errno.EINVAL
     assert m.read_file(FTRACE_ENABLED) == "1\n"
+
+
+def test_a_scripts_byte_escapes_are_bytes(tmp_path):
+    """printf's \\xHH and \\NNN are one byte each, as bash writes them: to a
+    kernel file, through a capture, to the terminal."""
+    import subprocess
+    import sys
+    script = tmp_path / "raw.sh"
+    script.write_text("printf '\\xff\\xfe\\x00\\x01' > /sys/kernel/tracing/trace; echo rc=$?\n"
+                      "printf 'a\\xffb\\n'\nprintf '\\303\\251\\n'\n"
+                      "x=$(printf '\\xff\\xfe'); printf '%s' \"$x\" | wc -c\n")
+    cli = subprocess.run([sys.executable, "-m", "klpemu.cli", "run", str(script)], capture_output=True)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.split(b"\n--- kernel log ---")[0] == b"rc=0\na\xffb\n\xc3\xa9\n2\n"

@@ -201,7 +201,7 @@ class Shell:
     def write(self, path: str, data: str | bytes) -> int:
         """One write(2) of DATA (a str is written as UTF-8); the count the
         kernel returned, or ShellError."""
-        raw = data.encode() if isinstance(data, str) else data
+        raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
         status = self._command(self.layout.op_write, path=path, data=raw)
         if status < 0:
             raise self._fail(f"write error: {path}", status)

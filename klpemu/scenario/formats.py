@@ -14,6 +14,14 @@ _ESCAPE = re.compile(r"\\(?:([abeEfnrtv\\])|0([0-7]{0,3})|([0-7]{1,3})|x([0-9a-f
 _CONVERSION = re.compile(r"%([-+ #0]*)(\*|\d+)?(?:\.(\*|\d*))?([diouxXeEfFgGcsbq%])")
 
 
+def byte_char(value: int) -> str:
+    """A byte escape's byte (\\xHH, \\0NNN) as text: ASCII as itself, a byte
+    of 0x80 and above as Python's surrogateescape code for it, so that it is
+    written out as that one byte (encode(..., "surrogateescape")), as bash
+    writes it, not as a UTF-8 character."""
+    return chr(value) if value < 0x80 else chr(0xDC00 + value)
+
+
 def backslash_escapes(text: str, *, echo: bool) -> tuple[str, bool]:
     """TEXT with its escapes replaced, and whether a \\c stopped the output.
     echo -e reads \\0NNN as octal; printf reads \\NNN (and \\" as ")."""
@@ -26,14 +34,14 @@ def backslash_escapes(text: str, *, echo: bool) -> tuple[str, bool]:
         if simple:
             out.append(_SIMPLE_ESCAPES[simple])
         elif oct0 is not None:
-            out.append(chr(int(oct0 or "0", 8) & 0xFF))
+            out.append(byte_char(int(oct0 or "0", 8) & 0xFF))
         elif oct_ is not None:
             if echo:
                 out.append(m.group(0))
             else:
-                out.append(chr(int(oct_, 8) & 0xFF))
+                out.append(byte_char(int(oct_, 8) & 0xFF))
         elif hex_:
-            out.append(chr(int(hex_, 16)))
+            out.append(byte_char(int(hex_, 16)))
         elif u4 or u8:
             out.append(chr(int(u4 or u8, 16)))
         elif stop:

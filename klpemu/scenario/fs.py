@@ -180,7 +180,7 @@ class Namespace:
                 raise FsError(E.ENOENT, path)
             return 4096 if _under(path, "/sys") or self.is_dir(path) else 0
         if path in self.tmp:
-            return len(self.tmp[path].encode())
+            return len(self.tmp[path].encode("utf-8", "surrogateescape"))
         host = self.host_file(path)
         if host is not None:
             return host.stat().st_size
@@ -215,7 +215,7 @@ class Namespace:
         host = self.host_file(path) if not self.is_guest(path) else None
         if host is None:
             if path in self.tmp:
-                return self.tmp[path].encode()
+                return self.tmp[path].encode("utf-8", "surrogateescape")
             raise FsError(E.EISDIR if self.is_dir(path) else E.ENOENT, path)
         return host.read_bytes()
 

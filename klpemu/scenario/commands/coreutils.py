@@ -124,7 +124,7 @@ def wc(proc: "Proc") -> int:
         if text is None:
             status = 1
             continue
-        counts = {"l": text.count("\n"), "w": len(text.split()), "c": len(text.encode())}
+        counts = {"l": text.count("\n"), "w": len(text.split()), "c": len(text.encode("utf-8", "surrogateescape"))}
         rows.append(([counts[f] for f in "lwc" if f in flags], "" if name == "-" else name))
     if len(rows) > 1:
         rows.append(([sum(r[0][k] for r in rows) for k in range(len(rows[0][0]))], "total"))
