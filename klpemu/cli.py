@@ -16,6 +16,7 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Callable
 
 from emu import EmuError, GuestHang, Machine, MachineConfig, MachineCrashed
 from emu.faults.hung_task import check_hung_task_timeout
@@ -59,20 +60,19 @@ def _machine_args(p: argparse.ArgumentParser) -> None:
                                            "as a hang (exit 3; a runaway task is killed)")
 
 
-def _watchdog_thresh(text: str) -> float:
-    try:
-        return check_watchdog_thresh(float(text))
-    except (ValueError, EmuError) as err:
-        raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
-                                         f"watchdog_thresh must be a number of seconds, not {text!r}") from None
+def _seconds(name: str, check: Callable[[float], float]) -> Callable[[str], float]:
+    """An argparse type: a number of virtual seconds that `check` accepts."""
+    def parse(text: str) -> float:
+        try:
+            return check(float(text))
+        except (ValueError, EmuError) as err:
+            raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
+                                             f"{name} must be a number of seconds, not {text!r}") from None
+    return parse
 
 
-def _hung_task_timeout(text: str) -> float:
-    try:
-        return check_hung_task_timeout(float(text))
-    except (ValueError, EmuError) as err:
-        raise argparse.ArgumentTypeError(str(err) if isinstance(err, EmuError) else
-                                         f"hung_task_timeout_s must be a number of seconds, not {text!r}") from None
+_watchdog_thresh = _seconds("watchdog_thresh", check_watchdog_thresh)
+_hung_task_timeout = _seconds("hung_task_timeout_s", check_hung_task_timeout)
 
 
 def _schedule(args: argparse.Namespace) -> ScheduleSpec:

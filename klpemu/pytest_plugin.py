@@ -319,7 +319,6 @@ def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator
     kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
     from emu import Machine
     from klp.core import Livepatch
-    from klp.events import EventLog
     machine = Machine(seed=klpemu_seed, **kwargs).boot()
     livepatch = Livepatch.attach(machine, options.get("dispatch"), options.get("klp_version"))
     request.node.stash[_MACHINES] = machine

@@ -99,6 +99,11 @@ class _Lanes:
         return out
 
 
+def _failed_tries(events: list[dict[str, object]]) -> Counter[tuple[tuple[int, str], str, str]]:
+    """Each task's failed klp_try_switch_task, counted by (task, reason, detail)."""
+    return Counter((task_key(e), str(e["reason"]), str(e.get("detail", ""))) for e in events if e["kind"] == "try")
+
+
 def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subtitle: str = "") -> str:
     """The picture of the run whose event log is `events`, up to `end_ns`."""
     lanes = _Lanes(events, end_ns)
@@ -159,7 +164,7 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
                    f'stroke-width="1.5" stroke-dasharray="4 3"/>')
         out.append(f'<text x="{mx + 3:.1f}" y="{ty}" fill="{colour}">{escape(label)}</text>')
     # lanes
-    tries = Counter((task_key(e), str(e["reason"]), str(e["detail"])) for e in events if e["kind"] == "try")
+    tries = _failed_tries(events)
     for k, task in enumerate(keys):
         y = lanes_top + k * (LANE_H + LANE_GAP)
         out.append(f'<text x="{LEFT - 8}" y="{y + 14}" text-anchor="end">{escape(_name(task))}</text>')
@@ -269,7 +274,7 @@ def text_timeline(events: list[dict[str, object]], end_ns: int) -> str:
         out.append(f"  {start / 1e9:.6f} s - {until}: {word} ({(end - start) / 1e9:.6f} s){state}")
     if not lanes.spans:
         out.append("  none started")
-    tries = Counter((task_key(e), str(e["reason"]), str(e["detail"])) for e in events if e["kind"] == "try")
+    tries = _failed_tries(events)
     out.append("tasks:")
     keys = sorted(set(lanes.segments) | {key for key, _, _ in tries})
     width = max((len(_name(k)) for k in keys), default=0)

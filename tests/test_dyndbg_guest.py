@@ -17,15 +17,23 @@ SOURCE = """\
 #include <linux/kernel.h>
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+static void chatty_tick(struct timer_list *t)
+{
+	pr_debug("tick\\n");
+}
+static DEFINE_TIMER(chatty_timer, chatty_tick);
+
 static int __init chatty_init(void)
 {
 	pr_debug("init %d\\n", 42);
+	mod_timer(&chatty_timer, jiffies + 1);
 	pr_info("loaded\\n");
 	return 0;
 }
 
 static void __exit chatty_exit(void)
 {
+	timer_delete_sync(&chatty_timer);
 	pr_debug("exit\\n");
 }
 
@@ -60,13 +68,14 @@ def test_sites_are_off_until_enabled_and_gone_with_the_module(modules: dict[str,
     assert debug_lines(m) == [] and "chatty: loaded" in m.dmesg_lines()
     listed = sites(m)
     src = str(modules["chatty"].with_suffix(".c"))
-    # the section's order, walked from its end as ddebug_iter does
-    assert sorted(listed) == [f'{src}:14 [chatty]chatty_exit =_ "exit\\n"',
-                              f'{src}:7 [chatty]chatty_init =_ "init %d\\n"']
+    # sorted here: the file lists them in the section's order, from its end
+    assert sorted(listed) == [f'{src}:13 [chatty]chatty_init =_ "init %d\\n"',
+                              f'{src}:22 [chatty]chatty_exit =_ "exit\\n"',
+                              f'{src}:7 [chatty]chatty_tick =_ "tick\\n"']
     assert m.write_file(CONTROL, "func chatty_exit +pmfl\n") > 0
     assert any(line.endswith('chatty_exit =pmfl "exit\\n"') for line in sites(m))
     m.rmmod("chatty")                              # the guest's branch sees the flag
-    assert debug_lines(m) == ["chatty:chatty_exit:14: chatty: exit"]
+    assert debug_lines(m) == ["chatty:chatty_exit:22: chatty: exit"]
     assert sites(m) == []
 
 
@@ -74,7 +83,8 @@ def test_the_dyndbg_parameter_enables_a_modules_sites_at_load(modules: dict[str,
     m = Machine(cpus=1, seed=0).boot()
     m.insmod(modules["chatty"], "dyndbg=+pt")
     pid = m.shell.pid
-    assert debug_lines(m) == [f"[{pid}] chatty: init 42"]
+    m.run(0.05)
+    assert debug_lines(m) == [f"[{pid}] chatty: init 42", "<intr> chatty: tick"]   # the timer: interrupt context
     assert not any("unknown parameter" in line for line in m.dmesg_lines())
     m.rmmod("chatty")
     assert debug_lines(m)[-1] == f"[{pid}] chatty: exit"

@@ -33,7 +33,6 @@ _OPT = (("p", FLAGS_PRINT), ("m", FLAGS_MODNAME), ("f", FLAGS_FUNCNAME), ("s", F
         ("l", FLAGS_LINENO), ("t", FLAGS_TID), ("_", 0))
 # struct _ddebug (fixtures/include/linux/dynamic_debug.h): four pointers,
 # then lineno:18, class_id:6 and flags:8 in one word: flags is its top byte
-DDEBUG_SIZE = 40
 DDEBUG_FLAGS_BYTE = 35
 MAXWORDS = 9
 USER_BUF_PAGE = 4096
@@ -189,7 +188,7 @@ class DynamicDebug:
         site = self._guest_sites.get(descriptor)
         if site is not None:
             message = self.mem.read(text, length).decode("utf-8", "replace")
-            self.printk(site, message, None if s64(pid) < 0 else pid)
+            self.printk(site, message, None if pid >> 63 else pid)     # -1: interrupt context
         return 0
 
     # ------------------------------------------------------------ the control file
@@ -353,10 +352,6 @@ class DynamicDebug:
 
     def _err(self, text: str, level: int = 3) -> None:
         self.log.log(f"dyndbg: {text}", level=level)
-
-
-def s64(value: int) -> int:
-    return value - (1 << 64) if value & (1 << 63) else value
 
 
 def _cmdline_params(cmdline: str) -> list[tuple[str, str | None]]:
