@@ -62,14 +62,14 @@ def inlined_into(path: str | os.PathLike[str], containers: set[str]) -> dict[str
             for die in cu.get_top_DIE().iter_children():
                 if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
                     continue
-                name = _die_name(die)
+                name = die_name(die)
                 if name in containers:
                     for inl in _inlined(die):
                         found.setdefault(inl, set()).add(name)
     return found
 
 
-def _die_name(die) -> str | None:
+def die_name(die) -> str | None:
     while die is not None:
         if "DW_AT_name" in die.attributes:
             return die.attributes["DW_AT_name"].value.decode()
@@ -81,7 +81,7 @@ def _die_name(die) -> str | None:
 def _inlined(die):
     for child in die.iter_children():
         if child.tag == "DW_TAG_inlined_subroutine":
-            name = _die_name(child)
+            name = die_name(child)
             if name:
                 yield name
         yield from _inlined(child)
@@ -99,7 +99,15 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
         raise ImageError(f"{os.fspath(path)}: not a kernel image: {exc}") from None
 
 
+NOTRACE = "notrace: no fentry site"
+
+
 def _image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
+    return [*switch_hazards(path), *(Hazard(name, NOTRACE) for name in _notrace(path))]
+
+
+def switch_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
+    """The stack switches without a saved RIP, and what gcc inlined into them."""
     switchers = no_rip_switches(stack_switches_from_elf(path))
     out = [Hazard(name, f"switches stacks without saving RIP: a task resumes at "
                         f"{name}+{s.resume_ip - s.function.start:#x} in the frame its own copy left "
@@ -108,7 +116,6 @@ def _image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
         for c in sorted(containers):
             out.append(Hazard(func, f"inlined into {c}, which switches stacks without saving RIP: "
                                     f"patch {c} (and mind its frame)"))
-    out.extend(Hazard(name, "notrace: no fentry site") for name in _notrace(path))
     return out
 
 

@@ -27,9 +27,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from klp.hazard import NOTRACE
+
 SCHEMA = 1
 EXIT_OK, EXIT_USAGE = 0, 2
-NOTRACE = "notrace: no fentry site"
 INLINED = "inlined everywhere: no out-of-line copy to patch"
 _DEFINED_TYPES = ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE")
 
@@ -133,9 +134,11 @@ def list_functions(path: Path, obj: str, *, patchable: bool) -> list[FunctionInf
             out.append(FunctionInfo(s.name, value, elf.get_section(shndx).name, s["st_size"], obj,
                                     positions[(shndx, value, s.name)] if counts[s.name] > 1 else None))
         out.sort(key=lambda f: (f.section, f.address, f.name))
-        sources, inline_only = _dwarf_sources(elf, {f.name for f in out})
+        # DWARF names a gcc clone (foo.part.0, foo.isra.0, foo.constprop.0) foo
+        sources, inline_only = _dwarf_sources(elf, {_source_name(f.name) for f in out})
         for fn in out:
-            fn.file, fn.line = sources.get((fn.name, fn.address), sources.get((fn.name, None), (None, None)))
+            base = _source_name(fn.name)
+            fn.file, fn.line = sources.get((base, fn.address), sources.get((base, None), (None, None)))
         if patchable:
             sites = _fentry_sites(elf, relocatable)
             for fn in out:
@@ -145,11 +148,10 @@ def list_functions(path: Path, obj: str, *, patchable: bool) -> list[FunctionInf
                        for name, (file, line) in sorted(inline_only.items()))
     if patchable:
         if not relocatable:
-            from klp.hazard import image_hazards
+            from klp.hazard import switch_hazards
             hazards: dict[str, list[str]] = {}
-            for h in image_hazards(path):
-                if h.reason != NOTRACE:
-                    hazards.setdefault(h.function, []).append(h.reason)
+            for h in switch_hazards(path):
+                hazards.setdefault(h.function, []).append(h.reason)
             for fn in out:
                 fn.reasons.extend(hazards.get(fn.name, []))
         for fn in out:
@@ -174,10 +176,15 @@ def _fentry_sites(elf, relocatable: bool) -> set[tuple[str | None, int]]:
     return sites
 
 
+def _source_name(symbol: str) -> str:
+    """The function a symbol is the code of: a gcc clone's name without its suffix."""
+    return symbol.split(".", 1)[0]
+
+
 def _dwarf_sources(elf, symbol_names: set[str]) -> tuple[dict, dict[str, tuple[str | None, int | None]]]:
     """From DWARF: {(name, low_pc) and (name, None): (file, line)} of each function
     defined out of line, and {name: (file, line)} of those only ever inlined."""
-    from klp.hazard import _die_name
+    from klp.hazard import die_name
     sources: dict[tuple[str, int | None], tuple[str | None, int | None]] = {}
     inlined: dict[str, tuple[str | None, int | None]] = {}
     if not elf.has_dwarf_info():
@@ -190,7 +197,7 @@ def _dwarf_sources(elf, symbol_names: set[str]) -> tuple[dict, dict[str, tuple[s
         for die in cu.iter_DIEs():
             if die.tag not in ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine"):
                 continue
-            name = _die_name(die)
+            name = die_name(die)
             if not name:
                 continue
             where = _decl(die, files, version)
@@ -200,7 +207,7 @@ def _dwarf_sources(elf, symbol_names: set[str]) -> tuple[dict, dict[str, tuple[s
             elif "DW_AT_low_pc" in die.attributes:
                 sources[(name, die.attributes["DW_AT_low_pc"].value)] = where
                 sources.setdefault((name, None), where)
-    return sources, {n: w for n, w in inlined.items() if n not in symbol_names}
+    return sources, inlined
 
 
 def _decl(die, files, version: int) -> tuple[str | None, int | None]:

@@ -47,6 +47,10 @@ def test_patchable_says_notrace_hazard_and_inlined_everywhere(capsys) -> None:
     inlined = [f for f in funcs.values() if "inlined everywhere: no out-of-line copy to patch" in f["reasons"]]
     assert inlined and all(f["address"] is None for f in inlined)
     assert not {f["name"] for f in inlined} & {f["name"] for f in funcs.values() if f["address"] is not None}
+    # a gcc clone has its function's source line, and its function is not "inlined everywhere"
+    clone = funcs[("detach_timer.part.0", None)]
+    assert (clone["file"], clone["patchable"]) == ("time.c", True) and clone["line"]
+    assert "detach_timer" not in {f["name"] for f in inlined}
 
 
 def test_text_output_is_aligned(capsys) -> None:
