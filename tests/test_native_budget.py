@@ -59,3 +59,17 @@ def test_native_and_fallback_stop_at_the_same_instruction(monkeypatch: pytest.Mo
         points[flag] = _stop_point(70_001)
     native.library.cache_clear()
     assert points["1"] == points["0"]
+
+
+def test_the_hooks_state_lives_as_long_as_the_unicorn_instance(mode: str) -> None:
+    """The C hook keeps a pointer to its budget: dropping the BlockBudget
+    object must not free it (the stop still comes where the budget says)."""
+    import gc
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(BASE, 0x1000, UC_PROT_ALL)
+    uc.mem_write(BASE, LOOP)
+    BlockBudget(uc).arm(140)
+    gc.collect()
+    _ = [bytearray(64) for _ in range(10_000)]        # reuse freed memory, if it was freed
+    uc.emu_start(BASE, BASE + 0x800)
+    assert uc.reg_read(x86.UC_X86_REG_RAX) == 10

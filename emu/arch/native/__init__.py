@@ -14,7 +14,7 @@ import importlib.util
 import os
 from functools import cache
 
-from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn import UC_HOOK_BLOCK, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 
@@ -48,7 +48,10 @@ class BlockBudget:
                                     ctypes.cast(lib.klpemu_budget_block, ctypes.c_void_p),
                                     ctypes.cast(ctypes.byref(self._state), ctypes.c_void_p), 1, 0)
             if err:
-                raise RuntimeError(f"uc_hook_add of the native budget hook failed: error {err}")
+                raise UcError(err)
+            # the C hook holds a pointer to the state: it lives as long as the
+            # Unicorn instance does, not as long as this object
+            uc.__dict__.setdefault("_klpemu_native_budgets", []).append(self._state)
         else:
             uc.hook_add(UC_HOOK_BLOCK, self._on_block)
 
