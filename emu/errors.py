@@ -49,7 +49,12 @@ class GuestTimeout(EmuError):
 
 
 class GuestIdle(GuestTimeout):
-    """run_until found every CPU idle with nothing pending: waiting longer cannot help."""
+    """run_until found every CPU idle with nothing pending: waiting longer
+    cannot help. `left_s`: the virtual time that was still left to wait."""
+
+    def __init__(self, message: str, left_s: float) -> None:
+        super().__init__(message)
+        self.left_s = left_s
 
 
 class MachineCrashed(EmuError):

@@ -79,7 +79,8 @@ class RunLoop:
             if self.clock.ns >= deadline:
                 raise GuestTimeout(f"timed out after {timeout_s} virtual seconds waiting for {what}")
             if not self._round(limit_ns=deadline):
-                raise GuestIdle(f"the guest went idle with nothing pending while waiting for {what}")
+                raise GuestIdle(f"the guest went idle with nothing pending while waiting for {what}",
+                                left_s=(deadline - self.clock.ns) / 1e9)
 
     def check_alive(self) -> None:
         if self.crashed:

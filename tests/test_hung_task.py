@@ -41,10 +41,12 @@ def test_a_runaway_init_is_reported_killed_and_the_shell_respawns(m: Machine) ->
 def test_a_d_state_init_gets_the_hung_task_report(m: Machine) -> None:
     shell = m.spawn_shell()
     m.mem.write(USER_STAGING, (MODULES / "klpemu_hostile_dsleep.ko").read_bytes())
+    posted = m.clock_ns
     with pytest.raises(GuestHang) as err:
         shell.syscall(NR["__NR_init_module"], USER_STAGING, len((MODULES / "klpemu_hostile_dsleep.ko").read_bytes()),
                       shell.put_string(""))
     assert str(err.value) == f"INFO: task sh:{shell.pid} blocked for more than 2 seconds."
+    assert m.clock_ns - posted == 2_000_000_000             # the idle guest's clock ran on to the timeout, no further
     lines = err.value.report.splitlines()
     assert lines[1:3] == ["      Not tainted 6.12.0-klpemu #1",
                           '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.']

@@ -86,12 +86,12 @@ class HungTaskDetector:
         self.hangs: list[GuestHang] = []      # every hang reported, oldest first
         self._lockup_s = lockup_s
 
-    def shell_hung(self, task: TaskView, seconds: float, idle: bool) -> GuestHang:
+    def shell_hung(self, task: TaskView, seconds: float, idle_left_s: float) -> GuestHang:
         """Report the task a shell command is stuck in (killing a runaway); the GuestHang to raise.
-        `idle`: every CPU went idle with nothing pending, so the wait ended
-        early; the clock runs on (at no cost) to where it would have ended."""
-        if idle:
-            self._run(seconds)
+        `idle_left_s`: every CPU went idle with nothing pending this long
+        before the wait's end; the clock runs on (at no cost) to that end."""
+        if idle_left_s > 0:
+            self._run(idle_left_s)
         killable = False
         if task.state & TASK_UNINTERRUPTIBLE:
             report = blocked_report(self.walker, task, seconds)

@@ -17,7 +17,7 @@ from emu.kernel.program import Program
 from emu.kernel.tasks import TaskView, find_task
 
 RunUntil = Callable[..., None]      # RunLoop.run_until(predicate, timeout_s=, what=)
-OnHang = Callable[[TaskView, float, bool], GuestHang]   # HungTaskDetector.shell_hung(task, seconds, idle)
+OnHang = Callable[[TaskView, float, float], GuestHang]  # HungTaskDetector.shell_hung(task, seconds, idle_left_s)
 
 # What a user task runs (user.c's enum user_mode): getpid forever, or
 # nanosleep forever; Mailbox checks them against the image.
@@ -66,8 +66,8 @@ class Mailbox:
 class Shell:
     def __init__(self, prog: Program, layout: Mailbox, mailbox: int, *, run_until: RunUntil,
                  ring_doorbell: Callable[[], None], dead_tasks: set[int], pid: int = 1,
-                 respawned: Callable[[], TaskView | None] | None = None,
-                 hang_timeout_s: float = 60.0, on_hang: OnHang | None = None) -> None:
+                 hang_timeout_s: float, on_hang: OnHang,
+                 respawned: Callable[[], TaskView | None] | None = None) -> None:
         """hang_timeout_s: how long a command may take before on_hang reports
         the task it is stuck in (emu.faults.hung_task).
         respawned: for init's shell, the task now serving the mailbox (the
@@ -107,9 +107,8 @@ class Shell:
         return (task is not None and self._u64(self.layout.seq) == self._u64(self.layout.done_seq)
                 and task.state == TASK_INTERRUPTIBLE and not task.on_cpu)
 
-    def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = (),
-                 timeout_s: float | None = None) -> int:
-        return self._wait(self._post(op, path=path, data=data, args=args), timeout_s)
+    def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
+        return self._wait(self._post(op, path=path, data=data, args=args))
 
     def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
         """Hand the shell a command and ring; its sequence number."""
@@ -137,20 +136,18 @@ class Shell:
         self._ring_doorbell()
         return seq
 
-    def _wait(self, seq: int, timeout_s: float | None) -> int:
+    def _wait(self, seq: int) -> int:
         """The status of command `seq`; GuestHang when it does not finish in time."""
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         address, dead = task.address, self._dead_tasks
-        seconds = self.hang_timeout_s if timeout_s is None else timeout_s
+        seconds = self.hang_timeout_s
         try:
             self._run_until(lambda: self._u64(self.layout.done_seq) == seq or address in dead,
                             timeout_s=seconds, what=f"the shell (pid {self.pid}) to finish")
         except GuestTimeout as exc:
-            if self._on_hang is None:
-                raise
-            raise self._on_hang(task, seconds, isinstance(exc, GuestIdle)) from None
+            raise self._on_hang(task, seconds, exc.left_s if isinstance(exc, GuestIdle) else 0.0) from None
         if address in dead:
             raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4)
         return self._s64(self.layout.op + 8)
@@ -192,8 +189,8 @@ class Shell:
         running the machine; cat_result() waits for it."""
         self._post(self.layout.op_cat, path=path)
 
-    def cat_result(self, path: str, timeout_s: float | None = None) -> str:
-        status = self._wait(self._u64(self.layout.seq), timeout_s)
+    def cat_result(self, path: str) -> str:
+        status = self._wait(self._u64(self.layout.seq))
         if status < 0:
             raise self._fail(f"cat: {path}", status)
         return self.mem.read(self.mailbox + self.layout.out, self._u64(self.layout.out_len)).decode("utf-8", "replace")
