@@ -16,7 +16,7 @@ from typing import Callable
 
 from emu.arch.cpu import Cpu
 from emu.errors import EmuError, GuestHang, GuestTimeout
-from emu.faults.oops import KERNEL_RELEASE, call_trace, register_lines
+from emu.faults.oops import KERNEL_RELEASE, call_trace, kill_task, register_lines
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
 from emu.kernel.tasks import TaskView, running_on
@@ -103,7 +103,7 @@ class HungTaskDetector:
         for line in report:
             self.log.log(line, level=3)
         if killable and cpu is not None:
-            self._kill(cpu)
+            kill_task(self.prog, cpu, SIGKILL)
             self._run_until(lambda: task.address in self._dead_tasks, timeout_s=KILL_WAIT_S,
                             what=f"task {task.pid} to die")
         hang = GuestHang(report[0], report="\n".join(report))
@@ -123,9 +123,3 @@ class HungTaskDetector:
         except GuestTimeout:
             return None
         return running_on(self.prog, self.cpus, task)
-
-    def _kill(self, cpu: Cpu) -> None:
-        e = cpu.engine
-        e.set_reg("rflags", 0x2)
-        e.set_reg("rdi", SIGKILL)
-        e.set_reg("rip", self.prog.symbol_address("rewind_stack_and_make_dead"))

@@ -113,21 +113,22 @@ class Oops:
                 f"sp {e.reg('rsp'):016x} error {code:x} in user.elf")
         return cls([line], None, fault.pc, fault.address, task.pid, True)
 
-    def kill_task(self, prog: Program, cpu: Cpu) -> None:
-        """Send the faulting task to make_task_dead() on a fresh stack."""
-        e = cpu.engine
-        target = prog.symbol_address("rewind_stack_and_make_dead")
-        if cpu.in_user_mode():
-            def to_kernel(regs: MutableSequence[int]) -> None:
-                regs[GPR_INDEX["rdi"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = SIGSEGV, target, 0x2
-            e.enter_kernel_mode(to_kernel)
-            kernel_gs = e.msr(MSR_KERNEL_GS_BASE)      # as swapgs on kernel entry
-            e.set_msr(MSR_KERNEL_GS_BASE, e.msr(MSR_GS_BASE))
-            e.set_msr(MSR_GS_BASE, kernel_gs)
-        else:
-            e.set_reg("rflags", 0x2)
-            e.set_reg("rdi", SIGSEGV)
-            e.set_reg("rip", target)
+
+def kill_task(prog: Program, cpu: Cpu, signo: int) -> None:
+    """Send the task running on `cpu` to make_task_dead(signo) on a fresh stack."""
+    e = cpu.engine
+    target = prog.symbol_address("rewind_stack_and_make_dead")
+    if cpu.in_user_mode():
+        def to_kernel(regs: MutableSequence[int]) -> None:
+            regs[GPR_INDEX["rdi"]], regs[RIP_INDEX], regs[RFLAGS_INDEX] = signo, target, 0x2
+        e.enter_kernel_mode(to_kernel)
+        kernel_gs = e.msr(MSR_KERNEL_GS_BASE)      # as swapgs on kernel entry
+        e.set_msr(MSR_KERNEL_GS_BASE, e.msr(MSR_GS_BASE))
+        e.set_msr(MSR_GS_BASE, kernel_gs)
+    else:
+        e.set_reg("rflags", 0x2)
+        e.set_reg("rdi", signo)
+        e.set_reg("rip", target)
 
 
 class FaultHandler:
@@ -150,4 +151,4 @@ class FaultHandler:
         if oops.fatal:
             self.crash(oops.fatal)
             return
-        oops.kill_task(self.prog, cpu)
+        kill_task(self.prog, cpu, SIGSEGV)
