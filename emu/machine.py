@@ -170,7 +170,6 @@ class Machine:
         entry_syscall = self.prog.symbol_address("entry_SYSCALL_64")
         hypercall_site = self.prog.symbol_address("klpemu_hypercall_site")
         for cpu in self.cpus:
-            cpu.engine.enable_counting(PAGE_OFFSET + PARK_PHYS)
             cpu.engine.hook_code_at(hypercall_site, lambda c=cpu: self.hypercalls.dispatch(c))
             cpu.engine.hook_syscall(lambda c=cpu: c.enter_syscall(entry_syscall))
         self._write_boot_params()

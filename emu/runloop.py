@@ -3,7 +3,12 @@ virtual time.
 
 In each round every runnable CPU executes one quantum of the same
 seeded-random length (capped at the next timer event), then virtual time
-advances by that length at NS_PER_INSN. Interrupts are delivered at quantum
+advances by that length at NS_PER_INSN. A quantum of N instructions is a
+budget of N * BYTES_PER_INSN bytes of code blocks (a native block hook, no
+per-instruction counting); one quantum in TAIL_EVERY, drawn from its
+length, then runs up to TAIL_MAX instructions into the block it stopped
+at, so that a task can be preempted anywhere, not only where blocks
+begin (in a prologue before its frame is set up, say). Interrupts are delivered at quantum
 boundaries when the CPU has them enabled; when every CPU halts, time skips
 to the next timer event. Code patching waits for the end of a round, when
 every CPU is stopped (stop_machine). Same kernel + same seed = the same
@@ -23,7 +28,9 @@ from emu.kernel.program import Program
 from emu.schedule import Schedule
 from emu.time import NS_PER_INSN, VirtualClock
 
-PARK_PHYS = 0x22000                   # a page of `hlt` the engines are parked on at start-up
+PARK_PHYS = 0x22000                   # a page of `hlt`: the never-reached end of every run
+BYTES_PER_INSN = 4                    # a quantum's budget in code bytes per instruction
+TAIL_EVERY, TAIL_MAX = 64, 7          # quanta with a precise tail into a block: 7 in 64
 VECTOR_ENTRIES = {
     LOCAL_TIMER_VECTOR: "asm_sysvec_apic_timer_interrupt",
     RESCHEDULE_VECTOR: "asm_sysvec_reschedule_ipi",
@@ -36,7 +43,7 @@ class MachineStats:
     """Counters of what the machine did (for benchmarks and curiosity)."""
     rounds: int = 0
     quanta: int = 0
-    instructions: int = 0        # in quanta that ran to their end (exact count)
+    code_bytes: int = 0          # bytes of the code blocks the CPUs started (the budget's unit)
     interrupts: int = 0
     hypercalls: int = 0
 
@@ -141,16 +148,20 @@ class RunLoop:
                                   self.prog.mem.read_u64(self.prog.per_cpu(cpu.index, "PCPU_top_of_stack")))
             self.stats.interrupts += 1
         self._current_cpu = cpu
-        cpu.engine.clear_fault_address()
-        fault = cpu.engine.run(cpu.engine.reg("rip"), self._until, quantum)
+        engine = cpu.engine
+        engine.clear_fault_address()
+        before = engine.code_bytes
+        fault = engine.run(engine.reg("rip"), self._until, quantum * BYTES_PER_INSN)
+        tail = quantum % TAIL_EVERY
+        if fault is None and 0 < tail <= TAIL_MAX and engine.budget_spent and not self._deferred:
+            fault = engine.run_into_block(tail)
         self.stats.quanta += 1
+        self.stats.code_bytes += engine.code_bytes - before
         if fault is not None:
             self._on_fault(cpu, fault)
-        elif cpu.entering_idle and cpu.engine.reg("rip") == self._halt_resume:
+        elif cpu.entering_idle and engine.reg("rip") == self._halt_resume:
             cpu.halted = True                       # the hlt ran (not an interrupt's return that
             cpu.entering_idle = False               # happened to end the quantum there)
-        elif not self._deferred:
-            self.stats.instructions += quantum
 
     def _run_deferred(self) -> None:
         while self._deferred:

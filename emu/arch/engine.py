@@ -2,9 +2,11 @@
 
 Field-notes facts this module encodes:
 - the binding's reg_read/reg_write cost ~2.6 µs; direct ctypes calls ~0.75 µs;
-- hooks and `count` are applied when a block is translated, so counting is
-  switched on (and the cache flushed) before anything runs, and `count=0`
-  is never used afterwards;
+- hooks are applied when a block is translated, and `count=` quanta would
+  put a counting hook on every instruction and stop TCG chaining blocks, so
+  a quantum is a budget of block bytes taken by a native block hook
+  (emu.arch.native), finished, now and then, by a short precise tail into
+  the next block (an `until` exit inside it);
 - host writes to code need ctl_remove_cache on every instance;
 - a hook's exception is hidden when emu_start itself fails: we keep it
   ourselves and re-raise it chained to the Unicorn error.
@@ -27,6 +29,7 @@ from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.arch.memory import Ram, is_canonical
+from emu.arch.native import BlockBudget
 from emu.errors import BadGuestAddress
 
 MSR_EFER = 0xC0000080
@@ -86,6 +89,15 @@ class _RegBatch:
 _CR2_CLEAR = 0xDEAD_0000_0000_0000     # non-canonical: never a real fault address
 
 
+# instructions a precise tail stops before (Engine.run_into_block): they end
+# a translation block, leave it, or depend on or change the CPU's mode
+_LEAVES_BLOCK = ("j", "call", "ret", "loop", "int", "iret", "sys", "hlt", "ud", "lgdt", "lidt", "ltr",
+                 "lock", "rep")
+_SPECIAL = frozenset({"sti", "cli", "popfq", "pushfq", "in", "out", "wrmsr", "rdmsr", "swapgs", "cpuid",
+                      "pause", "invlpg", "wbinvd", "clac", "stac", "rdtsc", "rdtscp", "lfence", "mfence",
+                      "sfence", "xchg", "cmpxchg", "xadd", "enter", "leave", "ljmp", "lcall", "retf"})
+
+
 class FaultKind(Enum):
     PAGE_FAULT = "page fault"
     INVALID_OPCODE = "invalid opcode"
@@ -132,6 +144,7 @@ class Engine:
         self._hook_error: BaseException | None = None
         self._fault_address: int | None = None
         self._hooks: list[int] = []
+        self._budget = BlockBudget(self.uc)
         self._enter_long_mode(cr3, gdt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid_memory)
         self.kernel_context = self.uc.context_save()
@@ -147,16 +160,6 @@ class Engine:
         uc.reg_write(x86.UC_X86_REG_CS, 0x10)
         for seg in (x86.UC_X86_REG_SS, x86.UC_X86_REG_DS, x86.UC_X86_REG_ES):
             uc.reg_write(seg, 0x18)
-
-    def enable_counting(self, park: int) -> None:
-        """Switch instruction counting on before anything is translated.
-
-        `park` is an address whose first instruction is `hlt`: a counted
-        emu_start of one instruction there installs the count hook, then the
-        whole translation cache is flushed (field notes §5, count= pitfall).
-        """
-        self.uc.emu_start(park, park + 0x100000, count=1)
-        self.uc.ctl_flush_tb()
 
     # -- registers (direct ctypes calls: the binding costs 3x more) --
     def reg(self, name: str) -> int:
@@ -241,18 +244,63 @@ class Engine:
         return False
 
     # -- running --
-    def run(self, begin: int, until: int, count: int) -> CpuFault | None:
-        """Run up to `count` instructions from `begin`; a guest fault is returned.
+    def run(self, begin: int, until: int, nbytes: int) -> CpuFault | None:
+        """Run from `begin` until blocks of `nbytes` bytes in all have started
+        (the next block start stops it); a guest fault is returned.
 
         An exception raised by a hook is re-raised here, chained to the
         Unicorn error when emu_start failed too. `until` must be an address
         the guest never reaches (Unicorn invalidates the code around it).
         """
+        self._budget.arm(nbytes)
+        return self._start(begin, until)
+
+    @property
+    def budget_spent(self) -> bool:
+        """The last run stopped because its budget ran out (at a block start),
+        not for a hook, a halt or a fault."""
+        return self._budget.remaining <= 0
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of guest code in the blocks started since the engine was made."""
+        return self._budget.started_bytes
+
+    def run_into_block(self, count: int) -> CpuFault | None:
+        """Run the first `count` instructions of the block at rip, stopping
+        before any that could leave it or change how it runs (a branch, a
+        privileged or serialising instruction): a stop inside a block, where
+        a budget cannot stop. Costs two translations of the block."""
+        rip = self.reg("rip")
+        exit_at = self._straight_line_end(rip, count)
+        if exit_at == rip:
+            return None
+        # the block was translated without an exit inside it; only it may start
+        self.uc.ctl_remove_cache(rip, rip + 1)
+        self._budget.arm(1)
+        return self._start(rip, exit_at)
+
+    def _straight_line_end(self, rip: int, count: int) -> int:
+        if not self._v2p:
+            return rip
+        try:
+            code = bytes(self.uc.mem_read(self._v2p(rip), 15 * count))
+        except (BadGuestAddress, UcError):
+            return rip
+        end, page_end = rip, (rip | 0xFFF) + 1      # a block ends at a page boundary too
+        for address, size, mnemonic, op_str in self._cs.disasm_lite(code, rip, count):
+            if (mnemonic.startswith(_LEAVES_BLOCK) or mnemonic in _SPECIAL or op_str.startswith(("cr", "dr"))
+                    or address + size >= page_end):
+                break
+            end = address + size
+        return end
+
+    def _start(self, begin: int, until: int) -> CpuFault | None:
         self._hook_error = None
         self._fault_address = None
         fault = None
         try:
-            self.uc.emu_start(begin, until, count=count)
+            self.uc.emu_start(begin, until)
         except UcError as err:
             if self._hook_error is not None:
                 raise self._hook_error from err

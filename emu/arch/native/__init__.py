@@ -20,7 +20,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 class _Budget(ctypes.Structure):
     _fields_ = [("remaining", ctypes.c_int64), ("blocks", ctypes.c_uint64),
-                ("emu_stop", ctypes.c_void_p)]
+                ("bytes", ctypes.c_uint64), ("emu_stop", ctypes.c_void_p)]
 
 
 @cache
@@ -62,6 +62,7 @@ class BlockBudget:
             return
         state.remaining -= size
         state.blocks += 1
+        state.bytes += size
 
     def arm(self, nbytes: int) -> None:
         """Let blocks of `nbytes` bytes in all start before the CPU stops."""
@@ -75,3 +76,8 @@ class BlockBudget:
     def blocks(self) -> int:
         """Blocks started since the hook was added."""
         return self._state.blocks
+
+    @property
+    def started_bytes(self) -> int:
+        """Bytes of the blocks started since the hook was added."""
+        return self._state.bytes

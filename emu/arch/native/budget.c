@@ -11,6 +11,7 @@
 struct klpemu_budget {
     int64_t remaining;                 /* bytes of blocks still to start */
     uint64_t blocks;                   /* blocks started (statistics) */
+    uint64_t bytes;                    /* their bytes (statistics) */
     int (*emu_stop)(void *uc);
 };
 
@@ -24,4 +25,5 @@ void klpemu_budget_block(void *uc, uint64_t address, uint32_t size, void *user_d
     }
     b->remaining -= size;
     b->blocks++;
+    b->bytes += size;
 }
