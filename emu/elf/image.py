@@ -125,9 +125,10 @@ class ElfImage:
         """(address, contents) of every allocated, non-empty PROGBITS section."""
         self.symbols: list[Symbol] = []
         for index, (name, sh_type, flags, addr, offset, size, link, _, _, entsize) in enumerate(shdrs):
-            self._sections[_name(shstrtab, name)] = (addr, contents(index))
+            data = contents(index)
+            self._sections[_name(shstrtab, name)] = (addr, data)
             if sh_type == _SHT_PROGBITS and flags & _SHF_ALLOC and size:
-                self.code_sections.append((addr, contents(index)))
+                self.code_sections.append((addr, data))
             if sh_type != _SHT_SYMTAB:
                 continue
             strtab = contents(link)
