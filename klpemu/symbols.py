@@ -148,9 +148,10 @@ def list_functions(path: Path, obj: str, *, patchable: bool) -> list[FunctionInf
                        for name, (file, line) in sorted(inline_only.items()))
     if patchable:
         if not relocatable:
+            from emu.elf.image import ElfImage
             from klp.hazard import switch_hazards
             hazards: dict[str, list[str]] = {}
-            for h in switch_hazards(path):
+            for h in switch_hazards(ElfImage(path)):
                 hazards.setdefault(h.function, []).append(h.reason)
             for fn in out:
                 fn.reasons.extend(hazards.get(fn.name, []))
