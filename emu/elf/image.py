@@ -15,19 +15,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from emu.elf.format import (EHDR, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_EXEC, ET_REL, PHDR, PT_LOAD,
+                            SHDR, SHF_ALLOC, SHT_NOBITS, SHT_PROGBITS, SHT_SYMTAB, STB_LOCAL, STT_FUNC,
+                            STT_NOTYPE, STT_OBJECT, SYM)
 from emu.errors import ImageError
-
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")      # Elf64_Ehdr, 64 bytes
-_PHDR = struct.Struct("<IIQQQQQQ")              # Elf64_Phdr, 56 bytes
-_SHDR = struct.Struct("<IIQQQQIIQQ")            # Elf64_Shdr, 64 bytes
-_SYM = struct.Struct("<IBBHQQ")                 # Elf64_Sym, 24 bytes
-_ELF64_LE = b"\x7fELF\x02\x01"
-_ET_EXEC, _EM_X86_64, _PT_LOAD = 2, 62, 1
-_ET_REL = 1
-_SHT_PROGBITS, _SHT_SYMTAB, _SHT_NOBITS = 1, 2, 8
-_SHF_ALLOC = 0x2
-_STT_NOTYPE, _STT_OBJECT, _STT_FUNC = 0, 1, 2
-_STB_LOCAL = 0
 
 
 class _Malformed(Exception):
@@ -84,16 +75,16 @@ class ElfImage:
         except OSError as exc:
             raise ImageError(f"cannot read image {self.path}: {exc.strerror}") from exc
         self.digest = hashlib.sha256(raw).hexdigest()
-        if raw[:4] != b"\x7fELF":
+        if raw[:4] != ELFMAG:
             raise ImageError(f"{self.path} is not an ELF file")
-        if raw[:6] != _ELF64_LE or len(raw) < _EHDR.size:
+        if raw[4:6] != bytes((ELFCLASS64, ELFDATA2LSB)) or len(raw) < EHDR.size:
             raise ImageError(f"{self.path} is not a 64-bit little-endian ELF file")
         (_, e_type, e_machine, _, self.entry, e_phoff, e_shoff, _, _, e_phentsize, e_phnum,
-         e_shentsize, e_shnum, e_shstrndx) = _EHDR.unpack_from(raw)
-        self.relocatable = e_type == _ET_REL
-        if executable_only and e_type != _ET_EXEC:
+         e_shentsize, e_shnum, e_shstrndx) = EHDR.unpack_from(raw)
+        self.relocatable = e_type == ET_REL
+        if executable_only and e_type != ET_EXEC:
             raise ImageError(f"{self.path} is not a linked executable (ET_EXEC)")
-        if e_machine != _EM_X86_64:
+        if e_machine != EM_X86_64:
             raise ImageError(f"{self.path} is not an x86-64 image")
         try:
             self._parse(raw, e_phoff, e_phnum, e_phentsize, e_shoff, e_shnum, e_shentsize, e_shstrndx)
@@ -108,16 +99,16 @@ class ElfImage:
                shoff: int, shnum: int, shentsize: int, shstrndx: int) -> None:
         self.segments = [
             Segment(vaddr, _slice(raw, offset, filesz), memsz)
-            for p_type, _, offset, vaddr, _, filesz, memsz, _ in _table(raw, _PHDR, phoff, phnum, phentsize)
-            if p_type == _PT_LOAD
+            for p_type, _, offset, vaddr, _, filesz, memsz, _ in _table(raw, PHDR, phoff, phnum, phentsize)
+            if p_type == PT_LOAD
         ]
-        shdrs = _table(raw, _SHDR, shoff, shnum, shentsize)
+        shdrs = _table(raw, SHDR, shoff, shnum, shentsize)
 
         def contents(index: int) -> bytes:
             if not 0 <= index < len(shdrs):
                 raise _Malformed(f"section index {index} out of range")
             _, sh_type, _, _, offset, size, *_ = shdrs[index]
-            return b"" if sh_type == _SHT_NOBITS else _slice(raw, offset, size)
+            return b"" if sh_type == SHT_NOBITS else _slice(raw, offset, size)
 
         shstrtab = contents(shstrndx) if shdrs else b""
         self._sections: dict[str, tuple[int, bytes]] = {}
@@ -127,16 +118,16 @@ class ElfImage:
         for index, (name, sh_type, flags, addr, offset, size, link, _, _, entsize) in enumerate(shdrs):
             data = contents(index)
             self._sections[_name(shstrtab, name)] = (addr, data)
-            if sh_type == _SHT_PROGBITS and flags & _SHF_ALLOC and size:
+            if sh_type == SHT_PROGBITS and flags & SHF_ALLOC and size:
                 self.code_sections.append((addr, data))
-            if sh_type != _SHT_SYMTAB:
+            if sh_type != SHT_SYMTAB:
                 continue
             strtab = contents(link)
-            for st_name, info, _, shndx, value, st_size in _table(raw, _SYM, offset, size // max(entsize, 1), entsize):
+            for st_name, info, _, shndx, value, st_size in _table(raw, SYM, offset, size // max(entsize, 1), entsize):
                 kind = info & 0xF
-                if st_name and shndx != 0 and kind in (_STT_FUNC, _STT_OBJECT, _STT_NOTYPE):
-                    self.symbols.append(Symbol(_name(strtab, st_name), value, st_size, kind == _STT_FUNC,
-                                               info >> 4 != _STB_LOCAL))
+                if st_name and shndx != 0 and kind in (STT_FUNC, STT_OBJECT, STT_NOTYPE):
+                    self.symbols.append(Symbol(_name(strtab, st_name), value, st_size, kind == STT_FUNC,
+                                               info >> 4 != STB_LOCAL))
 
     def has_section(self, name: str) -> bool:
         return name in self._sections

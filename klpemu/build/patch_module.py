@@ -33,8 +33,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.elf.module_loader import (SHF_ALLOC, SHN_LIVEPATCH, SHN_UNDEF, SHT_PROGBITS, STB_GLOBAL,
-                                   STB_WEAK, STT_FUNC, STT_NOTYPE, STT_SECTION)
+from emu.elf.format import (SHF_ALLOC, SHN_LIVEPATCH, SHN_UNDEF, SHT_PROGBITS, STB_GLOBAL, STB_WEAK, STT_FUNC,
+                            STT_NOTYPE, STT_SECTION)
 
 from klpemu.build.compile import INCLUDE, THIS_MODULE_C, BuildError, kernel_cflags
 from klpemu.build.elfobj import ObjectFile, Reloc, Section, Symbol, read_object, write_object
