@@ -35,7 +35,7 @@ from emu.errors import EmuError, ImageError
 
 __all__ = [
     "ModuleLoadError", "LoadedModule", "ParamDesc", "KlpRela", "KlpRelaSection",
-    "layout_size", "load_module", "DEFAULT_MAX_SIZE",
+    "layout_size", "load_module", "module_kallsyms", "DEFAULT_MAX_SIZE",
 ]
 
 PAGE_SIZE = 4096
@@ -475,12 +475,8 @@ def load_module(data: bytes, name: str, base: int,
         if sec.index in offsets:
             sections.setdefault(sec.name, (sec_addr(sec.index), sec.size))
 
-    symbols = [
-        Symbol(sym.name, addrs[i], sym.size, sym.type == STT_FUNC, sym.bind != STB_LOCAL)
-        for i, sym in enumerate(elf.symbols)
-        if i and sym.type in (STT_FUNC, STT_OBJECT) and sym.shndx in offsets
-        and SHN_UNDEF < sym.shndx < SHN_LORESERVE
-    ]
+    symbols = [Symbol(sym.name, addrs[i], sym.size, sym.type == STT_FUNC, sym.bind != STB_LOCAL)
+               for i, sym in _kallsyms_entries(elf, offsets)]
 
     return LoadedModule(
         name=name, base=base, size=total, image=bytes(image),
@@ -488,6 +484,26 @@ def load_module(data: bytes, name: str, base: int,
         exports=exports, modinfo=modinfo, params=params, mcount_sites=mcount_sites,
         this_module=this_module, klp_relocations=klp, debug_sites=debug_sites,
     )
+
+
+def _kallsyms_entries(elf: ElfRel, offsets: dict[int, int]) -> list[tuple[int, _Sym]]:
+    """(index, symbol) of the symbols kallsyms lists for the module: its
+    functions and objects in the sections it loads."""
+    return [(i, sym) for i, sym in enumerate(elf.symbols)
+            if i and sym.type in (STT_FUNC, STT_OBJECT) and sym.shndx in offsets
+            and SHN_UNDEF < sym.shndx < SHN_LORESERVE]
+
+
+def module_kallsyms(data: bytes, name: str, *,
+                    max_size: int = DEFAULT_MAX_SIZE) -> dict[tuple[int, int, str], Symbol]:
+    """The symbols kallsyms would list for the module, at their offsets from the
+    module's base as load_module lays it out (no relocation), by (st_shndx,
+    st_value, name): what a tool reading the .ko needs to count sympos."""
+    elf = ElfRel(_coerce(data), name, max_size)
+    offsets = elf.layout(max_size)[0]
+    return {(sym.shndx, sym.value, sym.name): Symbol(sym.name, offsets[sym.shndx] + sym.value, sym.size,
+                                                     sym.type == STT_FUNC, sym.bind != STB_LOCAL)
+            for _, sym in _kallsyms_entries(elf, offsets)}
 
 
 def _module_name(elf: ElfRel, raw: bytes, name_field: tuple[int, int]) -> str | None:
