@@ -91,10 +91,12 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
     """What `klpemu hazards` lists for a kernel image, in address order of the
     function where possible: stack switches without a saved RIP, what gcc
     inlined into them, and functions without an fentry site (notrace).
-    ImageError when PATH is not an ELF image."""
+    ImageError when PATH is not an ELF image (the parser's message names the
+    file) or not a kernel's."""
     from elftools.common.exceptions import ELFError
+    image = ElfImage(path)
     try:
-        return _image_hazards(path)
+        return [*switch_hazards(image), *(Hazard(name, NOTRACE) for name in _notrace(image))]
     except (ImageError, ELFError) as exc:
         raise ImageError(f"{os.fspath(path)}: not a kernel image: {exc}") from None
 
@@ -102,26 +104,21 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
 NOTRACE = "notrace: no fentry site"
 
 
-def _image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
-    return [*switch_hazards(path), *(Hazard(name, NOTRACE) for name in _notrace(path))]
-
-
-def switch_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
+def switch_hazards(image: ElfImage) -> list[Hazard]:
     """The stack switches without a saved RIP, and what gcc inlined into them."""
-    switchers = no_rip_switches(stack_switches_from_elf(path))
+    switchers = no_rip_switches(stack_switches_from_elf(image))
     out = [Hazard(name, f"switches stacks without saving RIP: a task resumes at "
                         f"{name}+{s.resume_ip - s.function.start:#x} in the frame its own copy left "
                         f"({s.frame()})") for name, s in switchers.items()]
-    for func, containers in sorted(inlined_into(path, set(switchers)).items()):
+    for func, containers in sorted(inlined_into(image.path, set(switchers)).items()):
         for c in sorted(containers):
             out.append(Hazard(func, f"inlined into {c}, which switches stacks without saving RIP: "
                                     f"patch {c} (and mind its frame)"))
     return out
 
 
-def _notrace(path: str | os.PathLike[str]) -> list[str]:
+def _notrace(image: ElfImage) -> list[str]:
     """Functions of the image that have no __mcount_loc entry at their start."""
-    image = ElfImage(path)
     sites = set(image.mcount_sites()) if image.has_section("__mcount_loc") else set()
     funcs = sorted({(s.address, s.name) for s in image.symbols if s.is_function and s.size > 0})
     return [n for v, n in funcs if v not in sites]

@@ -19,7 +19,8 @@ import re
 from typing import TYPE_CHECKING
 
 from emu.elf.image import Symbol
-from emu.elf.module_loader import SHN_LIVEPATCH, KlpRelaSection
+from emu.elf.format import SHN_LIVEPATCH
+from emu.elf.module_loader import KlpRelaSection
 from emu.elf.relocs import MASK64, RELOCATIONS, RelocOverflow
 from emu.module.manager import Module, ModuleState
 from klp.objects import KSYM_NAME_LEN, MODULE_NAME_LEN, KlpObject, KlpPatch

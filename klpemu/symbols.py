@@ -26,8 +26,13 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from klp.hazard import NOTRACE
+
+if TYPE_CHECKING:
+    from emu.elf.image import ElfImage
+    from emu.kernel.kallsyms import Kallsyms
 
 SCHEMA = 1
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -105,6 +110,7 @@ def print_table(functions: list[FunctionInfo], *, patchable: bool, module: bool)
 def list_functions(path: Path, obj: str, *, patchable: bool) -> list[FunctionInfo]:
     from elftools.elf.elffile import ELFFile
 
+    from emu.elf.image import ElfImage
     from emu.errors import ImageError
     with open(path, "rb") as f:
         elf = ELFFile(f)
@@ -115,24 +121,17 @@ def list_functions(path: Path, obj: str, *, patchable: bool) -> list[FunctionInf
         symtab = elf.get_section_by_name(".symtab")
         if symtab is None:
             raise ImageError(f"{os.fspath(path)}: no symbol table (stripped?)")
-        defined = sorted(((s["st_shndx"], s["st_value"]), s.name) for s in symtab.iter_symbols()
-                         if s.name and s["st_info"]["type"] in _DEFINED_TYPES
-                         and isinstance(s["st_shndx"], int) and s["st_shndx"] != 0)
-        counts: dict[str, int] = {}
-        for _key, name in defined:
-            counts[name] = counts.get(name, 0) + 1
-        seen: dict[str, int] = {}
-        positions: dict[tuple[int, int, str], int] = {}
-        for (shndx, value), name in defined:
-            seen[name] = seen.get(name, 0) + 1
-            positions[(shndx, value, name)] = seen[name]
+        image = None if relocatable else ElfImage(path)
+        kallsyms, where = _kallsyms(path, obj, image)
+        module = None if image is not None else obj
         out: list[FunctionInfo] = []
         for s in symtab.iter_symbols():
             if s["st_info"]["type"] != "STT_FUNC" or not s["st_size"] or not isinstance(s["st_shndx"], int):
                 continue
             shndx, value = s["st_shndx"], s["st_value"]
-            out.append(FunctionInfo(s.name, value, elf.get_section(shndx).name, s["st_size"], obj,
-                                    positions[(shndx, value, s.name)] if counts[s.name] > 1 else None))
+            address = where(shndx, value, s.name)
+            sympos = kallsyms.sympos(s.name, address, module) if address is not None else None
+            out.append(FunctionInfo(s.name, value, elf.get_section(shndx).name, s["st_size"], obj, sympos or None))
         out.sort(key=lambda f: (f.section, f.address, f.name))
         # DWARF names a gcc clone (foo.part.0, foo.isra.0, foo.constprop.0) foo
         sources, inline_only = _dwarf_sources(elf, {_source_name(f.name) for f in out})
@@ -147,16 +146,37 @@ def list_functions(path: Path, obj: str, *, patchable: bool) -> list[FunctionInf
             out.extend(FunctionInfo(name, None, None, None, obj, file=file, line=line, reasons=[INLINED])
                        for name, (file, line) in sorted(inline_only.items()))
     if patchable:
-        if not relocatable:
+        if image is not None:
             from klp.hazard import switch_hazards
             hazards: dict[str, list[str]] = {}
-            for h in switch_hazards(path):
+            for h in switch_hazards(image):
                 hazards.setdefault(h.function, []).append(h.reason)
             for fn in out:
                 fn.reasons.extend(hazards.get(fn.name, []))
         for fn in out:
             fn.patchable = not fn.reasons
     return out
+
+
+def _kallsyms(path: Path, obj: str,
+              image: ElfImage | None) -> tuple[Kallsyms, Callable[[int, int, str], int | None]]:
+    """The object's symbols as the guest's kallsyms holds them, and the address
+    there of a symbol (st_shndx, st_value, name) of the file (None: kallsyms
+    leaves it out): vmlinux's own address, a module's offset as the loader
+    lays it out."""
+    from emu.elf.module_loader import module_kallsyms
+    from emu.kernel.kallsyms import Kallsyms
+    kallsyms = Kallsyms()
+    if image is not None:
+        kallsyms.add(image.symbols)
+        return kallsyms, lambda shndx, value, name: value
+    laid_out = module_kallsyms(path.read_bytes(), os.fspath(path))
+    kallsyms.add(laid_out.values(), module=obj)
+
+    def where(shndx: int, value: int, name: str) -> int | None:
+        sym = laid_out.get((shndx, value, name))
+        return sym.address if sym is not None else None
+    return kallsyms, where
 
 
 def _fentry_sites(elf, relocatable: bool) -> set[tuple[str | None, int]]:

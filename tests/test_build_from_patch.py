@@ -32,7 +32,7 @@ from klp_helpers import SYSFS, attr, disable_lp, load_lp, patch_state, reader, w
 
 from emu import Machine
 from emu.abi import FIXTURES
-from emu.elf.module_loader import SHF_RELA_LIVEPATCH, SHN_LIVEPATCH
+from emu.elf.format import SHF_RELA_LIVEPATCH, SHN_LIVEPATCH
 from klp import Livepatch
 from klpemu.build.compile import BuildError
 from klpemu.build.from_patch import FromPatchResult, PatchRefused, build_from_patch

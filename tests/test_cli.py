@@ -71,7 +71,8 @@ def test_hazards_of_a_file_that_is_no_kernel_image_is_a_usage_error(tmp_path: Pa
     for path, why in (("/etc/passwd", "is not an ELF file"), (str(truncated), "past the end of the file")):
         assert main(["hazards", "--kernel", path]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"klpemu: hazards: {path}: not a kernel image: ") and why in err
+        assert err.startswith(f"klpemu: hazards: {path} ") and why in err
+        assert err.count(path) == 1, err
 
 
 def test_a_script_that_is_not_text_is_a_usage_error(tmp_path: Path, capsys) -> None:

@@ -2,6 +2,7 @@
 import pytest
 
 from emu import EmuError, Machine
+from emu.kernel.tasks import TASK_INTERRUPTIBLE
 from klp_helpers import MODULES, wait_sleeping_in
 
 SIGTERM = 15
@@ -58,7 +59,7 @@ def test_a_fake_signal_wakes_a_sleeping_user_task_without_killing_it(machine: Ma
     sh = m.spawn_shell()
     sh.cat_background("/proc/klpemu_test_target")
     reader = wait_sleeping_in(m, sh.task, "klpemu_test_wait")
-    assert reader.state == 1                                        # TASK_INTERRUPTIBLE
+    assert reader.state == TASK_INTERRUPTIBLE
     m.call("set_notify_signal", reader.address)
     assert sh.cat_result("/proc/klpemu_test_target") == "klpemu_test_target: interrupted\n"
     assert not reader.ti_flags & (1 << 2)                           # TIF_SIGPENDING handled

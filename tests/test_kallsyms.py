@@ -29,3 +29,25 @@ def test_duplicate_names_are_numbered_by_address_within_their_object() -> None:
     assert str(ks.lookup(0x9004)) == "show+0x4/0x10 [mod]"
     ks.remove_module("mod")
     assert ks.lookup(0x9004) is None and ks.count("show", "mod") == 0
+
+
+def test_sympos_is_the_position_find_resolves() -> None:
+    """klp_find_object_symbol: sympos 0 names a unique symbol; otherwise the
+    sympos-th symbol of that name in the object, in kallsyms order."""
+    ks = Kallsyms()
+    ks.add([Symbol("show", 0x3000, 0x10, True, False), Symbol("show", 0x1000, 0x10, True, False),
+            Symbol("only", 0x2000, 0x10, True, True)])
+    ks.add([Symbol("show", 0x9000, 0x10, True, False)], module="mod")
+    assert ks.sympos("show", 0x1000) == 1 and ks.sympos("show", 0x3000) == 2
+    assert ks.sympos("only", 0x2000) == 0
+    assert ks.sympos("show", 0x9000, "mod") == 0           # unique in its own object
+    assert ks.sympos("show", 0x2000) is None and ks.sympos("none", 0x1000) is None
+    for address in (0x1000, 0x3000):
+        assert ks.find("show", sympos=ks.sympos("show", address)).address == address
+
+
+def test_sympos_of_every_vmlinux_function_resolves_back_to_it() -> None:
+    m = Machine(cpus=1)
+    for sym in m.kallsyms.functions():
+        pos = m.kallsyms.sympos(sym.name, sym.address)
+        assert m.kallsyms.find(sym.name, sympos=pos) == sym

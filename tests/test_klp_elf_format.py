@@ -16,13 +16,12 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from emu import Machine, ShellError
-from emu.elf.module_loader import SHF_RELA_LIVEPATCH, SHN_LIVEPATCH
+from emu.elf.format import SHF_RELA_LIVEPATCH, SHN_ABS, SHN_LIVEPATCH
 from klp import Livepatch
 from klp_helpers import SYSFS, disable_lp, load_lp
 from klpemu.build.compile import BuildError, build_module
 from klpemu.cli import main as klpemu
 
-SHN_ABS = 0xFFF1
 R_X86_64_32 = 10
 
 HEADER = """#include <linux/module.h>

@@ -85,3 +85,25 @@ def test_a_bad_kernel_or_module_is_a_usage_error(capsys, args: list[str], messag
     assert main(["symbols", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("klpemu: symbols: ") and message in err and "Traceback" not in err
+
+
+def test_a_modules_duplicated_static_gets_the_sympos_its_kallsyms_resolves(tmp_path: Path, capsys,
+                                                                            machine: Machine) -> None:
+    """klp_find_object_symbol counts a module's symbols of one name in its
+    kallsyms order: what `klpemu symbols --module` says is what the loaded
+    module resolves."""
+    from klpemu.build.compile import build_module
+    twin = "static noinline int twin(int x) { return x + %d; }\nint call_%s(int x) { return twin(x); }\n"
+    (tmp_path / "twin_a.c").write_text("#include <linux/module.h>\n" + twin % (1, "a")
+                                       + "MODULE_LICENSE(\"GPL\");\n")
+    (tmp_path / "twin_b.c").write_text("#include <linux/module.h>\n" + twin % (2, "b"))
+    ko = build_module([tmp_path / "twin_a.c", tmp_path / "twin_b.c"], tmp_path / "klpemu_twins.ko")
+    funcs = symbols(capsys, "--module", str(ko))
+    first, second = funcs[("twin", 1)], funcs[("twin", 2)]
+    m = machine
+    m.insmod(ko)
+    loaded = m.modules.modules["klpemu_twins"].image
+    for f, pos in ((first, 1), (second, 2)):
+        address = loaded.sections[f["section"]][0] + f["address"]
+        assert m.kallsyms.find("twin", "klpemu_twins", pos).address == address
+        assert m.kallsyms.sympos("twin", address, "klpemu_twins") == pos

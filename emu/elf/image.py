@@ -15,42 +15,35 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from emu.elf.format import (EHDR, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_EXEC, ET_REL, PHDR, PT_LOAD,
+                            SHDR, SHF_ALLOC, SHT_NOBITS, SHT_PROGBITS, SHT_SYMTAB, STB_LOCAL, STT_FUNC,
+                            STT_NOTYPE, STT_OBJECT, SYM)
 from emu.errors import ImageError
-
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")      # Elf64_Ehdr, 64 bytes
-_PHDR = struct.Struct("<IIQQQQQQ")              # Elf64_Phdr, 56 bytes
-_SHDR = struct.Struct("<IIQQQQIIQQ")            # Elf64_Shdr, 64 bytes
-_SYM = struct.Struct("<IBBHQQ")                 # Elf64_Sym, 24 bytes
-_ELF64_LE = b"\x7fELF\x02\x01"
-_ET_EXEC, _EM_X86_64, _PT_LOAD = 2, 62, 1
-_ET_REL = 1
-_SHT_PROGBITS, _SHT_SYMTAB, _SHT_NOBITS = 1, 2, 8
-_SHF_ALLOC = 0x2
-_STT_NOTYPE, _STT_OBJECT, _STT_FUNC = 0, 1, 2
-_STB_LOCAL = 0
 
 
 class _Malformed(Exception):
     """An offset, size or name of the file is out of bounds."""
 
 
-def _slice(raw: bytes, offset: int, size: int) -> bytes:
+def _slice(raw: bytes, offset: int, size: int, what: str) -> bytes:
     if offset < 0 or size < 0 or offset + size > len(raw):
-        raise _Malformed(f"{size} bytes at offset {offset:#x} are past the end of the file")
+        raise _Malformed(f"{what}: {size} bytes at offset {offset:#x} are past the end of the file "
+                         f"({len(raw):#x} bytes)")
     return raw[offset:offset + size]
 
 
-def _table(raw: bytes, fmt: struct.Struct, offset: int, count: int, entsize: int) -> list[tuple]:
+def _table(raw: bytes, fmt: struct.Struct, offset: int, count: int, entsize: int, what: str) -> list[tuple]:
     if count and entsize < fmt.size:
-        raise _Malformed(f"table entries of {entsize} bytes, expected {fmt.size}")
-    _slice(raw, offset, count * entsize)
+        raise _Malformed(f"{what}: entries of {entsize} bytes, expected {fmt.size}")
+    _slice(raw, offset, count * entsize, what)
     return [fmt.unpack_from(raw, offset + i * entsize) for i in range(count)]
 
 
-def _name(strtab: bytes, offset: int) -> str:
+def _name(strtab: bytes, offset: int, what: str) -> str:
     end = strtab.find(b"\0", offset)
     if offset >= len(strtab) or end < 0:
-        raise _Malformed(f"name offset {offset:#x} is outside its string table")
+        raise _Malformed(f"{what}: name offset {offset:#x} is outside its string table "
+                         f"({len(strtab):#x} bytes)")
     return strtab[offset:end].decode("utf-8", "replace")
 
 
@@ -84,17 +77,21 @@ class ElfImage:
         except OSError as exc:
             raise ImageError(f"cannot read image {self.path}: {exc.strerror}") from exc
         self.digest = hashlib.sha256(raw).hexdigest()
-        if raw[:4] != b"\x7fELF":
+        if raw[:4] != ELFMAG:
             raise ImageError(f"{self.path} is not an ELF file")
-        if raw[:6] != _ELF64_LE or len(raw) < _EHDR.size:
-            raise ImageError(f"{self.path} is not a 64-bit little-endian ELF file")
+        if raw[4:6] != bytes((ELFCLASS64, ELFDATA2LSB)):
+            raise ImageError(f"{self.path} is not a 64-bit little-endian ELF file "
+                             f"(EI_CLASS {raw[4:5].hex() or '-'}, EI_DATA {raw[5:6].hex() or '-'})")
+        if len(raw) < EHDR.size:
+            raise ImageError(f"{self.path} is a malformed ELF file: {len(raw)} bytes, shorter than "
+                             f"the ELF header ({EHDR.size} bytes)")
         (_, e_type, e_machine, _, self.entry, e_phoff, e_shoff, _, _, e_phentsize, e_phnum,
-         e_shentsize, e_shnum, e_shstrndx) = _EHDR.unpack_from(raw)
-        self.relocatable = e_type == _ET_REL
-        if executable_only and e_type != _ET_EXEC:
-            raise ImageError(f"{self.path} is not a linked executable (ET_EXEC)")
-        if e_machine != _EM_X86_64:
-            raise ImageError(f"{self.path} is not an x86-64 image")
+         e_shentsize, e_shnum, e_shstrndx) = EHDR.unpack_from(raw)
+        self.relocatable = e_type == ET_REL
+        if executable_only and e_type != ET_EXEC:
+            raise ImageError(f"{self.path} is not a linked executable (e_type {e_type}, want ET_EXEC)")
+        if e_machine != EM_X86_64:
+            raise ImageError(f"{self.path} is not an x86-64 image (e_machine {e_machine})")
         try:
             self._parse(raw, e_phoff, e_phnum, e_phentsize, e_shoff, e_shnum, e_shentsize, e_shstrndx)
         except _Malformed as exc:
@@ -107,35 +104,44 @@ class ElfImage:
     def _parse(self, raw: bytes, phoff: int, phnum: int, phentsize: int,
                shoff: int, shnum: int, shentsize: int, shstrndx: int) -> None:
         self.segments = [
-            Segment(vaddr, _slice(raw, offset, filesz), memsz)
-            for p_type, _, offset, vaddr, _, filesz, memsz, _ in _table(raw, _PHDR, phoff, phnum, phentsize)
-            if p_type == _PT_LOAD
+            Segment(vaddr, _slice(raw, offset, filesz, f"segment {i}"), memsz)
+            for i, (p_type, _, offset, vaddr, _, filesz, memsz, _)
+            in enumerate(_table(raw, PHDR, phoff, phnum, phentsize, "program header table"))
+            if p_type == PT_LOAD
         ]
-        shdrs = _table(raw, _SHDR, shoff, shnum, shentsize)
+        shdrs = _table(raw, SHDR, shoff, shnum, shentsize, "section header table")
 
-        def contents(index: int) -> bytes:
+        def contents(index: int, what: str) -> bytes:
             if not 0 <= index < len(shdrs):
-                raise _Malformed(f"section index {index} out of range")
+                raise _Malformed(f"{what}: section index {index} out of range ({len(shdrs)} sections)")
             _, sh_type, _, _, offset, size, *_ = shdrs[index]
-            return b"" if sh_type == _SHT_NOBITS else _slice(raw, offset, size)
+            return b"" if sh_type == SHT_NOBITS else _slice(raw, offset, size, f"section {index}")
 
-        shstrtab = contents(shstrndx) if shdrs else b""
+        shstrtab = contents(shstrndx, "section name table (e_shstrndx)") if shdrs else b""
         self._sections: dict[str, tuple[int, bytes]] = {}
         self.code_sections: list[tuple[int, bytes]] = []
         """(address, contents) of every allocated, non-empty PROGBITS section."""
         self.symbols: list[Symbol] = []
         for index, (name, sh_type, flags, addr, offset, size, link, _, _, entsize) in enumerate(shdrs):
-            self._sections[_name(shstrtab, name)] = (addr, contents(index))
-            if sh_type == _SHT_PROGBITS and flags & _SHF_ALLOC and size:
-                self.code_sections.append((addr, contents(index)))
-            if sh_type != _SHT_SYMTAB:
+            data = contents(index, f"section {index}")
+            self._sections[_name(shstrtab, name, f"name of section {index}")] = (addr, data)
+            if sh_type == SHT_PROGBITS and flags & SHF_ALLOC and size:
+                self.code_sections.append((addr, data))
+            if sh_type != SHT_SYMTAB:
                 continue
-            strtab = contents(link)
-            for st_name, info, _, shndx, value, st_size in _table(raw, _SYM, offset, size // max(entsize, 1), entsize):
+            strtab = contents(link, f"string table of the symbol table (section {index}'s sh_link)")
+            if entsize != SYM.size:
+                raise _Malformed(f"symbol table (section {index}): entries of {entsize} bytes, "
+                                 f"expected {SYM.size}")
+            if size % SYM.size:
+                raise _Malformed(f"symbol table (section {index}): size {size} is not a multiple of "
+                                 f"{SYM.size}")
+            symtab = _table(raw, SYM, offset, size // SYM.size, SYM.size, f"symbol table (section {index})")
+            for i, (st_name, info, _, shndx, value, st_size) in enumerate(symtab):
                 kind = info & 0xF
-                if st_name and shndx != 0 and kind in (_STT_FUNC, _STT_OBJECT, _STT_NOTYPE):
-                    self.symbols.append(Symbol(_name(strtab, st_name), value, st_size, kind == _STT_FUNC,
-                                               info >> 4 != _STB_LOCAL))
+                if st_name and shndx != 0 and kind in (STT_FUNC, STT_OBJECT, STT_NOTYPE):
+                    self.symbols.append(Symbol(_name(strtab, st_name, f"name of symbol {i}"), value, st_size,
+                                               kind == STT_FUNC, info >> 4 != STB_LOCAL))
 
     def has_section(self, name: str) -> bool:
         return name in self._sections

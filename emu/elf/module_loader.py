@@ -25,34 +25,22 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
+from emu.elf.format import (EHDR, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_REL, RELA, SHDR,
+                            SHF_ALLOC, SHF_EXECINSTR, SHF_RELA_LIVEPATCH, SHF_WRITE, SHN_ABS, SHN_COMMON,
+                            SHN_LIVEPATCH, SHN_LORESERVE, SHN_UNDEF, SHT_NOBITS, SHT_NULL, SHT_REL, SHT_RELA,
+                            SHT_STRTAB, SHT_SYMTAB, STB_LOCAL, STB_WEAK, STT_FUNC, STT_OBJECT, SYM)
 from emu.elf.image import Symbol
 from emu.elf.relocs import MASK64, RELOCATIONS, RelocOverflow
 from emu.errors import EmuError, ImageError
 
 __all__ = [
     "ModuleLoadError", "LoadedModule", "ParamDesc", "KlpRela", "KlpRelaSection",
-    "layout_size", "load_module", "DEFAULT_MAX_SIZE", "SHF_RELA_LIVEPATCH",
+    "layout_size", "load_module", "module_kallsyms", "DEFAULT_MAX_SIZE",
 ]
 
 PAGE_SIZE = 4096
 DEFAULT_MAX_SIZE = 32 << 20
 
-# ELF constants
-ET_REL = 1
-EM_X86_64 = 62
-SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA = 0, 1, 2, 3, 4
-SHT_NOBITS, SHT_REL = 8, 9
-SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
-SHF_RELA_LIVEPATCH = 0x00100000
-SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
-SHN_LIVEPATCH, SHN_ABS, SHN_COMMON, SHN_XINDEX = 0xFF20, 0xFFF1, 0xFFF2, 0xFFFF
-STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION = 0, 1, 2, 3
-STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
-
-EHDR = struct.Struct("<16sHHIQQQIHHHHHH")       # 64 bytes
-SHDR = struct.Struct("<IIQQQQIIQQ")             # 64 bytes
-SYM = struct.Struct("<IBBHQQ")                  # 24 bytes
-RELA = struct.Struct("<QQq")                    # 24 bytes
 _KSYM = struct.Struct("<QQ")                     # struct kernel_symbol, 16 bytes
 _PARAM = struct.Struct("<QQQHHIQ")               # struct kernel_param, 40 bytes
 _DDEBUG = struct.Struct("<QQQQI4x")               # struct _ddebug, 40 bytes
@@ -188,11 +176,11 @@ class ElfRel:
             raise self.bad("truncated ELF header")
         (ident, e_type, e_machine, _version, _entry, _phoff, e_shoff, _flags,
          _ehsize, _phentsize, _phnum, e_shentsize, e_shnum, e_shstrndx) = EHDR.unpack_from(data)
-        if ident[:4] != b"\x7fELF":
+        if ident[:4] != ELFMAG:
             raise self.bad("Invalid ELF header magic: != ELF")
-        if ident[4] != 2:
+        if ident[4] != ELFCLASS64:
             raise self.bad(f"not a 64-bit ELF object (EI_CLASS {ident[4]})")
-        if ident[5] != 1:
+        if ident[5] != ELFDATA2LSB:
             raise self.bad(f"not a little-endian ELF object (EI_DATA {ident[5]})")
         if e_type != ET_REL:
             raise self.bad(f"not a relocatable object (e_type {e_type}, want ET_REL)")
@@ -487,12 +475,8 @@ def load_module(data: bytes, name: str, base: int,
         if sec.index in offsets:
             sections.setdefault(sec.name, (sec_addr(sec.index), sec.size))
 
-    symbols = [
-        Symbol(sym.name, addrs[i], sym.size, sym.type == STT_FUNC, sym.bind != STB_LOCAL)
-        for i, sym in enumerate(elf.symbols)
-        if i and sym.type in (STT_FUNC, STT_OBJECT) and sym.shndx in offsets
-        and SHN_UNDEF < sym.shndx < SHN_LORESERVE
-    ]
+    symbols = [Symbol(sym.name, addrs[i], sym.size, sym.type == STT_FUNC, sym.bind != STB_LOCAL)
+               for i, sym in _kallsyms_entries(elf, offsets)]
 
     return LoadedModule(
         name=name, base=base, size=total, image=bytes(image),
@@ -500,6 +484,26 @@ def load_module(data: bytes, name: str, base: int,
         exports=exports, modinfo=modinfo, params=params, mcount_sites=mcount_sites,
         this_module=this_module, klp_relocations=klp, debug_sites=debug_sites,
     )
+
+
+def _kallsyms_entries(elf: ElfRel, offsets: dict[int, int]) -> list[tuple[int, _Sym]]:
+    """(index, symbol) of the symbols kallsyms lists for the module: its
+    functions and objects in the sections it loads."""
+    return [(i, sym) for i, sym in enumerate(elf.symbols)
+            if i and sym.type in (STT_FUNC, STT_OBJECT) and sym.shndx in offsets
+            and SHN_UNDEF < sym.shndx < SHN_LORESERVE]
+
+
+def module_kallsyms(data: bytes, name: str, *,
+                    max_size: int = DEFAULT_MAX_SIZE) -> dict[tuple[int, int, str], Symbol]:
+    """The symbols kallsyms would list for the module, at their offsets from the
+    module's base as load_module lays it out (no relocation), by (st_shndx,
+    st_value, name): what a tool reading the .ko needs to count sympos."""
+    elf = ElfRel(_coerce(data), name, max_size)
+    offsets = elf.layout(max_size)[0]
+    return {(sym.shndx, sym.value, sym.name): Symbol(sym.name, offsets[sym.shndx] + sym.value, sym.size,
+                                                     sym.type == STT_FUNC, sym.bind != STB_LOCAL)
+            for _, sym in _kallsyms_entries(elf, offsets)}
 
 
 def _module_name(elf: ElfRel, raw: bytes, name_field: tuple[int, int]) -> str | None:

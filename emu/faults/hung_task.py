@@ -19,11 +19,10 @@ from emu.errors import EmuError, GuestHang, GuestTimeout
 from emu.faults.oops import KERNEL_RELEASE, call_trace, kill_task, register_lines
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
-from emu.kernel.tasks import TaskView, running_on
+from emu.kernel.tasks import TASK_UNINTERRUPTIBLE, TaskView, running_on
 from emu.unwind import FrameKind, StackTrace
 from emu.unwind.stack_walker import StackWalker
 
-TASK_UNINTERRUPTIBLE = 0x0002
 SIGKILL = 9
 KILL_WAIT_S = 1.0        # virtual time for a runaway to get back on a CPU, and to die
 

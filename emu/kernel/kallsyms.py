@@ -101,6 +101,17 @@ class Kallsyms:
             return matches[0] if len(matches) == 1 else None
         return matches[sympos - 1] if 0 < sympos <= len(matches) else None
 
+    def sympos(self, name: str, address: int, module: str | None = None) -> int | None:
+        """The klp_func.old_sympos that names the symbol `name` at `address` of one
+        object (None: vmlinux): 0 when the name is unique in the object, else the
+        symbol's 1-based position among the object's symbols of that name in
+        kallsyms order, as klp_find_object_symbol counts them; None when the
+        object has no such symbol."""
+        matches = [s.address for s, m in self._by_name.get(name, []) if m == module]
+        if address not in matches:
+            return None
+        return 0 if len(matches) == 1 else matches.index(address) + 1
+
     def lookup_name(self, name: str) -> int | None:
         """kallsyms_lookup_name(): the first symbol of that name, vmlinux first."""
         entries = sorted(self._by_name.get(name, []), key=lambda e: e[1] is not None)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from emu.errors import GuestHang, GuestIdle, GuestTimeout, ImageError, ShellError
 from emu.kernel.program import Program
-from emu.kernel.tasks import TaskView, find_task
+from emu.kernel.tasks import TASK_INTERRUPTIBLE, TaskView, find_task
 
 RunUntil = Callable[..., None]      # RunLoop.run_until(predicate, timeout_s=, what=)
 OnHang = Callable[[TaskView, float, float], GuestHang]  # HungTaskDetector.shell_hung(task, seconds, idle_left_s)
@@ -23,7 +23,6 @@ OnHang = Callable[[TaskView, float, float], GuestHang]  # HungTaskDetector.shell
 # nanosleep forever; Mailbox checks them against the image.
 MODE_GETPID_LOOP, MODE_SLEEPER = 1, 2
 CAT_MAX = 16 << 20                 # the most cat() reads of one file
-TASK_INTERRUPTIBLE = 1
 
 
 @dataclass(frozen=True)

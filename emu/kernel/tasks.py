@@ -7,7 +7,10 @@ from emu.arch.cpu import Cpu
 from emu.kernel.program import Program
 
 MAX_TASKS = 100_000    # a walk of the task list that never ends is a corrupt list
-_STATE_LETTERS = {0: "R", 1: "S", 2: "D", 4: "T", 0x10: "X", 0x20: "Z", 0x80: "X"}
+# task_struct.__state bits (include/linux/sched.h)
+TASK_RUNNING, TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE = 0x0000, 0x0001, 0x0002
+_STATE_LETTERS = {TASK_RUNNING: "R", TASK_INTERRUPTIBLE: "S", TASK_UNINTERRUPTIBLE: "D", 4: "T", 0x10: "X",
+                  0x20: "Z", 0x80: "X"}
 
 
 class TaskView:

@@ -12,21 +12,23 @@ from emu.unwind.switches import StackSwitch, find_stack_switches
 from emu.unwind.tables import ReadCode, UnwindTables, _unique_functions, build_tables
 
 
-def tables_from_elf(path: str | os.PathLike[str], *, use_cache: bool = True) -> UnwindTables:
-    """Build (or load from the cache) the tables of every sized STT_FUNC in a linked image.
+def tables_from_elf(image: ElfImage | str | os.PathLike[str], *, use_cache: bool = True) -> UnwindTables:
+    """Build (or load from the cache) the tables of every sized STT_FUNC in a linked image
+    (an ElfImage already parsed, or the path of one).
 
     Raises ImageError for relocatable objects (their addresses are not final)
     and for malformed hints.
     """
-    image = _linked_image(path)
+    image = _linked_image(image)
     key = image.digest
     return build_tables(_function_symbols(image), _section_reader(image), read_hints(image),
                         cache_key=key if use_cache else None)
 
 
-def stack_switches_from_elf(path: str | os.PathLike[str]) -> list[StackSwitch]:
-    """The stack switches in the functions of a linked image (see switches.py)."""
-    image = _linked_image(path)
+def stack_switches_from_elf(image: ElfImage | str | os.PathLike[str]) -> list[StackSwitch]:
+    """The stack switches in the functions of a linked image, or of the image at a
+    path (see switches.py)."""
+    image = _linked_image(image)
     switches = _switches.get(image.digest)
     if switches is None:
         functions = _unique_functions(_function_symbols(image))
@@ -39,10 +41,11 @@ def stack_switches_from_elf(path: str | os.PathLike[str]) -> list[StackSwitch]:
 _switches: dict[str, list[StackSwitch]] = {}
 
 
-def _linked_image(path: str | os.PathLike[str]) -> ElfImage:
-    image = ElfImage(path, executable_only=False)
+def _linked_image(image: ElfImage | str | os.PathLike[str]) -> ElfImage:
+    if not isinstance(image, ElfImage):
+        image = ElfImage(image, executable_only=False)
     if image.relocatable:
-        raise ImageError(f"{path} is a relocatable object; link it first")
+        raise ImageError(f"{image.path} is a relocatable object; link it first")
     return image
 
 

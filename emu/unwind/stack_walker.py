@@ -30,8 +30,8 @@ class StackWalker:
     def __init__(self, prog: Program, cpus: list[Cpu]) -> None:
         self.prog = prog
         self.cpus = cpus
-        self.tables: UnwindTables = tables_from_elf(prog.image.path)
-        self.switches = stack_switches_from_elf(prog.image.path)
+        self.tables: UnwindTables = tables_from_elf(prog.image)
+        self.switches = stack_switches_from_elf(prog.image)
         # struct inactive_task_frame, as __switch_to_asm leaves it
         self._frame_bp, self._frame_ret = prog.offsets["ITF_bp"], prog.offsets["ITF_ret_addr"]
         self._frame_size = prog.offsets["ITF_size"]

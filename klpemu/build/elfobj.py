@@ -18,20 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from emu.elf.module_loader import (EHDR, EM_X86_64, ET_REL, RELA, SHDR, SHF_ALLOC, SHF_RELA_LIVEPATCH,
-                                   SHN_LORESERVE, SHN_UNDEF, SHT_NOBITS, SHT_NULL, SHT_REL, SHT_RELA,
-                                   SHT_STRTAB, SHT_SYMTAB, STB_LOCAL, STT_SECTION, SYM)
+from emu.elf.format import (EHDR, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_REL, EV_CURRENT, RELA, SHDR,
+                            SHF_ALLOC, SHF_INFO_LINK, SHF_RELA_LIVEPATCH, SHF_STRINGS, SHN_LORESERVE,
+                            SHN_UNDEF, SHT_GROUP, SHT_NOBITS, SHT_NULL, SHT_REL, SHT_RELA, SHT_STRTAB, SHT_SYMTAB,
+                            SHT_SYMTAB_SHNDX, STB_LOCAL, STT_FILE, STT_SECTION, SYM)
 
 __all__ = ["ObjectError", "Section", "Symbol", "Reloc", "ObjectFile", "read_object",
-           "write_object", "SHF_INFO_LINK", "SHF_STRINGS", "STT_FILE"]
+           "write_object"]
 
-SHF_INFO_LINK, SHF_STRINGS, SHF_MERGE = 0x40, 0x20, 0x10
-SHT_GROUP, SHT_SYMTAB_SHNDX = 17, 18
-STT_FILE = 4
-# e_ident (ELFCLASS64, ELFDATA2LSB, EV_CURRENT), ET_REL, EM_X86_64, version, entry, phoff,
-# shoff, flags, ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-_ELF_HEADER = (b"\x7fELF\x02\x01\x01" + bytes(9), 1, 62, 1, 0, 0, 0, 0, EHDR.size, 0, 0,
-               SHDR.size, 0, 0)
+# e_ident, e_type, e_machine, version, entry, phoff, shoff, flags, ehsize, phentsize, phnum,
+# shentsize, shnum, shstrndx
+_ELF_HEADER = (ELFMAG + bytes((ELFCLASS64, ELFDATA2LSB, EV_CURRENT)) + bytes(9), ET_REL, EM_X86_64,
+               EV_CURRENT, 0, 0, 0, 0, EHDR.size, 0, 0, SHDR.size, 0, 0)
 
 
 class ObjectError(Exception):
@@ -133,7 +131,7 @@ class ObjectFile:
 def read_object(data: bytes, name: str) -> ObjectFile:
     """The object `data`; ObjectError if it is not an x86-64 ET_REL object
     this module handles, or if any offset, index or size lies outside it."""
-    if len(data) < EHDR.size or data[:4] != b"\x7fELF" or data[4:6] != b"\x02\x01":
+    if len(data) < EHDR.size or data[:4] != ELFMAG or data[4:6] != bytes((ELFCLASS64, ELFDATA2LSB)):
         raise ObjectError(f"{name}: not a 64-bit little-endian ELF file")
     header = EHDR.unpack_from(data)
     e_type, e_machine, e_shoff, e_shentsize, e_shnum, e_shstrndx = (header[1], header[2], header[6],

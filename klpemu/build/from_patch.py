@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.elf.module_loader import STT_FUNC
+from emu.elf.format import STT_FUNC
 from klp.hazard import image_hazards, inlined_into
 from klpemu.build.c_functions import functions_at
 from klpemu.build.compile import MODULE_NAME, BuildError

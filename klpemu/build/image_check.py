@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emu.elf.module_loader import STT_FUNC
+from emu.elf.format import STT_FUNC
 from emu.elf.relocs import RELOCATIONS
 
 from klpemu.build.compile import BuildError

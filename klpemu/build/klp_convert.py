@@ -24,10 +24,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from emu.elf.module_loader import (EHDR as _EHDR, RELA as _RELA, SHDR as _SHDR, SHF_ALLOC,
-                                   SHF_RELA_LIVEPATCH, SHN_LIVEPATCH, SHN_LORESERVE, SHN_UNDEF,
-                                   SHT_NOBITS, SHT_RELA, SHT_SYMTAB, STB_LOCAL, SYM as _SYM,
-                                   ElfRel, ModuleLoadError)
+from emu.elf.format import (EHDR as _EHDR, RELA as _RELA, SHDR as _SHDR, SHF_ALLOC, SHF_INFO_LINK,
+                            SHF_RELA_LIVEPATCH, SHN_LIVEPATCH, SHN_LORESERVE, SHN_UNDEF, SHT_GROUP, SHT_NOBITS,
+                            SHT_RELA, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STB_LOCAL, SYM as _SYM)
+from emu.elf.module_loader import ElfRel, ModuleLoadError
 from emu.elf.relocs import R_X86_64_64
 
 from klp.objects import KSYM_NAME_LEN, MODULE_NAME_LEN
@@ -37,8 +37,6 @@ __all__ = ["ConvertError", "klp_convert", "ANNOTATION_PREFIX"]
 
 ANNOTATION_PREFIX = ".klp.module_relocs."
 _ANNOTATION = struct.Struct("<QI")            # struct klp_module_reloc, packed: 12 bytes
-SHT_GROUP, SHT_SYMTAB_SHNDX = 17, 18
-SHF_INFO_LINK = 0x40
 
 
 class ConvertError(KlpemuError):

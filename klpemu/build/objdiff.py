@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from emu.elf.module_loader import STT_FUNC, STT_OBJECT, STT_SECTION
+from emu.elf.format import STT_FUNC, STT_OBJECT, STT_SECTION
 from emu.elf.relocs import RELOCATIONS
 
 from klpemu.build.elfobj import ObjectFile, Reloc, Section, Symbol

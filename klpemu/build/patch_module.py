@@ -33,13 +33,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.elf.module_loader import (SHF_ALLOC, SHN_LIVEPATCH, SHN_UNDEF, SHT_PROGBITS, STB_GLOBAL,
-                                   STB_WEAK, STT_FUNC, STT_NOTYPE, STT_SECTION)
+from emu.elf.format import (SHF_ALLOC, SHN_LIVEPATCH, SHN_UNDEF, SHT_PROGBITS, STB_GLOBAL, STB_WEAK, STT_FUNC,
+                            STT_NOTYPE, STT_SECTION)
 
 from klpemu.build.compile import INCLUDE, THIS_MODULE_C, BuildError, kernel_cflags
 from klpemu.build.elfobj import ObjectFile, Reloc, Section, Symbol, read_object, write_object
 from klpemu.build.objdiff import Resolver, UnitDiff, dont_correlate, is_cold
-from klpemu.build.vmlinux_symbols import VmlinuxSymbols
+from klpemu.build.vmlinux_symbols import ImageSymbol, VmlinuxSymbols
 
 __all__ = ["KlpFuncEntry", "KlpReference", "PatchModule", "build_patch_module", "post_link"]
 
@@ -144,12 +144,19 @@ class _Cloner:
             self.out.obj.symbols.append(self.externals[name])
         return self.externals[name]
 
+    def sympos(self, isym: ImageSymbol) -> int:
+        pos = self.image.sympos(isym)
+        if pos is None:
+            raise BuildError(f"{isym.name} has no size in the kernel that boots: kallsyms does not list "
+                             f"it, so the livepatch core could not find it")
+        return pos
+
     def klp_symbol(self, referrer: Symbol | None, name: str, file: str | None, why: str) -> Symbol:
         isym = self.image.find(name, file)
         if isym is None:
             where = f"{referrer.name} refers to" if referrer is not None else "the patch refers to"
             raise BuildError(f"{where} {name}, which the kernel that boots does not have")
-        sympos = self.image.sympos(isym)
+        sympos = self.sympos(isym)
         ref = KlpReference(referrer.name if referrer is not None else "(data)", name, sympos, why)
         if ref not in self.out.klp_references:
             self.out.klp_references.append(ref)
@@ -225,7 +232,7 @@ class _Cloner:
         copy = self.clones[id(sym)]
         alias = Symbol(f"{ALIAS_PREFIX}{len(self.out.funcs)}", STB_GLOBAL, STT_FUNC, 0, 0, copy.section)
         self.out.obj.symbols.append(alias)
-        self.out.funcs.append(KlpFuncEntry(twin.name, self.image.sympos(isym), d.unit, sym.name))
+        self.out.funcs.append(KlpFuncEntry(twin.name, self.sympos(isym), d.unit, sym.name))
 
 
 def clone_changes(image: VmlinuxSymbols, diffs: list[UnitDiff]) -> PatchModule:

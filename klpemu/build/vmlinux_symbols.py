@@ -3,10 +3,9 @@
 The symbols of fixtures/build/vmlinux-NAME grouped by the file that
 defined them (the linker keeps each object's locals after its STT_FILE
 symbol), the names it exports (__ksymtab), its fentry sites
-(__mcount_loc) and the bytes of its code. `sympos` counts as the guest's
-kallsyms does (emu/kernel/kallsyms.py: sized symbols of one object, by
-address), which is what klp_func.old_sympos and `.klp.sym.vmlinux.NAME,POS`
-are resolved against.
+(__mcount_loc) and the bytes of its code. `sympos` is the guest's
+kallsyms' (Kallsyms.sympos), which is what klp_func.old_sympos and
+`.klp.sym.vmlinux.NAME,POS` are resolved against.
 """
 from __future__ import annotations
 
@@ -16,6 +15,9 @@ from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+
+from emu.elf.image import Symbol
+from emu.kernel.kallsyms import Kallsyms
 
 __all__ = ["ImageSymbol", "VmlinuxSymbols", "ImageReadError"]
 
@@ -64,9 +66,8 @@ class VmlinuxSymbols:
                                             kind == "STT_FUNC", local, current if local else None))
         self._locals = {(s.file, s.name): s for s in self.symbols if s.is_local}
         self._globals = {s.name: s for s in self.symbols if not s.is_local}
-        self._by_name: dict[str, list[ImageSymbol]] = {}
-        for s in sorted((s for s in self.symbols if s.size), key=lambda s: s.address):
-            self._by_name.setdefault(s.name, []).append(s)
+        self._kallsyms = Kallsyms()
+        self._kallsyms.add(Symbol(s.name, s.address, s.size, s.is_function, not s.is_local) for s in self.symbols)
         self._segments = [(seg["p_vaddr"], seg.data()) for seg in elf.iter_segments()
                           if seg["p_type"] == "PT_LOAD"]
         mcount = elf.get_section_by_name("__mcount_loc")
@@ -95,13 +96,10 @@ class VmlinuxSymbols:
     def find_global(self, name: str) -> ImageSymbol | None:
         return self._globals.get(name)
 
-    def sympos(self, sym: ImageSymbol) -> int:
-        """klp_func.old_sympos of `sym`: 0 when its name is unique, else its
-        1-based position among the symbols of that name, by address."""
-        same = self._by_name.get(sym.name, [])
-        if len(same) <= 1:
-            return 0
-        return next(i for i, s in enumerate(same, 1) if s.address == sym.address)
+    def sympos(self, sym: ImageSymbol) -> int | None:
+        """klp_func.old_sympos of `sym`, as the guest's kallsyms counts it
+        (Kallsyms.sympos); None when kallsyms leaves it out (it has no size)."""
+        return self._kallsyms.sympos(sym.name, sym.address)
 
     def read(self, address: int, size: int) -> bytes:
         for base, data in self._segments:
