@@ -4,5 +4,5 @@ install without a C compiler still works and uses the pure-Python fallback
 (emu/arch/native/__init__.py)."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("emu.arch.native._budget", ["emu/arch/native/budget.c"],
+setup(ext_modules=[Extension("emu.arch.native._native", ["emu/arch/native/native.c"],
                              extra_compile_args=["-O2"], optional=True)])

@@ -1,6 +1,6 @@
 """An emulated CPU: its engine plus what the hardware would track for it
-(halted, pending interrupts, the next tick) and the two ways into the kernel
-that Unicorn does not perform by itself: interrupt delivery and syscall."""
+(halted, pending interrupts, the next tick) and interrupt delivery, which
+Unicorn does not perform by itself (syscall entry: Engine.hook_syscall)."""
 from __future__ import annotations
 
 import ctypes
@@ -8,13 +8,12 @@ import struct
 from dataclasses import dataclass, field
 
 from emu.abi import KERNEL_CS, KERNEL_DS, USER_CS, USER_DS
-from emu.arch.engine import GPR_INDEX, RFLAGS_INDEX, RIP_INDEX, Engine
+from emu.arch.engine import GPR_INDEX, RFLAGS_FIXED, RFLAGS_INDEX, RIP_INDEX, Engine
 from emu.arch.memory import AddressSpace
 
 X86_EFLAGS_IF = 0x200
 X86_EFLAGS_TF = 0x100
-RFLAGS_FIXED = 0x2
-RCX_INDEX, R11_INDEX, RSP_INDEX = GPR_INDEX["rcx"], GPR_INDEX["r11"], GPR_INDEX["rsp"]
+RSP_INDEX = GPR_INDEX["rsp"]
 
 
 @dataclass
@@ -64,13 +63,3 @@ class Cpu:
             e.set_reg("rflags", new_rflags)
             e.set_reg("rip", entry)
         self.halted = False
-
-    def enter_syscall(self, entry: int) -> None:
-        """What `syscall` does (Unicorn only calls our hook): to CPL 0 at LSTAR,
-        rcx = return address, r11 = rflags, IF masked (SFMASK)."""
-        def to_kernel(regs: "ctypes.Array[ctypes.c_uint64]") -> None:
-            rip, rflags = regs[RIP_INDEX], regs[RFLAGS_INDEX]
-            regs[RCX_INDEX], regs[R11_INDEX] = rip + 2, rflags
-            # entry - 2: Unicorn adds the syscall's length after the hook returns
-            regs[RIP_INDEX], regs[RFLAGS_INDEX] = entry - 2, RFLAGS_FIXED
-        self.engine.enter_kernel_mode(to_kernel)

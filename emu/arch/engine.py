@@ -29,6 +29,7 @@ from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.arch.memory import Ram, is_canonical
+from emu.arch import native
 from emu.arch.native import BlockBudget
 from emu.errors import BadGuestAddress
 
@@ -54,6 +55,8 @@ GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 GPR_INDEX = {name: i for i, name in enumerate(GPRS)}
 RIP_INDEX, RFLAGS_INDEX = 16, 17
+RCX_INDEX, R11_INDEX = GPR_INDEX["rcx"], GPR_INDEX["r11"]
+RFLAGS_FIXED = 0x2                    # the reserved bit 1: rflags at syscall entry (SFMASK clears the rest)
 _BATCH_NAMES = (*GPRS, "rip", "rflags")
 
 
@@ -68,7 +71,7 @@ class _RegBatch:
         n = len(_BATCH_NAMES)
         self._uch = uch
         self._n = n
-        self._ids = (ctypes.c_int * n)(*[REG[name] for name in _BATCH_NAMES])
+        self.ids = (ctypes.c_int * n)(*[REG[name] for name in _BATCH_NAMES])
         self._vals = (ctypes.c_uint64 * n)()
         base = ctypes.addressof(self._vals)
         self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
@@ -78,12 +81,12 @@ class _RegBatch:
 
     def load(self) -> "ctypes.Array[ctypes.c_uint64]":
         """Read into the batch's own array and return it (no copies: the hot path)."""
-        uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self._n)
+        uclib.uc_reg_read_batch(self._uch, self.ids, self._ptrs, self._n)
         return self._vals
 
     def store(self) -> None:
         """Write the batch's array back, as load() returned and its caller edited it."""
-        uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self._n)
+        uclib.uc_reg_write_batch(self._uch, self.ids, self._ptrs, self._n)
 
 
 _CR2_CLEAR = 0xDEAD_0000_0000_0000     # non-canonical: never a real fault address
@@ -229,14 +232,34 @@ class Engine:
             self._hooks.remove(handle)
         return remove
 
-    def hook_syscall(self, callback: Callable[[], None]) -> None:
+    def hook_syscall(self, entry: int) -> None:
+        """Make `syscall` do what it does on hardware (Unicorn only calls a
+        hook): enter CPL 0 at `entry` (LSTAR), rcx = the return address, r11 =
+        rflags, IF masked (SFMASK). The first entry runs in Python (it takes
+        the CPU's kernel-context template); from then on the native hook
+        enters, when the library is there."""
+        handle = 0
+
         def on_syscall(uc: Uc, data: object) -> None:
             try:
-                callback()
+                self._enter_syscall(entry)
+                if native.hook_syscall_entry(self.uc, self._entry_context, entry, RFLAGS_FIXED,
+                                             list(self._batch.ids)):
+                    uc.hook_del(handle)
+                    self._hooks.remove(handle)
             except BaseException as exc:
                 self._hook_error = exc
                 uc.emu_stop()
-        self._hooks.append(self.uc.hook_add(UC_HOOK_INSN, on_syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL))
+        handle = self.uc.hook_add(UC_HOOK_INSN, on_syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
+        self._hooks.append(handle)
+
+    def _enter_syscall(self, entry: int) -> None:
+        def to_kernel(regs: "ctypes.Array[ctypes.c_uint64]") -> None:
+            rip, rflags = regs[RIP_INDEX], regs[RFLAGS_INDEX]
+            regs[RCX_INDEX], regs[R11_INDEX] = rip + 2, rflags
+            # entry - 2: Unicorn adds the syscall's length after the hook returns
+            regs[RIP_INDEX], regs[RFLAGS_INDEX] = entry - 2, RFLAGS_FIXED
+        self.enter_kernel_mode(to_kernel)
 
     def _on_invalid_memory(self, uc: Uc, access: int, address: int, size: int, value: int,
                            data: object) -> bool:

@@ -1,11 +1,15 @@
-"""The quantum budget as a native Unicorn block hook, or its Python fallback.
+"""Native Unicorn hooks (native.c, built by the install as `_native`, loaded
+with ctypes), or their Python fallbacks with the same effect.
 
-A budget of N bytes lets blocks start while it is positive, each taking its
-size; the first block that starts with it spent stops the CPU. The native
-hook (budget.c, built by the install as `_budget`) runs no Python per block;
-the fallback does the same arithmetic in a Python UC_HOOK_BLOCK callback, so
-both stop at the same block. KLPEMU_NATIVE=0 in the environment selects the
-fallback even when the library is present.
+- BlockBudget: a budget of N bytes lets blocks start while it is positive,
+  each taking its size; the first block that starts with it spent stops the
+  CPU. The fallback does the same arithmetic in a Python UC_HOOK_BLOCK
+  callback, so both stop at the same block.
+- hook_syscall_entry: `syscall` entered in C (the engine's Python entry is
+  the fallback).
+
+KLPEMU_NATIVE=0 in the environment selects the fallbacks even when the
+library is present.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import importlib.util
 import os
 from functools import cache
 
-from unicorn import UC_HOOK_BLOCK, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, Uc, UcError
+from unicorn.x86_const import UC_X86_INS_SYSCALL
 from unicorn.unicorn_py3.unicorn import uclib
 
 
@@ -28,7 +33,7 @@ def library() -> ctypes.CDLL | None:
     """The native library, or None when it was not built or KLPEMU_NATIVE=0."""
     if os.environ.get("KLPEMU_NATIVE", "1") == "0":
         return None
-    spec = importlib.util.find_spec("emu.arch.native._budget")
+    spec = importlib.util.find_spec("emu.arch.native._native")
     if spec is None or not spec.origin:
         return None
     return ctypes.CDLL(spec.origin)
@@ -51,7 +56,7 @@ class BlockBudget:
                 raise UcError(err)
             # the C hook holds a pointer to the state: it lives as long as the
             # Unicorn instance does, not as long as this object
-            uc.__dict__.setdefault("_klpemu_native_budgets", []).append(self._state)
+            uc.__dict__.setdefault("_klpemu_native_state", []).append(self._state)
         else:
             uc.hook_add(UC_HOOK_BLOCK, self._on_block)
 
@@ -81,3 +86,39 @@ class BlockBudget:
     def started_bytes(self) -> int:
         """Bytes of the blocks started since the hook was added."""
         return self._state.bytes
+
+
+class _Syscall(ctypes.Structure):
+    _fields_ = [("kernel_context", ctypes.c_void_p), ("entry", ctypes.c_uint64),
+                ("rflags", ctypes.c_uint64), ("entries", ctypes.c_uint64),
+                ("reg_read_batch", ctypes.c_void_p), ("reg_write_batch", ctypes.c_void_p),
+                ("context_restore", ctypes.c_void_p),
+                ("ids", ctypes.c_int * 18), ("vals", ctypes.c_uint64 * 18), ("ptrs", ctypes.c_void_p * 18)]
+
+
+def hook_syscall_entry(uc: Uc, kernel_context: object, entry: int, rflags: int, reg_ids: list[int]) -> bool:
+    """Enter `syscall` natively on `uc`: restore `kernel_context` (a
+    UcContext at CPL 0), rcx/r11 as the instruction sets them, rflags =
+    `rflags`, rip = `entry`. `reg_ids`: the 16 GPRs in the engine's
+    order (rax rbx rcx rdx rsi rdi rbp rsp r8-r15), rip, rflags. False when
+    there is no native library (the caller keeps its Python entry)."""
+    lib = library()
+    if lib is None:
+        return False
+    state = _Syscall()
+    state.kernel_context = ctypes.cast(kernel_context.context, ctypes.c_void_p).value
+    state.entry, state.rflags = entry, rflags
+    for field, fn in (("reg_read_batch", uclib.uc_reg_read_batch), ("reg_write_batch", uclib.uc_reg_write_batch),
+                      ("context_restore", uclib.uc_context_restore)):
+        setattr(state, field, ctypes.cast(fn, ctypes.c_void_p).value)
+    state.ids[:] = reg_ids
+    handle = ctypes.c_size_t()
+    err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INSN,
+                            ctypes.cast(lib.klpemu_syscall_entry, ctypes.c_void_p),
+                            ctypes.cast(ctypes.byref(state), ctypes.c_void_p), ctypes.c_uint64(1),
+                            ctypes.c_uint64(0), ctypes.c_int(UC_X86_INS_SYSCALL))
+    if err:
+        raise UcError(err)
+    # the hook holds pointers to the state and the context: keep both with the instance
+    uc.__dict__.setdefault("_klpemu_native_state", []).extend((state, kernel_context))
+    return True
