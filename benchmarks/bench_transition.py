@@ -28,6 +28,7 @@ from klp.transition import BlockingTask
 from .common import MODULES, bench_main, machine_description, reset_peak_rss, rss_mib, spread, svg_bars, table
 
 SYSFS = "/sys/kernel/livepatch"
+TARGET_TASKS = 10_000             # the targets hold for a pass over this many tasks
 TARGET_PASS_S, TARGET_FRAMES_PER_S, TARGET_PEAK_MIB = 0.5, 200_000, 2048
 
 
@@ -92,13 +93,7 @@ def run(quick: bool = False) -> dict[str, object]:
                          "peak_rss_mib": round(rss_mib("VmHWM"), 1)})
         del m
         gc.collect()                     # the machine's memory, before the next one's peak
-    big = [r for r in rows if r["tasks"] == 10_000]
-    return {"benchmark": "transition", "machine": machine_description(), "passes": passes, "rows": rows,
-            "targets": {"pass_s_at_10000": TARGET_PASS_S, "frames_per_s": TARGET_FRAMES_PER_S,
-                        "peak_rss_mib": TARGET_PEAK_MIB},
-            "met": {"pass_s": all(r["pass_s"] <= TARGET_PASS_S for r in big),
-                    "frames_per_s": all(r["frames_per_s"] >= TARGET_FRAMES_PER_S for r in big),
-                    "peak_rss": all(r["peak_rss_mib"] <= TARGET_PEAK_MIB for r in big)}}
+    return {"benchmark": "transition", "machine": machine_description(), "passes": passes, "rows": rows}
 
 
 def report(result: dict[str, object]) -> str:
@@ -112,7 +107,7 @@ def svg(result: dict[str, object]) -> str:
     bars = [(f"{r['tasks']:,} tasks, {r['funcs']} funcs", r["pass_s"], r.get("pass_s_spread"))
             for r in result["rows"]]
     return svg_bars("One transition pass (CPU seconds; whisker: min-max over passes)", bars, " s",
-                    marks=[(TARGET_PASS_S, "target at 10,000 tasks")])
+                    marks=[(TARGET_PASS_S, f"target at {TARGET_TASKS:,} tasks")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,9 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Callable, Sequence
-from contextvars import ContextVar, Token
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -76,9 +77,15 @@ def verdict(value: float, target: float, band: Sequence[float] | None, *, at_mos
 _CHART_NOTE: ContextVar[str] = ContextVar("chart_note", default="")
 
 
-def chart_note(note: str) -> Token[str]:
-    """Set the line every chart prints under its title (date, machine, quick)."""
-    return _CHART_NOTE.set(note)
+@contextmanager
+def chart_note(note: str) -> Iterator[None]:
+    """The line every chart drawn inside the block prints under its title
+    (date, machine, quick); the previous one again after the block."""
+    token = _CHART_NOTE.set(note)
+    try:
+        yield
+    finally:
+        _CHART_NOTE.reset(token)
 
 
 def _ticks(hi: float) -> list[float]:
