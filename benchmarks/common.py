@@ -98,6 +98,11 @@ def _ticks(hi: float) -> list[float]:
     return [i * step for i in range(int(hi / step + 1e-9) + 1)]
 
 
+def _figure(value: float) -> str:
+    """Three significant digits, never in exponent form (1,450 not 1.45e+03)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def svg_bars(title: str, bars: Sequence[tuple[str, float] | tuple[str, float, Sequence[float] | None]],
              unit: str, *, marks: Sequence[tuple[float, str]] = (), clip: float | None = None,
              width: int = 800) -> str:
@@ -142,7 +147,8 @@ def svg_bars(title: str, bars: Sequence[tuple[str, float] | tuple[str, float, Se
             out.append(f'<path d="M{x0:.1f},{y + 13} H{x1:.1f} M{x0:.1f},{y + 8} v10 M{x1:.1f},{y + 8} v10" '
                        f'stroke="#222" fill="none"/>')
             end = max(end, x1)
-        text = f"{value:.3g}{unit}" + (f" ({band[0]:.3g}-{band[1]:.3g})" if band and band[0] != band[1] else "")
+        text = f"{_figure(value)}{unit}" + (f" ({_figure(band[0])}-{_figure(band[1])})"
+                                            if band and band[0] != band[1] else "")
         if value > hi:                                   # no room right of a cut bar: its value inside
             out.append(f'<text x="{label_w + w - 14:.1f}" y="{y + 16}" text-anchor="end" fill="white">'
                        f'{escape(text)}</text>')

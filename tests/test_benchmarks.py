@@ -184,7 +184,7 @@ def test_the_machine_is_judged_against_bare_and_bare_with_the_budget_hook() -> N
                                                             ("demo_calls", (60, 30, 50)))
             for mode, speed in zip(bench_machine.MODES, speeds)}
     rec = bench_machine.figures(bare, whole=[70.0, 76.0, 81.0], whole_long=[80.0] * 3)
-    assert rec["mips"]["bare mix"] == 100 and rec["mips"]["bare mix budgeted"] == 80
+    assert rec["code_mb_s"]["bare mix"] == 100 and rec["code_mb_s"]["bare mix budgeted"] == 80
     assert rec["whole_vs_bare"] == 0.76 and rec["whole_vs_bare_spread"] == [0.7, 0.81]
     assert rec["whole_vs_budgeted"] == 0.95 and rec["whole_vs_budgeted_spread"] == [0.875, 1.0125]
     assert run.targets({"machine": rec}) == [

@@ -35,7 +35,7 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 def test_the_install_built_the_native_library(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KLPEMU_NATIVE", raising=False)
     native.library.cache_clear()
-    assert native.library() is not None, "emu/arch/native/budget.c was not built by the install"
+    assert native.library() is not None, "emu/arch/native/native.c was not built by the install"
     monkeypatch.setenv("KLPEMU_NATIVE", "0")      # the switch to the fallback
     native.library.cache_clear()
     assert native.library() is None
