@@ -54,30 +54,31 @@ def test_ftrace_enabled(m, data, ret, after):
 
 # kernel/trace/trace.c rb_simple_write: kstrtoul_from_user(…, 10), the
 # whole count returned; 010 is ten (nonzero), " 1" and "1\n\n" refused.
-@pytest.mark.parametrize("data,ret,after", [
+TRACING_ON_ROWS = [
     (b"1\n", 2, "1"), (b"010", 3, "1"), (b"00\n", 3, "0"), (b"+1", 2, "1"),
     (b" 1", -errno.EINVAL, "0"), (b"1\n\n", -errno.EINVAL, "0"), (b"0x1", -errno.EINVAL, "0"),
     (b"-1", -errno.EINVAL, "0"), (b"", -errno.EINVAL, "0"),
     (b"18446744073709551616", -errno.ERANGE, "0"),
-])
-def test_tracing_on(m, data, ret, after):
-    reset(m, TRACING_ON, b"0\n")
-    assert write(m, TRACING_ON, data) == ret
-    assert m.read_file(TRACING_ON) == after + "\n"
-    reset(m, TRACING_ON, b"1\n")
-
-
+]
 # kernel/params.c param_set_int (kstrtoint(…, 0)) behind fs/sysfs/file.c
 # sysfs_kf_write: an empty write returns 0 and stores nothing.
-@pytest.mark.parametrize("data,ret,after", [
+COUNT_ROWS = [
     (b"010\n", 4, "8"), (b"0x10", 4, "16"), (b"-5\n", 3, "-5"), (b"", 0, "3"),
     (b"1_0", -errno.EINVAL, "3"), (b" 1", -errno.EINVAL, "3"), (b"1\n\n", -errno.EINVAL, "3"),
     (b"2147483648", -errno.ERANGE, "3"), (b"1 2", -errno.EINVAL, "3"),
-])
-def test_int_parameter(m, data, ret, after):
-    reset(m, COUNT, b"3\n")
-    assert write(m, COUNT, data) == ret
-    assert m.read_file(COUNT) == after + "\n"
+]
+# each file: (the value it is reset to before a row, the one it is left with)
+RESETS = {TRACING_ON: (b"0\n", b"1\n"), COUNT: (b"3\n", b"3\n")}
+
+
+@pytest.mark.parametrize("path,data,ret,after", [(TRACING_ON, *row) for row in TRACING_ON_ROWS]
+                         + [(COUNT, *row) for row in COUNT_ROWS])
+def test_kstrto_store(m, path, data, ret, after):
+    before, restore = RESETS[path]
+    reset(m, path, before)
+    assert write(m, path, data) == ret
+    assert m.read_file(path) == after + "\n"
+    reset(m, path, restore)
 
 
 def test_write_returns_bytes_not_characters(m):
