@@ -6,11 +6,13 @@ The rules themselves are tested in test_kstrtox.py; here they are reached
 through a real write(2) of the guest's shell task.
 """
 import errno
+import io
 
 import pytest
 from test_module_loader import mods  # noqa: F401  (a fixture)
 
 from emu import Machine, ShellError
+from klpemu.scenario import ScenarioRunner
 
 FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
 TRACING_ON = "/sys/kernel/tracing/tracing_on"
@@ -123,3 +125,22 @@ def test_a_scripts_byte_escapes_are_bytes(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "klpemu.cli", "run", str(script)], capture_output=True)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.split(b"\n--- kernel log ---")[0] == b"rc=0\na\xffb\n\xc3\xa9\n2\n"
+
+
+def test_the_scenario_shell_writes_again_what_a_short_write_left(m):
+    """bash's echo writes through stdio, which writes again what a short
+    write(2) left: to sysfs a store of its own (kernfs gives each at most
+    PAGE_SIZE), so 4096 zeros-and-7 then a too-large 99…9 is 7 stored and a
+    write error; 4096 then "01" stores 1. proc_dointvec's "1 2" leaves "2"
+    unread and counts a write past position 0 as written: 1 stays."""
+    reset(m, COUNT, b"3\n")
+    out = io.StringIO()
+    head = "0" * 4095 + "7"
+    result = ScenarioRunner(m, out).run_text(
+        f"echo {head}{'9' * 100} > {COUNT}; echo rc=$? $(cat {COUNT})\n"
+        f"echo {head}01 > {COUNT}; echo rc=$? $(cat {COUNT})\n"
+        f"echo '1 2' > {FTRACE_ENABLED}; echo rc=$? $(cat {FTRACE_ENABLED})\n")
+    lines = out.getvalue().splitlines()
+    assert "rc=1 7" in lines and "rc=0 1" in lines and lines.count("rc=0 1") == 2, out.getvalue()
+    assert any("write error: Numerical result out of range" in line for line in lines), out.getvalue()
+    assert result.ok
