@@ -130,3 +130,16 @@ def test_a_charp_written_through_sysfs_keeps_its_newline(machine, load):
         machine.shell.write(TEXT, b"y" * 1025)
     assert info.value.errno == errno.ENOSPC
     assert machine.read_file(TEXT) == "two words\n"
+
+
+def test_a_bool_parameter_follows_the_kernels_kstrtobool(machine, load):
+    """Before 5.19 (a livepatch profile sets it) "t" is no bool: -EINVAL."""
+    machine.modules.kstrtobool_true_false = False
+    try:
+        with pytest.raises(ShellError) as info:
+            load("dry_run=t")
+        assert info.value.errno == errno.EINVAL
+    finally:
+        machine.modules.kstrtobool_true_false = True
+    load("dry_run=t")
+    assert machine.read_file(DRY_RUN) == "Y\n"

@@ -122,6 +122,9 @@ class ModuleManager:
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
         self.withheld: frozenset[str] = frozenset(
             n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
+        # kstrtobool's 5.19 rule (t/T, f/F) for bool parameters: the newest
+        # kernel's unless the layer above reproduces an older one
+        self.kstrtobool_true_false = True
         vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
 
     # ------------------------------------------------------------ lookup
@@ -402,15 +405,14 @@ class ModuleManager:
         mem.write(p.arg, raw)
         return 0
 
-    @staticmethod
-    def _encode(p: ParamDesc, text: str) -> bytes:
+    def _encode(self, p: ParamDesc, text: str) -> bytes:
         """param_set_<type>: kstrtobool for bool, else the kstrto*() of the
         type's width in base 0 (kernel/params.c STANDARD_PARAM_DEF); the
         value as stored, or ParseError."""
         size = param_width(p)
         raw = text.encode("latin-1", "replace")
         if p.type == "bool":
-            return int(kstrtobool(raw)).to_bytes(size, "little")
+            return int(kstrtobool(raw, self.kstrtobool_true_false)).to_bytes(size, "little")
         signed = p.type in ("int", "long", "short")
         bits = size * 8
         v = kstrtoll(raw, 0) if signed else kstrtoull(raw, 0)
