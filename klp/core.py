@@ -80,6 +80,7 @@ class Livepatch:
                                                            ("klp_transition_work_fn", "klp_sched_try_switch")})
         machine.modules.notifiers.append(core)
         machine.modules.withheld = core.profile.withheld_exports
+        machine.modules.kstrtobool_true_false = core.profile.kstrtobool_true_false
         machine.modules.apply_livepatch_relocs = lambda mod: klp_relocs.apply_vmlinux_relocs(machine, mod)
         machine.vfs.register_dir(SYSFS)
         if core.profile.consistency_model:
@@ -699,7 +700,7 @@ class Livepatch:
         return self.patches.index(patch) + 1 if patch in self.patches else len(self.patches)
 
     def _enabled_store(self, ctx: "ServiceContext", patch: KlpPatch, text: str) -> int:
-        value = _kstrtobool(text)
+        value = _kstrtobool(text, self.profile)
         if value is None:
             return -errno.EINVAL
         self.lock(ctx)
@@ -723,7 +724,7 @@ class Livepatch:
             self.unlock()
 
     def _force_store(self, ctx: "ServiceContext", patch: KlpPatch, text: str) -> int:
-        value = _kstrtobool(text)
+        value = _kstrtobool(text, self.profile)
         if value is None:
             return -errno.EINVAL
         if not value:
@@ -739,7 +740,7 @@ class Livepatch:
 
     def _signal_store(self, ctx: "ServiceContext", patch: KlpPatch, text: str) -> int:
         """signal_store (4.15-5.0): fake-signal the tasks the transition waits for."""
-        value = _kstrtobool(text)
+        value = _kstrtobool(text, self.profile)
         if value is None:
             return -errno.EINVAL
         if not value:
@@ -812,11 +813,12 @@ class Livepatch:
         return -errno.EINVAL if found is None else found
 
 
-def _kstrtobool(text: str) -> bool | None:
+def _kstrtobool(text: str, profile: Profile) -> bool | None:
     """kstrtobool of a sysfs write (emu.fs.vfs hands over the bytes as
-    latin-1): its value, or None for the kernel's -EINVAL."""
+    latin-1), by the profile's rules: its value, or None for the kernel's
+    -EINVAL."""
     try:
-        return kstrtobool(text.encode("latin-1"))
+        return kstrtobool(text.encode("latin-1"), profile.kstrtobool_true_false)
     except ParseError:
         return None
 

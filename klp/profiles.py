@@ -43,6 +43,8 @@ class Profile:
     sched_try_switch: bool    # 6.4: cond_resched() switches a pending task
     replace_attr: bool        # 6.11: sysfs `replace`
     stack_order_attr: bool    # 6.13: sysfs `stack_order`
+    kstrtobool_true_false: bool  # 5.19: kstrtobool takes t/T and f/F (the sysfs
+                                 # files above, module bool parameters)
 
     @property
     def withheld_exports(self) -> frozenset[str]:
@@ -58,14 +60,15 @@ _V4_11 = Profile(
     signal_attr=False, force_attr=False, register_api=True, stacking_rule=True,
     atomic_replace=False, auto_signals=False, shadow_vars=False, states=False,
     permanent_ftrace_ops=False, obj_patched_attr=False, sched_try_switch=False,
-    replace_attr=False, stack_order_attr=False)
+    replace_attr=False, stack_order_attr=False, kstrtobool_true_false=False)
 _V4_12 = replace(_V4_11, name="4.12", consistency_model=True, immediate_flag=True)
 _V4_15 = replace(_V4_12, name="4.15", callbacks=True, signal_attr=True, force_attr=True,
                  shadow_vars=True)
 _V5_1 = replace(_V4_15, name="5.1", immediate_flag=False, signal_attr=False, register_api=False,
                 stacking_rule=False, atomic_replace=True, auto_signals=True)
 _CURRENT = replace(_V5_1, name="6.13", states=True, permanent_ftrace_ops=True, obj_patched_attr=True,
-                   sched_try_switch=True, replace_attr=True, stack_order_attr=True)
+                   sched_try_switch=True, replace_attr=True, stack_order_attr=True,
+                   kstrtobool_true_false=True)
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_V4_11, _V4_12, _V4_15, _V5_1, _CURRENT)}
 DEFAULT = _CURRENT.name

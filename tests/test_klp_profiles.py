@@ -167,3 +167,22 @@ def test_before_5_5_ftrace_enabled_0_silently_unpatches() -> None:
     assert m.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n"          # silently unpatched
     m.write_file("/proc/sys/kernel/ftrace_enabled", "1")
     assert m.read_file("/proc/cmdline") == f"{P}: this has been live patched\n"
+
+
+@pytest.mark.parametrize("version,takes_t_f", [("5.1", False), ("6.13", True)])
+def test_kstrtobool_takes_t_and_f_from_5_19(version: str, takes_t_f: bool) -> None:
+    """lib/kstrtox.c kstrtobool took t/T and f/F in 5.19 (6.12 and 6.13
+    agree): before, "f" to `enabled` is -EINVAL, and so is "t" to a bool
+    module parameter (the profile sets the module loader's rule)."""
+    P = "test_klp_livepatch"
+    m = Machine(cpus=1, seed=0).boot()
+    Livepatch.attach(m, klp_version=version)
+    m.insmod(str(ROOT / "fixtures" / "build" / "modules" / f"{P}.ko"))
+    m.run_until(lambda: m.read_file(f"/sys/kernel/livepatch/{P}/transition") == "0\n", 5, "the transition")
+    try:
+        m.write_file(f"/sys/kernel/livepatch/{P}/enabled", "f")
+        err = 0
+    except ShellError as exc:
+        err = exc.errno
+    assert err == (0 if takes_t_f else errno.EINVAL)        # "f": disabled (then freed), or refused
+    assert m.modules.kstrtobool_true_false is takes_t_f

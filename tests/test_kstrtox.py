@@ -84,7 +84,7 @@ def test_base16_skips_0x_even_without_digits():
     assert call(kstrtox.kstrtouint, b"0x", 16) == EINVAL
 
 
-# lib/kstrtox.c kstrtobool (5.19+): the sysfs enabled/force/signal files of
+# lib/kstrtox.c kstrtobool (5.19+; 6.12 and 6.13 alike): the sysfs enabled/force/signal files of
 # kernel/livepatch/core.c and module bool parameters.
 KSTRTOBOOL = [
     (b"1", True), (b"1\n", True), (b"y", True), (b"Yes", True), (b"t", True), (b"True", True),
@@ -100,6 +100,17 @@ KSTRTOBOOL = [
 @pytest.mark.parametrize("s,want", KSTRTOBOOL)
 def test_kstrtobool(s, want):
     assert call(kstrtox.kstrtobool, s) == want
+
+
+@pytest.mark.parametrize("s", [b"t", b"True", b"f", b"false\n", b"T", b"F"])
+def test_kstrtobool_before_5_19_refuses_t_and_f(s):
+    assert call(kstrtox.kstrtobool, s, False) == EINVAL
+
+
+@pytest.mark.parametrize("s,want", [(b"1", True), (b"Yes", True), (b"on", True), (b"0", False),
+                                    (b"n", False), (b"oF", False)])
+def test_kstrtobool_before_5_19(s, want):
+    assert call(kstrtox.kstrtobool, s, False) == want
 
 
 def test_from_user_copies_a_bounded_prefix():

@@ -75,6 +75,7 @@ def mods(tmp_path_factory) -> dict[str, bytes]:
     return {
         "modtest": _build(out, SRC / "modtest.c", "modtest"),
         "modmini": _build(out, SRC / "modmini.c", "modmini"),
+        "modparam": _build(out, SRC / "modparam.c", "modparam"),
         "small": _build(out, SRC / "modmini.c", "small", ("-mcmodel=small",)),
         "bare": _build(out, SRC / "modmini.c", "bare", this_module=False),
         "common": common_o.read_bytes(),

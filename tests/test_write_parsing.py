@@ -6,11 +6,13 @@ The rules themselves are tested in test_kstrtox.py; here they are reached
 through a real write(2) of the guest's shell task.
 """
 import errno
+import io
 
 import pytest
 from test_module_loader import mods  # noqa: F401  (a fixture)
 
 from emu import Machine, ShellError
+from klpemu.scenario import ScenarioRunner
 
 FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
 TRACING_ON = "/sys/kernel/tracing/tracing_on"
@@ -54,30 +56,31 @@ def test_ftrace_enabled(m, data, ret, after):
 
 # kernel/trace/trace.c rb_simple_write: kstrtoul_from_user(…, 10), the
 # whole count returned; 010 is ten (nonzero), " 1" and "1\n\n" refused.
-@pytest.mark.parametrize("data,ret,after", [
+TRACING_ON_ROWS = [
     (b"1\n", 2, "1"), (b"010", 3, "1"), (b"00\n", 3, "0"), (b"+1", 2, "1"),
     (b" 1", -errno.EINVAL, "0"), (b"1\n\n", -errno.EINVAL, "0"), (b"0x1", -errno.EINVAL, "0"),
     (b"-1", -errno.EINVAL, "0"), (b"", -errno.EINVAL, "0"),
     (b"18446744073709551616", -errno.ERANGE, "0"),
-])
-def test_tracing_on(m, data, ret, after):
-    reset(m, TRACING_ON, b"0\n")
-    assert write(m, TRACING_ON, data) == ret
-    assert m.read_file(TRACING_ON) == after + "\n"
-    reset(m, TRACING_ON, b"1\n")
-
-
+]
 # kernel/params.c param_set_int (kstrtoint(…, 0)) behind fs/sysfs/file.c
 # sysfs_kf_write: an empty write returns 0 and stores nothing.
-@pytest.mark.parametrize("data,ret,after", [
+COUNT_ROWS = [
     (b"010\n", 4, "8"), (b"0x10", 4, "16"), (b"-5\n", 3, "-5"), (b"", 0, "3"),
     (b"1_0", -errno.EINVAL, "3"), (b" 1", -errno.EINVAL, "3"), (b"1\n\n", -errno.EINVAL, "3"),
     (b"2147483648", -errno.ERANGE, "3"), (b"1 2", -errno.EINVAL, "3"),
-])
-def test_int_parameter(m, data, ret, after):
-    reset(m, COUNT, b"3\n")
-    assert write(m, COUNT, data) == ret
-    assert m.read_file(COUNT) == after + "\n"
+]
+# each file: (the value it is reset to before a row, the one it is left with)
+RESETS = {TRACING_ON: (b"0\n", b"1\n"), COUNT: (b"3\n", b"3\n")}
+
+
+@pytest.mark.parametrize("path,data,ret,after", [(TRACING_ON, *row) for row in TRACING_ON_ROWS]
+                         + [(COUNT, *row) for row in COUNT_ROWS])
+def test_kstrto_store(m, path, data, ret, after):
+    before, restore = RESETS[path]
+    reset(m, path, before)
+    assert write(m, path, data) == ret
+    assert m.read_file(path) == after + "\n"
+    reset(m, path, restore)
 
 
 def test_write_returns_bytes_not_characters(m):
@@ -122,3 +125,22 @@ def test_a_scripts_byte_escapes_are_bytes(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "klpemu.cli", "run", str(script)], capture_output=True)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.split(b"\n--- kernel log ---")[0] == b"rc=0\na\xffb\n\xc3\xa9\n2\n"
+
+
+def test_the_scenario_shell_writes_again_what_a_short_write_left(m):
+    """bash's echo writes through stdio, which writes again what a short
+    write(2) left: to sysfs a store of its own (kernfs gives each at most
+    PAGE_SIZE), so 4096 zeros-and-7 then a too-large 99…9 is 7 stored and a
+    write error; 4096 then "01" stores 1. proc_dointvec's "1 2" leaves "2"
+    unread and counts a write past position 0 as written: 1 stays."""
+    reset(m, COUNT, b"3\n")
+    out = io.StringIO()
+    head = "0" * 4095 + "7"
+    result = ScenarioRunner(m, out).run_text(
+        f"echo {head}{'9' * 100} > {COUNT}; echo rc=$? $(cat {COUNT})\n"
+        f"echo {head}01 > {COUNT}; echo rc=$? $(cat {COUNT})\n"
+        f"echo '1 2' > {FTRACE_ENABLED}; echo rc=$? $(cat {FTRACE_ENABLED})\n")
+    lines = out.getvalue().splitlines()
+    assert "rc=1 7" in lines and "rc=0 1" in lines and lines.count("rc=0 1") == 2, out.getvalue()
+    assert any("write error: Numerical result out of range" in line for line in lines), out.getvalue()
+    assert result.ok

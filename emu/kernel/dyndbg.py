@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from emu.arch.memory import AddressSpace
+from emu.kernel.cmdline import split_args
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.printk import KernelLog
 
@@ -134,7 +135,7 @@ class DynamicDebug:
         self.mem = mem
         self.tables: list[tuple[str, list[DebugSite]]] = []
         self._guest_sites: dict[int, DebugSite] = {}      # by struct _ddebug address
-        self._boot_queries = [(name, value) for name, value in _cmdline_params(cmdline)
+        self._boot_queries = [(name, value) for name, value in split_args(cmdline)
                               if name == "dyndbg" or name.endswith(".dyndbg")]
 
     # ------------------------------------------------------------ tables
@@ -352,22 +353,3 @@ class DynamicDebug:
 
     def _err(self, text: str, level: int = 3) -> None:
         self.log.log(f"dyndbg: {text}", level=level)
-
-
-def _cmdline_params(cmdline: str) -> list[tuple[str, str | None]]:
-    """parse_args's view of the command line: NAME[=VALUE], a value in "…" may hold blanks."""
-    out, i, n = [], 0, len(cmdline)
-    while i < n:
-        while i < n and cmdline[i].isspace():
-            i += 1
-        if i >= n:
-            break
-        start, quoted = i, False
-        while i < n and (quoted or not cmdline[i].isspace()):
-            if cmdline[i] == '"':
-                quoted = not quoted
-            i += 1
-        word = cmdline[start:i]
-        name, eq, value = word.partition("=")
-        out.append((name.replace('"', ""), value.replace('"', "") if eq else None))
-    return out

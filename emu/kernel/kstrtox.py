@@ -129,14 +129,15 @@ kstrtou16, kstrtos16 = _unsigned(16), _signed(16)
 kstrtou8, kstrtos8 = _unsigned(8), _signed(8)
 
 
-def kstrtobool(s: bytes) -> bool:
-    """kstrtobool (5.19+): the first byte one of 1yYtT (true) or 0nNfF
-    (false), or "on"/"off" by their first two bytes; the rest is ignored."""
+def kstrtobool(s: bytes, true_false: bool = True) -> bool:
+    """kstrtobool: the first byte one of 1yY (true) or 0nN (false), and
+    since 5.19 (`true_false`) tT or fF, or "on"/"off" by their first two
+    bytes; the rest is ignored."""
     s = _cstr(s)
     first = s[:1]
-    if first and first in b"1yYtT":
+    if first and first in (b"1yYtT" if true_false else b"1yY"):
         return True
-    if first and first in b"0nNfF":
+    if first and first in (b"0nNfF" if true_false else b"0nN"):
         return False
     if first in (b"o", b"O") and s[1:2]:
         if s[1:2] in b"nN":

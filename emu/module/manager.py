@@ -21,6 +21,7 @@ from emu.arch.memory import MODULES_SIZE
 from emu.elf.module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
 from emu.errors import EmuError
 from emu.fs.vfs import FileNode, Vfs
+from emu.kernel.cmdline import parameq, split_args
 from emu.kernel.dyndbg import DebugSite, DynamicDebug
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.kstrtox import ParseError, kstrtobool, kstrtoll, kstrtoull
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE = 4096
+CHARP_MAX = 1024                      # param_set_charp: longer is -ENOSPC
 MAX_MODULE_IMAGE = 0x200000           # the user staging area insmod copies images through
 
 
@@ -120,6 +122,9 @@ class ModuleManager:
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
         self.withheld: frozenset[str] = frozenset(
             n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
+        # kstrtobool's 5.19 rule (t/T, f/F) for bool parameters: the newest
+        # kernel's unless the layer above reproduces an older one
+        self.kstrtobool_true_false = True
         vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
 
     # ------------------------------------------------------------ lookup
@@ -324,29 +329,42 @@ class ModuleManager:
 
     # ------------------------------------------------------------ parameters
     def _parse_args(self, ctx: "ServiceContext", mod: Module, uargs: str) -> int:
-        """parse_args with unknown_module_param_cb: an unknown name is a
-        warning; a bad value is KERN_ERR and the load fails with its errno
-        (the last one: parse_args goes on to the end)."""
+        """parse_args with unknown_module_param_cb: the words split as
+        next_arg does; an unknown name is a warning; a bad value is KERN_ERR
+        and the load fails with its errno (the last one: parse_args goes on
+        to the end)."""
         err = 0
-        for word in uargs.split():
-            name, _, value = word.partition("=")
-            param = mod.params.get(name.replace("-", "_"))
-            if param is None and name == "dyndbg":      # ddebug_dyndbg_module_param_cb
-                self.debug.exec_queries(value if "=" in word else "+p", mod.name)
-                continue
+        for name, value in split_args(uargs):
+            param = next((p for key, p in mod.params.items() if parameq(name, key)), None)
             if param is None:
-                self.log.log(f"{mod.name}: unknown parameter '{name}' ignored", level=4)
+                self._unknown_param(mod, name, value)
                 continue
-            ret = self._param_set(ctx, param, value if "=" in word else None)
-            if ret < 0:
-                self.log.log(f"{mod.name}: `{value}' invalid for parameter `{name}'", level=3)
-                err = ret
+            ret = self._param_set(ctx, param, value)
+            if ret == -errno.ENOSPC:
+                self.log.log(f"{mod.name}: `{value or ''}' too large for parameter `{name}'", level=3)
+            elif ret < 0:
+                self.log.log(f"{mod.name}: `{value or ''}' invalid for parameter `{name}'", level=3)
+            err = ret if ret < 0 else err
         return err
 
+    def _unknown_param(self, mod: Module, name: str, value: str | None) -> None:
+        """unknown_module_param_cb: async_probe is taken; [MOD.]dyndbg is a
+        dynamic debug query (ddebug_dyndbg_param_cb: MOD, when given, is the
+        module queried); anything else is a warning naming what precedes a
+        '.', as the callback cut the name there."""
+        if name == "async_probe":
+            return
+        prefix, dot, rest = name.partition(".")
+        if (rest if dot else name) == "dyndbg":
+            self.debug.exec_queries("+p" if value is None else value, prefix if dot else mod.name)
+            return
+        self.log.log(f"{mod.name}: unknown parameter '{prefix}' ignored", level=4)
+
     def _param_store(self, ctx: "ServiceContext", mod: Module, p: ParamDesc, text: str) -> int:
-        """param_attr_store: the value as sysfs hands it over (a trailing
-        newline included: kstrto*() and kstrtobool accept one)."""
-        err = self._param_set(ctx, p, text if p.type != "charp" else text.rstrip("\n"))
+        """param_attr_store: the value as sysfs hands it over, a trailing
+        newline included (kstrto*() and kstrtobool accept one; a charp keeps
+        it, as param_set_charp copies the string whole)."""
+        err = self._param_set(ctx, p, text)
         return err if err < 0 else len(text)
 
     def _param_set(self, ctx: "ServiceContext", p: ParamDesc, value: str | None) -> int:
@@ -367,8 +385,11 @@ class ModuleManager:
             return 0
         if p.type == "charp":
             if value is None:
-                return -errno.EINVAL
+                return -errno.EINVAL          # parse_one: only bool takes no "=value"
             raw = value.encode() + b"\0"
+            if len(raw) > CHARP_MAX + 1:
+                self.log.log(f"{p.name}: string parameter too long", level=3)
+                return -errno.ENOSPC
             addr = ctx.call("kmalloc", len(raw), 0xCC0)
             if not addr:
                 return -errno.ENOMEM
@@ -384,15 +405,14 @@ class ModuleManager:
         mem.write(p.arg, raw)
         return 0
 
-    @staticmethod
-    def _encode(p: ParamDesc, text: str) -> bytes:
+    def _encode(self, p: ParamDesc, text: str) -> bytes:
         """param_set_<type>: kstrtobool for bool, else the kstrto*() of the
         type's width in base 0 (kernel/params.c STANDARD_PARAM_DEF); the
         value as stored, or ParseError."""
         size = param_width(p)
         raw = text.encode("latin-1", "replace")
         if p.type == "bool":
-            return int(kstrtobool(raw)).to_bytes(size, "little")
+            return int(kstrtobool(raw, self.kstrtobool_true_false)).to_bytes(size, "little")
         signed = p.type in ("int", "long", "short")
         bits = size * 8
         v = kstrtoll(raw, 0) if signed else kstrtoull(raw, 0)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu import EmuError, ShellError
+from emu.fs.vfs import is_sysfs
 from klpemu.selftest import module_dirs_finder
 
 if TYPE_CHECKING:
@@ -241,13 +242,11 @@ class Namespace:
         raise FsError(E.EROFS if self.exists(posixpath.dirname(path)) else E.ENOENT, path)
 
     def write(self, path: str, data: str, *, append: bool) -> None:
-        """One write(2) of DATA (the file was opened by check_writable)."""
+        """DATA written as bash's stdio writes it (the file was opened by
+        check_writable)."""
         path = self.resolve(path)
         if self.is_guest(path):
-            try:
-                self.machine.shell.write(path, data)
-            except ShellError as exc:
-                raise FsError(exc.errno, path) from None
+            self._write_guest(path, data.encode("utf-8", "surrogateescape"))
             return
         if path in HOST_DEVICES:
             return
@@ -255,6 +254,23 @@ class Namespace:
             self.tmp[path] = (self.tmp.get(path, "") if append else "") + data
             return
         raise FsError(E.EROFS, path)
+
+    def _write_guest(self, path: str, raw: bytes) -> None:
+        """glibc's stdio writes again what a short write(2) left, until all
+        is written or one fails. A sysfs file ignores the position, so the
+        rest is a store of its own (5000 bytes: 4096, then 904); elsewhere
+        the short counts come from proc_dointvec, which counts a write past
+        position 0 as written and ignores it (sysctl_writes_strict), so the
+        retry is not made. A write(2) of 0 would make stdio loop for ever; it
+        ends the write here."""
+        while raw:
+            try:
+                n = self.machine.shell.write(path, raw)
+            except ShellError as exc:
+                raise FsError(exc.errno, path) from None
+            if not 0 < n < len(raw) or not is_sysfs(path):
+                return
+            raw = raw[n:]
 
     def truncate(self, path: str) -> None:
         """O_TRUNC: empties a /tmp file (guest files ignore it, as sysfs does)."""

@@ -10,6 +10,7 @@ import errno as E
 from typing import TYPE_CHECKING, Callable
 
 from emu import EmuError, ShellError
+from emu.kernel.cmdline import insmod_args, modprobe_args
 from klpemu.scenario.fs import FsError
 from klpemu.selftest import kmod
 from klpemu.selftest.helpers import remove_module
@@ -33,7 +34,7 @@ def insmod(proc: "Proc") -> int:
         proc.err(kmod.insmod_load_error(filename, reason) + "\n")
         return 1
     try:
-        proc.sh.machine.insmod(host, " ".join(params))
+        proc.sh.machine.insmod(host, insmod_args(params))
     except ShellError as exc:
         proc.err(kmod.insmod_error(filename, exc.errno) + "\n")
         return 1
@@ -80,7 +81,7 @@ def modprobe(proc: "Proc") -> int:
     if dry_run or sh.machine.exists(f"/sys/module/{sysname}"):
         return 0                         # nothing to do: already loaded
     try:
-        sh.machine.insmod(path, " ".join(params))
+        sh.machine.insmod(path, modprobe_args(params))
     except ShellError as exc:
         proc.err(kmod.modprobe_error(sysname, exc.errno) + "\n")
         return 1
