@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +26,7 @@ from klp.core import Livepatch
 from klp.errors import LivepatchError
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
+from klpemu.entry import package_version
 from klpemu.errors import KlpemuError
 from klpemu.explore.command import add_arguments as explore_args
 from klpemu.explore.command import cmd_explore
@@ -289,7 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="klpemu", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"klpemu {_version()}")
+    parser.add_argument("--version", action="version", version=f"klpemu {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     boot = sub.add_parser("boot", help="boot a kernel, run a while, print dmesg and tasks")
     _machine_args(boot)
@@ -376,13 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only regenerate benchmarks/README.md's figures table from the committed JSON")
     bench.set_defaults(func=cmd_bench)
     return parser
-
-
-def _version() -> str:
-    try:
-        return version("klpemu")
-    except PackageNotFoundError:                   # run from a checkout that is not installed
-        return "unknown"
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:

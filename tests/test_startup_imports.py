@@ -29,3 +29,11 @@ def loaded_after(code: str) -> list[str]:
 ])
 def test_start_up_imports_nothing_it_does_not_use(code: str) -> None:
     assert loaded_after(code) == []
+
+
+def test_the_console_script_answers_version_without_the_machine() -> None:
+    code = ("import sys\nsys.argv = ['klpemu', '--version']\nfrom klpemu.entry import main\nassert main() == 0\n"
+            "print(sorted(m for m in ('emu', 'klp', 'klpemu.cli', 'unicorn', 'capstone') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    version_line, loaded = out.stdout.splitlines()
+    assert version_line.startswith("klpemu ") and loaded == "[]"
