@@ -43,7 +43,7 @@ def test_a_tail_stops_inside_a_block_and_the_code_runs_on_correctly() -> None:
         if rip == park + 1:
             break
         block_start = rip
-        plain = [i for i in cs.disasm_lite(bytes(mem.read(rip, 32)), rip, 2)]
+        plain = list(cs.disasm_lite(bytes(mem.read(rip, 32)), rip, 2))
         assert engine.run_into_block(2) is None
         rip = engine.reg("rip")
         if rip != block_start:

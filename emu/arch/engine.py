@@ -98,7 +98,7 @@ _LEAVES_BLOCK = ("j", "call", "ret", "loop", "int", "iret", "sys", "hlt", "ud", 
                  "lock", "rep")
 _SPECIAL = frozenset({"sti", "cli", "popfq", "pushfq", "in", "out", "wrmsr", "rdmsr", "swapgs", "cpuid",
                       "pause", "invlpg", "wbinvd", "clac", "stac", "rdtsc", "rdtscp", "lfence", "mfence",
-                      "sfence", "xchg", "cmpxchg", "xadd", "enter", "leave", "ljmp", "lcall", "retf"})
+                      "sfence", "xchg", "cmpxchg", "xadd", "ljmp", "lcall", "retf"})
 
 
 class FaultKind(Enum):
