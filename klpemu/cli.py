@@ -26,7 +26,6 @@ from klp.core import Livepatch
 from klp.errors import LivepatchError
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
-from klpemu.entry import package_version
 from klpemu.errors import KlpemuError
 from klpemu.explore.command import add_arguments as explore_args
 from klpemu.explore.command import cmd_explore
@@ -38,6 +37,7 @@ from klpemu.symbols import add_arguments as symbols_args
 from klpemu.state_report import (NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state,
                                  running_transition)
 from klpemu.timeline import write_timeline
+from klpemu.version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG, EXIT_SKIP, EXIT_STALLED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED, EXIT_PIPE = 128 + 2, 128 + 13

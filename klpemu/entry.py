@@ -6,13 +6,7 @@ from __future__ import annotations
 
 import sys
 
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("klpemu")
-    except PackageNotFoundError:                   # run from a checkout that is not installed
-        return "unknown"
+from klpemu.version import package_version
 
 
 def main() -> int:
