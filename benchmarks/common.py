@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from html import escape
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from emu.abi import FIXTURES
 

@@ -49,10 +49,10 @@ def inlined_into(path: str | os.PathLike[str], containers: set[str]) -> dict[str
 
     Empty if the image has no debug info. Imports pyelftools' DWARF reader
     (the only user of it at run time), so only the commands that ask load it."""
-    from elftools.elf.elffile import ELFFile
     found: dict[str, set[str]] = {}
     if not containers:
         return found
+    from elftools.elf.elffile import ELFFile
     with open(path, "rb") as f:
         elf = ELFFile(f)
         if not elf.has_dwarf_info():

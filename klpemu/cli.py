@@ -27,8 +27,7 @@ from klp.errors import LivepatchError
 from klp.ops import BACKENDS
 from klp.profiles import DEFAULT, PROFILES
 from klpemu.errors import KlpemuError
-from klpemu.explore.command import add_arguments as explore_args
-from klpemu.explore.command import cmd_explore
+from klpemu.explore.arguments import add_arguments as explore_args
 from klpemu.progress import Progress
 from klpemu.scenario import ScenarioError
 from klpemu.scenario.syntax import syntax_errors
@@ -273,6 +272,11 @@ def _build_from_patch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from klpemu.explore.command import cmd_explore as run   # the pool, the reports: only when asked
+    return run(args)
+
+
 def cmd_symbols(args: argparse.Namespace) -> int:
     from klpemu.symbols import cmd_symbols as run   # pyelftools and DWARF only when asked
     return run(args)
@@ -287,9 +291,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main([*args.names, *flags, *(["--out", str(args.out)] if args.out else [])])
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up when asked (importlib.metadata costs ~10 ms)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(f"klpemu {package_version()}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="klpemu", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"klpemu {package_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     boot = sub.add_parser("boot", help="boot a kernel, run a while, print dmesg and tasks")
     _machine_args(boot)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from html import escape
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from klpemu.errors import KlpemuError
 

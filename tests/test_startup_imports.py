@@ -1,5 +1,7 @@
-"""Start-up imports only what a command uses: `import emu` and `klpemu --version`
-load no second ELF reader (lief, pyelftools), no benchmarks and no argcomplete.
+"""Start-up imports only what a command uses: `import emu`, `klpemu --version`
+and `klpemu run` of a livepatch scenario load no second ELF reader (lief,
+pyelftools), no benchmarks, no argcomplete, and nothing of the explorer's
+pool and reports (multiprocessing, xml and the http modules behind it).
 Structural (sys.modules of a fresh interpreter), not timed: the times are in
 benchmarks/bench_startup.py."""
 from __future__ import annotations
@@ -10,7 +12,14 @@ import sys
 
 import pytest
 
-UNUSED_AT_START = ("lief", "elftools", "benchmarks", "klpemu.benchmarks", "argcomplete", "ray", "jsonschema")
+UNUSED_AT_START = ("lief", "elftools", "benchmarks", "klpemu.benchmarks", "argcomplete", "ray", "jsonschema",
+                   "multiprocessing", "concurrent", "xml", "http", "klpemu.explore.pool",
+                   "klpemu.explore.report", "klpemu.explore.command")
+LIVEPATCH_SCENARIO = """insmod test_klp_livepatch.ko
+echo 0 > /sys/kernel/livepatch/test_klp_livepatch/enabled
+while [[ -e /sys/kernel/livepatch/test_klp_livepatch ]]; do sleep 0.1; done
+rmmod test_klp_livepatch
+"""
 
 LOADED = ("import json, sys\n{code}\n"
           "print(json.dumps(sorted(m for m in sys.modules if m in {unused!r} or m.split('.')[0] in {unused!r})))")
@@ -28,6 +37,13 @@ def loaded_after(code: str) -> list[str]:
     "from klpemu.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass",
 ])
 def test_start_up_imports_nothing_it_does_not_use(code: str) -> None:
+    assert loaded_after(code) == []
+
+
+def test_a_livepatch_run_imports_nothing_it_does_not_use(tmp_path) -> None:
+    script = tmp_path / "basic.sh"
+    script.write_text(LIVEPATCH_SCENARIO)
+    code = f"from klpemu.cli import main\nassert main(['run', {str(script)!r}]) == 0"
     assert loaded_after(code) == []
 
 

@@ -4,7 +4,7 @@ patching-transition times, the blockers counted in runs, and the timeline
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import escape
+from html import escape
 
 WIDTH, BAR_H, GAP, LEFT = 760, 18, 6, 250
 COLOURS = {"pass": "#4c9a2a", "check_result": "#d9822b", "failed": "#c0392b", "oops": "#8e44ad",
