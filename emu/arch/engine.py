@@ -16,11 +16,8 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_64, Cs
-from capstone import CsInsn
-from capstone.x86 import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_READ_PROT, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
                      UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MODE_64,
@@ -31,7 +28,12 @@ from unicorn.unicorn_py3.unicorn import uclib
 from emu.arch.memory import Ram, is_canonical
 from emu.arch import native
 from emu.arch.native import BlockBudget
+from emu.arch.disasm import disassembler
+from emu.arch.straight_line import straight_line_end
 from emu.errors import BadGuestAddress
+
+if TYPE_CHECKING:
+    from capstone import CsInsn
 
 MSR_EFER = 0xC0000080
 MSR_GS_BASE = 0xC0000101
@@ -94,13 +96,6 @@ _CR2_CLEAR = 0xDEAD_0000_0000_0000     # non-canonical: never a real fault addre
 
 # instructions a precise tail stops before (Engine.run_into_block): they end
 # a translation block, leave it, or depend on or change the CPU's mode
-_LEAVES_BLOCK = ("j", "call", "ret", "loop", "int", "iret", "sys", "hlt", "ud", "lgdt", "lidt", "ltr",
-                 "lock", "rep")
-_SPECIAL = frozenset({"sti", "cli", "popfq", "pushfq", "in", "out", "wrmsr", "rdmsr", "swapgs", "cpuid",
-                      "pause", "invlpg", "wbinvd", "clac", "stac", "rdtsc", "rdtscp", "lfence", "mfence",
-                      "sfence", "xchg", "cmpxchg", "xadd", "ljmp", "lcall", "retf"})
-
-
 class FaultKind(Enum):
     PAGE_FAULT = "page fault"
     INVALID_OPCODE = "invalid opcode"
@@ -142,8 +137,6 @@ class Engine:
         self._batch = _RegBatch(self._uch)
         self._entry_context: object | None = None
         self._v2p = v2p
-        self._cs = Cs(CS_ARCH_X86, CS_MODE_64)
-        self._cs.detail = True
         self._hook_error: BaseException | None = None
         self._fault_address: int | None = None
         self._hooks: list[int] = []
@@ -310,13 +303,7 @@ class Engine:
             code = bytes(self.uc.mem_read(self._v2p(rip), 15 * count))
         except (BadGuestAddress, UcError):
             return rip
-        end, page_end = rip, (rip | 0xFFF) + 1      # a block ends at a page boundary too
-        for address, size, mnemonic, op_str in self._cs.disasm_lite(code, rip, count):
-            if (mnemonic.startswith(_LEAVES_BLOCK) or mnemonic in _SPECIAL or op_str.startswith(("cr", "dr"))
-                    or address + size >= page_end):
-                break
-            end = address + size
-        return end
+        return straight_line_end(code, rip, count)
 
     def _start(self, begin: int, until: int) -> CpuFault | None:
         self._hook_error = None
@@ -354,16 +341,18 @@ class Engine:
                 kind, address, access = FaultKind.GENERAL_PROTECTION, non_canonical, self._access_of(rip)
         return CpuFault(kind, access, address, rip, str(err))
 
-    def _insn(self, rip: int) -> CsInsn | None:
+    def _insn(self, rip: int) -> "CsInsn | None":
         if not self._v2p:
             return None
         try:
             code = bytes(self.uc.mem_read(self._v2p(rip), 16))
         except BadGuestAddress:
             return None
-        return next(self._cs.disasm(code, rip, 1), None)
+        return next(disassembler(detail=True).disasm(code, rip, 1), None)
 
     def _access_of(self, rip: int) -> str:
+        from capstone import CS_AC_WRITE
+        from capstone.x86 import X86_OP_MEM
         insn = self._insn(rip)
         if insn is None:
             return "instruction fetch"
@@ -375,6 +364,7 @@ class Engine:
     def _non_canonical_operand(self, rip: int) -> int | None:
         """The non-canonical address a memory operand of the instruction at
         rip names, as the kernel's #GP handler decodes it (traps.c)."""
+        from capstone.x86 import X86_OP_MEM, X86_REG_RIP
         insn = self._insn(rip)
         if insn is None:
             return None
@@ -388,7 +378,7 @@ class Engine:
                 return addr
         return None
 
-    def _reg_or_zero(self, insn: CsInsn, reg: int) -> int:
+    def _reg_or_zero(self, insn: "CsInsn", reg: int) -> int:
         name = insn.reg_name(reg) if reg else None
         return self.reg(name) if name in GPRS else 0
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import errno
 from typing import Callable
 
-from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-
 from emu.arch.cpu import Cpu
+from emu.arch.disasm import disassembler
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.kallsyms import Location
 from emu.kernel.program import Program
@@ -29,7 +28,6 @@ from emu.trace.ftrace import CHAIN_SLOT, FTRACE_OPS_FL_IPMODIFY, Ftrace, FtraceO
 from emu.trace.slots import SlotPool
 
 MCOUNT_INSN_SIZE = 5
-_CS = Cs(CS_ARCH_X86, CS_MODE_64)
 
 
 class Kprobes:
@@ -66,7 +64,7 @@ class Kprobes:
     def _on_insn_boundary(self, loc: Location) -> bool:
         start = loc.symbol.address
         code = self.prog.mem.read(start, loc.symbol.size)
-        for address, size, _, _ in _CS.disasm_lite(code, start):
+        for address, size, _, _ in disassembler().disasm_lite(code, start):
             if address >= start + loc.offset:
                 return address == start + loc.offset
         return False

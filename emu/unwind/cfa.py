@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-
+from emu.arch.disasm import disassembler
 from emu.unwind.entry import END_ENTRY, UNDEFINED_ENTRY, Entry
 from emu.unwind.hints import Hint, HintType, SpReg
 
@@ -21,7 +20,6 @@ log = logging.getLogger(__name__)
 # the stack layout is `entry` (None: unknown, no path reached it).
 Row = tuple[int, Entry | None]
 
-_CS = Cs(CS_ARCH_X86, CS_MODE_64)
 
 _CALL, _IRET = HintType.CALL, HintType.IRET_REGS
 _RSP, _RBP = SpReg.RSP, SpReg.RBP
@@ -67,7 +65,7 @@ def track_states(code: bytes, start: int, hints: Iterable[Hint] = ()
     """The instructions {address: (size, mnemonic, operands)} of a function and
     the tracking state at each one a path reaches (see track_function)."""
     end = start + len(code)
-    insns = {addr: (size, mnem, ops) for addr, size, mnem, ops in _CS.disasm_lite(code, start)}
+    insns = {addr: (size, mnem, ops) for addr, size, mnem, ops in disassembler().disasm_lite(code, start)}
     hints = tuple(hints)
     by_ip = {h.ip: _hint_state(h) for h in hints if h.type < HintType.SAVE}
     saves = {h.ip for h in hints if h.type is HintType.SAVE}

@@ -7,6 +7,7 @@ from bisect import bisect_right
 
 from emu.elf.image import ElfImage
 from emu.errors import ImageError
+from emu.unwind import cache
 from emu.unwind.hints import HINTS_SECTION, Hint, parse_hints
 from emu.unwind.switches import StackSwitch, find_stack_switches
 from emu.unwind.tables import ReadCode, UnwindTables, _unique_functions, build_tables
@@ -29,16 +30,14 @@ def stack_switches_from_elf(image: ElfImage | str | os.PathLike[str]) -> list[St
     """The stack switches in the functions of a linked image, or of the image at a
     path (see switches.py)."""
     image = _linked_image(image)
-    switches = _switches.get(image.digest)
+    key = f"switches-{image.digest}"
+    switches = cache.load(key) if cache.cache_enabled() else None
     if switches is None:
         functions = _unique_functions(_function_symbols(image))
-        switches = _switches[image.digest] = list(find_stack_switches(functions, _section_reader(image),
-                                                                      read_hints(image)))
+        switches = list(find_stack_switches(functions, _section_reader(image), read_hints(image)))
+        if cache.cache_enabled():
+            cache.store(key, switches)
     return list(switches)
-
-
-# By file content: every Machine() asks for the same kernel's switches.
-_switches: dict[str, list[StackSwitch]] = {}
 
 
 def _linked_image(image: ElfImage | str | os.PathLike[str]) -> ElfImage:

@@ -11,6 +11,7 @@ rbp it pushed; a task that never ran (TIF_FORK) as on the modern kernel.
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 from typing import Callable
 
@@ -61,7 +62,10 @@ class StackWalker:
         if HINTS_SECTION in image.sections:
             addr, size = image.sections[HINTS_SECTION]
             hints = parse_hints(read_code(addr, size))
-        self.tables.add_functions(functions, read_code, hints)
+        # the rows depend on the relocated bytes (load address included) and
+        # the symbols: a module loaded again at the same place hits the cache
+        key = hashlib.sha256(image.image + repr(functions).encode()).hexdigest()
+        self.tables.add_functions(functions, read_code, hints, cache_key=f"module-{key}")
         self._names.clear()
 
     def module_removed(self, name: str, image: LoadedModule) -> None:
