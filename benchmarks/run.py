@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = COMMITTED if args.commit else args.out or LOCAL
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.date.today().isoformat() + ("-quick" if args.quick else "")
+    if (out_dir / f"{stamp}.json").exists():      # a second run that day: after the first, by name too
+        stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M") + ("-quick" if args.quick else "")
     machine = machine_description()
     results: dict[str, dict] = {}
     start = time.perf_counter()
