@@ -1,0 +1,196 @@
+"""Snapshots of a machine: boot (and load modules) once, then start each
+test, seed or schedule from that state in a child process of its own.
+
+    snap = machine.snapshot()              # after boot() and the insmods
+    dmesg = snap.run(lambda m: (m.insmod(path), m.dmesg())[1])
+
+The snapshot is os.fork(). The child gets the machine as it is: RAM
+copy-on-write (Ram is a private anonymous mapping, so a child touches
+only the pages it writes), every CPU's Unicorn instance with its
+registers and translation cache, and every Python part (modules, ftrace,
+the livepatch core a layer above attached, a scenario runner) with the
+state it has. Nothing is serialised or restored, and the parent never
+changes: it is not where the run happens. An in-process restore (Unicorn
+contexts and a copy of RAM) would also have to copy the state of every
+Python part, which no part offers; a fork copies them all, for about the
+cost of copying the page tables of the process.
+
+Snapshot.run(fn) calls fn(machine) in the child and returns what fn
+returned, pickled back through a pipe. What fn raises is raised in the
+caller, the same exception (its args and attributes), with the child's
+traceback as its cause (ChildTraceback, as concurrent.futures does with a
+worker's). A guest crash, hang or oops is what it is in-process: an
+EmuError from the call that met it, or an oops in `m.oopses` and the
+kernel log when the machine goes on. What cannot come back raises
+SnapshotError naming why: a result that does not pickle, an exception
+that does not, a child that died without reporting (a signal, os._exit).
+
+The machine must not run between snapshot() and run(): a fork takes the
+machine as it is then, so a parent that ran on would hand its children a
+different machine than the snapshot. run() checks this (virtual time,
+rounds run, the kernel log's length) and refuses a stale snapshot.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, NoReturn, TypeVar
+
+from emu.errors import EmuError, SnapshotError
+
+if TYPE_CHECKING:
+    from emu.machine import Machine
+
+T = TypeVar("T")
+_LEN = struct.Struct("<Q")
+_CHILD_BROKE = 70                     # EX_SOFTWARE: the child could not even report
+
+
+class ChildTraceback(Exception):
+    """The traceback, as text, of an exception raised in a snapshot's child:
+    the __cause__ of that exception when it is raised again in the parent."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"in the child process of the snapshot:\n{self.text}"
+
+
+@dataclass(frozen=True)
+class _Report:
+    """What a child sends back: a pickled result, or a failure's pickled
+    exception (None when it does not pickle) with its text and traceback."""
+    ok: bool
+    payload: bytes | None
+    what: str = ""
+    traceback: str = ""
+
+
+def _rebuild(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    """An exception from its class, args and attributes, without calling its
+    __init__ (whose signature need not match its args: keyword-only fields)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+def _pickled_exception(exc: BaseException) -> bytes | None:
+    """`exc` pickled so that it unpickles, or None: pickle's own way first,
+    then by class, args and attributes."""
+    for form in (exc, _Rebuilt(exc)):
+        try:
+            data = pickle.dumps(form, pickle.HIGHEST_PROTOCOL)
+            pickle.loads(data)
+            return data
+        except Exception:                       # noqa: BLE001 - any failure: try the next way
+            continue
+    return None
+
+
+class _Rebuilt:
+    """Pickles as a call of _rebuild (for exceptions whose __init__ does not take their args)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self.exc), self.exc.args, dict(self.exc.__dict__))
+
+
+def _mark(machine: "Machine") -> tuple[int, int, int]:
+    """What changes whenever the machine runs or logs."""
+    return machine.clock.ns, machine.runloop.stats.rounds, machine.klog.buffer.used()
+
+
+class Snapshot:
+    """A machine kept as it is, to start runs from (each in a forked child)."""
+
+    def __init__(self, machine: "Machine") -> None:
+        if machine.runloop.in_round:
+            raise EmuError("a snapshot is taken between runs, not while the CPUs run (from a hook or hypercall)")
+        self.machine = machine
+        self._mark = _mark(machine)
+
+    def run(self, fn: Callable[["Machine"], T]) -> T:
+        """fn(machine) on a copy of the snapshot, in a child process: its
+        result (pickled), or its exception raised here with the child's
+        traceback as the cause; SnapshotError when neither comes back."""
+        __tracebackhide__ = True                  # pytest: the failure is fn's, not this frame's
+        if _mark(self.machine) != self._mark:
+            raise SnapshotError("the machine ran since this snapshot was taken (at "
+                                f"{self._mark[0] / 1e9:.6f} virtual s, now {self.machine.clock.ns / 1e9:.6f}): "
+                                "take a new snapshot, and leave the machine alone while runs start from it")
+        for stream in (sys.stdout, sys.stderr):     # else the child's copy of the buffer prints twice
+            stream.flush()
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _child(self.machine, fn, write_fd)
+        os.close(write_fd)
+        try:
+            with os.fdopen(read_fd, "rb") as pipe:
+                raw = pipe.read()
+        except BaseException:                     # interrupted (^C): no orphan left running
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        _, status = os.waitpid(pid, 0)
+        report = _decode(raw, status)
+        if report.ok:
+            assert report.payload is not None
+            return pickle.loads(report.payload)
+        if report.payload is None:
+            raise SnapshotError(f"{report.what}\n{report.traceback}".rstrip())
+        exc = pickle.loads(report.payload)
+        raise exc from ChildTraceback(report.traceback)
+
+
+def _decode(raw: bytes, status: int) -> _Report:
+    if len(raw) >= _LEN.size and len(raw) == _LEN.size + _LEN.unpack_from(raw)[0]:
+        return pickle.loads(raw[_LEN.size:])
+    if os.WIFSIGNALED(status):
+        how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    else:
+        how = f"exit status {os.waitstatus_to_exitcode(status)}"
+    raise SnapshotError(f"the child process of the snapshot died before it reported ({how})")
+
+
+def _child(machine: "Machine", fn: Callable[["Machine"], object], write_fd: int) -> NoReturn:
+    """Run fn, send the report, and leave without running the parent's
+    exit handlers (pytest's, atexit's) or flushing its buffers again."""
+    code = 0
+    try:
+        report = _run_fn(machine, fn)
+        data = pickle.dumps(report, pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(_LEN.pack(len(data)) + data)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except BaseException:                         # noqa: BLE001 - nothing may unwind into the parent's code
+        code = _CHILD_BROKE
+    finally:
+        os._exit(code)
+
+
+def _run_fn(machine: "Machine", fn: Callable[["Machine"], object]) -> _Report:
+    try:
+        value = fn(machine)
+    except BaseException as exc:                  # noqa: BLE001 - every failure goes to the parent
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))   # from fn down
+        payload = _pickled_exception(exc)
+        what = f"the run raised {type(exc).__qualname__}: {exc} (which cannot be pickled to reach the parent)"
+        return _Report(False, payload, what, text)
+    try:
+        return _Report(True, pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:                      # noqa: BLE001 - pickle raises several types
+        return _Report(False, None, f"the run's result ({type(value).__qualname__}) cannot be pickled to "
+                                    f"reach the parent: {exc}")
