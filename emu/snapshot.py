@@ -39,13 +39,11 @@ import struct
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NoReturn, TypeVar
+from typing import Callable, Generic, NoReturn, TypeVar
 
-from emu.errors import EmuError, SnapshotError
+from emu.errors import SnapshotError
 
-if TYPE_CHECKING:
-    from emu.machine import Machine
-
+M = TypeVar("M")
 T = TypeVar("T")
 _LEN = struct.Struct("<Q")
 _CHILD_BROKE = 70                     # EX_SOFTWARE: the child could not even report
@@ -73,13 +71,25 @@ class _Report:
     traceback: str = ""
 
 
-def _rebuild(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
-    """An exception from its class, args and attributes, without calling its
-    __init__ (whose signature need not match its args: keyword-only fields)."""
+def _rebuild(module: str, qualname: str, args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    """An exception from its class's place, args and attributes, without
+    calling its __init__ (whose signature need not match its args)."""
+    cls = sys.modules[module]
+    for name in qualname.split("."):
+        cls = getattr(cls, name)
     exc = cls.__new__(cls, *args)
     exc.args = args
     exc.__dict__.update(state)
     return exc
+
+
+def _class_module(cls: type) -> str:
+    """The module that holds `cls` (pytest's outcome exceptions claim to be builtins')."""
+    module = sys.modules.get(cls.__module__)
+    if module is not None and getattr(module, cls.__qualname__, None) is cls:
+        return cls.__module__
+    return next((name for name, module in list(sys.modules.items())
+                 if getattr(module, cls.__qualname__, None) is cls), cls.__module__)
 
 
 def _pickled_exception(exc: BaseException) -> bytes | None:
@@ -102,32 +112,32 @@ class _Rebuilt:
         self.exc = exc
 
     def __reduce__(self) -> tuple[object, ...]:
-        return _rebuild, (type(self.exc), self.exc.args, dict(self.exc.__dict__))
+        cls = type(self.exc)
+        return _rebuild, (_class_module(cls), cls.__qualname__, self.exc.args, dict(self.exc.__dict__))
 
 
-def _mark(machine: "Machine") -> tuple[int, int, int]:
-    """What changes whenever the machine runs or logs."""
-    return machine.clock.ns, machine.runloop.stats.rounds, machine.klog.buffer.used()
+class Snapshot(Generic[M]):
+    """A machine kept as it is, to start runs from (each in a forked child).
+    `mark()` says what the machine's state is (Machine: virtual time, rounds,
+    the log's length): run() refuses a snapshot whose machine ran since."""
 
-
-class Snapshot:
-    """A machine kept as it is, to start runs from (each in a forked child)."""
-
-    def __init__(self, machine: "Machine") -> None:
-        if machine.runloop.in_round:
-            raise EmuError("a snapshot is taken between runs, not while the CPUs run (from a hook or hypercall)")
+    def __init__(self, machine: M, mark: Callable[[], object]) -> None:
         self.machine = machine
-        self._mark = _mark(machine)
+        self._mark = mark
+        self._taken = mark()
 
-    def run(self, fn: Callable[["Machine"], T]) -> T:
+    def check(self) -> None:
+        """SnapshotError if the machine ran (or logged) since the snapshot was taken."""
+        if self._mark() != self._taken:
+            raise SnapshotError("the machine ran since this snapshot was taken: take a new snapshot, "
+                                "and leave the machine alone while runs start from it")
+
+    def run(self, fn: Callable[[M], T]) -> T:
         """fn(machine) on a copy of the snapshot, in a child process: its
         result (pickled), or its exception raised here with the child's
         traceback as the cause; SnapshotError when neither comes back."""
         __tracebackhide__ = True                  # pytest: the failure is fn's, not this frame's
-        if _mark(self.machine) != self._mark:
-            raise SnapshotError("the machine ran since this snapshot was taken (at "
-                                f"{self._mark[0] / 1e9:.6f} virtual s, now {self.machine.clock.ns / 1e9:.6f}): "
-                                "take a new snapshot, and leave the machine alone while runs start from it")
+        self.check()
         for stream in (sys.stdout, sys.stderr):     # else the child's copy of the buffer prints twice
             stream.flush()
         read_fd, write_fd = os.pipe()
@@ -164,7 +174,7 @@ def _decode(raw: bytes, status: int) -> _Report:
     raise SnapshotError(f"the child process of the snapshot died before it reported ({how})")
 
 
-def _child(machine: "Machine", fn: Callable[["Machine"], object], write_fd: int) -> NoReturn:
+def _child(machine: M, fn: Callable[[M], object], write_fd: int) -> NoReturn:
     """Run fn, send the report, and leave without running the parent's
     exit handlers (pytest's, atexit's) or flushing its buffers again."""
     code = 0
@@ -181,7 +191,7 @@ def _child(machine: "Machine", fn: Callable[["Machine"], object], write_fd: int)
         os._exit(code)
 
 
-def _run_fn(machine: "Machine", fn: Callable[["Machine"], object]) -> _Report:
+def _run_fn(machine: M, fn: Callable[[M], object]) -> _Report:
     try:
         value = fn(machine)
     except BaseException as exc:                  # noqa: BLE001 - every failure goes to the parent
