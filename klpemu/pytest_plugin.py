@@ -24,6 +24,36 @@ stuck, the tasks that block it with their stacks.
 that many schedules, each forked from one booted machine of the test's
 configuration, and fails naming each failing class's first schedule and
 the `klpemu run` line that replays it.
+
+Tests from a snapshot: `@pytest.mark.klpemu(snapshot=True)` boots the
+test's configuration once per worker process and runs each test (each
+seed of --klpemu-seeds) in a child forked from that machine
+(emu.snapshot); `snapshot=FUNCTION` also calls FUNCTION(klp) once, before
+the snapshot is taken (to load the modules every test starts with).
+
+    def patched(klp):
+        klp.load_lp("my_fix")
+
+    @pytest.mark.klpemu(snapshot=patched)
+    def test_reader(klp): ...
+
+Only the test function runs in the child (pytest_pyfunc_call); collection,
+fixtures and reports stay in pytest's process, which is where the
+verdict must land: what the test raises (an assertion, pytest.skip, a
+KlpemuFailure, a guest's ShellError) is raised again there, the same
+exception with the child's traceback as its cause, so pytest's assertion
+message reads as usual; a failure's report carries the child's kernel
+log, blocking tasks and timeline. Forking the whole test protocol instead
+(pytest-forked's way) would boot in each child, and its fixtures' values
+would not reach the parent. So what a test changes lives in its child
+only: the machine, and Python state (monkeypatch, output captured with
+capsys); files (tmp_path) stay. A fixture that uses klp or
+klpemu_machine would run the shared machine outside the child: the test
+fails naming the fix (that setup goes in FUNCTION). With snapshot=True
+each seed gives the bytes of a fresh boot (the snapshot is the booted
+machine; setup_config and the test run in the child under the test's
+seed); with FUNCTION the setup runs once, under the marker's seed, and the
+seeds vary what the tests do from there.
 """
 from __future__ import annotations
 
