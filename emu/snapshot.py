@@ -138,6 +138,7 @@ class Snapshot(Generic[M]):
         traceback as the cause; SnapshotError when neither comes back."""
         __tracebackhide__ = True                  # pytest: the failure is fn's, not this frame's
         self.check()
+        _reap_exited()
         for stream in (sys.stdout, sys.stderr):     # else the child's copy of the buffer prints twice
             stream.flush()
         read_fd, write_fd = os.pipe()
@@ -153,8 +154,7 @@ class Snapshot(Generic[M]):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise
-        _, status = os.waitpid(pid, 0)
-        report = _decode(raw, status)
+        report = _decode(raw, pid)
         if report.ok:
             assert report.payload is not None
             return pickle.loads(report.payload)
@@ -164,9 +164,23 @@ class Snapshot(Generic[M]):
         raise exc from ChildTraceback(report.traceback)
 
 
-def _decode(raw: bytes, status: int) -> _Report:
+_EXITING: list[int] = []          # children that reported and were still exiting (their mm torn down)
+
+
+def _reap_exited() -> None:
+    for pid in list(_EXITING):
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            _EXITING.remove(pid)
+
+
+def _decode(raw: bytes, pid: int) -> _Report:
+    """The child's report; a child that has reported is not waited for (its
+    exit, which frees its copy-on-write pages, overlaps the caller's work)."""
     if len(raw) >= _LEN.size and len(raw) == _LEN.size + _LEN.unpack_from(raw)[0]:
+        if not os.waitpid(pid, os.WNOHANG)[0]:
+            _EXITING.append(pid)
         return pickle.loads(raw[_LEN.size:])
+    _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     else:
