@@ -39,7 +39,7 @@ import struct
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Generic, NoReturn, TypeVar
+from typing import BinaryIO, Callable, Generic, NoReturn, TypeVar
 
 from emu.errors import SnapshotError
 
@@ -149,7 +149,7 @@ class Snapshot(Generic[M]):
         os.close(write_fd)
         try:
             with os.fdopen(read_fd, "rb") as pipe:
-                raw = pipe.read()
+                raw = _read_report(pipe)
         except BaseException:                     # interrupted (^C): no orphan left running
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -165,12 +165,22 @@ class Snapshot(Generic[M]):
 
 
 _EXITING: list[int] = []          # children that reported and were still exiting (their mm torn down)
+os.register_at_fork(after_in_child=_EXITING.clear)        # a forked process has no children yet
 
 
 def _reap_exited() -> None:
     for pid in list(_EXITING):
         if os.waitpid(pid, os.WNOHANG)[0]:
             _EXITING.remove(pid)
+
+
+def _read_report(pipe: BinaryIO) -> bytes:
+    """The length-prefixed report, read to its length (not to EOF: a process
+    fn started may hold the pipe open), or what came before EOF."""
+    head = pipe.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return head
+    return head + pipe.read(_LEN.unpack(head)[0])
 
 
 def _decode(raw: bytes, pid: int) -> _Report:

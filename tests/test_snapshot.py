@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from emu import GuestHang, Machine, ShellError
 from emu.errors import SnapshotError
+from emu import snapshot
 from emu.snapshot import ChildTraceback
 from klp import Livepatch
 from klpemu.paths import SCENARIOS
@@ -154,6 +156,30 @@ def test_a_result_that_does_not_pickle_is_a_snapshot_error(booted: Machine) -> N
 def test_a_child_that_dies_without_reporting_is_a_snapshot_error(booted: Machine, die, how: str) -> None:
     with pytest.raises(SnapshotError, match=f"the child process of the snapshot died before it reported \\({how}\\)"):
         booted.snapshot().run(lambda m: die())
+
+
+def test_a_process_fn_leaves_running_does_not_hold_up_the_result(booted: Machine) -> None:
+    """The report is read to its length, not to EOF: a grandchild holding
+    the pipe open (a pool fn started) does not make run() wait for it."""
+    release_r, release_w = os.pipe()
+
+    def spawn(m: Machine) -> str:
+        if os.fork() == 0:                        # waits until the test lets it go
+            os.close(release_w)
+            select.select([release_r], [], [], 60)
+            os._exit(0)
+        return "reported"
+
+    assert booted.snapshot().run(spawn) == "reported"
+    os.close(release_w)
+    os.close(release_r)
+
+
+def test_a_process_forked_from_the_caller_starts_runs_of_its_own(booted: Machine) -> None:
+    """A pool's worker (forked from the caller) has none of the caller's
+    children to reap: a child still exiting is not waited for there."""
+    snap = booted.snapshot()
+    assert snap.run(lambda m: snap.run(lambda m: snapshot._EXITING + [m.clock_ns])) == [booted.clock_ns]
 
 
 def test_a_snapshot_of_a_machine_that_ran_since_is_refused() -> None:
