@@ -338,7 +338,7 @@ class ForkedTest:
         self.shared = shared
         self.seed = seed
         self.schedule = schedule
-        self.scratch: Path | None = None
+        self.scratch: Path | None = None           # the test's tmp_path, when it uses the klp fixture
 
     def run(self, test: Callable[..., object], args: dict[str, object]) -> None:
         """TEST(**ARGS) in a child forked from the snapshot, under this test's
@@ -357,11 +357,11 @@ class ForkedTest:
         def body(machine: "Machine") -> None:
             machine.config = replace(machine.config, seed=self.seed, schedule=self.schedule)
             machine.set_schedule(ScheduleSpec.parse(self.schedule, seed=self.seed))
-            if self.scratch is not None:
-                shared.klp._use_scratch(self.scratch)
             try:
-                if shared.setup_in_child:
-                    shared.klp.setup_config()
+                if self.scratch is not None:       # the klp fixture: as a fresh one, set up
+                    shared.klp._use_scratch(self.scratch)
+                    if shared.setup_in_child:
+                        shared.klp.setup_config()
                 test(**args)
             except BaseException as exc:
                 if not isinstance(exc, pytest.skip.Exception):
