@@ -13,7 +13,10 @@ state it has. Nothing is serialised or restored, and the parent never
 changes: it is not where the run happens. An in-process restore (Unicorn
 contexts and a copy of RAM) would also have to copy the state of every
 Python part, which no part offers; a fork copies them all, for about the
-cost of copying the page tables of the process.
+cost of copying the page tables of the process (benchmarks/bench_startup.py
+measures a run from a snapshot beside the same run after a fresh boot).
+Only the calling thread is in the child: fn cannot use the parent's other
+threads.
 
 Snapshot.run(fn) calls fn(machine) in the child and returns what fn
 returned, pickled back through a pipe. What fn raises is raised in the
@@ -24,6 +27,9 @@ EmuError from the call that met it, or an oops in `m.oopses` and the
 kernel log when the machine goes on. What cannot come back raises
 SnapshotError naming why: a result that does not pickle, an exception
 that does not, a child that died without reporting (a signal, os._exit).
+The report is read to its length, so a process fn left running does not
+hold the caller up, and a child that reported is reaped later, not waited
+for: its exit (freeing its copy-on-write pages) overlaps the caller's work.
 
 The machine must not run between snapshot() and run(): a fork takes the
 machine as it is then, so a parent that ran on would hand its children a
