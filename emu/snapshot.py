@@ -38,6 +38,7 @@ rounds run, the kernel log's length) and refuses a stale snapshot.
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -208,6 +209,9 @@ def _child(machine: M, fn: Callable[[M], object], write_fd: int) -> NoReturn:
     """Run fn, send the report, and leave without running the parent's
     exit handlers (pytest's, atexit's) or flushing its buffers again."""
     code = 0
+    # what the child inherited is never garbage of its own: a collection
+    # that walked it would write to (copy) every page of the parent's heap
+    gc.freeze()
     try:
         report = _run_fn(machine, fn)
         data = pickle.dumps(report, pickle.HIGHEST_PROTOCOL)

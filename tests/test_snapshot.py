@@ -3,6 +3,7 @@ a fresh boot, byte for byte; whatever goes wrong in the child reaches the
 caller as a clear error; the parent machine never changes."""
 from __future__ import annotations
 
+import gc
 import io
 import os
 import select
@@ -180,6 +181,13 @@ def test_a_process_forked_from_the_caller_starts_runs_of_its_own(booted: Machine
     children to reap: a child still exiting is not waited for there."""
     snap = booted.snapshot()
     assert snap.run(lambda m: snap.run(lambda m: snapshot._EXITING + [m.clock_ns])) == [booted.clock_ns]
+
+
+def test_the_child_never_collects_what_it_inherited(booted: Machine) -> None:
+    """A full collection walking the parent's objects would copy every page
+    of its heap (~3000 faults, tens of ms): the child freezes them first."""
+    assert booted.snapshot().run(lambda m: gc.get_freeze_count()) > 10_000
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_snapshot_of_a_machine_that_ran_since_is_refused() -> None:
