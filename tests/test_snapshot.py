@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emu import GuestHang, Machine, ShellError
+from emu import GuestHang, Machine, MachineCrashed, ShellError
 from emu.errors import SnapshotError
 from emu import snapshot
 from emu.snapshot import ChildTraceback
@@ -105,11 +105,19 @@ def provoke_quietly(m: Machine) -> None:
         m.spawn_shell().write(DIRECT, "EXCEPTION\n")
 
 
-def test_a_guest_hang_in_the_child_is_the_watchdogs_report_in_the_caller() -> None:
+def test_a_guest_hang_and_the_panic_after_it_reach_the_caller_and_not_the_snapshot() -> None:
     snap = Machine(cpus=2, seed=0, watchdog_thresh_s=0.3).boot().snapshot()
+
+    def lockup(m: Machine) -> None:
+        m.spawn_shell().write(DIRECT, "HARDLOCKUP\n")
+
     with pytest.raises(GuestHang) as err:
-        snap.run(lambda m: m.spawn_shell().write(DIRECT, "HARDLOCKUP\n"))
+        snap.run(lockup)
     assert "RIP: 0010:lkdtm_HARDLOCKUP+0x" in err.value.report
+    with pytest.raises(MachineCrashed, match="the machine crashed earlier: Watchdog detected hard LOCKUP"):
+        snap.run(lambda m: (pytest.raises(GuestHang, lockup, m), m.run(0.1)))
+    assert snap.run(lambda m: m.read_file("/proc/cmdline")) == "console=ttyS0 klpemu\n"
+    assert snap.machine.crashed is None
 
 
 def test_an_exception_in_fn_is_raised_in_the_caller_with_the_childs_traceback(booted: Machine) -> None:
