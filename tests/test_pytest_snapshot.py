@@ -4,8 +4,6 @@ worker, a failure that reaches pytest readable with the child's kernel log,
 and a clear error when a fixture runs the shared machine."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -13,7 +11,6 @@ RUN = ("-p", "no:xdist", "-p", "no:cacheprovider")
 
 SAME_RUN = '''
 import pytest
-from pathlib import Path
 
 def basic(klp, path):
     klp.start_test("basic function patching")
@@ -48,7 +45,6 @@ def test_a_forked_test_is_the_fresh_test_byte_for_byte_on_every_seed(pytester: p
 
 SETUP_ONCE = '''
 import pytest
-from pathlib import Path
 
 PATCHED = "test_klp_livepatch: this has been live patched\\n"
 
