@@ -46,6 +46,7 @@ import struct
 import sys
 import traceback
 from dataclasses import dataclass
+from types import TracebackType
 from typing import BinaryIO, Callable, Generic, NoReturn, TypeVar
 
 from emu.errors import SnapshotError
@@ -205,6 +206,21 @@ def _decode(raw: bytes, pid: int) -> _Report:
     raise SnapshotError(f"the child process of the snapshot died before it reported ({how})")
 
 
+def _shown(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback without the frames that hide themselves (pytest's
+    `__tracebackhide__`), as pytest would show it in-process."""
+    kept = []
+    while tb is not None:
+        frame = tb.tb_frame
+        if not (frame.f_locals.get("__tracebackhide__") or frame.f_globals.get("__tracebackhide__")):
+            kept.append(tb)
+        tb = tb.tb_next
+    shown = None
+    for entry in reversed(kept):
+        shown = TracebackType(shown, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return shown
+
+
 def _child(machine: M, fn: Callable[[M], object], write_fd: int) -> NoReturn:
     """Run fn, send the report, and leave without running the parent's
     exit handlers (pytest's, atexit's) or flushing its buffers again."""
@@ -229,7 +245,7 @@ def _run_fn(machine: M, fn: Callable[[M], object]) -> _Report:
     try:
         value = fn(machine)
     except BaseException as exc:                  # noqa: BLE001 - every failure goes to the parent
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))   # from fn down
+        text = "".join(traceback.format_exception(type(exc), exc, _shown(exc.__traceback__.tb_next)))   # from fn
         payload = _pickled_exception(exc)
         what = f"the run raised {type(exc).__qualname__}: {exc} (which cannot be pickled to reach the parent)"
         return _Report(False, payload, what, text)

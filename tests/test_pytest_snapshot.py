@@ -11,6 +11,7 @@ RUN = ("-p", "no:xdist", "-p", "no:cacheprovider")
 
 SAME_RUN = '''
 import pytest
+from pathlib import Path
 
 def basic(klp, path):
     klp.start_test("basic function patching")
@@ -119,6 +120,7 @@ def test_failures_reach_pytest_readable_with_the_childs_kernel_log(pytester: pyt
     wrong = out[out.index("_ test_wrong_cmdline _"):out.index("_ test_oops _")]
     assert "E   AssertionError: assert 'test_klp_liv...ive patched\\n' == 'unpatched\\n'" in wrong
     assert "in test_wrong_cmdline\n    assert cmdline == \"unpatched\\n\"" in wrong    # the child's traceback
+    assert "pytest_plugin.py" not in wrong                       # its frames hide, as in-process
     assert "klpemu kernel log" in wrong and "livepatch: 'test_klp_livepatch': patching complete" in wrong
     oops = out[out.index("_ test_oops _"):out.index("_ test_fixture_runs_the_machine _")]
     assert "ShellError" in oops and "died during the command" in oops
