@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emu import GuestHang, Machine, MachineCrashed, ShellError
+from emu import EmuError, GuestHang, Machine, MachineCrashed, ShellError
 from emu.errors import SnapshotError
 from emu import snapshot
 from emu.snapshot import ChildTraceback
@@ -196,6 +196,22 @@ def test_the_child_never_collects_what_it_inherited(booted: Machine) -> None:
     of its heap (~3000 faults, tens of ms): the child freezes them first."""
     assert booted.snapshot().run(lambda m: gc.get_freeze_count()) > 10_000
     assert gc.get_freeze_count() == 0
+
+
+def test_a_snapshot_is_not_taken_while_the_cpus_run() -> None:
+    """From a hook (or a hypercall) the CPUs are mid-round: no consistent machine to fork."""
+    m = Machine(cpus=1, seed=0).boot()
+    refused: list[EmuError] = []
+
+    def take() -> None:
+        try:
+            m.snapshot()
+        except EmuError as exc:
+            refused.append(exc)
+    remove = m.cpus[0].engine.hook_code_at(m.symbol_address("cmdline_proc_show"), take)
+    m.read_file("/proc/cmdline")
+    remove()
+    assert "a snapshot is taken between runs, not while the CPUs run" in str(refused[0])
 
 
 def test_a_snapshot_of_a_machine_that_ran_since_is_refused() -> None:
