@@ -26,10 +26,8 @@ import cProfile
 import io
 import math
 import os
-import pickle
 import pstats
 import statistics
-import struct
 import sys
 import time
 from collections import Counter
@@ -49,7 +47,6 @@ RACE = SCENARIOS / "race-callback.sh"
 RACE_FUNCTION = "klpemu_race_report"          # where the planted race oopses
 TARGET_PER_CORE = 50.0
 SLOW = ("test-syscall",)                       # ~2 s a run: left out of --quick
-_LEN = struct.Struct("<Q")
 # where the Python time of a run goes: the first prefix that matches a frame's file
 PACKAGES = (("emu/arch/", "emu.arch (engine, CPUs)"), ("emu/unwind/", "emu.unwind"),
             ("emu/kernel/", "emu.kernel (hypercalls, shell, services)"), ("emu/module/", "emu.module + elf"),
@@ -106,11 +103,7 @@ def _fork_empty() -> float:
 
 def _timed_child(zygote: Zygote, schedule: ScheduleSpec, profiled: bool) -> dict[str, object]:
     """Zygote.run, with the child timing its run (and, if `profiled`, its cProfile split)."""
-    read_fd, write_fd = os.pipe()
-    start = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
+    def timed_run(_: object) -> dict[str, object]:
         prof = cProfile.Profile() if profiled else None
         t0 = time.perf_counter()
         if prof:
@@ -118,16 +111,9 @@ def _timed_child(zygote: Zygote, schedule: ScheduleSpec, profiled: bool) -> dict
         outcome = run_session(zygote.session, zygote.out, zygote.script, schedule)
         if prof:
             prof.disable()
-        report = {"run_s": time.perf_counter() - t0, "kind": outcome.kind, **(_split(prof) if prof else {})}
-        data = pickle.dumps(report)
-        with os.fdopen(write_fd, "wb") as pipe:
-            pipe.write(_LEN.pack(len(data)) + data)
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        raw = pipe.read()
-    os.waitpid(pid, 0)
-    report = pickle.loads(raw[_LEN.size:])
+        return {"run_s": time.perf_counter() - t0, "kind": outcome.kind, **(_split(prof) if prof else {})}
+    start = time.perf_counter()
+    report = zygote.snapshot.run(timed_run)
     report["total_s"] = time.perf_counter() - start
     return report
 

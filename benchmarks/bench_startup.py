@@ -14,13 +14,23 @@
   every process compile every module again, ~0.1 s);
 - module load: the loader alone (parse, lay out, relocate klpemu_bench_tasks,
   105 functions) and a whole insmod + rmmod through the guest (syscall,
-  loader, unwind tables, ftrace sites, init).
+  loader, unwind tables, ftrace sites, init);
+- a run from a snapshot (emu.snapshot, issue #15's target: <= 20 ms plus
+  the run's own work): the basic function patching scenario started from
+  a snapshot of a booted machine (fork, the run in the child, its result
+  pickled back, the child's exit), beside the same scenario on a freshly
+  booted machine in this process (the run's own work: the same guest
+  work, byte for byte, checked) and boot + scenario; the overhead is the
+  median over rounds of (snapshot run - own work), so the child's
+  copy-on-write faults count as the snapshot's.
 Host wall time, medians, rounds interleaved.
 
 Run: python -m benchmarks.bench_startup [--quick] [--json PATH]
 """
 from __future__ import annotations
 
+import gc
+import io
 import os
 import statistics
 import subprocess
@@ -35,12 +45,14 @@ from emu.elf.module_loader import load_module
 from emu.machine import resolve_kernel
 from emu.module.manager import module_name_field
 from emu.unwind import cache, tables_from_elf
+from klpemu.scenario import ScenarioRunner
 
-from .common import MODULES, bench_main, machine_description, spread, svg_bars, table
+from .common import MODULES, bench_main, machine_description, median_ratio, spread, svg_bars, table
 
 TARGET_BOOT_S = 0.3
 TARGET_IMPORT_S = 0.15
 TARGET_RUN_S = 0.25
+TARGET_SNAPSHOT_OVERHEAD_MS = 20.0      # a run from a snapshot: at most this plus its own work
 BASIC_FUNCTION_PATCHING = """\
 insmod test_klp_livepatch.ko
 cat /proc/cmdline
@@ -77,6 +89,37 @@ def cold_wall_s(args: list[str], stdin: str = "") -> float:
     subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, check=True,
                    cwd=Path(__file__).resolve().parent.parent, env=env)
     return time.perf_counter() - start
+
+
+def basic_function_patching(m: Machine) -> tuple[int, str]:
+    """The scenario on `m`: its exit code and the kernel log it leaves."""
+    result = ScenarioRunner(m, io.StringIO()).run_text(BASIC_FUNCTION_PATCHING)
+    return result.exit_code, m.dmesg()
+
+
+def snapshot_rounds(rounds: int) -> dict[str, list[float]]:
+    """Per round, side by side: boot + scenario, the scenario alone (after
+    that boot), and the scenario from a snapshot of a booted machine."""
+    snap = Machine(cpus=2, seed=0).boot().snapshot()
+    expected = snap.run(basic_function_patching)          # warm: the first fork pays for lazy imports
+    times: dict[str, list[float]] = {"boot_and_run": [], "scenario": [], "snapshot_run": []}
+    for _ in range(rounds):
+        gc.collect()                    # the last round's machine freed before, not during, the timing
+        start = time.perf_counter()
+        m = Machine(cpus=2, seed=0).boot()
+        booted = time.perf_counter()
+        fresh = basic_function_patching(m)
+        end = time.perf_counter()
+        del m                           # a fork copies the page tables of every machine alive
+        gc.collect()
+        start_forked = time.perf_counter()
+        forked = snap.run(basic_function_patching)
+        times["snapshot_run"].append(time.perf_counter() - start_forked)
+        times["boot_and_run"].append(end - start)
+        times["scenario"].append(end - booted)
+        if not fresh == forked == expected or fresh[0] != 0:
+            raise RuntimeError("the scenario from a snapshot is not the fresh boot's run (or it failed)")
+    return times
 
 
 def run(quick: bool = False) -> dict[str, object]:
@@ -117,6 +160,7 @@ def run(quick: bool = False) -> dict[str, object]:
                 del os.environ["XDG_CACHE_HOME"]
             else:
                 os.environ["XDG_CACHE_HOME"] = env
+    times.update(snapshot_rounds(rounds))
     return {"benchmark": "startup", "machine": machine_description(), "rounds": rounds,
             **figures(times, functions), "module": MODULE.name, "module_bytes": len(data),
             "module_functions": len(loaded.mcount_sites)}
@@ -137,7 +181,21 @@ def figures(times: dict[str, list[float]], functions: int) -> dict[str, object]:
         "unwind_cached_us_per_function": round(median["tables_cached"] / functions * 1e6, 2),
         "module_loader_ms": round(median["loader"] * 1e3, 2),
         "insmod_rmmod_ms": round(median["insmod"] * 1e3, 2),
+        **snapshot_figures(times),
     }
+
+
+def snapshot_figures(times: dict[str, list[float]]) -> dict[str, object]:
+    """A run from a snapshot, its own work, boot + run (ms); the overhead
+    per round (snapshot run - own work) with its spread; how many times
+    faster than boot + run."""
+    overhead = [(a - b) * 1e3 for a, b in zip(times["snapshot_run"], times["scenario"])]
+    return {"snapshot_run_ms": round(statistics.median(times["snapshot_run"]) * 1e3, 2),
+            "scenario_ms": round(statistics.median(times["scenario"]) * 1e3, 2),
+            "boot_and_run_ms": round(statistics.median(times["boot_and_run"]) * 1e3, 2),
+            "snapshot_overhead_ms": round(statistics.median(overhead), 2),
+            "snapshot_overhead_ms_spread": spread(overhead),
+            "boot_and_run_vs_snapshot": round(median_ratio(times["boot_and_run"], times["snapshot_run"]), 2)}
 
 
 def report(result: dict[str, object]) -> str:
@@ -152,7 +210,13 @@ def report(result: dict[str, object]) -> str:
             ("unwind tables, cached",
              f"{r['unwind_tables_cached_s']:.4f} s = {r['unwind_cached_us_per_function']} us/function"),
             (f"module loader: parse, lay out, relocate {r['module']}", f"{r['module_loader_ms']} ms"),
-            (f"insmod + rmmod {r['module']} through the guest", f"{r['insmod_rmmod_ms']} ms")]
+            (f"insmod + rmmod {r['module']} through the guest", f"{r['insmod_rmmod_ms']} ms"),
+            ("basic function patching: boot + run, in this process", f"{r['boot_and_run_ms']} ms"),
+            ("basic function patching: the run alone (its own work)", f"{r['scenario_ms']} ms"),
+            ("basic function patching from a snapshot (fork, run, result, exit)",
+             f"{r['snapshot_run_ms']} ms = {r['boot_and_run_vs_snapshot']}x faster than boot + run"),
+            (f"a run from a snapshot, beyond its own work (target <= {TARGET_SNAPSHOT_OVERHEAD_MS:g} ms)",
+             f"{r['snapshot_overhead_ms']} ms")]
     return table(("start-up", "time"), rows)
 
 
@@ -161,7 +225,8 @@ def svg(result: dict[str, object]) -> str:
     bars = [("import emu, cold", r["import_emu_s"] * 1e3), ("klpemu run, cold", r["klpemu_run_s"] * 1e3),
             ("boot, fresh process", r["first_boot_s"] * 1e3), ("boot, again", r["boot_s"] * 1e3), ("unwind tables, cold", r["unwind_tables_cold_s"] * 1e3),
             ("unwind tables, cached", r["unwind_tables_cached_s"] * 1e3),
-            ("module loader", r["module_loader_ms"]), ("insmod + rmmod", r["insmod_rmmod_ms"])]
+            ("module loader", r["module_loader_ms"]), ("insmod + rmmod", r["insmod_rmmod_ms"]),
+            ("boot + scenario", r["boot_and_run_ms"]), ("scenario from a snapshot", r["snapshot_run_ms"])]
     return svg_bars("Start-up costs (ms)", bars, " ms", marks=[(TARGET_BOOT_S * 1e3, "boot target")])
 
 

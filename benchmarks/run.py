@@ -89,6 +89,10 @@ def targets(results: dict[str, dict]) -> list[Target]:
                   "{:.3f}", r.get("import_emu_s_spread"), " s", at_most=True)
             judge(f"klpemu run of basic function patching <= {bs.TARGET_RUN_S:g} s, cold", r["klpemu_run_s"],
                   bs.TARGET_RUN_S, "{:.3f}", r.get("klpemu_run_s_spread"), " s", at_most=True)
+        if "snapshot_overhead_ms" in r:  # runs since 2026-12-04 (emu.snapshot)
+            judge(f"a scenario run from a snapshot <= {bs.TARGET_SNAPSHOT_OVERHEAD_MS:g} ms plus its own work",
+                  r["snapshot_overhead_ms"], bs.TARGET_SNAPSHOT_OVERHEAD_MS, "{:.1f}",
+                  r.get("snapshot_overhead_ms_spread"), " ms", at_most=True)
     if "scenarios" in results:
         r, target = results["scenarios"], bench_scenarios.TARGET_SET_S
         what = f"whole ported selftest set <= {target:g} s"

@@ -57,6 +57,11 @@ class GuestIdle(GuestTimeout):
         self.left_s = left_s
 
 
+class SnapshotError(EmuError):
+    """A run from a snapshot did not report: the child process died, its
+    result could not be pickled, or the snapshot is stale."""
+
+
 class MachineCrashed(EmuError):
     """The machine panicked or hung earlier and cannot run any more."""
 

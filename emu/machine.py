@@ -43,6 +43,7 @@ from emu.module.manager import ModuleManager
 from emu.preempt import PreemptionPoints
 from emu.runloop import PARK_PHYS, MachineStats, RunLoop
 from emu.schedule import Schedule, ScheduleSpec, make_schedule
+from emu.snapshot import Snapshot
 from emu.time import VirtualClock
 from emu.trace.ftrace import Ftrace
 from emu.trace.kprobes import Kprobes
@@ -287,6 +288,17 @@ class Machine:
                   what: str = "a condition") -> None:
         """Run until predicate() holds; GuestTimeout after timeout_s of virtual time."""
         self.runloop.run_until(predicate, timeout_s, what)
+
+    def snapshot(self) -> Snapshot["Machine"]:
+        """This machine as it is now, to start runs from: `snapshot().run(fn)`
+        calls fn(machine) on a copy, in a forked child (emu.snapshot)."""
+        if self.runloop.in_round:
+            raise EmuError("a snapshot is taken between runs, not while the CPUs run (from a hook or hypercall)")
+        return Snapshot(self, self._state_mark)
+
+    def _state_mark(self) -> tuple[int, int, int]:
+        """What changes whenever the machine runs or logs (a snapshot's staleness check)."""
+        return self.clock.ns, self.runloop.stats.rounds, self.klog.buffer.used()
 
     def stop_machine(self, fn: Callable[[], None]) -> None:
         """Run fn with every CPU stopped (now, or at the end of this round)."""

@@ -68,6 +68,11 @@ class RunLoop:
         self._deferred: list[Callable[[], None]] = []
         self._current_cpu: Cpu | None = None
 
+    @property
+    def in_round(self) -> bool:
+        """True while the CPUs run a round (inside a hook or a hypercall)."""
+        return self._in_round
+
     # ---------------------------------------------------------------- running
     def run(self, seconds: float) -> None:
         """Run for `seconds` of virtual time."""

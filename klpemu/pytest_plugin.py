@@ -24,6 +24,36 @@ stuck, the tasks that block it with their stacks.
 that many schedules, each forked from one booted machine of the test's
 configuration, and fails naming each failing class's first schedule and
 the `klpemu run` line that replays it.
+
+Tests from a snapshot: `@pytest.mark.klpemu(snapshot=True)` boots the
+test's configuration once per worker process and runs each test (each
+seed of --klpemu-seeds) in a child forked from that machine
+(emu.snapshot); `snapshot=FUNCTION` also calls FUNCTION(klp) once, before
+the snapshot is taken (to load the modules every test starts with).
+
+    def patched(klp):
+        klp.load_lp("my_fix")
+
+    @pytest.mark.klpemu(snapshot=patched)
+    def test_reader(klp): ...
+
+Only the test function runs in the child (pytest_pyfunc_call); collection,
+fixtures and reports stay in pytest's process, which is where the
+verdict must land: what the test raises (an assertion, pytest.skip, a
+KlpemuFailure, a guest's ShellError) is raised again there, the same
+exception with the child's traceback as its cause, so pytest's assertion
+message reads as usual; a failure's report carries the child's kernel
+log, blocking tasks and timeline. Forking the whole test protocol instead
+(pytest-forked's way) would boot in each child, and its fixtures' values
+would not reach the parent. So what a test changes lives in its child
+only: the machine, and Python state (monkeypatch, output captured with
+capsys); files (tmp_path) stay. A fixture that uses klp or
+klpemu_machine would run the shared machine outside the child: the test
+fails naming the fix (that setup goes in FUNCTION). With snapshot=True
+each seed gives the bytes of a fresh boot (the snapshot is the booted
+machine; setup_config and the test run in the child under the test's
+seed); with FUNCTION the setup runs once, under the marker's seed, and the
+seeds vary what the tests do from there.
 """
 from __future__ import annotations
 
@@ -47,13 +77,17 @@ __tracebackhide__ = True
 # fixture: every pytest run in this environment loads the plugin.
 
 MARKER = "klpemu(cpus=2, seed=0, kernel='modern', dispatch='native', cmdline=None, module_dirs=(), " \
-         "schedule='random', klp_version=None): how to boot the machine of the klp / klpemu_machine fixtures"
-OPTIONS = ("cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs", "schedule", "klp_version")
+         "schedule='random', klp_version=None, snapshot=None): how to boot the machine of the klp / " \
+         "klpemu_machine fixtures; snapshot=True or a function of klp: boot (and run the function) once " \
+         "per worker, and run the test in a forked copy"
+OPTIONS = ("cpus", "seed", "kernel", "dispatch", "cmdline", "module_dirs", "schedule", "klp_version", "snapshot")
 CHECKED = "check_result compares the kernel log lines after the test's canary that contain 'livepatch:' " \
           "or 'test_klp' (as functions.sh does), taint notices left out"
 DMESG_TAIL = 80
+MAX_SNAPSHOTS = 4                  # a booted machine each, per worker: the least recently used goes
 _MACHINES = pytest.StashKey["Machine"]()
 _EVENTS = pytest.StashKey["EventLog"]()
+_FORKED = pytest.StashKey["ForkedTest"]()
 
 
 class KlpemuFailure(AssertionError):
@@ -78,6 +112,7 @@ class Klp:
         self.machine = machine
         # build() writes modules to `scratch`, explore() a scenario given as text
         self._scratch = scratch
+        self._test_dir = module_dirs[0] if module_dirs else Path.cwd()
         self.module_dirs = [*([scratch] if scratch else []), *module_dirs]
         self.dispatch = dispatch
         self.klp_version = klp_version
@@ -210,9 +245,13 @@ class Klp:
         except BuildError as exc:
             raise KlpemuFailure(f"klp.build: {exc}") from None
 
-    @property
-    def _test_dir(self) -> Path:
-        return self.module_dirs[1] if self._scratch else self.module_dirs[0]
+    def _use_scratch(self, scratch: Path) -> None:
+        """build() and explore() write to SCRATCH (a forked test's tmp_path),
+        found first; the snapshot's own scratch (what its setup built) next."""
+        from klpemu.selftest import FIXTURE_MODULES, module_dirs_finder
+        self._scratch = scratch
+        self.module_dirs = [scratch, *self.module_dirs]
+        self.selftest.find_module = module_dirs_finder([*self.module_dirs, FIXTURE_MODULES])
 
     # ------------------------------------------------------------ many schedules
     def explore(self, script: str | Path, runs: int = 100, strategy: str | None = None,
@@ -254,6 +293,109 @@ def _explore_jobs() -> int:
 def _blocking_report(machine: "Machine") -> str:
     from klpemu.state_report import blocking_report  # imports the emulator
     return blocking_report(machine)
+
+
+def _failure_sections(machine: "Machine", events: "EventLog | None") -> list[tuple[str, str]]:
+    """What a failing test's report adds: the kernel log's tail, the tasks
+    blocking a transition, the transitions' timeline."""
+    lines = machine.dmesg().splitlines()
+    sections = [("klpemu kernel log", "\n".join(lines[-DMESG_TAIL:]))]
+    blocking = _blocking_report(machine)
+    if blocking:
+        sections.append(("klpemu blocking tasks", blocking))
+    if events is not None and events.events:
+        from klpemu.timeline import text_timeline
+        sections.append(("klpemu timeline", text_timeline(events.to_json(), machine.clock_ns)))
+    return sections
+
+
+# ---------------------------------------------------------------------- tests forked from a snapshot
+class SharedSnapshot:
+    """A booted machine (with the livepatch core, functions.sh's helpers
+    and, when the marker names one, its setup run) kept for the tests of
+    one configuration in this worker; each runs in a forked copy."""
+
+    def __init__(self, klp: Klp, events: "EventLog", setup_in_child: bool) -> None:
+        self.klp = klp
+        self.events = events
+        self.setup_in_child = setup_in_child       # snapshot=True: setup_config runs in each test
+        self.snapshot = klp.machine.snapshot()
+
+    def stale(self) -> bool:
+        """True when the machine ran in this process since the snapshot."""
+        from emu.errors import SnapshotError
+        try:
+            self.snapshot.check()
+        except SnapshotError:
+            return True
+        return False
+
+
+class ForkedTest:
+    """One test's run from a shared snapshot: its seed, its tmp_path."""
+
+    def __init__(self, shared: SharedSnapshot, seed: int, schedule: str) -> None:
+        self.shared = shared
+        self.seed = seed
+        self.schedule = schedule
+        self.scratch: Path | None = None           # the test's tmp_path, when it uses the klp fixture
+
+    def run(self, test: Callable[..., object], args: dict[str, object]) -> None:
+        """TEST(**ARGS) in a child forked from the snapshot, under this test's
+        seed; its failure raised here with the child's report sections."""
+        __tracebackhide__ = True
+        from dataclasses import replace
+
+        from emu.schedule import ScheduleSpec
+        shared = self.shared
+        if shared.stale():
+            raise KlpemuFailure("the snapshot's machine ran before the test (a fixture used klp or "
+                                "klpemu_machine?): with @pytest.mark.klpemu(snapshot=...) the test runs in a "
+                                "forked copy and fixtures do not; what every test starts from goes in the "
+                                "snapshot's setup function (snapshot=FUNCTION, called with klp), the rest in the test")
+
+        def body(machine: "Machine") -> None:
+            machine.config = replace(machine.config, seed=self.seed, schedule=self.schedule)
+            machine.set_schedule(ScheduleSpec.parse(self.schedule, seed=self.seed))
+            try:
+                if self.scratch is not None:       # the klp fixture: as a fresh one, set up
+                    shared.klp._use_scratch(self.scratch)
+                    if shared.setup_in_child:
+                        shared.klp.setup_config()
+                test(**args)
+            except BaseException as exc:
+                if not isinstance(exc, pytest.skip.Exception):
+                    exc.klpemu_sections = _failure_sections(machine, shared.events)  # type: ignore[attr-defined]
+                raise
+        shared.snapshot.run(body)
+
+
+_SNAPSHOTS: dict[tuple[object, ...], SharedSnapshot] = {}
+
+
+def _shared_snapshot(request: pytest.FixtureRequest, options: dict[str, object]) -> SharedSnapshot:
+    """This worker's snapshot of the test's configuration, booted on first use."""
+    from emu import Machine
+    setup = options["snapshot"]
+    if setup is not True and not callable(setup):
+        raise pytest.UsageError(f"@pytest.mark.klpemu(snapshot=...) takes True or a function of klp, not {setup!r}")
+    dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
+    key = (*(repr(options.get(k)) for k in OPTIONS if k != "snapshot"), setup, *dirs)
+    shared = _SNAPSHOTS.pop(key, None)
+    if shared is None or shared.stale():          # stale: ran since, in this process (a fixture's teardown)
+        kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
+        machine = Machine(seed=int(options.get("seed", 0)), **kwargs).boot()
+        scratch = request.getfixturevalue("tmp_path_factory").mktemp("klpemu-snapshot")
+        klp = Klp(machine, dirs, options.get("dispatch"), scratch=scratch, klp_version=options.get("klp_version"))
+        events = klp.livepatch.transition.record_events()
+        if setup is not True:
+            klp.setup_config()
+            setup(klp)
+        shared = SharedSnapshot(klp, events, setup_in_child=setup is True)
+        while len(_SNAPSHOTS) >= MAX_SNAPSHOTS:
+            del _SNAPSHOTS[next(iter(_SNAPSHOTS))]
+    _SNAPSHOTS[key] = shared                      # the most recently used last
+    return shared
 
 
 # ---------------------------------------------------------------------- pytest hooks
@@ -314,8 +456,15 @@ def klpemu_seed(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture
 def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator["Machine"]:
-    """A booted machine with the livepatch core attached."""
+    """A booted machine with the livepatch core attached (with the marker's
+    `snapshot`: the worker's shared one, which the test runs a forked copy of)."""
     options = _options(request)
+    if options.get("snapshot") is not None:
+        shared = _shared_snapshot(request, options)
+        schedule = str(options.get("schedule") or shared.klp.machine.config.schedule)
+        request.node.stash[_FORKED] = ForkedTest(shared, klpemu_seed, schedule)
+        yield shared.klp.machine
+        return
     kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
     from emu import Machine
     from klp.core import Livepatch
@@ -331,6 +480,10 @@ def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine", tmp_path: Pat
     """functions.sh's helpers on `klpemu_machine`; modules are looked up next
     to the test file, then in the marker's module_dirs, then in the fixtures."""
     options = _options(request)
+    forked = request.node.stash.get(_FORKED, None)
+    if forked is not None:                        # setup_config (if not done) in the test's child
+        forked.scratch = tmp_path
+        return forked.shared.klp
     dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
     klp = Klp(klpemu_machine, dirs, options.get("dispatch"), scratch=tmp_path,
               klp_version=options.get("klp_version"))
@@ -338,24 +491,31 @@ def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine", tmp_path: Pat
     return klp
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test on a shared snapshot runs in a forked child (ForkedTest.run)."""
+    forked = pyfuncitem.stash.get(_FORKED, None)
+    if forked is None:
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    forked.run(pyfuncitem.obj, args)
+    return True
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    machine = item.stash.get(_MACHINES, None)
-    if machine is None or report.when != "call" or not report.failed:
+    if report.when != "call" or not report.failed:
         return
     if call.excinfo is not None and call.excinfo.errisinstance(KlpemuExplorationFailure):
         return                  # the test's own machine is not where the failing runs ran
+    if call.excinfo is not None and hasattr(call.excinfo.value, "klpemu_sections"):
+        sections = call.excinfo.value.klpemu_sections       # from the forked test's child
+    elif (machine := item.stash.get(_MACHINES, None)) is not None:
+        sections = _failure_sections(machine, item.stash.get(_EVENTS, None))
+    else:
+        return
     # as report sections (the terminal) and as properties (JUnit XML keeps those)
-    lines = machine.dmesg().splitlines()
-    sections = [("klpemu kernel log", "\n".join(lines[-DMESG_TAIL:]))]
-    blocking = _blocking_report(machine)
-    if blocking:
-        sections.append(("klpemu blocking tasks", blocking))
-    events = item.stash.get(_EVENTS, None)
-    if events is not None and events.events:
-        from klpemu.timeline import text_timeline
-        sections.append(("klpemu timeline", text_timeline(events.to_json(), machine.clock_ns)))
     report.sections.extend(sections)
     item.user_properties.extend(sections)        # the teardown report carries them to the XML

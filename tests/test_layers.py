@@ -99,7 +99,7 @@ def test_the_graph_sees_the_imports() -> None:
 
 
 # emu's parts, each importing only the ones below it (the README's layout)
-EMU_RANKS = {"emu.abi": 0, "emu.errors": 0, "emu.time": 1, "emu.arch": 1, "emu.elf": 1, "emu.kernel": 2, "emu.schedule": 2, "emu.preempt": 2,
+EMU_RANKS = {"emu.abi": 0, "emu.errors": 0, "emu.snapshot": 1, "emu.time": 1, "emu.arch": 1, "emu.elf": 1, "emu.kernel": 2, "emu.schedule": 2, "emu.preempt": 2,
              "emu.unwind": 3, "emu.runloop": 3, "emu.fs": 4, "emu.faults": 4, "emu.trace": 5, "emu.module": 6,
              "emu.machine": 7, "emu": 8}
 

@@ -69,7 +69,7 @@ def test_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> No
     """)
     result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*unknown option(s) cpu (the options: cpus, seed, kernel, dispatch, cmdline, "
-                                 "module_dirs, schedule, klp_version)*"])
+                                 "module_dirs, schedule, klp_version, snapshot)*"])
     assert result.ret != 0
 
 

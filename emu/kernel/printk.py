@@ -53,6 +53,10 @@ class LogBuffer:
         self.ram.write(self.phys + nxt, _RECORD.pack(timestamp_ns, len(data), level & 0xFF, 0) + data)
         self.ram.write(self.phys, _HEADER.pack(nxt + rec_size, dropped))
 
+    def used(self) -> int:
+        """Bytes of the buffer the records take so far (grows with each one)."""
+        return _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))[0]
+
     def records(self) -> list[LogRecord]:
         """Every record so far (parsed incrementally from guest memory)."""
         nxt, _ = _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))

@@ -1,25 +1,21 @@
 """Runs forked from a booted session: boot once, then every schedule in a
-child process that starts from the booted machine (copy-on-write memory,
-the same Unicorn state) and sends its Outcome back through a pipe."""
+child process that starts from the booted machine (emu.snapshot: the
+same Unicorn state, copy-on-write memory) and sends its Outcome back."""
 from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import pickle
-import struct
 import traceback
 from dataclasses import dataclass
 
 from emu import EmuError
+from emu.errors import SnapshotError
 from emu.schedule import ScheduleSpec
 from klp.core import Livepatch
 from klp.errors import LivepatchError
 from klpemu.errors import KlpemuError
 from klpemu.explore.outcome import ERROR, Outcome, classify
 from klpemu.session import RunConfig, ScenarioSession
-
-_LEN = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -38,28 +34,16 @@ class Zygote:
         self.script = script
         self.out = io.StringIO()
         self.session = ScenarioSession(config, self.out)
+        self.snapshot = self.session.machine.snapshot()
 
     def run(self, schedule: ScheduleSpec) -> Outcome:
         """The outcome of the script under `schedule`, in a child process."""
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:                                  # the child: run, report, vanish
-            os.close(read_fd)
-            try:
-                outcome = run_session(self.session, self.out, self.script, schedule)
-                data = pickle.dumps(outcome)
-            except BaseException:                     # even a bug here must reach the parent
-                data = pickle.dumps(Outcome(ERROR, "the explorer failed", traceback.format_exc()))
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(_LEN.pack(len(data)) + data)
-            os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as pipe:
-            raw = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if len(raw) < _LEN.size or len(raw) != _LEN.size + _LEN.unpack_from(raw)[0]:
-            return Outcome(ERROR, "the run's process died", f"wait status {status}")
-        return pickle.loads(raw[_LEN.size:])
+        try:
+            return self.snapshot.run(lambda _: run_session(self.session, self.out, self.script, schedule))
+        except SnapshotError as exc:
+            return Outcome(ERROR, "the run's process did not report", str(exc))
+        except Exception:                             # a bug of the explorer's: its traceback, from the child
+            return Outcome(ERROR, "the explorer failed", traceback.format_exc())
 
 
 def run_session(session: ScenarioSession, out: io.StringIO, script: Script, schedule: ScheduleSpec) -> Outcome:
