@@ -23,7 +23,6 @@ Run: python -m benchmarks.bench_explore [--quick] [--json PATH]
 from __future__ import annotations
 
 import cProfile
-import io
 import math
 import os
 import pstats
@@ -35,7 +34,7 @@ from pathlib import Path
 
 from emu.schedule import ScheduleSpec
 from klpemu.explore.fork import Script, Zygote, run_session
-from klpemu.explore.outcome import OOPS, PASS, Outcome
+from klpemu.explore.outcome import OOPS, Outcome
 from klpemu.explore.pool import Run, run_local
 from klpemu.paths import SCENARIOS
 from klpemu.session import RunConfig

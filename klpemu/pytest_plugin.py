@@ -65,7 +65,6 @@ import pytest
 
 if TYPE_CHECKING:
     from emu import Machine
-    from klp.core import Livepatch
     from klp.events import EventLog
     from klp.transition import BlockingTask
 
