@@ -8,12 +8,27 @@ splits it: a word without one has no value, None, which bool parameters take
 as true). A leading quote is dropped, and with it the word's last character if
 that is a quote; a value's leading quote is dropped, and with it the word's
 last character if that is a quote. Every other quote stays.
+
+The kernel splits bytes: a string here holds one character per byte
+(from_bytes, latin-1), and printable() makes a word text again for a message.
 """
 from __future__ import annotations
 
-# lib/ctype.c isspace() on ASCII. (It also takes the byte 0xa0; the args reach
-# here decoded as UTF-8, so that byte inside a character is not seen.)
-_SPACES = frozenset(" \t\n\v\f\r")
+# isspace() of include/linux/ctype.h, which looks the byte up (cast to
+# unsigned char) in lib/ctype.c's _ctype: _S is set for 9-13, 32 and 160, the
+# Latin-1 no-break space. So a 0xa0 byte ends a word, also inside a UTF-8
+# character (U+00A0 is c2 a0, U+00E0 c3 a0): "s=\xc3\xa0t" is s="\xc3", t.
+_SPACES = frozenset(" \t\n\v\f\r\xa0")
+
+
+def from_bytes(raw: bytes) -> str:
+    """What next_arg splits: RAW, one character per byte."""
+    return raw.decode("latin-1")
+
+
+def printable(word: str) -> str:
+    """A word of from_bytes() text as the log shows it: its bytes as UTF-8."""
+    return word.encode("latin-1").decode("utf-8", "replace")
 
 
 def _skip_spaces(s: str, i: int) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from emu.arch.memory import AddressSpace
-from emu.kernel.cmdline import split_args
+from emu.kernel.cmdline import from_bytes, printable, split_args
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.printk import KernelLog
 
@@ -135,7 +135,8 @@ class DynamicDebug:
         self.mem = mem
         self.tables: list[tuple[str, list[DebugSite]]] = []
         self._guest_sites: dict[int, DebugSite] = {}      # by struct _ddebug address
-        self._boot_queries = [(name, value) for name, value in split_args(cmdline)
+        self._boot_queries = [(printable(name), None if value is None else printable(value))
+                              for name, value in split_args(from_bytes(cmdline.encode()))
                               if name == "dyndbg" or name.endswith(".dyndbg")]
 
     # ------------------------------------------------------------ tables

@@ -21,7 +21,7 @@ from emu.arch.memory import MODULES_SIZE
 from emu.elf.module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
 from emu.errors import EmuError
 from emu.fs.vfs import FileNode, Vfs
-from emu.kernel.cmdline import parameq, split_args
+from emu.kernel.cmdline import from_bytes, parameq, printable, split_args
 from emu.kernel.dyndbg import DebugSite, DynamicDebug
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.kstrtox import ParseError, kstrtobool, kstrtoll, kstrtoull
@@ -275,7 +275,7 @@ class ModuleManager:
         mem = self.prog.mem
         if length > MAX_MODULE_IMAGE or not mem.is_mapped(image, max(length, 1)):
             return -errno.EFAULT
-        args = mem.read_cstr(uargs, 4096) if uargs else ""
+        args = from_bytes(mem.read_cbytes(uargs, 4096)) if uargs else ""
         return self.init_module(ctx, mem.read(image, length), args)
 
     @hypercall("HC_DELETE_MODULE", blocking=True)
@@ -329,10 +329,11 @@ class ModuleManager:
 
     # ------------------------------------------------------------ parameters
     def _parse_args(self, ctx: "ServiceContext", mod: Module, uargs: str) -> int:
-        """parse_args with unknown_module_param_cb: the words split as
-        next_arg does; an unknown name is a warning; a bad value is KERN_ERR
-        and the load fails with its errno (the last one: parse_args goes on
-        to the end)."""
+        """parse_args with unknown_module_param_cb over UARGS's bytes (one
+        character each, cmdline.from_bytes): the words split as next_arg
+        does; an unknown name is a warning; a bad value is KERN_ERR and the
+        load fails with its errno (the last one: parse_args goes on to the
+        end)."""
         err = 0
         for name, value in split_args(uargs):
             param = next((p for key, p in mod.params.items() if parameq(name, key)), None)
@@ -340,10 +341,11 @@ class ModuleManager:
                 self._unknown_param(mod, name, value)
                 continue
             ret = self._param_set(ctx, param, value)
+            shown, named = printable(value or ""), printable(name)
             if ret == -errno.ENOSPC:
-                self.log.log(f"{mod.name}: `{value or ''}' too large for parameter `{name}'", level=3)
+                self.log.log(f"{mod.name}: `{shown}' too large for parameter `{named}'", level=3)
             elif ret < 0:
-                self.log.log(f"{mod.name}: `{value or ''}' invalid for parameter `{name}'", level=3)
+                self.log.log(f"{mod.name}: `{shown}' invalid for parameter `{named}'", level=3)
             err = ret if ret < 0 else err
         return err
 
@@ -356,9 +358,10 @@ class ModuleManager:
             return
         prefix, dot, rest = name.partition(".")
         if (rest if dot else name) == "dyndbg":
-            self.debug.exec_queries("+p" if value is None else value, prefix if dot else mod.name)
+            query = "+p" if value is None else printable(value)
+            self.debug.exec_queries(query, printable(prefix) if dot else mod.name)
             return
-        self.log.log(f"{mod.name}: unknown parameter '{prefix}' ignored", level=4)
+        self.log.log(f"{mod.name}: unknown parameter '{printable(prefix)}' ignored", level=4)
 
     def _param_store(self, ctx: "ServiceContext", mod: Module, p: ParamDesc, text: str) -> int:
         """param_attr_store: the value as sysfs hands it over, a trailing
@@ -368,7 +371,8 @@ class ModuleManager:
         return err if err < 0 else len(text)
 
     def _param_set(self, ctx: "ServiceContext", p: ParamDesc, value: str | None) -> int:
-        """Parse and store one value (a comma list for arrays); 0 or -errno."""
+        """Parse and store one value (a comma list for arrays), one character
+        per byte as sysfs and next_arg hand it over; 0 or -errno."""
         mem = self.prog.mem
         if p.max:
             items = (value or "").split(",")
@@ -386,7 +390,7 @@ class ModuleManager:
         if p.type == "charp":
             if value is None:
                 return -errno.EINVAL          # parse_one: only bool takes no "=value"
-            raw = value.encode() + b"\0"
+            raw = value.encode("latin-1") + b"\0"
             if len(raw) > CHARP_MAX + 1:
                 self.log.log(f"{p.name}: string parameter too long", level=3)
                 return -errno.ENOSPC
