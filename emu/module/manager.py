@@ -122,10 +122,20 @@ class ModuleManager:
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
         self.withheld: frozenset[str] = frozenset(
             n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
-        # kstrtobool's 5.19 rule (t/T, f/F) for bool parameters: the newest
-        # kernel's unless the layer above reproduces an older one
-        self.kstrtobool_true_false = True
+        self._kstrtobool_rule = prog.symbol_address("kstrtobool_true_false")
         vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
+
+    @property
+    def kstrtobool_true_false(self) -> bool:
+        """kstrtobool's 5.19 rule (t/T, f/F), for bool parameters here and for
+        the guest's own lib/kstrtox.c alike: the newest kernel's unless the
+        layer above reproduces an older one. It is the guest's variable, so
+        that the two agree and a snapshot keeps it."""
+        return self.prog.mem.read(self._kstrtobool_rule, 1) != b"\0"
+
+    @kstrtobool_true_false.setter
+    def kstrtobool_true_false(self, takes: bool) -> None:
+        self.prog.mem.write(self._kstrtobool_rule, bytes([takes]))
 
     # ------------------------------------------------------------ lookup
     def resolve(self, name: str) -> int | None:
