@@ -49,6 +49,9 @@ def reset(m: Machine, path: str, value: bytes) -> None:
     (b"0x1\n", 4, "1"), (b"010\n", 4, "8"), (b"  0\n", 4, "0"), (b"1 2\n", 2, "1"),
     (b"+1\n", -errno.EINVAL, "0"), (b"", 0, "0"), (b"\n", -errno.EINVAL, "0"),
     (b"1x\n", -errno.EINVAL, "0"), (b"2147483648\n", -errno.EINVAL, "0"),
+    # proc_skip_spaces is isspace(), which takes 0xa0 (lib/ctype.c); what
+    # may follow the number is proc_wspace_sep's " \t\n" only
+    (b"\xa01\n\xa0", 4, "1"), (b"1\xa0", -errno.EINVAL, "0"),
 ])
 def test_ftrace_enabled(m, data, ret, after):
     reset(m, FTRACE_ENABLED, b"0\n")
@@ -84,6 +87,22 @@ def test_kstrto_store(m, path, data, ret, after):
     assert write(m, path, data) == ret
     assert m.read_file(path) == after + "\n"
     reset(m, path, restore)
+
+
+# kernel/trace/trace.c tracing_set_trace_write: the first MAX_TRACER_SIZE
+# (100) bytes, strim()med with the kernel's isspace (0xa0 in, 0x1c out), a C
+# string; the whole count returned.
+@pytest.mark.parametrize("data,ret,after", [
+    (b"\xa0 function\t\xa0\n", 13, "function"), (b"nop\0function", 12, "nop"),
+    (b"function" + b" " * 200, 208, "function"), (b" " * 100 + b"function", -errno.EINVAL, "nop"),
+    (b"function\x1c", -errno.EINVAL, "nop"), (b"", -errno.EINVAL, "nop"),
+])
+def test_current_tracer(m, data, ret, after):
+    tracer = "/sys/kernel/tracing/current_tracer"
+    reset(m, tracer, b"nop\n")
+    assert write(m, tracer, data) == ret
+    assert m.read_file(tracer) == after + "\n"
+    reset(m, tracer, b"nop\n")
 
 
 def test_write_returns_bytes_not_characters(m):

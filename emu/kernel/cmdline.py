@@ -2,7 +2,8 @@
 parse_args in kernel/params.c calls it): the kernel command line and the
 args of init_module(2) alike.
 
-Words are separated by isspace() outside double quotes; quotes cannot be
+Words are separated by isspace() (emu.kernel.ctype: the byte 0xa0 too)
+outside double quotes; quotes cannot be
 escaped. A word is NAME or NAME=VALUE (the first '=' not at the word's start
 splits it: a word without one has no value, None, which bool parameters take
 as true). A leading quote is dropped, and with it the word's last character if
@@ -14,11 +15,7 @@ The kernel splits bytes: a string here holds one character per byte
 """
 from __future__ import annotations
 
-# isspace() of include/linux/ctype.h, which looks the byte up (cast to
-# unsigned char) in lib/ctype.c's _ctype: _S is set for 9-13, 32 and 160, the
-# Latin-1 no-break space. So a 0xa0 byte ends a word, also inside a UTF-8
-# character (U+00A0 is c2 a0, U+00E0 c3 a0): "s=\xc3\xa0t" is s="\xc3", t.
-_SPACES = frozenset(" \t\n\v\f\r\xa0")
+from emu.kernel.ctype import SPACES as _SPACES
 
 
 def from_bytes(raw: bytes) -> str:

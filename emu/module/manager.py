@@ -368,8 +368,7 @@ class ModuleManager:
             return
         prefix, dot, rest = name.partition(".")
         if (rest if dot else name) == "dyndbg":
-            query = "+p" if value is None else printable(value)
-            self.debug.exec_queries(query, printable(prefix) if dot else mod.name)
+            self.debug.exec_queries("+p" if value is None else value, prefix if dot else mod.name)
             return
         self.log.log(f"{mod.name}: unknown parameter '{printable(prefix)}' ignored", level=4)
 
