@@ -176,6 +176,8 @@ class Vfs:
     @hypercall("HC_VFS_OPEN")
     def hc_vfs_open(self, cpu: "Cpu", path: int, length: int, flags: int, _: int) -> int:
         """long vfs_open(const char *path, int len, int flags): a file id or -errno."""
+        if not self.mem.is_user(path, length):
+            return -errno.EFAULT
         return self.open(self.mem.read(path, length).decode("utf-8", "replace"), flags)
 
     @hypercall("HC_VFS_READ")
@@ -184,6 +186,8 @@ class Vfs:
         data = self.read(fid, pos, size)
         if isinstance(data, int):
             return data
+        if not self.mem.is_user(buf, len(data)):
+            return -errno.EFAULT                   # copy_to_user
         self.mem.write(buf, data)
         return len(data)
 
@@ -194,8 +198,11 @@ class Vfs:
         (`iocb->ki_pos += len`) and __do_proc_dointvec (`*ppos += *lenp`)
         move it. (tracing_write_stub leaves it and rb_simple_write adds 1;
         no handler served here looks at it but a sysctl's.)"""
+        length = self.write_len(fid, size)
+        if not self.mem.is_user(buf, length):
+            return -errno.EFAULT                   # copy_from_user of what the handler reads
         pos = self.mem.read_u64(ppos)
-        ret = self.store(ctx, fid, self.mem.read(buf, self.write_len(fid, size)), pos)
+        ret = self.store(ctx, fid, self.mem.read(buf, length), pos)
         if ret > 0:
             self.mem.write_u64(ppos, pos + ret)
         return ret

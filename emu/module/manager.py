@@ -169,8 +169,10 @@ class ModuleManager:
         self._next = end
         return base
 
-    def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str) -> int:
-        """finit/init_module: 0, or -errno with the kernel's messages logged."""
+    def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str | None) -> int:
+        """finit/init_module: 0, or -errno with the kernel's messages logged.
+        UARGS None: the args were not user memory, the -EFAULT of
+        load_module's strndup_user, which comes after the image's checks."""
         log, mem = self.log.log, self.prog.mem
         # Laid out at the next free address, which is only taken (and the
         # image written) once the module is accepted: a refused one costs
@@ -211,7 +213,7 @@ class ModuleManager:
         self.debug.add_module(mod.name, [
             DebugSite(d.modname, d.function, d.filename, d.format, d.lineno, d.flags, d.address)
             for d in image.debug_sites])
-        err = self._parse_args(ctx, mod, uargs)
+        err = -errno.EFAULT if uargs is None else self._parse_args(ctx, mod, uargs)
         if err:
             self.debug.remove_module(mod.name)
             return err
@@ -281,17 +283,23 @@ class ModuleManager:
     # ------------------------------------------------------------ hypercalls
     @hypercall("HC_INIT_MODULE", blocking=True)
     def hc_init_module(self, ctx: "ServiceContext", image: int, length: int, uargs: int, _: int) -> int:
-        """long init_module(void *image, unsigned long len, const char *uargs)"""
+        """long init_module(void *image, unsigned long len, const char *uargs):
+        the image and the args are user memory (copy_module_from_user,
+        strndup_user: -EFAULT otherwise; the args have no length limit)."""
         mem = self.prog.mem
-        if length > MAX_MODULE_IMAGE or not mem.is_mapped(image, max(length, 1)):
+        if length > MAX_MODULE_IMAGE or not mem.is_user(image, max(length, 1)):
             return -errno.EFAULT
-        args = from_bytes(mem.read_cbytes(uargs, 4096)) if uargs else ""
-        return self.init_module(ctx, mem.read(image, length), args)
+        args = mem.read_user_cstr(uargs, MAX_MODULE_IMAGE)
+        return self.init_module(ctx, mem.read(image, length), None if args is None else from_bytes(args))
 
     @hypercall("HC_DELETE_MODULE", blocking=True)
     def hc_delete_module(self, ctx: "ServiceContext", name: int, flags: int, *_: int) -> int:
-        """long delete_module(const char *name, unsigned int flags)"""
-        return self.delete_module(ctx, self.prog.mem.read_cstr(name, self._name_field[1]))
+        """long delete_module(const char *name, unsigned int flags): NAME is
+        strncpy_from_user()'s MODULE_NAME_LEN - 1 bytes, -EFAULT if not user memory."""
+        raw = self.prog.mem.read_user_cstr(name, self._name_field[1] - 1)
+        if raw is None:
+            return -errno.EFAULT
+        return self.delete_module(ctx, raw.decode("utf-8", "replace"))
 
     @hypercall("HC_MODULE_GET")
     def hc_module_get(self, cpu: "Cpu", struct: int, *_: int) -> int:
