@@ -145,15 +145,12 @@ class AddressSpace:
     def write_u64(self, vaddr: int, value: int) -> None:
         self.write(vaddr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
 
-    def read_cbytes(self, vaddr: int, limit: int = 4096) -> bytes:
-        """The bytes of a NUL-terminated string (at most `limit`) at vaddr."""
+    def read_cstr(self, vaddr: int, limit: int = 4096) -> str:
+        """A NUL-terminated string (at most `limit` bytes) at vaddr."""
         p = self.v2p(vaddr)
         end = min(p + limit, self.ram.size)
-        return bytes(self.ram.view[p:end]).split(b"\0", 1)[0]
-
-    def read_cstr(self, vaddr: int, limit: int = 4096) -> str:
-        """A NUL-terminated string (at most `limit` bytes) at vaddr, as UTF-8."""
-        return self.read_cbytes(vaddr, limit).decode("utf-8", "replace")
+        raw = bytes(self.ram.view[p:end])
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def build_page_tables(ram: Ram) -> int:

@@ -9,9 +9,12 @@ Text here holds one character per byte (latin-1).
 """
 from __future__ import annotations
 
+import re
+
 SPACE_BYTES = b"\t\n\v\f\r \xa0"
 SPACE_CHARS = SPACE_BYTES.decode("latin-1")   # for str.strip()
 SPACES = frozenset(SPACE_CHARS)
+_RUN = re.compile(f"[{re.escape(SPACE_CHARS)}]+")
 
 
 def strim(text: str) -> str:
@@ -22,14 +25,4 @@ def strim(text: str) -> str:
 
 def split_words(text: str) -> list[str]:
     """TEXT cut at runs of isspace() characters, empty words dropped."""
-    words, word = [], []
-    for c in text:
-        if c in SPACES:
-            if word:
-                words.append("".join(word))
-                word = []
-        else:
-            word.append(c)
-    if word:
-        words.append("".join(word))
-    return words
+    return [word for word in _RUN.split(text) if word]
