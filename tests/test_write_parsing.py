@@ -13,7 +13,7 @@ from test_module_loader import mods  # noqa: F401  (a fixture)
 
 from emu import ImageError, Machine, ShellError
 from emu.kernel.shell import Mailbox
-from emu.machine import MAILBOX_SIZE
+from emu.machine import MAILBOX_BASE, MAILBOX_SIZE, MAX_SHELLS, USER_STACKS_BASE
 from klpemu.scenario import ScenarioRunner
 
 FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
@@ -230,6 +230,7 @@ def test_each_shell_has_a_mailbox_of_its_own(m):
     with pytest.raises(ImageError, match="struct mailbox is .* bytes, more than the 4096"):
         Mailbox.from_offsets(offsets, 4096)
     assert Mailbox.from_offsets(offsets, MAILBOX_SIZE) == m.mailbox_layout
+    assert MAILBOX_BASE + MAX_SHELLS * MAILBOX_SIZE <= USER_STACKS_BASE
     second = m.spawn_shell()
     full = m.mailbox_layout.data_max
     assert m.shell.write(TRACE, b"a" * 3 * full) == 3 * full
