@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 LOG_PHYS, LOG_SIZE = 0x100000, 0x400000
 MAILBOX_BASE = USER_BASE + 0x200000   # user data page: shell mailboxes, then stacks
-MAILBOX_SIZE = 0x6000
+MAILBOX_SIZE = 0x6600                 # MAX_SHELLS of them fill the 1 MiB below the stacks
 MAX_SHELLS = 40
 USER_STACKS_BASE = USER_BASE + 0x300000
 USER_STAGING = abi("USER_STAGING")
@@ -114,7 +114,7 @@ class Machine:
         self.config = config
         self.kernel = ElfImage(resolve_kernel(config.kernel))
         self.user = ElfImage(config.user_image)
-        self.mailbox_layout = Mailbox.from_offsets(self.user.offsets())
+        self.mailbox_layout = Mailbox.from_offsets(self.user.offsets(), MAILBOX_SIZE)
         self.ram = Ram(config.ram_mib * MiB)
         self.mem = AddressSpace(self.ram)
         self.kallsyms = Kallsyms()

@@ -7,7 +7,8 @@ version comparison is scattered through it. The guest image is the same for
 every profile; what a kernel did not export (the pre-5.1 register API on
 newer kernels, shadow variables before 4.13, states before 5.5) is withheld
 from the module loader, so a module using it fails to load with "Unknown
-symbol", as it did.
+symbol", as it did; a rule the guest's own code follows (kstrtobool's) is a
+guest variable the profile sets (ModuleManager.kstrtobool_true_false).
 """
 from __future__ import annotations
 

@@ -133,3 +133,16 @@ def test_an_oversized_write_is_e2big() -> None:
         m.write_file(DYNDBG_CONTROL, "func x +p;" * 409 + "#" * 5)    # 4096 bytes with the newline
     assert exc.value.errno == 7
     assert m.dmesg_lines()[-1] == "dyndbg: expected <4096 bytes into control"
+
+
+def test_a_query_splits_at_the_kernels_spaces() -> None:
+    """ddebug_exec_queries skip_spaces() and ddebug_tokenize cut words at
+    isspace(), which takes the byte 0xa0 (lib/ctype.c) and not 0x1c: a
+    no-break space between words is a blank, a 0x1c is part of a word."""
+    m = boot()
+    query = b"\xa0func\xa0klp_init_transition\xa0+p\n"
+    assert m.shell.write_once(DYNDBG_CONTROL, query) == len(query)
+    assert any(line.startswith("kernel/livepatch/transition.c:") and "klp_init_transition =p " in line
+               for line in control_lines(m))
+    with pytest.raises(ShellError):
+        m.shell.write_once(DYNDBG_CONTROL, b"func\x1cklp_init_transition -p\n")

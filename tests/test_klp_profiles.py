@@ -173,7 +173,8 @@ def test_before_5_5_ftrace_enabled_0_silently_unpatches() -> None:
 def test_kstrtobool_takes_t_and_f_from_5_19(version: str, takes_t_f: bool) -> None:
     """lib/kstrtox.c kstrtobool took t/T and f/F in 5.19 (6.12 and 6.13
     agree): before, "f" to `enabled` is -EINVAL, and so is "t" to a bool
-    module parameter (the profile sets the module loader's rule)."""
+    module parameter (the profile sets the module loader's rule) and to the
+    guest's own kstrtobool (kernel/kprobes.c write_enabled_file_bool)."""
     P = "test_klp_livepatch"
     m = Machine(cpus=1, seed=0).boot()
     Livepatch.attach(m, klp_version=version)
@@ -186,3 +187,11 @@ def test_kstrtobool_takes_t_and_f_from_5_19(version: str, takes_t_f: bool) -> No
         err = exc.errno
     assert err == (0 if takes_t_f else errno.EINVAL)        # "f": disabled (then freed), or refused
     assert m.modules.kstrtobool_true_false is takes_t_f
+    kprobes = "/sys/kernel/debug/kprobes/enabled"
+    for value, after in (("f", "0"), ("T", "1")):
+        try:
+            m.write_file(kprobes, value)
+            err = 0
+        except ShellError as exc:
+            err = exc.errno
+        assert (err, m.read_file(kprobes)) == ((0, after + "\n") if takes_t_f else (errno.EINVAL, "1\n"))

@@ -40,6 +40,11 @@ DRY_RUN = "/sys/module/modparam/parameters/dry_run"
     ('a -- b=1', [("a", None)]),
     ('a --=1 b', [("a", None), ("--", "1"), ("b", None)]),
     ('', []),
+    # lib/ctype.c: isspace(0xa0) (the Latin-1 no-break space, _S|_SP), so
+    # the byte ends a word inside a UTF-8 character too; quotes hold it
+    ('a=x\xc3\xa0b', [("a", "x\xc3"), ("b", None)]),
+    ('\xa0a\xa0\xa0b=\xa0', [("a", None), ("b", "")]),
+    ('a="x\xa0y"', [("a", "x\xa0y")]),
 ])
 def test_next_arg(args, want):
     assert split_args(args) == want
@@ -93,6 +98,20 @@ def test_insmod_args_reach_the_parameters(machine, load, args, text, dry_run):
     assert machine.dmesg_lines()[-1] == f"modparam: text=<{text}> dry_run={int(dry_run == 'Y')}"
 
 
+def test_a_utf8_character_holding_the_byte_0xa0_splits_the_args(machine, load):
+    """lib/cmdline.c next_arg breaks a word at isspace(args[i]), and the
+    kernel's isspace takes the byte 0xa0 (lib/ctype.c _ctype[160] = _S|_SP):
+    "text=àdry_run" is text="\xc3" (à is c3 a0) and dry_run; "text=a b" with
+    U+00A0 (c2 a0) is text="a\xc2" and an unknown parameter b."""
+    load("text=\u00e0dry_run")
+    assert machine.dmesg_lines()[-1] == "modparam: text=<\ufffd> dry_run=1"
+    assert machine.read_file(DRY_RUN) == "Y\n"
+    machine.rmmod("modparam")
+    load("text=a\u00a0b")
+    assert machine.dmesg_lines()[-2:] == ["modparam: unknown parameter 'b' ignored",
+                                          "modparam: text=<a\ufffd> dry_run=0"]
+
+
 def test_unknown_parameters(machine, load):
     """unknown_module_param_cb: async_probe taken silently; any other name a
     warning naming what precedes its '.' (ddebug_dyndbg_param_cb cut it)."""
@@ -126,10 +145,12 @@ def test_a_charp_written_through_sysfs_keeps_its_newline(machine, load):
     assert machine.read_file(TEXT) == "new\n\n"
     assert machine.shell.write(TEXT, b"two words") == 9
     assert machine.read_file(TEXT) == "two words\n"
+    assert machine.shell.write(TEXT, "caf\u00e9") == 5             # the bytes as written
+    assert machine.read_file(TEXT) == "caf\u00e9\n"
     with pytest.raises(ShellError) as info:
         machine.shell.write(TEXT, b"y" * 1025)
     assert info.value.errno == errno.ENOSPC
-    assert machine.read_file(TEXT) == "two words\n"
+    assert machine.read_file(TEXT) == "caf\u00e9\n"
 
 
 def test_a_bool_parameter_follows_the_kernels_kstrtobool(machine, load):

@@ -11,7 +11,9 @@ import io
 import pytest
 from test_module_loader import mods  # noqa: F401  (a fixture)
 
-from emu import Machine, ShellError
+from emu import ImageError, Machine, ShellError
+from emu.kernel.shell import Mailbox
+from emu.machine import MAILBOX_BASE, MAILBOX_SIZE, MAX_SHELLS, USER_STACKS_BASE
 from klpemu.scenario import ScenarioRunner
 
 FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
@@ -29,8 +31,9 @@ def m(mods, tmp_path_factory) -> Machine:  # noqa: F811
 
 
 def write(m: Machine, path: str, data: bytes) -> int:
+    """What one write(2) of DATA returns: a count or -errno."""
     try:
-        return m.shell.write(path, data)
+        return m.shell.write_once(path, data)
     except ShellError as exc:
         return -exc.errno
 
@@ -46,6 +49,9 @@ def reset(m: Machine, path: str, value: bytes) -> None:
     (b"0x1\n", 4, "1"), (b"010\n", 4, "8"), (b"  0\n", 4, "0"), (b"1 2\n", 2, "1"),
     (b"+1\n", -errno.EINVAL, "0"), (b"", 0, "0"), (b"\n", -errno.EINVAL, "0"),
     (b"1x\n", -errno.EINVAL, "0"), (b"2147483648\n", -errno.EINVAL, "0"),
+    # proc_skip_spaces is isspace(), which takes 0xa0 (lib/ctype.c); what
+    # may follow the number is proc_wspace_sep's " \t\n" only
+    (b"\xa01\n\xa0", 4, "1"), (b"1\xa0", -errno.EINVAL, "0"),
 ])
 def test_ftrace_enabled(m, data, ret, after):
     reset(m, FTRACE_ENABLED, b"0\n")
@@ -81,6 +87,22 @@ def test_kstrto_store(m, path, data, ret, after):
     assert write(m, path, data) == ret
     assert m.read_file(path) == after + "\n"
     reset(m, path, restore)
+
+
+# kernel/trace/trace.c tracing_set_trace_write: the first MAX_TRACER_SIZE
+# (100) bytes, strim()med with the kernel's isspace (0xa0 in, 0x1c out), a C
+# string; the whole count returned.
+@pytest.mark.parametrize("data,ret,after", [
+    (b"\xa0 function\t\xa0\n", 13, "function"), (b"nop\0function", 12, "nop"),
+    (b"function" + b" " * 200, 208, "function"), (b" " * 100 + b"function", -errno.EINVAL, "nop"),
+    (b"function\x1c", -errno.EINVAL, "nop"), (b"", -errno.EINVAL, "nop"),
+])
+def test_current_tracer(m, data, ret, after):
+    tracer = "/sys/kernel/tracing/current_tracer"
+    reset(m, tracer, b"nop\n")
+    assert write(m, tracer, data) == ret
+    assert m.read_file(tracer) == after + "\n"
+    reset(m, tracer, b"nop\n")
 
 
 def test_write_returns_bytes_not_characters(m):
@@ -144,3 +166,73 @@ def test_the_scenario_shell_writes_again_what_a_short_write_left(m):
     assert "rc=1 7" in lines and "rc=0 1" in lines and lines.count("rc=0 1") == 2, out.getvalue()
     assert any("write error: Numerical result out of range" in line for line in lines), out.getvalue()
     assert result.ok
+
+
+def run_script(m: Machine, text: str) -> list[str]:
+    out = io.StringIO()
+    assert ScenarioRunner(m, out).run_text(text).ok, out.getvalue()
+    return out.getvalue().splitlines()
+
+
+KiB = 1024
+TRACE = "/sys/kernel/tracing/trace"
+
+
+# Writes larger than the shell's buffer go as echo's stdio writes them:
+# write(2) after write(2) at the advancing position. fs/kernfs/file.c
+# kernfs_fop_write_iter gives each sysfs store at most PAGE_SIZE: 102399
+# digits and a newline are 25 stores of 4096, the last "0…07\n", which
+# param_set_int takes; 102400 digits and a newline are 25 stores, the last
+# "0…05", and then "\n" alone, which kstrtoint refuses (EINVAL);
+# tracing_write_stub (kernel/trace/trace.c) takes every count; a /proc/sys
+# int (kernel/sysctl.c __do_proc_dointvec) parses the first PAGE_SIZE-1
+# bytes of the first write(2) and ignores every later one
+# (proc_first_pos_non_zero_ignore), which still counts as written.
+@pytest.mark.parametrize("size", [100 * KiB, 1024 * KiB])
+def test_a_write_larger_than_the_shell_buffer(m, size):
+    reset(m, COUNT, b"3\n")
+    lines = run_script(m, (
+        f"printf '%0{size - 1}d\\n' 7 > {COUNT}; echo rc=$? $(cat {COUNT})\n"
+        f"echo $(printf '%0{size}d' 5) > {COUNT}; echo rc=$? $(cat {COUNT})\n"
+        f"printf '%0{size}d\\n' 1 > {TRACE}; echo rc=$?\n"
+        f"printf '0%{size}s\\n' '' > {FTRACE_ENABLED}; echo rc=$? $(cat {FTRACE_ENABLED})\n"
+        f"echo \"1 $(printf '%{size}s' 2)\" > {FTRACE_ENABLED}; echo rc=$? $(cat {FTRACE_ENABLED})\n"
+        f"printf '%0{size}d\\n' 0 > {FTRACE_ENABLED}; echo rc=$? $(cat {FTRACE_ENABLED})\n"))
+    rcs = [line for line in lines if line.startswith("rc=")]
+    assert rcs == ["rc=0 7", "rc=1 5", "rc=0", "rc=0 0", "rc=0 1", "rc=1 1"], lines
+    assert sum("write error: Invalid argument" in line for line in lines) == 2, lines
+    assert m.shell.write(TRACE, b"x" * size) == size
+
+
+# The position moves with each write(2) on an open file: a second write on
+# /proc/sys/kernel/ftrace_enabled is past position 0 and ignored (returning
+# its count), a fresh open starts at 0 again; kernfs hands every store its
+# bytes whatever the position (sysfs_kf_write never looks at it).
+def test_a_second_write_on_an_open_file_goes_on_at_its_position(m):
+    shell = m.shell
+    fd = shell.open(FTRACE_ENABLED)
+    assert shell.write_fd(fd, "0 2\n") == 2
+    assert shell.write_fd(fd, "1\n") == 2
+    assert shell.write_fd(fd, "oops\n") == 5
+    assert shell.close(fd) == 0
+    assert m.read_file(FTRACE_ENABLED) == "0\n"
+    reset(m, FTRACE_ENABLED, b"1\n")
+    fd = shell.open(COUNT)
+    assert [shell.write_fd(fd, value) for value in ("4\n", "5\n", "x\n")] == [2, 2, -errno.EINVAL]
+    assert shell.close(fd) == 0
+    assert m.read_file(COUNT) == "5\n"
+
+
+def test_each_shell_has_a_mailbox_of_its_own(m):
+    """Shells' mailboxes lie MAILBOX_SIZE apart: a struct mailbox larger than
+    that is refused, and full write buffers in two shells do not meet."""
+    offsets = m.user.offsets()
+    with pytest.raises(ImageError, match="struct mailbox is .* bytes, more than the 4096"):
+        Mailbox.from_offsets(offsets, 4096)
+    assert Mailbox.from_offsets(offsets, MAILBOX_SIZE) == m.mailbox_layout
+    assert MAILBOX_BASE + MAX_SHELLS * MAILBOX_SIZE <= USER_STACKS_BASE
+    second = m.spawn_shell()
+    full = m.mailbox_layout.data_max
+    assert m.shell.write(TRACE, b"a" * 3 * full) == 3 * full
+    assert second.write(TRACE, b"b" * full) == full
+    assert second.cat("/proc/cmdline") == m.read_file("/proc/cmdline")

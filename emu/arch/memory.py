@@ -20,7 +20,7 @@ import ctypes
 import mmap
 import struct
 
-from emu.abi import KERNEL_VIRT_BASE, MODULES_VADDR, PAGE_OFFSET, USER_BASE
+from emu.abi import KERNEL_VIRT_BASE, MODULES_VADDR, PAGE_OFFSET, USER_BASE, USER_END
 from emu.errors import BadGuestAddress, EmuError
 
 MiB = 1 << 20
@@ -93,7 +93,7 @@ class AddressSpace:
             (PAGE_OFFSET, PAGE_OFFSET + ram.size, 0),
             (KERNEL_VIRT_BASE, KERNEL_VIRT_BASE + MODULES_PHYS, 0),
             (MODULES_VADDR, MODULES_VADDR + MODULES_SIZE, MODULES_PHYS),
-            (USER_BASE, USER_BASE + 3 * PAGE_2M, USER_CODE_PHYS),
+            (USER_BASE, USER_END, USER_CODE_PHYS),
         ]
 
     def v2p(self, vaddr: int, size: int = 1, access: str = "read") -> int:
@@ -104,6 +104,28 @@ class AddressSpace:
 
     def is_mapped(self, vaddr: int, size: int = 1) -> bool:
         return any(s <= vaddr and vaddr + size <= e for s, e, _ in self.regions)
+
+    @staticmethod
+    def is_user(vaddr: int, size: int = 1) -> bool:
+        """Whether a copy from or to user memory may touch [vaddr, vaddr +
+        size): inside [USER_BASE, USER_END), else the kernel's -EFAULT."""
+        return USER_BASE <= vaddr and size >= 0 and vaddr + size <= USER_END
+
+    def read_user_cstr(self, vaddr: int, limit: int) -> bytes | None:
+        """strncpy_from_user: a user string's bytes before its NUL, at most
+        LIMIT of them (LIMIT bytes and no NUL: the caller's "too long"); None
+        when user memory ends first (-EFAULT)."""
+        raw = b""
+        while len(raw) < limit:
+            at = vaddr + len(raw)
+            if not self.is_user(at):
+                return None
+            chunk = self.read(at, min(limit - len(raw), USER_END - at, 4096))
+            end = chunk.find(b"\0")
+            if end >= 0:
+                return raw + chunk[:end]
+            raw += chunk
+        return raw
 
     def read(self, vaddr: int, size: int) -> bytes:
         return self.ram.read(self.v2p(vaddr, size), size)

@@ -10,6 +10,12 @@ store parses and the count it returns (`len(text)`) are the kernel's, byte
 for byte. A sysfs attribute sees what kernfs gives it: at most PAGE_SIZE
 bytes of the write, and no call at all for an empty one (sysfs_kf_write
 returns 0); procfs and tracefs files see the whole write.
+
+An open file has a position, which each write(2) is given (the guest's
+&file->pos, as a handler is given *ppos) and moves: a second write(2) on the
+same file, a retry of a short one say, goes on at the offset. kernfs moves
+it by what the store took and never shows it to the store; a /proc/sys file
+ignores a write past position 0.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ O_ACCMODE, O_RDONLY, O_WRONLY = 3, 0, 1
 PAGE_SIZE = 4096
 # Under /sys but not kernfs: tracefs and debugfs have file_operations of their own.
 _NOT_KERNFS = ("/sys/kernel/tracing/", "/sys/kernel/debug/")
+SYSCTL_ROOT = "/proc/sys/"
 Show = Callable[[], str]
 Store = Callable[["ServiceContext", str], int]
 
@@ -45,6 +52,7 @@ class _OpenFile:
     node: FileNode
     content: bytes
     kernfs: bool          # a sysfs attribute: kernfs_fop_write_iter's rules
+    sysctl: bool          # a /proc/sys file: proc_sys_call_handler's
 
 
 def is_sysfs(path: str) -> bool:
@@ -129,7 +137,7 @@ class Vfs:
         content = node.show().encode() if acc != O_WRONLY and node.show else b""
         fid = self._next_id
         self._next_id += 1
-        self._open[fid] = _OpenFile(node, content, is_sysfs(path))
+        self._open[fid] = _OpenFile(node, content, is_sysfs(path), path.startswith(SYSCTL_ROOT))
         return fid
 
     def read(self, fid: int, pos: int, size: int) -> bytes | int:
@@ -144,13 +152,21 @@ class Vfs:
         f = self._open.get(fid)
         return min(count, PAGE_SIZE) if f is not None and f.kernfs else count
 
-    def store(self, ctx: "ServiceContext", fid: int, data: bytes) -> int:
-        """The write(2) return: bytes consumed, or -errno."""
+    def store(self, ctx: "ServiceContext", fid: int, data: bytes, pos: int = 0) -> int:
+        """The write(2) return at file position POS: bytes consumed, or -errno.
+
+        A /proc/sys file past position 0 stores nothing and returns the whole
+        count: every sysctl served from Python is numeric (kernel.ftrace_enabled),
+        and __do_proc_dointvec leaves such a write unparsed when
+        proc_first_pos_non_zero_ignore says so, as it does under the default
+        sysctl_writes_strict = SYSCTL_WRITES_STRICT."""
         f = self._open.get(fid)
         if f is None or f.node.store is None:
             return -errno.EBADF
         if f.kernfs and not data:
             return 0                      # sysfs_kf_write: nothing to store
+        if f.sysctl and pos > 0:
+            return len(data)
         return f.node.store(ctx, data.decode("latin-1"))
 
     def release(self, fid: int) -> None:
@@ -160,6 +176,8 @@ class Vfs:
     @hypercall("HC_VFS_OPEN")
     def hc_vfs_open(self, cpu: "Cpu", path: int, length: int, flags: int, _: int) -> int:
         """long vfs_open(const char *path, int len, int flags): a file id or -errno."""
+        if not self.mem.is_user(path, length):
+            return -errno.EFAULT
         return self.open(self.mem.read(path, length).decode("utf-8", "replace"), flags)
 
     @hypercall("HC_VFS_READ")
@@ -168,13 +186,26 @@ class Vfs:
         data = self.read(fid, pos, size)
         if isinstance(data, int):
             return data
+        if not self.mem.is_user(buf, len(data)):
+            return -errno.EFAULT                   # copy_to_user
         self.mem.write(buf, data)
         return len(data)
 
     @hypercall("HC_VFS_WRITE", blocking=True)
-    def hc_vfs_write(self, ctx: "ServiceContext", fid: int, buf: int, size: int, _: int) -> int:
-        """long vfs_write(long id, const char *buf, size_t len): bytes written or -errno."""
-        return self.store(ctx, fid, self.mem.read(buf, self.write_len(fid, size)))
+    def hc_vfs_write(self, ctx: "ServiceContext", fid: int, buf: int, size: int, ppos: int) -> int:
+        """long vfs_write(long id, const char *buf, size_t len, loff_t *ppos):
+        bytes written or -errno; *ppos moves by the bytes written, as kernfs
+        (`iocb->ki_pos += len`) and __do_proc_dointvec (`*ppos += *lenp`)
+        move it. (tracing_write_stub leaves it and rb_simple_write adds 1;
+        no handler served here looks at it but a sysctl's.)"""
+        length = self.write_len(fid, size)
+        if not self.mem.is_user(buf, length):
+            return -errno.EFAULT                   # copy_from_user of what the handler reads
+        pos = self.mem.read_u64(ppos)
+        ret = self.store(ctx, fid, self.mem.read(buf, length), pos)
+        if ret > 0:
+            self.mem.write_u64(ppos, pos + ret)
+        return ret
 
     @hypercall("HC_VFS_RELEASE")
     def hc_vfs_release(self, cpu: "Cpu", fid: int, *_: int) -> int:

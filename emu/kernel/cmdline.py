@@ -2,18 +2,30 @@
 parse_args in kernel/params.c calls it): the kernel command line and the
 args of init_module(2) alike.
 
-Words are separated by isspace() outside double quotes; quotes cannot be
+Words are separated by isspace() (emu.kernel.ctype: the byte 0xa0 too)
+outside double quotes; quotes cannot be
 escaped. A word is NAME or NAME=VALUE (the first '=' not at the word's start
 splits it: a word without one has no value, None, which bool parameters take
 as true). A leading quote is dropped, and with it the word's last character if
 that is a quote; a value's leading quote is dropped, and with it the word's
 last character if that is a quote. Every other quote stays.
+
+The kernel splits bytes: a string here holds one character per byte
+(from_bytes, latin-1), and printable() makes a word text again for a message.
 """
 from __future__ import annotations
 
-# lib/ctype.c isspace() on ASCII. (It also takes the byte 0xa0; the args reach
-# here decoded as UTF-8, so that byte inside a character is not seen.)
-_SPACES = frozenset(" \t\n\v\f\r")
+from emu.kernel.ctype import SPACES as _SPACES
+
+
+def from_bytes(raw: bytes) -> str:
+    """What next_arg splits: RAW, one character per byte."""
+    return raw.decode("latin-1")
+
+
+def printable(word: str) -> str:
+    """A word of from_bytes() text as the log shows it: its bytes as UTF-8."""
+    return word.encode("latin-1").decode("utf-8", "replace")
 
 
 def _skip_spaces(s: str, i: int) -> int:

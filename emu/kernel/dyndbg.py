@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from emu.arch.memory import AddressSpace
-from emu.kernel.cmdline import split_args
+from emu.kernel.cmdline import from_bytes, split_args
+from emu.kernel.ctype import SPACE_CHARS, SPACES
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.printk import KernelLog
 
@@ -96,7 +97,7 @@ def _tokenize(query: str, err: Callable[[str], None]) -> list[str] | None:
     """ddebug_tokenize: words split on blanks, '…' or "…" quoted, `#` starts a comment."""
     words, i = [], 0
     while i < len(query):
-        while i < len(query) and query[i].isspace():
+        while i < len(query) and query[i] in SPACES:
             i += 1
         if i >= len(query) or query[i] == "#":
             break
@@ -109,7 +110,7 @@ def _tokenize(query: str, err: Callable[[str], None]) -> list[str] | None:
             i = end + 1
         else:
             start = i
-            while i < len(query) and not query[i].isspace():
+            while i < len(query) and query[i] not in SPACES:
                 i += 1
             words.append(query[start:i])
         if len(words) > MAXWORDS:
@@ -135,7 +136,7 @@ class DynamicDebug:
         self.mem = mem
         self.tables: list[tuple[str, list[DebugSite]]] = []
         self._guest_sites: dict[int, DebugSite] = {}      # by struct _ddebug address
-        self._boot_queries = [(name, value) for name, value in split_args(cmdline)
+        self._boot_queries = [(name, value) for name, value in split_args(from_bytes(cmdline.encode()))
                               if name == "dyndbg" or name.endswith(".dyndbg")]
 
     # ------------------------------------------------------------ tables
@@ -217,7 +218,7 @@ class DynamicDebug:
         the last error, or the number of matching sites."""
         exitcode, nfound = 0, 0
         for query in text.replace(";", "\n").split("\n"):
-            query = query.strip()
+            query = query.strip(SPACE_CHARS)
             if not query or query.startswith("#"):
                 continue
             rc = self._exec_query(query, modname, only)

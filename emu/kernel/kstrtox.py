@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.errors import EmuError
+from emu.kernel.ctype import SPACE_BYTES
 
 PAGE_SIZE = 4096
 ULLONG_MAX = (1 << 64) - 1
-_SPACES = b" \t\n\v\f\r"                # the kernel's isspace() on ASCII
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -175,7 +175,7 @@ class IntvecWrite:
 
 
 def _skip_spaces(buf: bytes, p: int, left: int) -> tuple[int, int]:
-    while left and buf[p] in _SPACES:
+    while left and buf[p] in SPACE_BYTES:
         p, left = p + 1, left - 1
     return p, left
 

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
+from emu.abi import NR
 from emu.errors import GuestHang, GuestIdle, GuestTimeout, ImageError, ShellError
 from emu.kernel.program import Program
 from emu.kernel.tasks import TASK_INTERRUPTIBLE, TaskView, find_task
@@ -23,6 +24,12 @@ OnHang = Callable[[TaskView, float, float], GuestHang]  # HungTaskDetector.shell
 # nanosleep forever; Mailbox checks them against the image.
 MODE_GETPID_LOOP, MODE_SLEEPER = 1, 2
 CAT_MAX = 16 << 20                 # the most cat() reads of one file
+O_WRONLY = 1
+
+
+def _raw(data: str | bytes) -> bytes:
+    """What a write carries: a str's UTF-8 (undecodable bytes kept as they came)."""
+    return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,10 @@ class Mailbox:
     op_spawn: int
 
     @classmethod
-    def from_offsets(cls, o: dict[str, int]) -> "Mailbox":
-        """From the user image's table; ImageError if it lacks an entry or
-        disagrees with the modes this module names."""
+    def from_offsets(cls, o: dict[str, int], room: int) -> "Mailbox":
+        """From the user image's table; ImageError if it lacks an entry,
+        disagrees with the modes this module names, or is larger than the
+        ROOM bytes each shell's mailbox has."""
         try:
             box = cls(o["MB_seq"], o["MB_done_seq"], o["MB_op"], o["MB_data_len"], o["MB_out_len"],
                       o["MB_path"], o["MB_path_len"], o["MB_data"], o["MB_data_len_max"], o["MB_out"],
@@ -59,6 +67,9 @@ class Mailbox:
             raise ImageError(f"the user image's modes {modes} are not emu.kernel.shell's")
         if o["MB_status"] != box.op + 8 or o["MB_args"] != box.op + 16:
             raise ImageError("struct mailbox: op, status and args[6] must follow each other")
+        end = max(box.path + box.path_max, box.data + box.data_max, box.out + box.out_max)
+        if end > room:
+            raise ImageError(f"struct mailbox is {end} bytes, more than the {room} each shell has")
         return box
 
 
@@ -116,7 +127,7 @@ class Shell:
         if len(raw_path) >= self.layout.path_max:
             raise ShellError(f"path too long: {path}", errno=36)
         if len(data) > self.layout.data_max:
-            raise ShellError(f"at most {self.layout.data_max} bytes per write", errno=27)
+            raise ShellError(f"at most {self.layout.data_max} bytes in one write(2) from the shell", errno=27)
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
@@ -194,14 +205,62 @@ class Shell:
             raise self._fail(f"cat: {path}", status)
         return self.mem.read(self.mailbox + self.layout.out, self._u64(self.layout.out_len)).decode("utf-8", "replace")
 
+    def open(self, path: str, flags: int = O_WRONLY) -> int:
+        """open(2) from this shell: a file descriptor or -errno."""
+        return self._command(self.layout.op_syscall, path=path,
+                             args=(NR["__NR_open"], self.mailbox + self.layout.path, flags))
+
+    def write_fd(self, fd: int, data: str | bytes) -> int:
+        """One write(2) of DATA (at most data_max bytes) on FD, at its file
+        position: a count or -errno."""
+        raw = _raw(data)
+        return self._command(self.layout.op_syscall, data=raw,
+                             args=(NR["__NR_write"], fd, self.mailbox + self.layout.data, len(raw)))
+
+    def close(self, fd: int) -> int:
+        """close(2): 0 or -errno."""
+        return self.syscall(NR["__NR_close"], fd)
+
+    def _write_piece(self, path: str, fd: int, piece: bytes, last: bool) -> tuple[int, int]:
+        """One write(2) of PIECE (at most data_max bytes) to FD, or to PATH
+        opened for it when FD is -1 (user.c do_write): (the count or -errno,
+        the descriptor the shell keeps open for the next piece, or -1 when
+        it closed the file: after a failure, a call that wrote nothing, or
+        the whole of the LAST piece)."""
+        status = self._command(self.layout.op_write, path=path, data=piece, args=(fd, int(last)))
+        return status, self._s64(self.layout.op + 16)
+
+    def write_once(self, path: str, data: str | bytes) -> int:
+        """One write(2) of DATA (a str as UTF-8) on a fresh open of PATH: the
+        count the kernel returned (a short one too), or ShellError. DATA is
+        at most data_max bytes, the buffer one call carries."""
+        status, fd = self._write_piece(path, -1, _raw(data), True)
+        if fd >= 0:
+            self.close(fd)
+        return self.check(status, f"write error: {path}")
+
     def write(self, path: str, data: str | bytes) -> int:
-        """One write(2) of DATA (a str is written as UTF-8); the count the
-        kernel returned, or ShellError."""
-        raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-        status = self._command(self.layout.op_write, path=path, data=raw)
-        if status < 0:
-            raise self._fail(f"write error: {path}", status)
-        return status
+        """DATA (a str as UTF-8) written as a program's write loop writes it
+        (glibc's _IO_new_file_write under echo): one open, then write(2)
+        calls at the advancing file position, each given what is left (at
+        most data_max bytes), a short count taken and the rest written by the
+        next call, until all is written (returns the length) or a call fails
+        (ShellError with its errno). A call that writes 0 ends it (stdio
+        would spin for ever): the count so far. Empty DATA is an open and a
+        close, no write(2)."""
+        raw = _raw(data)
+        what = f"write error: {path}"
+        if not raw:
+            return self.close(self.check(self.open(path), what))
+        fd, written = -1, 0
+        while True:
+            piece = raw[written:written + self.layout.data_max]
+            n, fd = self._write_piece(path, fd, piece, written + len(piece) == len(raw))
+            if n < 0:
+                raise self._fail(what, n)
+            written += n
+            if fd < 0:
+                return written
 
     def syscall(self, nr: int, *args: int) -> int:
         """A raw syscall from this shell; the kernel's return value (maybe -errno)."""

@@ -21,7 +21,7 @@ from emu.arch.memory import MODULES_SIZE
 from emu.elf.module_loader import LoadedModule, ModuleLoadError, ParamDesc, load_module
 from emu.errors import EmuError
 from emu.fs.vfs import FileNode, Vfs
-from emu.kernel.cmdline import parameq, split_args
+from emu.kernel.cmdline import from_bytes, parameq, printable, split_args
 from emu.kernel.dyndbg import DebugSite, DynamicDebug
 from emu.kernel.hypercalls import hypercall
 from emu.kernel.kstrtox import ParseError, kstrtobool, kstrtoll, kstrtoull
@@ -122,10 +122,20 @@ class ModuleManager:
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
         self.withheld: frozenset[str] = frozenset(
             n for n in self._vmlinux_exports if n.startswith(LIVEPATCH_API_PREFIX))
-        # kstrtobool's 5.19 rule (t/T, f/F) for bool parameters: the newest
-        # kernel's unless the layer above reproduces an older one
-        self.kstrtobool_true_false = True
+        self._kstrtobool_rule = prog.symbol_address("kstrtobool_true_false")
         vfs.register_dynamic(r"/sys/module/([^/]+)/refcnt", self._refcnt_node)
+
+    @property
+    def kstrtobool_true_false(self) -> bool:
+        """kstrtobool's 5.19 rule (t/T, f/F), for bool parameters here and for
+        the guest's own lib/kstrtox.c alike: the newest kernel's unless the
+        layer above reproduces an older one. It is the guest's variable, so
+        that the two agree and a snapshot keeps it."""
+        return self.prog.mem.read(self._kstrtobool_rule, 1) != b"\0"
+
+    @kstrtobool_true_false.setter
+    def kstrtobool_true_false(self, takes: bool) -> None:
+        self.prog.mem.write(self._kstrtobool_rule, bytes([takes]))
 
     # ------------------------------------------------------------ lookup
     def resolve(self, name: str) -> int | None:
@@ -159,8 +169,10 @@ class ModuleManager:
         self._next = end
         return base
 
-    def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str) -> int:
-        """finit/init_module: 0, or -errno with the kernel's messages logged."""
+    def init_module(self, ctx: "ServiceContext", data: bytes, uargs: str | None) -> int:
+        """finit/init_module: 0, or -errno with the kernel's messages logged.
+        UARGS None: the args were not user memory, the -EFAULT of
+        load_module's strndup_user, which comes after the image's checks."""
         log, mem = self.log.log, self.prog.mem
         # Laid out at the next free address, which is only taken (and the
         # image written) once the module is accepted: a refused one costs
@@ -201,7 +213,7 @@ class ModuleManager:
         self.debug.add_module(mod.name, [
             DebugSite(d.modname, d.function, d.filename, d.format, d.lineno, d.flags, d.address)
             for d in image.debug_sites])
-        err = self._parse_args(ctx, mod, uargs)
+        err = -errno.EFAULT if uargs is None else self._parse_args(ctx, mod, uargs)
         if err:
             self.debug.remove_module(mod.name)
             return err
@@ -271,17 +283,23 @@ class ModuleManager:
     # ------------------------------------------------------------ hypercalls
     @hypercall("HC_INIT_MODULE", blocking=True)
     def hc_init_module(self, ctx: "ServiceContext", image: int, length: int, uargs: int, _: int) -> int:
-        """long init_module(void *image, unsigned long len, const char *uargs)"""
+        """long init_module(void *image, unsigned long len, const char *uargs):
+        the image and the args are user memory (copy_module_from_user,
+        strndup_user: -EFAULT otherwise; the args have no length limit)."""
         mem = self.prog.mem
-        if length > MAX_MODULE_IMAGE or not mem.is_mapped(image, max(length, 1)):
+        if length > MAX_MODULE_IMAGE or not mem.is_user(image, max(length, 1)):
             return -errno.EFAULT
-        args = mem.read_cstr(uargs, 4096) if uargs else ""
-        return self.init_module(ctx, mem.read(image, length), args)
+        args = mem.read_user_cstr(uargs, MAX_MODULE_IMAGE)
+        return self.init_module(ctx, mem.read(image, length), None if args is None else from_bytes(args))
 
     @hypercall("HC_DELETE_MODULE", blocking=True)
     def hc_delete_module(self, ctx: "ServiceContext", name: int, flags: int, *_: int) -> int:
-        """long delete_module(const char *name, unsigned int flags)"""
-        return self.delete_module(ctx, self.prog.mem.read_cstr(name, self._name_field[1]))
+        """long delete_module(const char *name, unsigned int flags): NAME is
+        strncpy_from_user()'s MODULE_NAME_LEN - 1 bytes, -EFAULT if not user memory."""
+        raw = self.prog.mem.read_user_cstr(name, self._name_field[1] - 1)
+        if raw is None:
+            return -errno.EFAULT
+        return self.delete_module(ctx, raw.decode("utf-8", "replace"))
 
     @hypercall("HC_MODULE_GET")
     def hc_module_get(self, cpu: "Cpu", struct: int, *_: int) -> int:
@@ -329,10 +347,11 @@ class ModuleManager:
 
     # ------------------------------------------------------------ parameters
     def _parse_args(self, ctx: "ServiceContext", mod: Module, uargs: str) -> int:
-        """parse_args with unknown_module_param_cb: the words split as
-        next_arg does; an unknown name is a warning; a bad value is KERN_ERR
-        and the load fails with its errno (the last one: parse_args goes on
-        to the end)."""
+        """parse_args with unknown_module_param_cb over UARGS's bytes (one
+        character each, cmdline.from_bytes): the words split as next_arg
+        does; an unknown name is a warning; a bad value is KERN_ERR and the
+        load fails with its errno (the last one: parse_args goes on to the
+        end)."""
         err = 0
         for name, value in split_args(uargs):
             param = next((p for key, p in mod.params.items() if parameq(name, key)), None)
@@ -340,10 +359,11 @@ class ModuleManager:
                 self._unknown_param(mod, name, value)
                 continue
             ret = self._param_set(ctx, param, value)
+            shown, named = printable(value or ""), printable(name)
             if ret == -errno.ENOSPC:
-                self.log.log(f"{mod.name}: `{value or ''}' too large for parameter `{name}'", level=3)
+                self.log.log(f"{mod.name}: `{shown}' too large for parameter `{named}'", level=3)
             elif ret < 0:
-                self.log.log(f"{mod.name}: `{value or ''}' invalid for parameter `{name}'", level=3)
+                self.log.log(f"{mod.name}: `{shown}' invalid for parameter `{named}'", level=3)
             err = ret if ret < 0 else err
         return err
 
@@ -358,7 +378,7 @@ class ModuleManager:
         if (rest if dot else name) == "dyndbg":
             self.debug.exec_queries("+p" if value is None else value, prefix if dot else mod.name)
             return
-        self.log.log(f"{mod.name}: unknown parameter '{prefix}' ignored", level=4)
+        self.log.log(f"{mod.name}: unknown parameter '{printable(prefix)}' ignored", level=4)
 
     def _param_store(self, ctx: "ServiceContext", mod: Module, p: ParamDesc, text: str) -> int:
         """param_attr_store: the value as sysfs hands it over, a trailing
@@ -368,7 +388,8 @@ class ModuleManager:
         return err if err < 0 else len(text)
 
     def _param_set(self, ctx: "ServiceContext", p: ParamDesc, value: str | None) -> int:
-        """Parse and store one value (a comma list for arrays); 0 or -errno."""
+        """Parse and store one value (a comma list for arrays), one character
+        per byte as sysfs and next_arg hand it over; 0 or -errno."""
         mem = self.prog.mem
         if p.max:
             items = (value or "").split(",")
@@ -386,7 +407,7 @@ class ModuleManager:
         if p.type == "charp":
             if value is None:
                 return -errno.EINVAL          # parse_one: only bool takes no "=value"
-            raw = value.encode() + b"\0"
+            raw = value.encode("latin-1") + b"\0"
             if len(raw) > CHARP_MAX + 1:
                 self.log.log(f"{p.name}: string parameter too long", level=3)
                 return -errno.ENOSPC

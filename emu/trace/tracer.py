@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from emu.arch.cpu import Cpu
 from emu.fs.vfs import Vfs
+from emu.kernel.ctype import split_words, strim
 from emu.kernel.kstrtox import ParseError, kstrtoul_from_user
 from emu.kernel.program import Program
 from emu.kernel.tasks import cpu_curr
@@ -30,6 +31,7 @@ TRACEFS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
 TRACERS = ("function", "nop")
 ALL_FUNCTIONS = "#### all functions enabled ####\n"
 BUFFER_ENTRIES = 65536
+MAX_TRACER_SIZE = 100                 # kernel/trace/trace.c: what current_tracer reads of a write
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class FunctionTracer:
         return f"{self.tracer}\n"
 
     def _store_tracer(self, ctx: "ServiceContext", text: str) -> int:
-        name = text.strip()
+        """tracing_set_trace_write: the tracer named by the first
+        MAX_TRACER_SIZE bytes, strim()med; the whole count is taken."""
+        name = strim(text[:MAX_TRACER_SIZE])
         if name not in TRACERS:
             return -errno.EINVAL
         if name != self.tracer:
@@ -115,7 +119,7 @@ class FunctionTracer:
 
     def _store_filter(self, ctx: "ServiceContext", text: str) -> int:
         """Replace the filter (an O_TRUNC write, as `echo f > set_ftrace_filter`)."""
-        patterns = text.split()
+        patterns = split_words(text)
         sites = self.ftrace.sites
         chosen = [s for s, name in sites.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
         if patterns and not chosen:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu import EmuError, ShellError
-from emu.fs.vfs import is_sysfs
 from klpemu.selftest import module_dirs_finder
 
 if TYPE_CHECKING:
@@ -256,21 +255,15 @@ class Namespace:
         raise FsError(E.EROFS, path)
 
     def _write_guest(self, path: str, raw: bytes) -> None:
-        """glibc's stdio writes again what a short write(2) left, until all
-        is written or one fails. A sysfs file ignores the position, so the
-        rest is a store of its own (5000 bytes: 4096, then 904); elsewhere
-        the short counts come from proc_dointvec, which counts a write past
-        position 0 as written and ignores it (sysctl_writes_strict), so the
-        retry is not made. A write(2) of 0 would make stdio loop for ever; it
-        ends the write here."""
-        while raw:
-            try:
-                n = self.machine.shell.write(path, raw)
-            except ShellError as exc:
-                raise FsError(exc.errno, path) from None
-            if not 0 < n < len(raw) or not is_sysfs(path):
-                return
-            raw = raw[n:]
+        """bash's echo writes through stdio, whose write loop writes again
+        what a short write(2) left, at the advanced file position, until all
+        is written or a call fails (Shell.write): a sysfs store is given at
+        most PAGE_SIZE a call, and a /proc/sys file ignores the calls past
+        position 0."""
+        try:
+            self.machine.shell.write(path, raw)
+        except ShellError as exc:
+            raise FsError(exc.errno, path) from None
 
     def truncate(self, path: str) -> None:
         """O_TRUNC: empties a /tmp file (guest files ignore it, as sysfs does)."""
