@@ -371,12 +371,17 @@ class Machine:
         """insmod: the shell stages the file and calls init_module(2).
         ShellError (with the errno) if the kernel refuses it."""
         data = Path(path).read_bytes()
-        if len(data) > STAGING_SIZE:
-            raise EmuError(f"{path} is larger than the {STAGING_SIZE >> 20} MiB staging area")
+        # the arguments follow the image in the staging area, as long as the
+        # kernel takes them (strndup_user of the whole string), not a mailbox's
+        uargs = (len(data) + 7) & ~7
+        raw = args.encode(errors="surrogateescape") + b"\0"
+        if uargs + len(raw) > STAGING_SIZE:
+            raise EmuError(f"{path} and its arguments are larger than the {STAGING_SIZE >> 20} MiB staging area")
         self.mem.write(USER_STAGING, data)
+        self.mem.write(USER_STAGING + uargs, raw)
         with self._kernel_reason():
             self.shell.check(self.shell.syscall(NR["__NR_init_module"], USER_STAGING, len(data),
-                                                self.shell.put_string(args)), f"insmod {path}")
+                                                USER_STAGING + uargs), f"insmod {path}")
 
     def rmmod(self, name: str) -> None:
         """rmmod: delete_module(2) with O_NONBLOCK, as kmod does."""

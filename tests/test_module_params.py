@@ -112,6 +112,13 @@ def test_a_utf8_character_holding_the_byte_0xa0_splits_the_args(machine, load):
                                           "modparam: text=<a\ufffd> dry_run=0"]
 
 
+def test_args_longer_than_the_shells_mailbox_reach_the_kernel(machine, load):
+    """init_module takes uargs with strndup_user, no page or mailbox limit:
+    20,000 spaces between two parameters are only spaces to next_arg."""
+    load("text=end" + " " * 20000 + "dry_run")
+    assert machine.dmesg_lines()[-1] == "modparam: text=<end> dry_run=1"
+
+
 def test_unknown_parameters(machine, load):
     """unknown_module_param_cb: async_probe taken silently; any other name a
     warning naming what precedes its '.' (ddebug_dyndbg_param_cb cut it)."""
