@@ -1,4 +1,6 @@
-"""The committed guest images are exactly what the sources build to."""
+"""The committed guest images are exactly what the sources build to: both
+kernels, the user program and every module (the legacy kernel's DWARF maps
+the checkout's path away, so a clone anywhere builds the same bytes)."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +14,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 def test_committed_images_match_a_fresh_build(tmp_path: Path) -> None:
     subprocess.run(["make", "-s", "-C", str(FIXTURES), f"BUILD={tmp_path}"], check=True,
                    capture_output=True, text=True)
-    for name in ("vmlinux-modern", "user.elf"):
+    modules = sorted(p.relative_to(FIXTURES / "build") for p in (FIXTURES / "build" / "modules").glob("*.ko"))
+    assert modules
+    for name in ("vmlinux-modern", "vmlinux-legacy", "user.elf", *map(str, modules)):
         assert (tmp_path / name).read_bytes() == (FIXTURES / "build" / name).read_bytes(), \
             f"fixtures/build/{name} is stale: run make -C fixtures and commit the images"
