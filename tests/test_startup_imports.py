@@ -7,6 +7,7 @@ benchmarks/bench_startup.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,10 +26,9 @@ LOADED = ("import json, sys\n{code}\n"
           "print(json.dumps(sorted(m for m in sys.modules if m in {unused!r} or m.split('.')[0] in {unused!r})))")
 
 
-def loaded_after(code: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c",
-                          LOADED.format(code=code, unused=UNUSED_AT_START)],
-                         capture_output=True, text=True, check=True)
+def loaded_after(code: str, unused: tuple[str, ...] = UNUSED_AT_START, env: dict[str, str] | None = None) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", LOADED.format(code=code, unused=unused)],
+                         capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -45,6 +45,19 @@ def test_a_livepatch_run_imports_nothing_it_does_not_use(tmp_path) -> None:
     script.write_text(LIVEPATCH_SCENARIO)
     code = f"from klpemu.cli import main\nassert main(['run', {str(script)!r}]) == 0"
     assert loaded_after(code) == []
+
+
+def test_a_run_with_its_unwind_rows_cached_does_without_capstone(tmp_path) -> None:
+    """Capstone is for a cache miss (tracking a function's code), a fault's
+    operands and kprobes: the second run of a scenario, its kernel's and
+    modules' rows and stack switches on disk, never loads it."""
+    script = tmp_path / "basic.sh"
+    script.write_text(LIVEPATCH_SCENARIO)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("KLPEMU_NO_UNWIND_CACHE", None)
+    code = f"from klpemu.cli import main\nassert main(['run', {str(script)!r}]) == 0"
+    assert "capstone" in loaded_after(code, ("capstone",), env)       # the first run tracks the code
+    assert loaded_after(code, ("capstone",), env) == []
 
 
 def test_the_console_script_answers_version_without_the_machine() -> None:

@@ -9,6 +9,7 @@ kernel's flags, and `fixtures/build/vmlinux-*` when those exist.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -614,6 +615,21 @@ def test_cache_roundtrip_and_disable(selfbuilt, tmp_path, monkeypatch):
     monkeypatch.setenv("KLPEMU_NO_UNWIND_CACHE", "1")
     tables_from_elf(selfbuilt)
     assert not list((tmp_path / "klpemu").glob("unwind-*.pickle"))
+
+
+def test_the_disk_cache_keeps_the_newest_max_files(tmp_path, monkeypatch):
+    from emu.unwind import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cache, "_memory", {})
+    monkeypatch.setattr(cache, "MAX_FILES", 3)
+    for i in range(5):
+        cache.store(f"module-{i}", [i])
+        os.utime(cache._path(f"module-{i}"), ns=(i * 10**9, i * 10**9))   # written in this order
+    assert sorted(f.name for f in (tmp_path / "klpemu").glob("unwind-*")) == \
+        [cache._path(f"module-{i}").name for i in (2, 3, 4)]
+    monkeypatch.setattr(cache, "_memory", {})
+    assert cache.load("module-1") is None and cache.load("module-4") == [4]
 
 
 def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # Bump whenever the tracker's output or the pickled types change.
 FORMAT_VERSION = 1
+# Files kept on disk: every module loaded (a fuzz run's thousands of mutants
+# too) has an entry, so the least recently written go beyond this many.
+MAX_FILES = 1024
 
 _memory: dict[str, object] = {}
 
@@ -83,3 +86,19 @@ def store(key: str, value: object) -> None:
     except OSError as exc:
         log.warning("cannot write unwind cache %s: %s", path, exc)
         Path(tmp).unlink(missing_ok=True)
+        return
+    _prune(path.parent)
+
+
+def _prune(directory: Path) -> None:
+    """Remove the oldest cache files beyond MAX_FILES (racing writers may
+    remove one twice: that is only a miss later)."""
+    try:
+        files = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(directory)
+                 if e.name.startswith(f"unwind-v{FORMAT_VERSION}-")]
+    except OSError:
+        return
+    if len(files) <= MAX_FILES:
+        return
+    for _, name in sorted(files)[:len(files) - MAX_FILES]:
+        Path(name).unlink(missing_ok=True)
