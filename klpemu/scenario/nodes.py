@@ -12,25 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from klpemu.scenario.record import Record
+
 
 # ---------------------------------------------------------------- words
-@dataclass(frozen=True, slots=True)
-class Lit:
+class Lit(Record):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Quoted:
+class Quoted(Record):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class DQ:
+class DQ(Record):
     parts: tuple["Part", ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
+class Param(Record):
     """${NAME[INDEX]OP ARG}: op is "" (plain), "length" (${#…}), "!" (indirect),
     "!@" (an array's indices), or one of - := + ? (with or without ':'),
     # ## % %% (patterns), / // /# /% (replace), ^ ^^ , ,, (case), ":" (substring)."""
@@ -42,23 +40,19 @@ class Param:
     text: str = ""                 # as written, for error messages
 
 
-@dataclass(frozen=True, slots=True)
-class CmdSub:
+class CmdSub(Record):
     body: "Program"
 
 
-@dataclass(frozen=True, slots=True)
-class Arith:
+class Arith(Record):
     expr: "Word"                   # expanded as in double quotes, then evaluated
 
 
-@dataclass(frozen=True, slots=True)
-class ProcSub:
+class ProcSub(Record):
     body: "Program"
 
 
-@dataclass(frozen=True, slots=True)
-class Tilde:
+class Tilde(Record):
     user: str
 
 
@@ -84,8 +78,7 @@ class HereDoc:
     line: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Redir:
+class Redir(Record):
     """fd OP target: op is < > >> <> &> &>> <& >& <<< or << (target a HereDoc)."""
     fd: int | None
     op: str
@@ -94,8 +87,7 @@ class Redir:
 
 
 # ---------------------------------------------------------------- commands
-@dataclass(frozen=True, slots=True)
-class Assign:
+class Assign(Record):
     name: str
     index: Word | None            # NAME[INDEX]=…
     value: Word | None            # NAME=VALUE
@@ -104,65 +96,56 @@ class Assign:
     text: str                     # as written, for error messages
 
 
-@dataclass(frozen=True, slots=True)
-class Simple:
+class Simple(Record):
     line: int
     assigns: tuple[Assign, ...]
     words: tuple[Word, ...]
     redirs: tuple[Redir, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(Record):
     line: int
     commands: tuple["Command", ...]
     negate: bool
     stderr_too: tuple[bool, ...]  # `|&` after each command but the last
 
 
-@dataclass(frozen=True, slots=True)
-class AndOr:
+class AndOr(Record):
     """first (op next)*, op '&&' or '||'."""
     line: int
     first: Pipeline
     rest: tuple[tuple[str, Pipeline], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(Record):
     command: AndOr
     background: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Sequence:
+class Sequence(Record):
     items: tuple[Item, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Subshell:
+class Subshell(Record):
     line: int
     body: Sequence
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Group:
+class Group(Record):
     line: int
     body: Sequence
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class If:
+class If(Record):
     line: int
     clauses: tuple[tuple[Sequence, Sequence], ...]
     orelse: Sequence | None
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Loop:
+class Loop(Record):
     """while (until=False) or until."""
     line: int
     cond: Sequence
@@ -171,8 +154,7 @@ class Loop:
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class For:
+class For(Record):
     line: int
     name: str
     words: tuple[Word, ...] | None   # None: "$@"
@@ -180,8 +162,7 @@ class For:
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ArithFor:
+class ArithFor(Record):
     line: int
     init: Word
     cond: Word
@@ -190,23 +171,20 @@ class ArithFor:
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class CaseItem:
+class CaseItem(Record):
     patterns: tuple[Word, ...]
     body: Sequence
     terminator: str               # ;; ;& ;;&
 
 
-@dataclass(frozen=True, slots=True)
-class Case:
+class Case(Record):
     line: int
     word: Word
     items: tuple[CaseItem, ...]
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionDef:
+class FunctionDef(Record):
     line: int
     name: str
     body: "Command"
@@ -214,37 +192,31 @@ class FunctionDef:
 
 
 # [[ … ]] expressions
-@dataclass(frozen=True, slots=True)
-class CondWord:
+class CondWord(Record):
     word: Word
 
 
-@dataclass(frozen=True, slots=True)
-class CondUnary:
+class CondUnary(Record):
     op: str
     operand: Word
 
 
-@dataclass(frozen=True, slots=True)
-class CondBinary:
+class CondBinary(Record):
     op: str
     left: Word
     right: Word
 
 
-@dataclass(frozen=True, slots=True)
-class CondNot:
+class CondNot(Record):
     expr: "CondExpr"
 
 
-@dataclass(frozen=True, slots=True)
-class CondAnd:
+class CondAnd(Record):
     left: "CondExpr"
     right: "CondExpr"
 
 
-@dataclass(frozen=True, slots=True)
-class CondOr:
+class CondOr(Record):
     left: "CondExpr"
     right: "CondExpr"
 
@@ -252,15 +224,13 @@ class CondOr:
 CondExpr = Union[CondWord, CondUnary, CondBinary, CondNot, CondAnd, CondOr]
 
 
-@dataclass(frozen=True, slots=True)
-class Cond:
+class Cond(Record):
     line: int
     expr: CondExpr
     redirs: tuple[Redir, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ArithCmd:
+class ArithCmd(Record):
     line: int
     expr: Word
     redirs: tuple[Redir, ...] = ()
@@ -269,7 +239,6 @@ class ArithCmd:
 Command = Union[Simple, Subshell, Group, If, Loop, For, ArithFor, Case, FunctionDef, Cond, ArithCmd]
 
 
-@dataclass(frozen=True, slots=True)
-class Program:
+class Program(Record):
     body: Sequence
     source: str = ""              # the file name, for messages
