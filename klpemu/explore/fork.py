@@ -4,6 +4,7 @@ same Unicorn state, copy-on-write memory) and sends its Outcome back."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import traceback
 from dataclasses import dataclass
@@ -27,11 +28,17 @@ class Script:
 
 
 class Zygote:
-    """A booted session of one configuration, kept unused, forked per run."""
+    """A booted session of one configuration, kept unused, forked per run.
+
+    The script runs once first, on a session of its own that is then
+    dropped: what a run computes once per process (parse trees, compiled
+    patterns, modules imported on first use) is then the zygote's, and no
+    fork pays for it again."""
 
     def __init__(self, config: RunConfig, script: Script) -> None:
         self.config = config
         self.script = script
+        warm_up(config, script)
         self.out = io.StringIO()
         self.session = ScenarioSession(config, self.out)
         self.snapshot = self.session.machine.snapshot()
@@ -44,6 +51,16 @@ class Zygote:
             return Outcome(ERROR, "the run's process did not report", str(exc))
         except Exception:                             # a bug of the explorer's: its traceback, from the child
             return Outcome(ERROR, "the explorer failed", traceback.format_exc())
+
+
+def warm_up(config: RunConfig, script: Script) -> None:
+    """Run SCRIPT once in this process on a throwaway session (its outcome,
+    whatever it is, does not matter)."""
+    out = io.StringIO()
+    session = ScenarioSession(config, out)
+    run_session(session, out, script, ScheduleSpec("random", 0))
+    del session
+    gc.collect()                                      # its Unicorn and RAM, before the zygote forks
 
 
 def run_session(session: ScenarioSession, out: io.StringIO, script: Script, schedule: ScheduleSpec) -> Outcome:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, patterns
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
     from emu import Machine
 
 MAX_NESTING = 1000               # bash's FUNCNEST default is unlimited; a runaway recursion stops here
+
+
+@lru_cache(maxsize=2048)
+def parse_program(text: str, source: str, line: int = 1) -> Program:
+    """TEXT's tree, parsed once per process: trees are immutable, so every
+    shell (and every run forked from a warmed zygote) shares them."""
+    return Parser(text, source, line).parse_program()
 
 
 class _TimedOut(Exception):
@@ -126,7 +134,6 @@ class Shell:
         self.extensions: dict[str, object] = {}  # per-run state of helpers and commands
         self.syslog = Syslog(machine)
         self.deadline_ns: int | None = None      # `timeout`'s, while its command runs
-        self._parsed: dict[tuple[str, int, str], Program] = {}
         self._step_verb: str | None = None
         self._cmdsub_status: int | None = None
         self.stdio: Fds = {0: In(""), 1: TerminalOut(terminal, STDOUT), 2: TerminalOut(terminal, STDERR)}
@@ -218,12 +225,8 @@ class Shell:
 
     # ------------------------------------------------------------ running a program
     def parse(self, text: str, source: str, line: int = 1) -> Program:
-        """TEXT's tree, parsed once (functions.sh and each eval'd string alike)."""
-        key = (source, line, text)
-        program = self._parsed.get(key)
-        if program is None:
-            program = self._parsed[key] = Parser(text, source, line).parse_program()
-        return program
+        """TEXT's tree (functions.sh and each eval'd string alike)."""
+        return parse_program(text, source, line)
 
     def run_script(self, program: Program) -> int:
         """The whole script: its exit status once the EXIT trap has run."""
