@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING, Union
 
 from klpemu.scenario import patterns
@@ -485,9 +486,14 @@ def _substring(sh: "ShellView", p: Param, value: str | list[str]) -> str | list[
 
 
 # ---------------------------------------------------------------- splitting, globbing
+@lru_cache(maxsize=64)
+def _ifs_classes(ifs: str) -> tuple[str, str]:
+    """IFS's blanks (runs of them are one delimiter) and its other characters."""
+    return "".join(c for c in ifs if c in " \t\n"), "".join(c for c in ifs if c not in " \t\n")
+
+
 def _split(segs: list[Segment], ifs: str) -> list[list[tuple[str, bool]]]:
-    ws = "".join(c for c in ifs if c in " \t\n")
-    hard = "".join(c for c in ifs if c not in " \t\n")
+    ws, hard = _ifs_classes(ifs)
     fields: list[list[tuple[str, bool]]] = []
     cur: list[tuple[str, bool]] = []
     exists = False
@@ -505,7 +511,7 @@ def _split(segs: list[Segment], ifs: str) -> list[list[tuple[str, bool]]]:
             cur, exists, soft = [], False, False
             continue
         text, quoted, splittable = seg
-        if not splittable or not ifs:
+        if not splittable or not ifs or (text and not any(c in text for c in ifs)):
             if text or quoted:
                 cur.append((text, quoted))
                 exists = True

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from emu import Machine
 
 GUEST_ROOTS = ("/sys", "/proc", "/dev")
+_GUEST_PREFIXES = tuple(r + "/" for r in GUEST_ROOTS)
 HOST_DEVICES = ("/dev/null", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/zero")
 BIN_DIRS = ("/bin", "/usr/bin", "/sbin", "/usr/sbin")
 
@@ -76,7 +77,7 @@ class Namespace:
         return "/" + norm.lstrip("/") if norm.startswith("//") else norm
 
     def is_guest(self, path: str) -> bool:
-        return any(_under(path, r) for r in GUEST_ROOTS) and path not in HOST_DEVICES \
+        return (path in GUEST_ROOTS or path.startswith(_GUEST_PREFIXES)) and path not in HOST_DEVICES \
             and not path.startswith("/dev/fd/")
 
     def host_file(self, path: str) -> Path | None:
