@@ -95,6 +95,9 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
     file) or not a kernel's."""
     from elftools.common.exceptions import ELFError
     image = ElfImage(path)
+    missing = [name for name in KERNEL_SYMBOLS if image.find_symbol(name) is None]
+    if missing:
+        raise ImageError(f"{os.fspath(path)} is not a kernel image: it has no {' or '.join(missing)}")
     try:
         return [*switch_hazards(image), *(Hazard(name, NOTRACE) for name in _notrace(image))]
     except (ImageError, ELFError) as exc:
@@ -102,6 +105,7 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
 
 
 NOTRACE = "notrace: no fentry site"
+KERNEL_SYMBOLS = ("start_kernel", "__schedule")   # what every vmlinux has, and no other image
 
 
 def switch_hazards(image: ElfImage) -> list[Hazard]:

@@ -68,7 +68,9 @@ def test_a_hang_exits_3(tmp_path, capsys) -> None:
 def test_hazards_of_a_file_that_is_no_kernel_image_is_a_usage_error(tmp_path: Path, capsys) -> None:
     truncated = tmp_path / "vmlinux"
     truncated.write_bytes((Path(__file__).resolve().parent.parent / "fixtures/build/vmlinux-modern").read_bytes()[:100])
-    for path, why in (("/etc/passwd", "is not an ELF file"), (str(truncated), "past the end of the file")):
+    user = str(Path(__file__).resolve().parent.parent / "fixtures/build/user.elf")
+    for path, why in (("/etc/passwd", "is not an ELF file"), (str(truncated), "past the end of the file"),
+                      (user, "is not a kernel image: it has no start_kernel or __schedule")):
         assert main(["hazards", "--kernel", path]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"klpemu: hazards: {path} ") and why in err
