@@ -372,6 +372,11 @@ class ForkedTest:
 _SNAPSHOTS: dict[tuple[object, ...], SharedSnapshot] = {}
 
 
+def _machine_kwargs(options: dict[str, object]) -> dict[str, object]:
+    """The Machine's arguments the marker sets (its seed aside)."""
+    return {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
+
+
 def _shared_snapshot(request: pytest.FixtureRequest, options: dict[str, object]) -> SharedSnapshot:
     """This worker's snapshot of the test's configuration, booted on first use."""
     from emu import Machine
@@ -382,8 +387,7 @@ def _shared_snapshot(request: pytest.FixtureRequest, options: dict[str, object])
     key = (*(repr(options.get(k)) for k in OPTIONS if k != "snapshot"), setup, *dirs)
     shared = _SNAPSHOTS.pop(key, None)
     if shared is None or shared.stale():          # stale: ran since, in this process (a fixture's teardown)
-        kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
-        machine = Machine(seed=int(options.get("seed", 0)), **kwargs).boot()
+        machine = Machine(seed=int(options.get("seed", 0)), **_machine_kwargs(options)).boot()
         scratch = request.getfixturevalue("tmp_path_factory").mktemp("klpemu-snapshot")
         klp = Klp(machine, dirs, options.get("dispatch"), scratch=scratch, klp_version=options.get("klp_version"))
         events = klp.livepatch.transition.record_events()
@@ -464,10 +468,9 @@ def klpemu_machine(request: pytest.FixtureRequest, klpemu_seed: int) -> Iterator
         request.node.stash[_FORKED] = ForkedTest(shared, klpemu_seed, schedule)
         yield shared.klp.machine
         return
-    kwargs = {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
     from emu import Machine
     from klp.core import Livepatch
-    machine = Machine(seed=klpemu_seed, **kwargs).boot()
+    machine = Machine(seed=klpemu_seed, **_machine_kwargs(options)).boot()
     livepatch = Livepatch.attach(machine, options.get("dispatch"), options.get("klp_version"))
     request.node.stash[_MACHINES] = machine
     request.node.stash[_EVENTS] = livepatch.transition.record_events()     # for a failure's timeline
