@@ -9,6 +9,7 @@ an unset or empty variable is 0.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Protocol
 
 from klpemu.errors import KlpemuError
@@ -39,6 +40,7 @@ _BINARY = {
     "||": 1, "&&": 2, "|": 3, "^": 4, "&": 5, "==": 6, "!=": 6,
     "<": 7, "<=": 7, ">": 7, ">=": 7, "<<": 8, ">>": 8, "+": 9, "-": 9, "*": 10, "/": 10, "%": 10,
 }
+_INTEGER = re.compile(r"-?\d+")
 MAX_DEPTH = 1024                  # bash: "expression recursion level exceeded"
 
 
@@ -70,6 +72,11 @@ def number(text: str) -> int:
         return wrap(int(text))
     except ValueError:
         raise ArithError(f"value too great for base (error token is \"{text}\")", text) from None
+
+
+def integer(text: str) -> int:
+    """An optionally negative constant: -010 is -8, as bash's unary minus makes it."""
+    return wrap(-number(text[1:])) if text.startswith("-") else number(text)
 
 
 def _apply(op: str, a: int, b: int) -> int:
@@ -113,26 +120,35 @@ def _apply(op: str, a: int, b: int) -> int:
     raise ArithError(f"unknown operator {op}")
 
 
+@lru_cache(maxsize=1024)
+def _tokenize(text: str) -> tuple[tuple[tuple[str, str, int], ...], tuple[str | None, ...]]:
+    """TEXT's tokens (kind, text, position), and each token's operator (None
+    for a number or a name, and once more None past the end): an expression is
+    tokenized once per process however often it is evaluated."""
+    tokens: list[tuple[str, str, int]] = []
+    pos = 0
+    end = len(text.rstrip())
+    while pos < end:
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ArithError(f"syntax error: invalid arithmetic operator (error token is \"{text[pos:]}\")")
+        kind = "num" if m.group(1) else "name" if m.group(2) else "op"
+        tokens.append((kind, m.group(m.lastindex or 0), m.start(m.lastindex or 0)))
+        pos = m.end()
+    return tuple(tokens), (*(t if kind == "op" else None for kind, t, _ in tokens), None)
+
+
 class _Evaluator:
     def __init__(self, text: str, variables: Variables, depth: int) -> None:
         self.text = text
         self.vars = variables
         self.depth = depth
-        self.tokens: list[tuple[str, str, int]] = []      # kind, text, position
-        pos = 0
-        end = len(text.rstrip())
-        while pos < end:
-            m = _TOKEN.match(text, pos)
-            if not m:
-                raise ArithError(f"syntax error: invalid arithmetic operator (error token is \"{text[pos:]}\")")
-            kind = "num" if m.group(1) else "name" if m.group(2) else "op"
-            self.tokens.append((kind, m.group(m.lastindex or 0), m.start(m.lastindex or 0)))
-            pos = m.end()
+        self.tokens, self.ops = _tokenize(text)
         self.k = 0
 
     # ------------------------------------------------------------ tokens
     def peek(self) -> str | None:
-        return self.tokens[self.k][1] if self.k < len(self.tokens) and self.tokens[self.k][0] == "op" else None
+        return self.ops[self.k]
 
     def rest(self) -> str:
         """bash's "error token": the text from the offending token on (the
@@ -270,8 +286,8 @@ class _Evaluator:
         raw = self.vars.get(name, index).strip()
         if not raw:
             return 0
-        if re.fullmatch(r"-?\d+", raw):
-            return number(raw) if not raw.startswith("-") else wrap(-number(raw[1:]))
+        if _INTEGER.fullmatch(raw):
+            return integer(raw)
         if self.depth >= MAX_DEPTH:
             raise ArithError(f"expression recursion level exceeded (error token is \"{raw}\")")
         return _Evaluator(raw, self.vars, self.depth + 1).run()
@@ -288,6 +304,9 @@ class _Evaluator:
 def evaluate(text: str, variables: Variables) -> int:
     """The value of TEXT (already expanded: no $ left), with bash's side effects
     on VARIABLES."""
+    stripped = text.strip()
+    if _INTEGER.fullmatch(stripped):                  # a constant: the commonest expression there is
+        return integer(stripped)
     try:
         return _Evaluator(text, variables, 0).run()
     except RecursionError:                # parentheses nested beyond what recursion allows
