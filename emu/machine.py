@@ -354,6 +354,11 @@ class Machine:
     # ---------------------------------------------------------------- the guest shell
     @property
     def shell(self) -> Shell:
+        """init's shell, which every file operation, insmod and rmmod goes
+        through: EmuError before boot() (the kernel has not started it)."""
+        if not self.booted:
+            raise EmuError("the machine has not booted: call boot() before using its shell "
+                           "(insmod, rmmod, read_file, write_file …)")
         return self.shells[0]
 
     def spawn_shell(self) -> Shell:
