@@ -44,6 +44,8 @@ def abi(name: str) -> int:
 
 HYPERCALLS = {name: value for name, value in _ABI.items() if name.startswith("HC_")}
 NR = {name: value for name, value in _ABI.items() if name.startswith("__NR_")}   # system call numbers
+O_ACCMODE, O_RDONLY, O_WRONLY = abi("O_ACCMODE"), abi("O_RDONLY"), abi("O_WRONLY")
+O_CREAT, O_TRUNC, O_APPEND, O_NONBLOCK = abi("O_CREAT"), abi("O_TRUNC"), abi("O_APPEND"), abi("O_NONBLOCK")
 LOCAL_TIMER_VECTOR = abi("LOCAL_TIMER_VECTOR")
 RESCHEDULE_VECTOR = abi("RESCHEDULE_VECTOR")
 DOORBELL_VECTOR = abi("DOORBELL_VECTOR")

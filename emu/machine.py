@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from emu.abi import DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, PAGE_OFFSET, THREAD_SIZE, USER_BASE, abi
+from emu.abi import DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, O_NONBLOCK, PAGE_OFFSET, THREAD_SIZE, USER_BASE, abi
 from emu.arch.cpu import Cpu
 from emu.arch.engine import Engine
 from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB, Ram,
@@ -55,12 +55,11 @@ log = logging.getLogger(__name__)
 
 LOG_PHYS, LOG_SIZE = 0x100000, 0x400000
 MAILBOX_BASE = USER_BASE + 0x200000   # user data page: shell mailboxes, then stacks
-MAILBOX_SIZE = 0x6600                 # MAX_SHELLS of them fill the 1 MiB below the stacks
-MAX_SHELLS = 40
+MAILBOX_SIZE = 0x7200                 # MAX_SHELLS of them fill the 1 MiB below the stacks
+MAX_SHELLS = 35
 USER_STACKS_BASE = USER_BASE + 0x300000
 USER_STAGING = abi("USER_STAGING")
 STAGING_SIZE = 0x200000
-O_NONBLOCK = 0o4000
 BOOT_SCHEDULE = ScheduleSpec("rr", 0)
 MODULE_SYSCALLS = ("__x64_sys_init_module", "__x64_sys_delete_module")
 DYNDBG_CONTROL = ("/sys/kernel/debug/dynamic_debug/control", "/proc/dynamic_debug/control")
@@ -355,6 +354,11 @@ class Machine:
     # ---------------------------------------------------------------- the guest shell
     @property
     def shell(self) -> Shell:
+        """init's shell, which every file operation, insmod and rmmod goes
+        through: EmuError before boot() (the kernel has not started it)."""
+        if not self.booted:
+            raise EmuError("the machine has not booted: call boot() before using its shell "
+                           "(insmod, rmmod, read_file, write_file …)")
         return self.shells[0]
 
     def spawn_shell(self) -> Shell:

@@ -157,6 +157,8 @@ class Livepatch:
         return KlpPatch(module.name, addr, module, objs, states, replace, immediate=immediate)
 
     def _read_funcs(self, addr: int) -> list[KlpFunc]:
+        """The static funcs up to the terminator (old_name, new_func and
+        old_sympos all 0), as read: klp_init_func checks them later."""
         g, funcs = self.g, []
         while True:
             name_ptr = g.u64(addr, "KLP_FUNC_old_name")
@@ -164,11 +166,8 @@ class Livepatch:
             sympos = g.u64(addr, "KLP_FUNC_old_sympos")
             if not name_ptr and not new_func and not sympos:
                 return funcs
-            name = g.cstr(name_ptr, KSYM_NAME_LEN) if name_ptr else None
-            if name is None or not new_func or len(name) >= KSYM_NAME_LEN:
-                raise KlpError(errno.EINVAL)
             immediate = self.profile.immediate_flag and bool(g.u8(addr, "KLP_FUNC_immediate"))
-            funcs.append(KlpFunc(name, new_func, sympos, addr, immediate=immediate))
+            funcs.append(KlpFunc(g.cstr(name_ptr, KSYM_NAME_LEN), new_func, sympos, addr, immediate=immediate))
             addr += self.machine.offsets["KLP_FUNC_size"]
 
     # ------------------------------------------------------------ enable
@@ -333,10 +332,7 @@ class Livepatch:
 
     def init_patch(self, patch: KlpPatch) -> None:
         """klp_init_patch: sysfs, nops, objects; then onto klp_patches."""
-        vfs = self.machine.vfs
-        root = f"{SYSFS}/{patch.name}"
-        if vfs.is_dir(root):
-            raise KlpError(errno.EEXIST)
+        self._kobject_add(f"{SYSFS}/{patch.name}")
         self._register_patch_sysfs(patch)
         if patch.replace:
             self.add_nops(patch)
@@ -354,6 +350,8 @@ class Livepatch:
             if mod is not None and mod.data.get("klp_alive"):
                 obj.mod = mod
         self._register_object_sysfs(patch, obj)
+        for func in obj.funcs:
+            self.init_func(patch, obj, func)
         if obj.loaded:
             self.init_object_loaded(patch, obj)
         self.mirror_obj(obj)
@@ -374,8 +372,8 @@ class Livepatch:
             func.old_func, func.old_size = sym.address, sym.size
             if func.nop:
                 func.new_func = func.old_func
-            loc = ks.lookup(func.new_func)
-            if loc is None or loc.offset != 0:
+            loc = ks.lookup(func.new_func)           # kallsyms_lookup_size_offset: inside a symbol will do
+            if loc is None:
                 self.log(f"kallsyms size lookup failed for '{func.old_name}' replacement", PR_ERR)
                 raise KlpError(errno.ENOENT)
             func.new_size = loc.symbol.size
@@ -669,20 +667,35 @@ class Livepatch:
             vfs.register(f"{root}/stack_order", lambda: f"{self._stack_order(patch)}\n", None, 0o444)
 
     def _register_object_sysfs(self, patch: KlpPatch, obj: KlpObject) -> None:
-        """The object's and its funcs' kobjects: a name already taken is -EEXIST
-        (two funcs of one function, or a replace's nop beside a func that names
-        the same function with old_sympos 1 instead of 0)."""
+        """The object's kobject: a name already taken is -EEXIST."""
         vfs = self.machine.vfs
         root = f"{SYSFS}/{patch.name}/{obj.display_name}"
-        if vfs.is_dir(root):
-            raise KlpError(errno.EEXIST)
-        vfs.register_dir(root)
+        self._kobject_add(root)
         if self.profile.obj_patched_attr:
             vfs.register(f"{root}/patched", lambda: f"{int(obj.patched)}\n", None, 0o444)
-        for func in obj.funcs:
-            if vfs.is_dir(f"{root}/{func.sysfs_name}"):
-                raise KlpError(errno.EEXIST)
-            vfs.register_dir(f"{root}/{func.sysfs_name}")
+
+    def init_func(self, patch: KlpPatch, obj: KlpObject, func: KlpFunc) -> None:
+        """klp_init_func: -EINVAL (no message) for a func without old_name,
+        without new_func (a nop gets it later) or whose old_name is
+        KSYM_NAME_LEN bytes or more; then its kobject "old_name,sympos", a
+        name already taken being -EEXIST (two funcs of one function, or a
+        replace's nop beside a func that names the same function with
+        old_sympos 1 instead of 0)."""
+        if func.old_name is None or (not func.new_func and not func.nop) or len(func.old_name) >= KSYM_NAME_LEN:
+            raise KlpError(errno.EINVAL)
+        self._kobject_add(f"{SYSFS}/{patch.name}/{obj.display_name}/{func.sysfs_name}")
+
+    def _kobject_add(self, path: str) -> None:
+        """kobject_add() of the directory PATH: a name already taken is
+        -EEXIST after sysfs's warning (fs/sysfs/dir.c sysfs_warn_dup, whose
+        dump_stack() is left out here) and kobject_add_internal's error."""
+        vfs = self.machine.vfs
+        if vfs.is_dir(path):
+            self.machine.log(f"sysfs: cannot create duplicate filename '{path.removeprefix('/sys')}'", PR_WARN)
+            self.machine.log(f"kobject: kobject_add_internal failed for {path.rsplit('/', 1)[1]} with -EEXIST, "
+                             "don't try to register things with the same name in the same directory.", PR_ERR)
+            raise KlpError(errno.EEXIST)
+        vfs.register_dir(path)
 
     def _refresh_patch_sysfs(self, patch: KlpPatch) -> None:
         vfs = self.machine.vfs

@@ -28,7 +28,7 @@ class KlpState(IntEnum):
 
 @dataclass(eq=False)
 class KlpFunc:
-    old_name: str
+    old_name: str | None               # None: NULL, which klp_init_func refuses
     new_func: int
     old_sympos: int
     struct: int | None                 # the guest klp_func (None for a dynamic nop)

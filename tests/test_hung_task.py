@@ -48,7 +48,7 @@ def test_a_d_state_init_gets_the_hung_task_report(m: Machine) -> None:
     assert str(err.value) == f"INFO: task sh:{shell.pid} blocked for more than 2 seconds."
     assert m.clock_ns - posted == 2_000_000_000             # the idle guest's clock ran on to the timeout, no further
     lines = err.value.report.splitlines()
-    assert lines[1:3] == ["      Not tainted 6.12.0-klpemu #1",
+    assert lines[1:3] == ["      Tainted: G           O       6.12.0-klpemu #1",   # the module taints before init
                           '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.']
     assert re.match(rf"task:sh +state:D stack:0 +pid:{shell.pid} ", lines[3])
     trace = "\n".join(lines[4:])

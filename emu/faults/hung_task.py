@@ -45,7 +45,7 @@ def kernel_frames(walker: StackWalker, task: TaskView) -> list[str]:
 def blocked_report(walker: StackWalker, task: TaskView, seconds: float) -> list[str]:
     """khungtaskd's report of a D-state task (check_hung_task + sched_show_task)."""
     return [f"INFO: task {task.comm}:{task.pid} blocked for more than {seconds:g} seconds.",
-            f"      Not tainted {KERNEL_RELEASE} #1",
+            f"      {task.prog.taint} {KERNEL_RELEASE} #1",
             '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.',
             f"task:{task.comm:<15.15} state:{task.state_letter} stack:0     pid:{task.pid:<5} "
             f"tgid:{task.pid:<5} ppid:0      flags:{task.flags:#010x}",

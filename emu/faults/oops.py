@@ -16,6 +16,7 @@ from emu.arch.engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_
                              FaultKind)
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
+from emu.kernel.taint import TaintFlag
 from emu.kernel.tasks import TaskView, cpu_curr
 from emu.unwind import FrameKind, StackTrace, StartState
 from emu.unwind.stack_walker import StackWalker
@@ -45,8 +46,9 @@ def register_lines(prog: Program, cpu: Cpu) -> list[str]:
     ]
 
 
-def task_line(cpu: Cpu, task: TaskView) -> str:
-    return f"CPU: {cpu.index} UID: 0 PID: {task.pid} Comm: {task.comm} Not tainted {KERNEL_RELEASE} #1"
+def task_line(prog: Program, cpu: Cpu, task: TaskView) -> str:
+    """dump_stack_print_info's first line, with print_tainted()."""
+    return f"CPU: {cpu.index} UID: 0 PID: {task.pid} Comm: {task.comm} {prog.taint} {KERNEL_RELEASE} #1"
 
 
 def call_trace(walker: StackWalker, cpu: Cpu, task: TaskView) -> list[str]:
@@ -60,7 +62,7 @@ def call_trace(walker: StackWalker, cpu: Cpu, task: TaskView) -> list[str]:
 
 def lockup_report(prog: Program, walker: StackWalker, cpu: Cpu, headline: str) -> list[str]:
     task = cpu_curr(prog, cpu.index)
-    return [headline, task_line(cpu, task), *register_lines(prog, cpu), *call_trace(walker, cpu, task)]
+    return [headline, task_line(prog, cpu, task), *register_lines(prog, cpu), *call_trace(walker, cpu, task)]
 
 
 @dataclass
@@ -93,7 +95,7 @@ class Oops:
                         f"0000 [#{number}] PREEMPT SMP NOPTI")
         else:
             head.append(f"Oops: {fault.kind.value}: 0000 [#{number}] PREEMPT SMP NOPTI")
-        lines = [*head, task_line(cpu, task), *register_lines(prog, cpu),
+        lines = [*head, task_line(prog, cpu, task), *register_lines(prog, cpu),
                  *call_trace(walker, cpu, task), "---[ end trace 0000000000000000 ]---"]
         preempt = prog.mem.read_s32(prog.per_cpu(cpu.index, "PCPU_preempt_count"))
         fatal = None
@@ -148,6 +150,8 @@ class FaultHandler:
         self.oopses.append(oops)
         for line in oops.lines:
             self.log.log(line, level=4)
+        if not oops.user_fault:
+            self.prog.taint.add(TaintFlag.DIE)       # oops_end(), after the report
         if oops.fatal:
             self.crash(oops.fatal)
             return

@@ -11,6 +11,12 @@ for byte. A sysfs attribute sees what kernfs gives it: at most PAGE_SIZE
 bytes of the write, and no call at all for an empty one (sysfs_kf_write
 returns 0); procfs and tracefs files see the whole write.
 
+A file may have an open handler, given the open(2) flags (tracefs `trace`
+and `set_ftrace_filter` clear on an O_TRUNC open for writing, as
+tracing_open and ftrace_regex_open do: `>` clears, `>>` keeps), and a
+write handler that never reads the buffer (`trace`'s tracing_write_stub:
+the count comes back whatever the buffer holds, mapped or not).
+
 An open file has a position, which each write(2) is given (the guest's
 &file->pos, as a handler is given *ppos) and moves: a second write(2) on the
 same file, a retry of a short one say, goes on at the offset. kernfs moves
@@ -24,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from emu.abi import O_ACCMODE, O_RDONLY, O_WRONLY
 from emu.arch.memory import AddressSpace
 from emu.kernel.hypercalls import hypercall
 
@@ -31,13 +38,19 @@ if TYPE_CHECKING:
     from emu.arch.cpu import Cpu
     from emu.kernel.guestcall import ServiceContext
 
-O_ACCMODE, O_RDONLY, O_WRONLY = 3, 0, 1
 PAGE_SIZE = 4096
 # Under /sys but not kernfs: tracefs and debugfs have file_operations of their own.
 _NOT_KERNFS = ("/sys/kernel/tracing/", "/sys/kernel/debug/")
 SYSCTL_ROOT = "/proc/sys/"
 Show = Callable[[], str]
 Store = Callable[["ServiceContext", str], int]
+Open = Callable[[int], None]          # given open(2)'s flags
+
+
+def write_stub(ctx: "ServiceContext", text: str) -> int:
+    """A write handler that takes the count and never reads the buffer
+    (tracing_write_stub): registered as a store, it is never called."""
+    return len(text)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class FileNode:
     show: Show | None = None
     store: Store | None = None
     mode: int = 0o444
+    open: Open | None = None
 
 
 @dataclass
@@ -70,10 +84,12 @@ class Vfs:
         self._next_id = 1
 
     def register(self, path: str, show: Show | None = None, store: Store | None = None,
-                 mode: int | None = None) -> None:
+                 mode: int | None = None, *, on_open: Open | None = None) -> None:
+        """STORE may be write_stub (a handler that never reads the buffer);
+        ON_OPEN is called with the flags of each open that succeeds."""
         if mode is None:
             mode = (0o444 if show else 0) | (0o200 if store else 0)
-        self._files[path] = FileNode(show, store, mode)
+        self._files[path] = FileNode(show, store, mode, on_open)
 
     def register_dir(self, path: str) -> None:
         """A directory (parents are implied)."""
@@ -134,6 +150,8 @@ class Vfs:
             return -errno.EACCES
         if acc != O_WRONLY and node.show is None:
             return -errno.EACCES
+        if node.open is not None:
+            node.open(flags)
         content = node.show().encode() if acc != O_WRONLY and node.show else b""
         fid = self._next_id
         self._next_id += 1
@@ -198,6 +216,9 @@ class Vfs:
         (`iocb->ki_pos += len`) and __do_proc_dointvec (`*ppos += *lenp`)
         move it. (tracing_write_stub leaves it and rb_simple_write adds 1;
         no handler served here looks at it but a sysctl's.)"""
+        f = self._open.get(fid)
+        if f is not None and f.node.store is write_stub:
+            return size                            # nothing copied: nothing to fault on
         length = self.write_len(fid, size)
         if not self.mem.is_user(buf, length):
             return -errno.EFAULT                   # copy_from_user of what the handler reads

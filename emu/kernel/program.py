@@ -11,6 +11,7 @@ from emu.arch.memory import AddressSpace
 from emu.elf.image import ElfImage
 from emu.errors import EmuError
 from emu.kernel.kallsyms import Kallsyms
+from emu.kernel.taint import Taint
 
 
 class Program:
@@ -19,6 +20,7 @@ class Program:
         self.image = image
         self.offsets = image.offsets()
         self.kallsyms = kallsyms
+        self.taint = Taint()              # the kernel's tainted_mask
         self._pcpu_areas = self.symbol_address("pcpu_areas")
 
     def symbol_address(self, name: str) -> int:

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from emu.abi import NR
+from emu.abi import NR, O_APPEND, O_CREAT, O_TRUNC, O_WRONLY
 from emu.errors import GuestHang, GuestIdle, GuestTimeout, ImageError, ShellError
 from emu.kernel.program import Program
 from emu.kernel.tasks import TASK_INTERRUPTIBLE, TaskView, find_task
@@ -24,7 +24,10 @@ OnHang = Callable[[TaskView, float, float], GuestHang]  # HungTaskDetector.shell
 # nanosleep forever; Mailbox checks them against the image.
 MODE_GETPID_LOOP, MODE_SLEEPER = 1, 2
 CAT_MAX = 16 << 20                 # the most cat() reads of one file
-O_WRONLY = 1
+# what a shell's `>` and `>>` open a file with; a file's open handler sees
+# them (tracefs `trace` is cleared by an O_TRUNC open)
+REDIRECT = O_WRONLY | O_CREAT | O_TRUNC           # `>`
+REDIRECT_APPEND = O_WRONLY | O_CREAT | O_APPEND   # `>>`
 
 
 def _raw(data: str | bytes) -> bytes:
@@ -221,27 +224,29 @@ class Shell:
         """close(2): 0 or -errno."""
         return self.syscall(NR["__NR_close"], fd)
 
-    def _write_piece(self, path: str, fd: int, piece: bytes, last: bool) -> tuple[int, int]:
+    def _write_piece(self, path: str, fd: int, piece: bytes, last: bool, flags: int) -> tuple[int, int]:
         """One write(2) of PIECE (at most data_max bytes) to FD, or to PATH
-        opened for it when FD is -1 (user.c do_write): (the count or -errno,
+        opened with FLAGS when FD is -1 (user.c do_write): (the count or -errno,
         the descriptor the shell keeps open for the next piece, or -1 when
         it closed the file: after a failure, a call that wrote nothing, or
         the whole of the LAST piece)."""
-        status = self._command(self.layout.op_write, path=path, data=piece, args=(fd, int(last)))
+        status = self._command(self.layout.op_write, path=path, data=piece, args=(fd, int(last), flags))
         return status, self._s64(self.layout.op + 16)
 
-    def write_once(self, path: str, data: str | bytes) -> int:
-        """One write(2) of DATA (a str as UTF-8) on a fresh open of PATH: the
-        count the kernel returned (a short one too), or ShellError. DATA is
-        at most data_max bytes, the buffer one call carries."""
-        status, fd = self._write_piece(path, -1, _raw(data), True)
+    def write_once(self, path: str, data: str | bytes, flags: int = REDIRECT) -> int:
+        """One write(2) of DATA (a str as UTF-8) on a fresh open of PATH
+        with FLAGS: the count the kernel returned (a short one too), or
+        ShellError. DATA is at most data_max bytes, the buffer one call
+        carries."""
+        status, fd = self._write_piece(path, -1, _raw(data), True, flags)
         if fd >= 0:
             self.close(fd)
         return self.check(status, f"write error: {path}")
 
-    def write(self, path: str, data: str | bytes) -> int:
+    def write(self, path: str, data: str | bytes, flags: int = REDIRECT) -> int:
         """DATA (a str as UTF-8) written as a program's write loop writes it
-        (glibc's _IO_new_file_write under echo): one open, then write(2)
+        (glibc's _IO_new_file_write under echo): one open with FLAGS (`>`'s
+        by default), then write(2)
         calls at the advancing file position, each given what is left (at
         most data_max bytes), a short count taken and the rest written by the
         next call, until all is written (returns the length) or a call fails
@@ -251,11 +256,11 @@ class Shell:
         raw = _raw(data)
         what = f"write error: {path}"
         if not raw:
-            return self.close(self.check(self.open(path), what))
+            return self.close(self.check(self.open(path, flags), what))
         fd, written = -1, 0
         while True:
             piece = raw[written:written + self.layout.data_max]
-            n, fd = self._write_piece(path, fd, piece, written + len(piece) == len(raw))
+            n, fd = self._write_piece(path, fd, piece, written + len(piece) == len(raw), flags)
             if n < 0:
                 raise self._fail(what, n)
             written += n

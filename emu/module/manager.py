@@ -24,6 +24,7 @@ from emu.fs.vfs import FileNode, Vfs
 from emu.kernel.cmdline import from_bytes, parameq, printable, split_args
 from emu.kernel.dyndbg import DebugSite, DynamicDebug
 from emu.kernel.hypercalls import hypercall
+from emu.kernel.taint import TaintFlag
 from emu.kernel.kstrtox import ParseError, kstrtobool, kstrtoll, kstrtoull
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
@@ -112,8 +113,6 @@ class ModuleManager:
         # (set by the livepatch core): 0 or -errno
         self.apply_livepatch_relocs: Callable[[Module], int] | None = None
         self._next = MODULES_VADDR
-        self._tainted = False
-        self._livepatch_tainted = False
         self._vmlinux_exports = prog.image.ksymtab()
         self._fentry = prog.symbol_address("__fentry__")
         self._name_field = module_name_field(prog.offsets)
@@ -243,12 +242,16 @@ class ModuleManager:
         return 0
 
     def _taint(self, mod: Module) -> None:
-        if not self._tainted:
+        """module_augment_kernel_taints (every module is out of tree) and
+        check_modinfo_livepatch: each says so the first time."""
+        taint = self.prog.taint
+        if not taint.test(TaintFlag.OOT_MODULE):
             self.log.log(f"{mod.name}: loading out-of-tree module taints kernel.", level=4)
-        if mod.livepatch and not self._livepatch_tainted:
-            self.log.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
-            self._livepatch_tainted = True
-        self._tainted = True
+        taint.add(TaintFlag.OOT_MODULE)
+        if mod.livepatch:
+            if not taint.test(TaintFlag.LIVEPATCH):
+                self.log.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
+            taint.add(TaintFlag.LIVEPATCH)
 
     # ------------------------------------------------------------ unload
     def delete_module(self, ctx: "ServiceContext", name: str) -> int:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emu.arch.cpu import Cpu
-from emu.fs.vfs import Vfs
+from emu.abi import O_ACCMODE, O_RDONLY, O_TRUNC
+from emu.fs.vfs import Vfs, write_stub
 from emu.kernel.ctype import split_words, strim
 from emu.kernel.kstrtox import ParseError, kstrtoul_from_user
 from emu.kernel.program import Program
@@ -60,9 +61,10 @@ class FunctionTracer:
         for root in TRACEFS:
             vfs.register(f"{root}/current_tracer", self._show_tracer, self._store_tracer, mode=0o644)
             vfs.register(f"{root}/available_tracers", lambda: " ".join(TRACERS) + "\n", mode=0o444)
-            vfs.register(f"{root}/set_ftrace_filter", self._show_filter, self._store_filter, mode=0o644)
+            vfs.register(f"{root}/set_ftrace_filter", self._show_filter, self._store_filter, mode=0o644,
+                         on_open=self._open_filter)
             vfs.register(f"{root}/tracing_on", lambda: f"{self.tracing_on}\n", self._store_on, mode=0o644)
-            vfs.register(f"{root}/trace", self.show_trace, self._store_trace, mode=0o644)
+            vfs.register(f"{root}/trace", self.show_trace, write_stub, mode=0o644, on_open=self._open_trace)
 
     # ------------------------------------------------------------ the ops
     def _callback(self, cpu: Cpu) -> None:
@@ -117,15 +119,26 @@ class FunctionTracer:
             return ALL_FUNCTIONS
         return "".join(f"{self.ftrace.sites[s]}\n" for s in self.filter if s in self.ftrace.sites)
 
+    def _open_filter(self, flags: int) -> None:
+        """ftrace_regex_open: an O_TRUNC open for writing starts from an
+        empty filter (`>`), any other keeps it (`>>` adds to it). The kernel
+        edits a copy and installs it at release; here it is edited in place,
+        which ends in the same filter."""
+        if flags & O_ACCMODE != O_RDONLY and flags & O_TRUNC and self.filter:
+            self.filter = []
+            self._attach()
+
     def _store_filter(self, ctx: "ServiceContext", text: str) -> int:
-        """Replace the filter (an O_TRUNC write, as `echo f > set_ftrace_filter`)."""
+        """ftrace_regex_write: the functions the words match are added to
+        the filter; a word that matches none is -EINVAL."""
         patterns = split_words(text)
         sites = self.ftrace.sites
         chosen = [s for s, name in sites.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
         if patterns and not chosen:
             return -errno.EINVAL
-        self.filter = sorted(chosen)
-        self._attach()
+        if chosen:
+            self.filter = sorted(set(self.filter).union(chosen))
+            self._attach()
         return len(text)
 
     def _store_on(self, ctx: "ServiceContext", text: str) -> int:
@@ -136,11 +149,12 @@ class FunctionTracer:
             return -exc.errno
         return len(text)
 
-    def _store_trace(self, ctx: "ServiceContext", text: str) -> int:
-        """Opening `trace` for writing (O_TRUNC) clears the buffer."""
-        self.entries.clear()
-        self.written = 0
-        return len(text)
+    def _open_trace(self, flags: int) -> None:
+        """tracing_open: an O_TRUNC open for writing clears the buffer
+        (`> trace`, `echo -n > trace`); writes are tracing_write_stub's."""
+        if flags & O_ACCMODE != O_RDONLY and flags & O_TRUNC:
+            self.entries.clear()
+            self.written = 0
 
     def show_trace(self) -> str:
         n = len(self.entries)

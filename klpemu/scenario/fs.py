@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emu import EmuError, ShellError
+from emu.kernel.shell import REDIRECT, REDIRECT_APPEND
 from klpemu.selftest import module_dirs_finder
 
 if TYPE_CHECKING:
@@ -243,7 +244,8 @@ class Namespace:
 
     def write(self, path: str, data: str, *, append: bool) -> None:
         """DATA written as bash's stdio writes it (the file was opened by
-        check_writable)."""
+        check_writable, and truncated by truncate() for `>`: a guest file is
+        written on opens with O_APPEND, which no handler clears on)."""
         path = self.resolve(path)
         if self.is_guest(path):
             self._write_guest(path, data.encode("utf-8", "surrogateescape"))
@@ -262,14 +264,24 @@ class Namespace:
         most PAGE_SIZE a call, and a /proc/sys file ignores the calls past
         position 0."""
         try:
-            self.machine.shell.write(path, raw)
+            self.machine.shell.write(path, raw, REDIRECT_APPEND)
         except ShellError as exc:
             raise FsError(exc.errno, path) from None
 
     def truncate(self, path: str) -> None:
-        """O_TRUNC: empties a /tmp file (guest files ignore it, as sysfs does)."""
+        """`>`'s open(O_WRONLY|O_CREAT|O_TRUNC), before the command runs:
+        empties a /tmp file; a guest file is opened and closed with these
+        flags, so that its open handler sees them as the kernel's does
+        (tracefs `trace` clears, sysfs ignores them); FsError if the guest
+        refuses the open."""
         path = self.resolve(path)
-        if _under(path, "/tmp") and not self.is_dir(path):
+        if self.is_guest(path):
+            shell = self.machine.shell
+            try:
+                shell.close(shell.check(shell.open(path, REDIRECT), path))
+            except ShellError as exc:
+                raise FsError(exc.errno, path) from None
+        elif _under(path, "/tmp") and not self.is_dir(path):
             self.tmp[path] = ""
 
     def remove(self, path: str) -> None:

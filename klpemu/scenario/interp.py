@@ -913,11 +913,11 @@ class Shell:
             return stream if isinstance(stream, Out) else None
         try:
             self.ns.check_writable(path)
+            if not append:
+                self.ns.truncate(path)
         except FsError as exc:
             self.shell_error(f"{target}: {exc.reason}", fds)
             return None
-        if not append:
-            self.ns.truncate(path)
         return FileOut(self.ns, path, append)
 
     # ------------------------------------------------------------ [[ … ]]

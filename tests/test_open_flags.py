@@ -1,0 +1,87 @@
+"""Open flags reach a file's open handler, as the kernel's VFS hands
+f_flags to it (issue #19): kernel/trace/trace.c tracing_open clears the
+ring buffer when `trace` is opened for writing with O_TRUNC, and its write
+handler (tracing_write_stub) does nothing; kernel/trace/ftrace.c
+ftrace_regex_open starts `set_ftrace_filter` from an empty filter on O_TRUNC
+and from the current one otherwise. So `> trace` and `echo -n > trace`
+clear, `>> trace` keeps, `echo f > set_ftrace_filter` replaces and
+`echo g >> set_ftrace_filter` adds; sysfs and procfs ignore the flags.
+"""
+import io
+
+import pytest
+
+from emu import Machine
+from emu.abi import O_APPEND, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY
+from klpemu.scenario import ScenarioRunner
+
+TRACING = "/sys/kernel/tracing"
+TRACE = f"{TRACING}/trace"
+FILTER = f"{TRACING}/set_ftrace_filter"
+
+
+@pytest.fixture()
+def m() -> Machine:
+    m = Machine(cpus=1, seed=0).boot()
+    m.write_file(f"{TRACING}/set_ftrace_filter", "cmdline_proc_show")
+    m.write_file(f"{TRACING}/current_tracer", "function")
+    return m
+
+
+def calls(m: Machine) -> int:
+    return m.read_file(TRACE).count(" cmdline_proc_show <-")
+
+
+def run(m: Machine, text: str) -> str:
+    out = io.StringIO()
+    assert ScenarioRunner(m, out).run_text(text).ok, out.getvalue()
+    return out.getvalue()
+
+
+def test_only_an_o_trunc_open_for_writing_clears_trace(m):
+    m.read_file("/proc/cmdline")
+    assert calls(m) == 1
+    for flags in (O_RDONLY | O_TRUNC, O_WRONLY, O_WRONLY | O_APPEND, O_WRONLY | O_CREAT):
+        fd = m.shell.open(TRACE, flags)
+        assert fd >= 0 and m.shell.close(fd) == 0
+        assert calls(m) == 1, oct(flags)
+    assert m.shell.write(TRACE, "x\n", O_WRONLY | O_APPEND) == 2        # the stub: nothing cleared
+    assert calls(m) == 1
+    fd = m.shell.open(TRACE, O_WRONLY | O_TRUNC)
+    assert calls(m) == 0                                                 # at the open, not a write
+    assert m.shell.close(fd) == 0
+
+
+def test_the_scenario_shells_redirections_clear_trace_as_bash_on_linux_does(m):
+    out = run(m, f"""
+cat /proc/cmdline > /dev/null
+echo x >> {TRACE}
+grep -c ' cmdline_proc_show <-' {TRACE}
+echo -n > {TRACE}
+grep -c ' cmdline_proc_show <-' {TRACE} || true
+cat /proc/cmdline > /dev/null
+: > {TRACE}
+grep -c ' cmdline_proc_show <-' {TRACE} || true
+cat /proc/cmdline > /dev/null
+cat /proc/cmdline > /dev/null
+echo > {TRACE}
+grep -c ' cmdline_proc_show <-' {TRACE} || true
+""")
+    assert out.split() == ["1", "0", "0", "0"]
+    assert m.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n" and calls(m) == 1
+
+
+def test_set_ftrace_filter_is_replaced_by_gt_and_added_to_by_append(m):
+    assert m.read_file(FILTER) == "cmdline_proc_show\n"
+    run(m, f"echo meminfo_proc_show >> {FILTER}")
+    assert m.read_file(FILTER).split() == sorted(["cmdline_proc_show", "meminfo_proc_show"],
+                                                 key=lambda f: m.symbol_address(f))
+    run(m, f"echo meminfo_proc_show > {FILTER}")
+    assert m.read_file(FILTER) == "meminfo_proc_show\n"
+    out = run(m, f"echo no_such_function > {FILTER} || echo refused")
+    assert "refused" in out
+    # the O_TRUNC open emptied the filter the refused write added nothing to
+    assert m.read_file(FILTER) == "#### all functions enabled ####\n"
+    run(m, f"echo cmdline_proc_show > {FILTER}")
+    m.read_file("/proc/cmdline")
+    assert calls(m) >= 1
