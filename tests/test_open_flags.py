@@ -85,3 +85,33 @@ def test_set_ftrace_filter_is_replaced_by_gt_and_added_to_by_append(m):
     run(m, f"echo cmdline_proc_show > {FILTER}")
     m.read_file("/proc/cmdline")
     assert calls(m) >= 1
+
+
+def syscalls_of(m: Machine, script: str) -> list[str]:
+    """The open/read/write/close syscalls the guest made for SCRIPT, in order
+    (the function tracer on their handlers)."""
+    m.shell.write(FILTER, "__x64_sys_open")
+    for f in ("__x64_sys_read", "__x64_sys_write", "__x64_sys_close"):
+        m.shell.write(FILTER, f, O_WRONLY | O_APPEND)
+    m.shell.close(m.shell.open(TRACE, O_WRONLY | O_TRUNC))     # its close is the trace's first line
+    run(m, script)
+    names = [line.split()[-2].removeprefix("__x64_sys_") for line in m.read_file(TRACE).splitlines()
+             if not line.startswith("#")]
+    assert names[0] == "close" and names[-1] == "open"              # the clear's close, the read's open
+    return names[1:-1]
+
+
+def test_gt_makes_the_syscalls_bash_makes(m):
+    """echo: open (O_TRUNC), write, close in one round trip; `:`: the open
+    and the close alone; a command that reads: the open before it reads."""
+    assert syscalls_of(m, "echo hi > /dev/kmsg") == ["open", "write", "close"]
+    assert syscalls_of(m, ": > /dev/kmsg") == ["open", "close"]
+    assert syscalls_of(m, "cat /proc/cmdline > /dev/kmsg")[:3] == ["open", "close", "open"]
+    assert m.dmesg().count("] hi\n") == 1 and m.dmesg().count("console=ttyS0 klpemu") >= 1
+
+
+def test_gt_on_a_compound_command_opens_before_it_runs(m):
+    m.read_file("/proc/cmdline")
+    out = run(m, f"{{ grep -c ' cmdline_proc_show <-' {TRACE} || true; }} > /dev/stderr\n"
+                 f"{{ grep -c ' cmdline_proc_show <-' {TRACE} >&2 || true; }} > {TRACE}\n")
+    assert out.split() == ["1", "0"]            # bash: the open that clears comes before grep reads

@@ -224,13 +224,16 @@ class Shell:
         """close(2): 0 or -errno."""
         return self.syscall(NR["__NR_close"], fd)
 
-    def _write_piece(self, path: str, fd: int, piece: bytes, last: bool, flags: int) -> tuple[int, int]:
+    def _write_piece(self, path: str, fd: int, piece: bytes, last: bool, flags: int,
+                     open_only: bool = False) -> tuple[int, int]:
         """One write(2) of PIECE (at most data_max bytes) to FD, or to PATH
         opened with FLAGS when FD is -1 (user.c do_write): (the count or -errno,
         the descriptor the shell keeps open for the next piece, or -1 when
         it closed the file: after a failure, a call that wrote nothing, or
-        the whole of the LAST piece)."""
-        status = self._command(self.layout.op_write, path=path, data=piece, args=(fd, int(last), flags))
+        the whole of the LAST piece). OPEN_ONLY: the open and the close of
+        PATH, no write(2) (a `>` that writes nothing)."""
+        status = self._command(self.layout.op_write, path=path, data=piece,
+                               args=(fd, int(last), flags, int(open_only)))
         return status, self._s64(self.layout.op + 16)
 
     def write_once(self, path: str, data: str | bytes, flags: int = REDIRECT) -> int:
@@ -256,7 +259,7 @@ class Shell:
         raw = _raw(data)
         what = f"write error: {path}"
         if not raw:
-            return self.close(self.check(self.open(path, flags), what))
+            return self.check(self._write_piece(path, -1, raw, True, flags, open_only=True)[0], what)
         fd, written = -1, 0
         while True:
             piece = raw[written:written + self.layout.data_max]

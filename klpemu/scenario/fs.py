@@ -243,12 +243,13 @@ class Namespace:
         raise FsError(E.EROFS if self.exists(posixpath.dirname(path)) else E.ENOENT, path)
 
     def write(self, path: str, data: str, *, append: bool) -> None:
-        """DATA written as bash's stdio writes it (the file was opened by
-        check_writable, and truncated by truncate() for `>`: a guest file is
-        written on opens with O_APPEND, which no handler clears on)."""
+        """DATA written as bash's stdio writes it (check_writable said the
+        open would succeed): a guest file is opened for it, with `>`'s
+        flags for a redirection's first write (unless truncate() made that
+        open already) and O_APPEND after."""
         path = self.resolve(path)
         if self.is_guest(path):
-            self._write_guest(path, data.encode("utf-8", "surrogateescape"))
+            self._write_guest(path, data.encode("utf-8", "surrogateescape"), REDIRECT_APPEND if append else REDIRECT)
             return
         if path in HOST_DEVICES:
             return
@@ -257,28 +258,27 @@ class Namespace:
             return
         raise FsError(E.EROFS, path)
 
-    def _write_guest(self, path: str, raw: bytes) -> None:
+    def _write_guest(self, path: str, raw: bytes, flags: int) -> None:
         """bash's echo writes through stdio, whose write loop writes again
         what a short write(2) left, at the advanced file position, until all
         is written or a call fails (Shell.write): a sysfs store is given at
         most PAGE_SIZE a call, and a /proc/sys file ignores the calls past
         position 0."""
         try:
-            self.machine.shell.write(path, raw, REDIRECT_APPEND)
+            self.machine.shell.write(path, raw, flags)
         except ShellError as exc:
             raise FsError(exc.errno, path) from None
 
     def truncate(self, path: str) -> None:
-        """`>`'s open(O_WRONLY|O_CREAT|O_TRUNC), before the command runs:
+        """`>`'s open(O_WRONLY|O_CREAT|O_TRUNC) with nothing written:
         empties a /tmp file; a guest file is opened and closed with these
         flags, so that its open handler sees them as the kernel's does
         (tracefs `trace` clears, sysfs ignores them); FsError if the guest
         refuses the open."""
         path = self.resolve(path)
         if self.is_guest(path):
-            shell = self.machine.shell
             try:
-                shell.close(shell.check(shell.open(path, REDIRECT), path))
+                self.machine.shell.write(path, b"", REDIRECT)
             except ShellError as exc:
                 raise FsError(exc.errno, path) from None
         elif _under(path, "/tmp") and not self.is_dir(path):

@@ -41,6 +41,7 @@ from klpemu.selftest.procps import Syslog
 if TYPE_CHECKING:
     from emu import Machine
 
+PRINTING_BUILTINS = frozenset({"echo", "printf", ":", "true", "false"})
 MAX_NESTING = 1000               # bash's FUNCNEST default is unlimited; a runaway recursion stops here
 
 
@@ -462,7 +463,7 @@ class Shell:
         redirs = getattr(cmd, "redirs", ())
         if redirs:
             opened = self.redirect(redirs, fds)
-            if opened is None:
+            if opened is None or not self.open_redirections(opened, fds):
                 return 1
             fds = opened
         if kind is If:
@@ -613,10 +614,14 @@ class Shell:
             run_fds = fds
             if cmd.redirs:
                 opened = self.redirect(cmd.redirs, fds)
-                if opened is None:
+                # a builtin that only prints its arguments reads nothing first:
+                # its first write can make the open (one round trip, not two)
+                if opened is None or (not self._prints_only(argv[0]) and not self.open_redirections(opened, fds)):
                     return 1
                 run_fds = opened
             status = self._with_prefix(cmd, argv, run_fds) if cmd.assigns else self.call(argv, run_fds, cmd.line)
+            if run_fds is not fds and not self.open_redirections(run_fds, fds):
+                status = 1
             self.last_arg = argv[-1]
             return status
         finally:
@@ -624,6 +629,10 @@ class Shell:
             if len(self.ns.fds) > procsubs:          # this command's <(…) are read: gone
                 for fd in list(self.ns.fds)[procsubs:]:
                     del self.ns.fds[fd]
+
+    def _prints_only(self, name: str) -> bool:
+        """NAME runs a builtin that writes what it was given and touches no file."""
+        return name in PRINTING_BUILTINS and name not in self.functions and name in self.builtins
 
     def _arguments(self, words: tuple[Word, ...]) -> list[str]:
         """A command's words expanded; the NAME=VALUE arguments of local,
@@ -658,7 +667,7 @@ class Shell:
             return self._expansion_failed(exc, fds)
         if cmd.redirs:
             opened = self.redirect(cmd.redirs, fds)
-            if opened is None:
+            if opened is None or not self.open_redirections(opened, fds):
                 return 1
         return self._cmdsub_status or 0
 
@@ -913,12 +922,25 @@ class Shell:
             return stream if isinstance(stream, Out) else None
         try:
             self.ns.check_writable(path)
-            if not append:
+            guest = self.ns.is_guest(path)
+            if not append and not guest:
                 self.ns.truncate(path)
         except FsError as exc:
             self.shell_error(f"{target}: {exc.reason}", fds)
             return None
-        return FileOut(self.ns, path, append)
+        return FileOut(self.ns, path, append, pending_open=not append and guest)
+
+    def open_redirections(self, opened: Fds, fds: Fds) -> bool:
+        """Make the opens REDIRECT left to the first write (FileOut): False,
+        the message printed, when the guest refuses one."""
+        for stream in opened.values():
+            if isinstance(stream, FileOut) and stream.pending_open and all(stream is not s for s in fds.values()):
+                try:
+                    stream.open_now()
+                except FsError as exc:
+                    self.shell_error(f"{stream.path}: {exc.reason}", fds)
+                    return False
+        return True
 
     # ------------------------------------------------------------ [[ … ]]
     def test_cond(self, expr: CondExpr, fds: Fds) -> bool:
