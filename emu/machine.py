@@ -147,7 +147,7 @@ class Machine:
         self.services = KernelServices(self.prog, self.klog, self.guest_calls)
         self.hung_task = HungTaskDetector(self.prog, self.walker, self.cpus, self.klog, self.run,
                                           self.run_until, self.services.dead_tasks, config.hung_task_timeout_s,
-                                          lockup_s=2 * config.watchdog_thresh_s)
+                                          lockup_s=2 * config.watchdog_thresh_s, send_signal=self.send_signal)
         self.vfs = Vfs(self.mem)
         self.files = FileTree(self.prog, self.vfs)
         self.dyndbg = DynamicDebug(self.klog, self.mem, config.cmdline)
@@ -306,6 +306,12 @@ class Machine:
     def ring_doorbell(self) -> None:
         """Tell the guest that the emulator posted work (wakes the shells)."""
         self.runloop.raise_interrupt(0, DOORBELL_VECTOR)
+
+    def send_signal(self, pid: int, signo: int) -> None:
+        """kill(pid, signo) from outside the guest: sent by the doorbell's
+        interrupt handler, when it next runs (kill_pid_info)."""
+        self.services.pending_signals.append((pid, signo))
+        self.ring_doorbell()
 
     def text_poke(self, address: int, data: bytes) -> None:
         """Write guest code with every CPU stopped, coherently on every CPU."""

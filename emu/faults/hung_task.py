@@ -8,10 +8,14 @@ task. A task that stays runnable is no hung task in the kernel's sense (and
 under PREEMPT no soft lockup either), so it gets the host's own report,
 "klpemu: guest hang", naming the task, its CPU, RIP and stack; then it is
 killed as a fault kills it (make_task_dead), and init's shell respawns.
+A task asleep in S state (an interruptible wait nothing ends) gets the same
+report with its stack, then the SIGKILL a user at the terminal would send:
+its wait returns, it exits, and init's shell respawns.
 """
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 from emu.arch.cpu import Cpu
@@ -19,7 +23,7 @@ from emu.errors import EmuError, GuestHang, GuestTimeout
 from emu.faults.oops import KERNEL_RELEASE, call_trace, kill_task, register_lines
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
-from emu.kernel.tasks import TASK_UNINTERRUPTIBLE, TaskView, running_on
+from emu.kernel.tasks import TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, TaskView, running_on
 from emu.unwind import FrameKind, StackTrace
 from emu.unwind.stack_walker import StackWalker
 
@@ -52,6 +56,13 @@ def blocked_report(walker: StackWalker, task: TaskView, seconds: float) -> list[
             *kernel_frames(walker, task)]
 
 
+def asleep_report(walker: StackWalker, task: TaskView, seconds: float) -> list[str]:
+    """The host's report of a task asleep interruptibly that nothing wakes."""
+    return [f"klpemu: guest hang: task {task.comm}:{task.pid} asleep after {seconds:g} seconds "
+            f"(state:{task.state_letter}, an interruptible wait nothing ends: killed with SIGKILL)",
+            *kernel_frames(walker, task)]
+
+
 def runaway_report(prog: Program, walker: StackWalker, cpu: Cpu | None, task: TaskView, seconds: float,
                    killable: bool) -> list[str]:
     """The host's report of a runnable task that never returns to the shell."""
@@ -70,10 +81,11 @@ class HungTaskDetector:
 
     def __init__(self, prog: Program, walker: StackWalker, cpus: list[Cpu], log: KernelLog,
                  run: Callable[[float], None], run_until: Callable[..., None], dead_tasks: set[int],
-                 timeout_s: float, lockup_s: float) -> None:
+                 timeout_s: float, lockup_s: float, send_signal: Callable[[int, int], None]) -> None:
         """lockup_s: how long the watchdog may take to call a CPU stuck with
         preemption or interrupts off a soft lockup (2 * watchdog_thresh); it
-        has that long to report such a task before this detector does."""
+        has that long to report such a task before this detector does.
+        send_signal(pid, signo): kill(2) from outside the guest."""
         self.prog = prog
         self.walker = walker
         self.cpus = cpus
@@ -84,27 +96,36 @@ class HungTaskDetector:
         self.timeout_s = check_hung_task_timeout(timeout_s)
         self.hangs: list[GuestHang] = []      # every hang reported, oldest first
         self._lockup_s = lockup_s
+        self._send_signal = send_signal
 
     def shell_hung(self, task: TaskView, seconds: float, idle_left_s: float) -> GuestHang:
-        """Report the task a shell command is stuck in (killing a runaway); the GuestHang to raise.
-        `idle_left_s`: every CPU went idle with nothing pending this long
-        before the wait's end; the clock runs on (at no cost) to that end."""
+        """Report the task a shell command is stuck in (killing it unless it
+        is in D state); the GuestHang to raise. `idle_left_s`: every CPU went
+        idle with nothing pending this long before the wait's end; the clock
+        runs on (at no cost) to that end."""
         if idle_left_s > 0:
             self._run(idle_left_s)
-        killable = False
+        kill: Callable[[], None] | None = None
         if task.state & TASK_UNINTERRUPTIBLE:
             report = blocked_report(self.walker, task, seconds)
+        elif task.state & TASK_INTERRUPTIBLE:
+            report = asleep_report(self.walker, task, seconds)
+            kill = partial(self._send_signal, task.pid, SIGKILL)
         else:
             cpu = self._in_task_context(task)
-            killable = cpu is not None
-            cpu = cpu or running_on(self.prog, self.cpus, task)
-            report = runaway_report(self.prog, self.walker, cpu, task, seconds, killable)
+            if cpu is not None:
+                kill = partial(kill_task, self.prog, cpu, SIGKILL)
+            report = runaway_report(self.prog, self.walker, cpu or running_on(self.prog, self.cpus, task), task,
+                                    seconds, killable=cpu is not None)
         for line in report:
             self.log.log(line, level=3)
-        if killable and cpu is not None:
-            kill_task(self.prog, cpu, SIGKILL)
+        if kill is not None:
+            kill()
             self._run_until(lambda: task.address in self._dead_tasks, timeout_s=KILL_WAIT_S,
                             what=f"task {task.pid} to die")
+        return self._hang(report)
+
+    def _hang(self, report: list[str]) -> GuestHang:
         hang = GuestHang(report[0], report="\n".join(report))
         self.hangs.append(hang)
         return hang

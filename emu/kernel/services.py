@@ -1,6 +1,6 @@
 """The kernel's own services to the emulator that belong to no subsystem:
-the log, BUG(), the end of boot, task exit, kallsyms_lookup_name, and the
-guest calls that Machine.call() queues."""
+the log, BUG(), the end of boot, task exit, kallsyms_lookup_name, the
+guest calls that Machine.call() queues, and the signals the emulator sends."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ class KernelServices:
         self.booted = False
         self.dead_tasks: set[int] = set()
         self.pending_calls: list[tuple[int, tuple[int, ...]]] = []
+        self.pending_signals: list[tuple[int, int]] = []      # (pid, signo), sent at the next doorbell
 
     @hypercall("HC_PRINTK")
     def hc_printk(self, cpu: "Cpu", level: int, text: int, length: int, _: int) -> int:
@@ -55,6 +56,14 @@ class KernelServices:
     def hc_kallsyms_lookup_name(self, cpu: "Cpu", name: int, *_: int) -> int:
         """unsigned long kallsyms_lookup_name(const char *name): 0 if unknown."""
         return self.prog.kallsyms.lookup_name(self.prog.mem.read_cstr(name, KSYM_NAME_LEN)) or 0
+
+    @hypercall("HC_SIGNAL_REQUEST")
+    def hc_signal_request(self, cpu: "Cpu", *_: int) -> int:
+        """long signal_request(void): the next signal to send, pid << 8 | signo (0: none)."""
+        if not self.pending_signals:
+            return 0
+        pid, signo = self.pending_signals.pop(0)
+        return pid << 8 | signo
 
     @hypercall("HC_CALL_REQUEST", blocking=True)
     def hc_call_request(self, ctx: "ServiceContext", *_: int) -> int:

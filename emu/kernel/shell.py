@@ -274,6 +274,15 @@ class Shell:
         """A raw syscall from this shell; the kernel's return value (maybe -errno)."""
         return self._command(self.layout.op_syscall, args=(nr, *args))
 
+    def syscall_background(self, nr: int, *args: int) -> None:
+        """A raw syscall the shell starts while the caller goes on running
+        the machine (one that sleeps, say); syscall_result() waits for it."""
+        self._post(self.layout.op_syscall, args=(nr, *args))
+
+    def syscall_result(self) -> int:
+        """What the syscall_background() call returned."""
+        return self._wait(self._u64(self.layout.seq))
+
     def spawn(self, mode: int, name: str, arg: int = 0) -> int:
         status = self._command(self.layout.op_spawn, path=name, args=(mode, arg))
         if status < 0:

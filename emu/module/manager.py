@@ -116,6 +116,7 @@ class ModuleManager:
         self._vmlinux_exports = prog.image.ksymtab()
         self._fentry = prog.symbol_address("__fentry__")
         self._name_field = module_name_field(prog.offsets)
+        self._waiting_loaders = 0          # insmods waiting in module_patient_check_exists
         # exports of the image that the kernel being reproduced did not have
         # (set by the layer above, e.g. a livepatch version profile); until a
         # livepatch core attaches, the kernel is one without CONFIG_LIVEPATCH
@@ -186,7 +187,7 @@ class ModuleManager:
             log("module has no .gnu.linkonce.this_module section", level=4)
             return -errno.ENOEXEC
         if image.name in self.modules:
-            return -errno.EEXIST
+            return self._patient_check_exists(ctx, image.name)
         body = bytearray(image.image)
         for site in image.mcount_sites:
             off = site - image.base
@@ -225,7 +226,7 @@ class ModuleManager:
         for notifier in self.notifiers:
             ret = notifier.module_coming(ctx, mod)
             if ret:
-                self._teardown(mod)
+                self._teardown(ctx, mod)
                 return ret
         init = mem.read_u64(mod.struct + self.prog.offsets["MODULE_init"])
         ret = s32(ctx.call(init)) if init else 0
@@ -233,13 +234,37 @@ class ModuleManager:
             self._set_state(mod, ModuleState.GOING)
             for notifier in reversed(self.notifiers):
                 notifier.module_going(ctx, mod)
-            self._teardown(mod)
+            self._teardown(ctx, mod)
             return ret
         if ret > 0:
             log(f"do_init_module: '{mod.name}'->init suspiciously returned {ret}, "
                   "it should follow 0/-E convention", level=4)
         self._set_state(mod, ModuleState.LIVE)
+        self._wake_loaders(ctx)
         return 0
+
+    def _patient_check_exists(self, ctx: "ServiceContext", name: str) -> int:
+        """module_patient_check_exists: a module of NAME is loaded, or still
+        coming (its init running, or killed while it ran: then for good).
+        The loader waits, interruptibly, for a coming one to go live or be
+        freed; -EEXIST if it is live then, -EBUSY if not (the kernel does not
+        load it again right away), the wait's error on a signal."""
+        old = self.modules[name]
+        if old.state in (ModuleState.COMING, ModuleState.UNFORMED):
+            self._waiting_loaders += 1
+            try:
+                err = s32(ctx.call("klpemu_module_wait", old.struct + self.prog.offsets["MODULE_name"]))
+            finally:
+                self._waiting_loaders -= 1
+            if err:
+                return err
+        old = self.modules.get(name)
+        return -errno.EEXIST if old is not None and old.state == ModuleState.LIVE else -errno.EBUSY
+
+    def _wake_loaders(self, ctx: "ServiceContext") -> None:
+        """wake_up_all(&module_wq), when a loader waits there."""
+        if self._waiting_loaders:
+            ctx.call("klpemu_module_wake")
 
     def _taint(self, mod: Module) -> None:
         """module_augment_kernel_taints (every module is out of tree) and
@@ -272,16 +297,24 @@ class ModuleManager:
             ctx.call(exit_fn)
         for notifier in reversed(self.notifiers):
             notifier.module_going(ctx, mod)
-        self._teardown(mod)
+        self._teardown(ctx, mod)
         return 0
 
-    def _teardown(self, mod: Module) -> None:
-        """Forget a module; its memory is never reused (so no stale code)."""
+    def _teardown(self, ctx: "ServiceContext", mod: Module) -> None:
+        """Forget a module (free_module), and wake the loaders waiting for
+        it; its memory is never reused (so no stale code)."""
         self.modules.pop(mod.name, None)
         self.debug.remove_module(mod.name)
         for listener in reversed(self.listeners):
             listener.module_removed(mod.name, mod.image)
         self.vfs.unregister_tree(f"/sys/module/{mod.name}")
+        self._wake_loaders(ctx)
+
+    @hypercall("HC_MODULE_LOADED")
+    def hc_module_loaded(self, cpu: "Cpu", name: int, *_: int) -> int:
+        """finished_loading(name): 1 when no module NAME is coming."""
+        mod = self.modules.get(self.prog.mem.read_cstr(name, self._name_field[1]))
+        return int(mod is None or mod.state in (ModuleState.LIVE, ModuleState.GOING))
 
     # ------------------------------------------------------------ hypercalls
     @hypercall("HC_INIT_MODULE", blocking=True)
