@@ -60,6 +60,11 @@ RIP_INDEX, RFLAGS_INDEX = 16, 17
 RCX_INDEX, R11_INDEX = GPR_INDEX["rcx"], GPR_INDEX["r11"]
 RFLAGS_FIXED = 0x2                    # the reserved bit 1: rflags at syscall entry (SFMASK clears the rest)
 _BATCH_NAMES = (*GPRS, "rip", "rflags")
+_SELECTORS = ("cs", "ss")
+# the registers a quantum starts from (RunLoop, Cpu.deliver_interrupt), in this order
+ENTRY_REGS = ("rip", "rflags", "rsp", "cs")
+# a hypercall's number and arguments (rax; rdi, rsi, rdx, rcx) and its caller's rsp
+HYPERCALL_REGS = ("rax", "rdi", "rsi", "rdx", "rcx", "rsp")
 
 
 class _X86Msr(ctypes.Structure):
@@ -67,27 +72,37 @@ class _X86Msr(ctypes.Structure):
 
 
 class _RegBatch:
-    """Prebuilt arrays for reading/writing the GPRs, rip and rflags in one call."""
+    """Prebuilt arrays for reading/writing a set of registers in one call
+    (by default the GPRs, rip and rflags)."""
 
-    def __init__(self, uch: object) -> None:
-        n = len(_BATCH_NAMES)
+    def __init__(self, uch: object, names: tuple[str, ...] = _BATCH_NAMES) -> None:
+        n = len(names)
         self._uch = uch
         self._n = n
-        self.ids = (ctypes.c_int * n)(*[REG[name] for name in _BATCH_NAMES])
+        self.ids = (ctypes.c_int * n)(*[REG[name] for name in names])
         self._vals = (ctypes.c_uint64 * n)()
         base = ctypes.addressof(self._vals)
         self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+        # 16-bit registers (cs) fill only their low bytes: cleared before each read
+        self._narrow = [i for i, name in enumerate(names) if name in _SELECTORS]
 
     def read(self) -> tuple[int, ...]:
         return tuple(self.load())
 
     def load(self) -> "ctypes.Array[ctypes.c_uint64]":
         """Read into the batch's own array and return it (no copies: the hot path)."""
+        for i in self._narrow:
+            self._vals[i] = 0
         uclib.uc_reg_read_batch(self._uch, self.ids, self._ptrs, self._n)
         return self._vals
 
     def store(self) -> None:
         """Write the batch's array back, as load() returned and its caller edited it."""
+        uclib.uc_reg_write_batch(self._uch, self.ids, self._ptrs, self._n)
+
+    def write(self, *values: int) -> None:
+        """Write these values, in the batch's order."""
+        self._vals[:] = values
         uclib.uc_reg_write_batch(self._uch, self.ids, self._ptrs, self._n)
 
 
@@ -135,6 +150,16 @@ class Engine:
         self._val = ctypes.c_uint64()
         self._msr = _X86Msr()
         self._batch = _RegBatch(self._uch)
+        self._entry_regs = _RegBatch(self._uch, ENTRY_REGS)
+        self._hypercall_regs = _RegBatch(self._uch, HYPERCALL_REGS)
+        # rip never goes in a batch write: from inside a hook, Unicorn 2.1.4's
+        # uc_reg_write_batch does not redirect the CPU (the instruction at the
+        # hook runs again), where uc_reg_write does
+        self._return_regs = _RegBatch(self._uch, ("rax", "rsp"))
+        self._jump_regs = _RegBatch(self._uch, ("rsp", "rflags"))
+        self._read = uclib.uc_reg_read
+        self._write = uclib.uc_reg_write
+        self._val_ref = ctypes.byref(self._val)
         self._entry_context: object | None = None
         self._v2p = v2p
         self._hook_error: BaseException | None = None
@@ -143,6 +168,10 @@ class Engine:
         self._budget = BlockBudget(self.uc)
         self._enter_long_mode(cr3, gdt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid_memory)
+        # every context taken from here on carries the cleared CR2 (a context
+        # restore sets it): only a fault's exit leaves another value in it
+        self.set_reg("cr2", _CR2_CLEAR)
+        self._cr2_dirty = False
         self.kernel_context = self.uc.context_save()
 
     def _enter_long_mode(self, cr3: int, gdt: tuple[int, int]) -> None:
@@ -160,12 +189,33 @@ class Engine:
     # -- registers (direct ctypes calls: the binding costs 3x more) --
     def reg(self, name: str) -> int:
         self._val.value = 0            # 16- and 32-bit registers fill only the low bytes
-        uclib.uc_reg_read(self._uch, REG[name], ctypes.byref(self._val))
+        self._read(self._uch, REG[name], self._val_ref)
         return self._val.value
 
     def set_reg(self, name: str, value: int) -> None:
         self._val.value = value & 0xFFFFFFFFFFFFFFFF
-        uclib.uc_reg_write(self._uch, REG[name], ctypes.byref(self._val))
+        self._write(self._uch, REG[name], self._val_ref)
+
+    def entry_regs(self) -> tuple[int, int, int, int]:
+        """(rip, rflags, rsp, cs) in one call: what a quantum starts from."""
+        rip, rflags, rsp, cs = self._entry_regs.load()
+        return rip, rflags, rsp, cs
+
+    def hypercall_regs(self) -> tuple[int, int, int, int, int, int]:
+        """(rax, rdi, rsi, rdx, rcx, rsp) in one call: a hypercall's number,
+        its arguments and the stack its caller's return address is on."""
+        rax, rdi, rsi, rdx, rcx, rsp = self._hypercall_regs.load()
+        return rax, rdi, rsi, rdx, rcx, rsp
+
+    def return_to(self, rax: int, rip: int, rsp: int) -> None:
+        """Set rax, rsp and then rip (a `ret` with a return value, done by hand)."""
+        self._return_regs.write(rax & 0xFFFFFFFFFFFFFFFF, rsp)
+        self.set_reg("rip", rip)
+
+    def jump_to(self, rip: int, rsp: int, rflags: int) -> None:
+        """Set rsp, rflags and then rip (an interrupt gate's entry at the same CPL)."""
+        self._jump_regs.write(rsp, rflags)
+        self.set_reg("rip", rip)
 
     def gprs(self) -> dict[str, int]:
         return dict(zip(GPRS, self._batch.read()[:16]))
@@ -312,6 +362,7 @@ class Engine:
         try:
             self.uc.emu_start(begin, until)
         except UcError as err:
+            self._cr2_dirty = True                   # a page fault's exit sets CR2
             if self._hook_error is not None:
                 raise self._hook_error from err
             fault = self._classify(err)
@@ -383,7 +434,11 @@ class Engine:
         return self.reg(name) if name in GPRS else 0
 
     def clear_fault_address(self) -> None:
-        self.set_reg("cr2", _CR2_CLEAR)
+        """Clear CR2 before a run, where a fault may have set it (_classify
+        tells a page fault by CR2 != the cleared value)."""
+        if self._cr2_dirty:
+            self.set_reg("cr2", _CR2_CLEAR)
+            self._cr2_dirty = False
 
     def stop(self) -> None:
         self.uc.emu_stop()

@@ -87,17 +87,16 @@ class HypercallTable:
         """The guest reached klpemu_hypercall on `cpu`: run the service rax names."""
         self.count += 1
         e, mem = cpu.engine, self.prog.mem
-        nr = e.reg("rax")
+        nr, a0, a1, a2, a3, rsp = e.hypercall_regs()
         call = self._calls.get(nr)
         if call is None:
-            caller = mem.read_u64(e.reg("rsp"))
+            caller = mem.read_u64(rsp)
             raise EmuError(f"the guest made unknown hypercall {nr} at {self.prog.symbolize(caller)}")
-        args = (e.reg("rdi"), e.reg("rsi"), e.reg("rdx"), e.reg("rcx"))
         try:
             if call.blocking:
-                result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, args)
+                result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, (a0, a1, a2, a3))
             else:
-                result = call.handler(cpu, *args)
+                result = call.handler(cpu, a0, a1, a2, a3)
         except BadGuestAddress as bad:
             self.on_fault(cpu, host_access_fault(bad, e.reg("rip")))
             return
@@ -105,10 +104,9 @@ class HypercallTable:
             # Return from klpemu_hypercall here rather than let its `ret` run:
             # a service that stopped the CPU (stop_machine for a code patch)
             # would otherwise resume at the hook and run the hypercall again.
-            rsp = e.reg("rsp")
-            e.set_reg("rax", result)
-            e.set_reg("rip", mem.read_u64(rsp))
-            e.set_reg("rsp", rsp + 8)
+            # (A service that returns a value left rsp where it was; one
+            # that called into the guest returned by hand and gives None.)
+            e.return_to(result, mem.read_u64(rsp), rsp + 8)
 
 
 def host_access_fault(bad: BadGuestAddress, pc: int) -> CpuFault:
