@@ -171,7 +171,7 @@ class Machine:
         entry_syscall = self.prog.symbol_address("entry_SYSCALL_64")
         hypercall_site = self.prog.symbol_address("klpemu_hypercall_site")
         for cpu in self.cpus:
-            cpu.engine.hook_code_at(hypercall_site, lambda c=cpu: self.hypercalls.dispatch(c))
+            cpu.engine.hook_hypercall(hypercall_site, lambda regs, c=cpu: self.hypercalls.dispatch(c, regs))
             cpu.engine.hook_syscall(entry_syscall)
         self._write_boot_params()
         self.runloop.start_cpu(0, self.prog.symbol_address("startup_64"),

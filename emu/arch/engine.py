@@ -275,6 +275,35 @@ class Engine:
             self._hooks.remove(handle)
         return remove
 
+    def hook_hypercall(self, address: int,
+                       serve: Callable[[tuple[int, ...]], tuple[int, int, int] | None]) -> None:
+        """Serve the hypercall site at `address`: serve(regs) gets the
+        registers HYPERCALL_REGS names and returns (rax, rip, rsp) to return
+        to the caller with, or None to go on as the service left the CPU.
+        Natively when the library is there (no Python register calls),
+        else with a code hook and batched register calls; the same effect."""
+        def service(state: native.HypercallState) -> None:
+            try:
+                ret = serve(tuple(state.regs))
+                if ret is not None:
+                    rax, rip, rsp = ret
+                    state.ret[0], state.ret[1], state.ret_rip = rax & 0xFFFFFFFFFFFFFFFF, rsp, rip
+                    state.returning = 1
+            except BaseException as exc:   # re-raised by run(), never swallowed
+                self._hook_error = exc
+                self.uc.emu_stop()
+
+        def on_code() -> None:
+            ret = serve(self.hypercall_regs())
+            if ret is not None:
+                self.return_to(*ret)
+
+        if native.hook_hypercall(self.uc, address, service, list(self._hypercall_regs.ids),
+                                 list(self._return_regs.ids), REG["rip"]):
+            self.invalidate(address, 1)
+        else:
+            self.hook_code_at(address, on_code)
+
     def hook_syscall(self, entry: int) -> None:
         """Make `syscall` do what it does on hardware (Unicorn only calls a
         hook): enter CPL 0 at `entry` (LSTAR), rcx = the return address, r11 =
