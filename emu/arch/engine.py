@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_READ_PROT, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
@@ -276,7 +276,7 @@ class Engine:
         return remove
 
     def hook_hypercall(self, address: int,
-                       serve: Callable[[tuple[int, ...]], tuple[int, int, int] | None]) -> None:
+                       serve: Callable[[Sequence[int]], tuple[int, int, int] | None]) -> None:
         """Serve the hypercall site at `address`: serve(regs) gets the
         registers HYPERCALL_REGS names and returns (rax, rip, rsp) to return
         to the caller with, or None to go on as the service left the CPU.
@@ -284,10 +284,10 @@ class Engine:
         else with a code hook and batched register calls; the same effect."""
         def service(state: native.HypercallState) -> None:
             try:
-                ret = serve(tuple(state.regs))
+                ret = serve(state.regs[:])
                 if ret is not None:
                     rax, rip, rsp = ret
-                    state.ret[0], state.ret[1], state.ret_rip = rax & 0xFFFFFFFFFFFFFFFF, rsp, rip
+                    state.ret_rax, state.ret_rsp, state.ret_rip = rax & 0xFFFFFFFFFFFFFFFF, rsp, rip
                     state.returning = 1
             except BaseException as exc:   # re-raised by run(), never swallowed
                 self._hook_error = exc

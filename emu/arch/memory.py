@@ -89,14 +89,22 @@ class AddressSpace:
     def __init__(self, ram: Ram) -> None:
         self.ram = ram
         # (virtual start, virtual end, physical start), most used first
-        self.regions = [
+        self.regions = (
             (PAGE_OFFSET, PAGE_OFFSET + ram.size, 0),
             (KERNEL_VIRT_BASE, KERNEL_VIRT_BASE + MODULES_PHYS, 0),
             (MODULES_VADDR, MODULES_VADDR + MODULES_SIZE, MODULES_PHYS),
             (USER_BASE, USER_END, USER_CODE_PHYS),
-        ]
+        )
+        # 2 MiB page -> physical - virtual, for the pages wholly inside a region
+        # (each region has its own offset): two lookups instead of a walk
+        self._offset = {page: phys - start for start, end, phys in self.regions
+                        for page in range(-(-start // PAGE_2M), end // PAGE_2M)}
 
     def v2p(self, vaddr: int, size: int = 1, access: str = "read") -> int:
+        if size > 0:
+            offset = self._offset.get(vaddr >> 21)
+            if offset is not None and self._offset.get((vaddr + size - 1) >> 21) == offset:
+                return vaddr + offset
         for start, end, phys in self.regions:
             if start <= vaddr and vaddr + size <= end:
                 return vaddr - start + phys

@@ -15,7 +15,7 @@ and killed, and the machine goes on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from emu.abi import HYPERCALLS
 from emu.arch.engine import CpuFault, FaultKind
@@ -83,7 +83,7 @@ class HypercallTable:
     def get(self, number: int) -> Hypercall | None:
         return self._calls.get(number)
 
-    def dispatch(self, cpu: "Cpu", regs: tuple[int, ...]) -> tuple[int, int, int] | None:
+    def dispatch(self, cpu: "Cpu", regs: Sequence[int]) -> tuple[int, int, int] | None:
         """The guest reached klpemu_hypercall on `cpu` with `regs` (Engine's
         HYPERCALL_REGS: rax, rdi, rsi, rdx, rcx, rsp): run the service rax
         names. Returns (rax, rip, rsp) to return to the caller with, or None

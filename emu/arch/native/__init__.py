@@ -130,8 +130,9 @@ def hook_syscall_entry(uc: Uc, kernel_context: object, entry: int, rflags: int, 
 
 class HypercallState(ctypes.Structure):
     """struct klpemu_hypercall: `regs` as the site had them; a service that
-    returns sets `ret` (rax, rsp), `ret_rip` and `returning`."""
-    _fields_ = [("regs", ctypes.c_uint64 * 6), ("ret", ctypes.c_uint64 * 2), ("ret_rip", ctypes.c_uint64),
+    returns sets ret_rax, ret_rsp (the C side's ret[2]), ret_rip and `returning`."""
+    _fields_ = [("regs", ctypes.c_uint64 * 6), ("ret_rax", ctypes.c_uint64), ("ret_rsp", ctypes.c_uint64),
+                ("ret_rip", ctypes.c_uint64),
                 ("returning", ctypes.c_int64), ("service", ctypes.c_void_p),
                 ("reg_read_batch", ctypes.c_void_p), ("reg_write_batch", ctypes.c_void_p),
                 ("reg_write", ctypes.c_void_p),
@@ -146,7 +147,7 @@ def hook_hypercall(uc: Uc, address: int, service: Callable[[HypercallState], Non
     """Serve the hypercall site `address` on `uc` natively: the registers
     `read_ids` (6: the number, 4 arguments, rsp) are read into the state,
     service(state) runs, and when it sets `returning` the registers
-    `ret_ids` (2) and then `rip_id` get its values. False when there is no
+    `ret_ids` (2: rax, rsp) and then `rip_id` get its values. False when there is no
     native library (the caller hooks the site in Python)."""
     lib = library()
     if lib is None:
