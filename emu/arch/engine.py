@@ -282,7 +282,9 @@ class Engine:
         to the caller with, or None to go on as the service left the CPU.
         Natively when the library is there (no Python register calls),
         else with a code hook and batched register calls; the same effect."""
-        def service(state: native.HypercallState) -> None:
+        state = native.HypercallState()
+
+        def service() -> None:
             try:
                 ret = serve(state.regs[:])
                 if ret is not None:
@@ -298,7 +300,7 @@ class Engine:
             if ret is not None:
                 self.return_to(*ret)
 
-        if native.hook_hypercall(self.uc, address, service, list(self._hypercall_regs.ids),
+        if native.hook_hypercall(self.uc, address, state, service, list(self._hypercall_regs.ids),
                                  list(self._return_regs.ids), REG["rip"]):
             self.invalidate(address, 1)
         else:

@@ -142,18 +142,17 @@ class HypercallState(ctypes.Structure):
 _SERVICE = ctypes.CFUNCTYPE(None)
 
 
-def hook_hypercall(uc: Uc, address: int, service: Callable[[HypercallState], None],
+def hook_hypercall(uc: Uc, address: int, state: HypercallState, service: Callable[[], None],
                    read_ids: Sequence[int], ret_ids: Sequence[int], rip_id: int) -> bool:
     """Serve the hypercall site `address` on `uc` natively: the registers
-    `read_ids` (6: the number, 4 arguments, rsp) are read into the state,
-    service(state) runs, and when it sets `returning` the registers
-    `ret_ids` (2: rax, rsp) and then `rip_id` get its values. False when there is no
+    `read_ids` (6: the number, 4 arguments, rsp) are read into `state`,
+    service() runs, and when it sets `returning` the registers `ret_ids`
+    (2: rax, rsp) and then `rip_id` get its values. False when there is no
     native library (the caller hooks the site in Python)."""
     lib = library()
     if lib is None:
         return False
-    state = HypercallState()
-    callback = _SERVICE(lambda: service(state))
+    callback = _SERVICE(service)
     state.service = ctypes.cast(callback, ctypes.c_void_p).value
     for field, fn in (("reg_read_batch", uclib.uc_reg_read_batch), ("reg_write_batch", uclib.uc_reg_write_batch),
                       ("reg_write", uclib.uc_reg_write)):
