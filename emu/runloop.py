@@ -168,7 +168,7 @@ class RunLoop:
         self.stats.code_bytes += engine.code_bytes - before
         if fault is not None:
             self._on_fault(cpu, fault)
-        elif cpu.entering_idle and engine.reg("rip") == self._halt_resume:
+        elif cpu.entering_idle and engine.entry_regs()[0] == self._halt_resume:
             cpu.halted = True                       # the hlt ran (not an interrupt's return that
             cpu.entering_idle = False               # happened to end the quantum there)
 

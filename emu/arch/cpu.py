@@ -35,10 +35,10 @@ class Cpu:
         return self.online and not self.halted and not self.dead
 
     def interrupts_enabled(self) -> bool:
-        return bool(self.engine.reg("rflags") & X86_EFLAGS_IF)
+        return bool(self.engine.entry_regs()[1] & X86_EFLAGS_IF)
 
     def in_user_mode(self) -> bool:
-        return (self.engine.reg("cs") & 3) == 3
+        return (self.engine.entry_regs()[3] & 3) == 3
 
     def deliver_interrupt(self, vector: int, entry: int, mem: AddressSpace, kernel_stack_top: int,
                           regs: tuple[int, int, int, int] | None = None) -> None:

@@ -166,6 +166,8 @@ class Engine:
         self._fault_address: int | None = None
         self._hooks: list[int] = []
         self._budget = BlockBudget(self.uc)
+        self._exit_regs: tuple[int, int, int, int] | None = None   # entry_regs() since the last run
+        self._running = False
         self._enter_long_mode(cr3, gdt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid_memory)
         # every context taken from here on carries the cleared CR2 (a context
@@ -193,13 +195,22 @@ class Engine:
         return self._val.value
 
     def set_reg(self, name: str, value: int) -> None:
+        self._exit_regs = None
         self._val.value = value & 0xFFFFFFFFFFFFFFFF
         self._write(self._uch, REG[name], self._val_ref)
 
     def entry_regs(self) -> tuple[int, int, int, int]:
-        """(rip, rflags, rsp, cs) in one call: what a quantum starts from."""
-        rip, rflags, rsp, cs = self._entry_regs.load()
-        return rip, rflags, rsp, cs
+        """(rip, rflags, rsp, cs): what a quantum starts from. Read once
+        after each run, while Unicorn's state is still in the host's caches
+        (a read after other work costs several times more), and kept until
+        an Engine method writes a register: between runs only those do."""
+        regs = self._exit_regs
+        if regs is None:
+            rip, rflags, rsp, cs = self._entry_regs.load()
+            regs = (rip, rflags, rsp, cs)
+            if not self._running:                # from a hook: they are changing
+                self._exit_regs = regs
+        return regs
 
     def hypercall_regs(self) -> tuple[int, int, int, int, int, int]:
         """(rax, rdi, rsi, rdx, rcx, rsp) in one call: a hypercall's number,
@@ -209,11 +220,13 @@ class Engine:
 
     def return_to(self, rax: int, rip: int, rsp: int) -> None:
         """Set rax, rsp and then rip (a `ret` with a return value, done by hand)."""
+        self._exit_regs = None
         self._return_regs.write(rax & 0xFFFFFFFFFFFFFFFF, rsp)
         self.set_reg("rip", rip)
 
     def jump_to(self, rip: int, rsp: int, rflags: int) -> None:
         """Set rsp, rflags and then rip (an interrupt gate's entry at the same CPL)."""
+        self._exit_regs = None
         self._jump_regs.write(rsp, rflags)
         self.set_reg("rip", rip)
 
@@ -226,6 +239,7 @@ class Engine:
         return self._msr.value
 
     def set_msr(self, msr: int, value: int) -> None:
+        self._exit_regs = None
         self._msr.rid = msr
         self._msr.value = value
         uclib.uc_reg_write(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
@@ -244,6 +258,7 @@ class Engine:
         is what the MSRs hold at every user->kernel transition here (user code
         never sets a GS base, and a CPU's per-CPU area never moves).
         """
+        self._exit_regs = None
         regs = self._batch.load()
         if self._entry_context is None:
             gs_base, kernel_gs = self.msr(MSR_GS_BASE), self.msr(MSR_KERNEL_GS_BASE)
@@ -390,13 +405,21 @@ class Engine:
         self._hook_error = None
         self._fault_address = None
         fault = None
+        self._exit_regs = None                       # the registers change as it runs
+        self._running = True
         try:
             self.uc.emu_start(begin, until)
         except UcError as err:
+            self._running = False
+            self.entry_regs()
             self._cr2_dirty = True                   # a page fault's exit sets CR2
             if self._hook_error is not None:
                 raise self._hook_error from err
             fault = self._classify(err)
+        finally:
+            self._running = False
+        if fault is None:
+            self.entry_regs()
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
