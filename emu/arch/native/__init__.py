@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import os
 from functools import cache
 from typing import Callable, Sequence
@@ -26,21 +27,34 @@ from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, Uc, UcError
 from unicorn.x86_const import UC_X86_INS_SYSCALL
 from unicorn.unicorn_py3.unicorn import uclib
 
+log = logging.getLogger(__name__)
+
 
 class _Budget(ctypes.Structure):
     _fields_ = [("remaining", ctypes.c_int64), ("blocks", ctypes.c_uint64),
                 ("bytes", ctypes.c_uint64), ("emu_stop", ctypes.c_void_p)]
 
 
+HOOKS = ("klpemu_budget_block", "klpemu_syscall_entry", "klpemu_hypercall")   # what native.c exports
+
+
 @cache
 def library() -> ctypes.CDLL | None:
-    """The native library, or None when it was not built or KLPEMU_NATIVE=0."""
+    """The native library, or None when it was not built, was built from an
+    older native.c (it lacks a hook: a warning says to rebuild), or
+    KLPEMU_NATIVE=0."""
     if os.environ.get("KLPEMU_NATIVE", "1") == "0":
         return None
     spec = importlib.util.find_spec("emu.arch.native._native")
     if spec is None or not spec.origin:
         return None
-    return ctypes.CDLL(spec.origin)
+    lib = ctypes.CDLL(spec.origin)
+    missing = [name for name in HOOKS if not hasattr(lib, name)]
+    if missing:
+        log.warning("%s lacks %s (built from an older native.c): the Python fallbacks run instead; "
+                    "rebuild it with `pip install -e .`", spec.origin, ", ".join(missing))
+        return None
+    return lib
 
 
 class BlockBudget:
