@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -170,7 +171,7 @@ class Machine:
         entry_syscall = self.prog.symbol_address("entry_SYSCALL_64")
         hypercall_site = self.prog.symbol_address("klpemu_hypercall_site")
         for cpu in self.cpus:
-            cpu.engine.hook_code_at(hypercall_site, lambda c=cpu: self.hypercalls.dispatch(c))
+            cpu.engine.hook_hypercall(hypercall_site, partial(self.hypercalls.dispatch, cpu))
             cpu.engine.hook_syscall(entry_syscall)
         self._write_boot_params()
         self.runloop.start_cpu(0, self.prog.symbol_address("startup_64"),
@@ -413,7 +414,7 @@ class Machine:
     def _kernel_reason(self) -> Iterator[None]:
         """A ShellError of the operation carries what the kernel logged
         meanwhile (an errno alone hides the reason, which is in dmesg)."""
-        mark = len(self.klog.records())
+        mark = self.klog.count()
         try:
             yield
         except ShellError as exc:

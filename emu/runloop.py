@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.abi import DOORBELL_VECTOR, LOCAL_TIMER_VECTOR, PAGE_OFFSET, RESCHEDULE_VECTOR
-from emu.arch.cpu import Cpu
+from emu.arch.cpu import X86_EFLAGS_IF, Cpu
 from emu.arch.engine import CpuFault
 from emu.errors import EmuError, GuestIdle, GuestTimeout, MachineCrashed
 from emu.kernel.hypercalls import hypercall
@@ -144,19 +144,23 @@ class RunLoop:
         return True
 
     def _run_quantum(self, cpu: Cpu, quantum: int) -> None:
+        engine = cpu.engine
+        regs = engine.entry_regs()
+        rip = regs[0]
         # no interrupt between native_safe_halt's sti and hlt (the sti
         # shadow): its handler's wake-up would be slept through by the hlt
-        if cpu.pending and cpu.interrupts_enabled() and cpu.engine.reg("rip") != self._halt_insn:
+        if cpu.pending and regs[1] & X86_EFLAGS_IF and rip != self._halt_insn:
             vector = max(cpu.pending)
             cpu.pending.discard(vector)
             cpu.deliver_interrupt(vector, self._vector_entry[vector], self.prog.mem,
-                                  self.prog.mem.read_u64(self.prog.per_cpu(cpu.index, "PCPU_top_of_stack")))
+                                  self.prog.mem.read_u64(self.prog.per_cpu(cpu.index, "PCPU_top_of_stack")),
+                                  regs)
             self.stats.interrupts += 1
+            rip = self._vector_entry[vector]
         self._current_cpu = cpu
-        engine = cpu.engine
         engine.clear_fault_address()
         before = engine.code_bytes
-        fault = engine.run(engine.reg("rip"), self._until, quantum * BYTES_PER_INSN)
+        fault = engine.run(rip, self._until, quantum * BYTES_PER_INSN)
         tail = quantum % TAIL_EVERY
         if fault is None and 0 < tail <= TAIL_MAX and engine.budget_spent and not self._deferred:
             fault = engine.run_into_block(tail)
@@ -164,7 +168,7 @@ class RunLoop:
         self.stats.code_bytes += engine.code_bytes - before
         if fault is not None:
             self._on_fault(cpu, fault)
-        elif cpu.entering_idle and engine.reg("rip") == self._halt_resume:
+        elif cpu.entering_idle and engine.entry_regs()[0] == self._halt_resume:
             cpu.halted = True                       # the hlt ran (not an interrupt's return that
             cpu.entering_idle = False               # happened to end the quantum there)
 

@@ -101,6 +101,7 @@ class Schedule:
 
     def __init__(self, spec: ScheduleSpec, quantum_min: int, quantum_max: int, nr_cpus: int) -> None:
         self.spec = spec
+        self.params = {name: spec.param(name) for name in PARAMS[spec.strategy]}   # looked up every round
         self.rng = random.Random(spec.seed)
         self.quantum_min, self.quantum_max = quantum_min, quantum_max
         self.nr_cpus = nr_cpus
@@ -141,11 +142,11 @@ class RandomSchedule(Schedule):
         length = self._length(span)
         order = list(runnable)
         self.rng.shuffle(order)
-        slow = self.spec.param("slow")
+        slow = self.params["slow"]
         return Round([(cpu, max(1, round(length * (1 - slow * self.rng.random())))) for cpu in order], length)
 
     def next_tick(self, cpu: Cpu, now_ns: int) -> int:
-        phase = int(self.rng.random() * self.spec.param("jitter") * (TICK_NS - NS_PER_INSN))
+        phase = int(self.rng.random() * self.params["jitter"] * (TICK_NS - NS_PER_INSN))
         boundary = (now_ns // TICK_NS + 1) * TICK_NS
         return boundary + phase if boundary + phase > now_ns else boundary + TICK_NS
 
@@ -178,13 +179,13 @@ class PctSchedule(RandomSchedule):
         order = sorted(runnable, key=lambda cpu: -self.priority[cpu.index])
         self._last = order[0]
         length = self._length(span)
-        starved = max(1, length // int(self.spec.param("starve")))
+        starved = max(1, length // int(self.params["starve"]))
         return Round([(order[0], length), *((cpu, starved) for cpu in order[1:])], length)
 
 
 class TargetedSchedule(RandomSchedule):
     def preempt_here(self, cpu: Cpu) -> bool:
-        return self.rng.random() < self.spec.param("p")
+        return self.rng.random() < self.params["p"]
 
 
 _CLASSES = {"rr": RoundRobin, "random": RandomSchedule, "pct": PctSchedule, "targeted": TargetedSchedule}

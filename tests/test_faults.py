@@ -83,3 +83,15 @@ def test_waiting_for_a_guest_that_never_answers_times_out(machine: Machine) -> N
     from emu import EmuError
     with pytest.raises(EmuError, match="went idle with nothing pending while waiting for forever"):
         machine.run_until(lambda: False, timeout_s=5, what="forever")
+
+
+def test_a_kernel_entry_leaves_no_fault_address_behind() -> None:
+    """A #GP is told from a page fault by CR2 (the Engine clears it; a page
+    fault's exit sets it). Every entry to CPL 0 restores a saved context,
+    CR2 included, inside a run too (the syscall entry): that context must
+    carry the cleared CR2, or a #GP after a syscall in the same quantum
+    reads as a page fault at address 0."""
+    from emu.arch.engine import _CR2_CLEAR, RIP_INDEX
+    engine = Machine(cpus=1).cpus[0].engine
+    engine.enter_kernel_mode(lambda regs: regs.__setitem__(RIP_INDEX, regs[RIP_INDEX]))
+    assert engine.reg("cr2") == _CR2_CLEAR

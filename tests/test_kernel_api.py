@@ -182,8 +182,11 @@ def test_proc_remove_takes_the_directory_and_its_files(api: Machine) -> None:
 
 
 def test_module_target_proc_file_goes_with_the_module(machine: Machine) -> None:
-    """test_klp_mod_target's exit calls proc_remove() on its entry."""
+    """test_klp_mod_target's exit calls proc_remove() on its entry (and the
+    look at the guest's table sees each change of it)."""
+    assert not machine.exists("/proc/test_klp_mod_target")
     machine.insmod(MODULES / "test_klp_mod_target.ko")
+    assert machine.exists("/proc/test_klp_mod_target") and "test_klp_mod_target" in machine.listdir("/proc")
     assert machine.read_file("/proc/test_klp_mod_target") == "test_klp_mod_target: original output\n"
     machine.rmmod("test_klp_mod_target")
     assert not machine.exists("/proc/test_klp_mod_target")

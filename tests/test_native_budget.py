@@ -36,6 +36,7 @@ def test_the_install_built_the_native_library(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("KLPEMU_NATIVE", raising=False)
     native.library.cache_clear()
     assert native.library() is not None, "emu/arch/native/native.c was not built by the install"
+    assert all(hasattr(native.library(), name) for name in native.HOOKS)
     monkeypatch.setenv("KLPEMU_NATIVE", "0")      # the switch to the fallback
     native.library.cache_clear()
     assert native.library() is None

@@ -35,21 +35,23 @@ class Cpu:
         return self.online and not self.halted and not self.dead
 
     def interrupts_enabled(self) -> bool:
-        return bool(self.engine.reg("rflags") & X86_EFLAGS_IF)
+        return bool(self.engine.entry_regs()[1] & X86_EFLAGS_IF)
 
     def in_user_mode(self) -> bool:
-        return (self.engine.reg("cs") & 3) == 3
+        return (self.engine.entry_regs()[3] & 3) == 3
 
-    def deliver_interrupt(self, vector: int, entry: int, mem: AddressSpace, kernel_stack_top: int) -> None:
+    def deliver_interrupt(self, vector: int, entry: int, mem: AddressSpace, kernel_stack_top: int,
+                          regs: tuple[int, int, int, int] | None = None) -> None:
         """Push an iret frame and enter `entry`, as an interrupt gate does.
 
         From user mode the CPU first switches to the kernel stack (tss.sp0,
-        here the per-CPU top_of_stack) and to CPL 0.
+        here the per-CPU top_of_stack) and to CPL 0. `regs`: the CPU's
+        (rip, rflags, rsp, cs) when the caller has them (Engine.entry_regs).
         """
         e = self.engine
-        rip, rsp, rflags = e.reg("rip"), e.reg("rsp"), e.reg("rflags")
+        rip, rflags, rsp, cs = regs if regs is not None else e.entry_regs()
         new_rflags = (rflags & ~(X86_EFLAGS_IF | X86_EFLAGS_TF)) | RFLAGS_FIXED
-        if self.in_user_mode():
+        if cs & 3 == 3:
             new_rsp = kernel_stack_top - 40
 
             def to_kernel(regs: "ctypes.Array[ctypes.c_uint64]") -> None:
@@ -59,7 +61,5 @@ class Cpu:
         else:
             new_rsp = (rsp & ~0xF) - 40
             mem.write(new_rsp, struct.pack("<5Q", rip, KERNEL_CS, rflags, rsp, KERNEL_DS))
-            e.set_reg("rsp", new_rsp)
-            e.set_reg("rflags", new_rflags)
-            e.set_reg("rip", entry)
+            e.jump_to(entry, new_rsp, new_rflags)
         self.halted = False

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_READ_PROT, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
@@ -60,6 +60,11 @@ RIP_INDEX, RFLAGS_INDEX = 16, 17
 RCX_INDEX, R11_INDEX = GPR_INDEX["rcx"], GPR_INDEX["r11"]
 RFLAGS_FIXED = 0x2                    # the reserved bit 1: rflags at syscall entry (SFMASK clears the rest)
 _BATCH_NAMES = (*GPRS, "rip", "rflags")
+_SELECTORS = ("cs", "ss")
+# the registers a quantum starts from (RunLoop, Cpu.deliver_interrupt), in this order
+ENTRY_REGS = ("rip", "rflags", "rsp", "cs")
+# a hypercall's number and arguments (rax; rdi, rsi, rdx, rcx) and its caller's rsp
+HYPERCALL_REGS = ("rax", "rdi", "rsi", "rdx", "rcx", "rsp")
 
 
 class _X86Msr(ctypes.Structure):
@@ -67,27 +72,37 @@ class _X86Msr(ctypes.Structure):
 
 
 class _RegBatch:
-    """Prebuilt arrays for reading/writing the GPRs, rip and rflags in one call."""
+    """Prebuilt arrays for reading/writing a set of registers in one call
+    (by default the GPRs, rip and rflags)."""
 
-    def __init__(self, uch: object) -> None:
-        n = len(_BATCH_NAMES)
+    def __init__(self, uch: object, names: tuple[str, ...] = _BATCH_NAMES) -> None:
+        n = len(names)
         self._uch = uch
         self._n = n
-        self.ids = (ctypes.c_int * n)(*[REG[name] for name in _BATCH_NAMES])
+        self.ids = (ctypes.c_int * n)(*[REG[name] for name in names])
         self._vals = (ctypes.c_uint64 * n)()
         base = ctypes.addressof(self._vals)
         self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+        # 16-bit registers (cs) fill only their low bytes: cleared before each read
+        self._narrow = [i for i, name in enumerate(names) if name in _SELECTORS]
 
     def read(self) -> tuple[int, ...]:
         return tuple(self.load())
 
     def load(self) -> "ctypes.Array[ctypes.c_uint64]":
         """Read into the batch's own array and return it (no copies: the hot path)."""
+        for i in self._narrow:
+            self._vals[i] = 0
         uclib.uc_reg_read_batch(self._uch, self.ids, self._ptrs, self._n)
         return self._vals
 
     def store(self) -> None:
         """Write the batch's array back, as load() returned and its caller edited it."""
+        uclib.uc_reg_write_batch(self._uch, self.ids, self._ptrs, self._n)
+
+    def write(self, *values: int) -> None:
+        """Write these values, in the batch's order."""
+        self._vals[:] = values
         uclib.uc_reg_write_batch(self._uch, self.ids, self._ptrs, self._n)
 
 
@@ -135,14 +150,30 @@ class Engine:
         self._val = ctypes.c_uint64()
         self._msr = _X86Msr()
         self._batch = _RegBatch(self._uch)
+        self._entry_regs = _RegBatch(self._uch, ENTRY_REGS)
+        self._hypercall_regs = _RegBatch(self._uch, HYPERCALL_REGS)
+        # rip never goes in a batch write: from inside a hook, Unicorn 2.1.4's
+        # uc_reg_write_batch does not redirect the CPU (the instruction at the
+        # hook runs again), where uc_reg_write does
+        self._return_regs = _RegBatch(self._uch, ("rax", "rsp"))
+        self._jump_regs = _RegBatch(self._uch, ("rsp", "rflags"))
+        self._read = uclib.uc_reg_read
+        self._write = uclib.uc_reg_write
+        self._val_ref = ctypes.byref(self._val)
         self._entry_context: object | None = None
         self._v2p = v2p
         self._hook_error: BaseException | None = None
         self._fault_address: int | None = None
         self._hooks: list[int] = []
         self._budget = BlockBudget(self.uc)
+        self._exit_regs: tuple[int, int, int, int] | None = None   # entry_regs() since the last run
+        self._running = False
         self._enter_long_mode(cr3, gdt)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid_memory)
+        # every context taken from here on carries the cleared CR2 (a context
+        # restore sets it): only a fault's exit leaves another value in it
+        self.set_reg("cr2", _CR2_CLEAR)
+        self._cr2_dirty = False
         self.kernel_context = self.uc.context_save()
 
     def _enter_long_mode(self, cr3: int, gdt: tuple[int, int]) -> None:
@@ -160,12 +191,44 @@ class Engine:
     # -- registers (direct ctypes calls: the binding costs 3x more) --
     def reg(self, name: str) -> int:
         self._val.value = 0            # 16- and 32-bit registers fill only the low bytes
-        uclib.uc_reg_read(self._uch, REG[name], ctypes.byref(self._val))
+        self._read(self._uch, REG[name], self._val_ref)
         return self._val.value
 
     def set_reg(self, name: str, value: int) -> None:
+        self._exit_regs = None
         self._val.value = value & 0xFFFFFFFFFFFFFFFF
-        uclib.uc_reg_write(self._uch, REG[name], ctypes.byref(self._val))
+        self._write(self._uch, REG[name], self._val_ref)
+
+    def entry_regs(self) -> tuple[int, int, int, int]:
+        """(rip, rflags, rsp, cs): what a quantum starts from. Read once
+        after each run, while Unicorn's state is still in the host's caches
+        (a read after other work costs several times more), and kept until
+        an Engine method writes a register: between runs only those do."""
+        regs = self._exit_regs
+        if regs is None:
+            rip, rflags, rsp, cs = self._entry_regs.load()
+            regs = (rip, rflags, rsp, cs)
+            if not self._running:                # from a hook: they are changing
+                self._exit_regs = regs
+        return regs
+
+    def hypercall_regs(self) -> tuple[int, int, int, int, int, int]:
+        """(rax, rdi, rsi, rdx, rcx, rsp) in one call: a hypercall's number,
+        its arguments and the stack its caller's return address is on."""
+        rax, rdi, rsi, rdx, rcx, rsp = self._hypercall_regs.load()
+        return rax, rdi, rsi, rdx, rcx, rsp
+
+    def return_to(self, rax: int, rip: int, rsp: int) -> None:
+        """Set rax, rsp and then rip (a `ret` with a return value, done by hand)."""
+        self._exit_regs = None
+        self._return_regs.write(rax & 0xFFFFFFFFFFFFFFFF, rsp)
+        self.set_reg("rip", rip)
+
+    def jump_to(self, rip: int, rsp: int, rflags: int) -> None:
+        """Set rsp, rflags and then rip (an interrupt gate's entry at the same CPL)."""
+        self._exit_regs = None
+        self._jump_regs.write(rsp, rflags)
+        self.set_reg("rip", rip)
 
     def gprs(self) -> dict[str, int]:
         return dict(zip(GPRS, self._batch.read()[:16]))
@@ -176,6 +239,7 @@ class Engine:
         return self._msr.value
 
     def set_msr(self, msr: int, value: int) -> None:
+        self._exit_regs = None
         self._msr.rid = msr
         self._msr.value = value
         uclib.uc_reg_write(self._uch, x86.UC_X86_REG_MSR, ctypes.byref(self._msr))
@@ -194,6 +258,7 @@ class Engine:
         is what the MSRs hold at every user->kernel transition here (user code
         never sets a GS base, and a CPU's per-CPU area never moves).
         """
+        self._exit_regs = None
         regs = self._batch.load()
         if self._entry_context is None:
             gs_base, kernel_gs = self.msr(MSR_GS_BASE), self.msr(MSR_KERNEL_GS_BASE)
@@ -224,6 +289,37 @@ class Engine:
             self.uc.hook_del(handle)
             self._hooks.remove(handle)
         return remove
+
+    def hook_hypercall(self, address: int,
+                       serve: Callable[[Sequence[int]], tuple[int, int, int] | None]) -> None:
+        """Serve the hypercall site at `address`: serve(regs) gets the
+        registers HYPERCALL_REGS names and returns (rax, rip, rsp) to return
+        to the caller with, or None to go on as the service left the CPU.
+        Natively when the library is there (no Python register calls),
+        else with a code hook and batched register calls; the same effect."""
+        state = native.HypercallState()
+
+        def service() -> None:
+            try:
+                ret = serve(state.regs[:])
+                if ret is not None:
+                    rax, rip, rsp = ret
+                    state.ret_rax, state.ret_rsp, state.ret_rip = rax & 0xFFFFFFFFFFFFFFFF, rsp, rip
+                    state.returning = 1
+            except BaseException as exc:   # re-raised by run(), never swallowed
+                self._hook_error = exc
+                self.uc.emu_stop()
+
+        def on_code() -> None:
+            ret = serve(self.hypercall_regs())
+            if ret is not None:
+                self.return_to(*ret)
+
+        if native.hook_hypercall(self.uc, address, state, service, list(self._hypercall_regs.ids),
+                                 list(self._return_regs.ids), REG["rip"]):
+            self.invalidate(address, 1)
+        else:
+            self.hook_code_at(address, on_code)
 
     def hook_syscall(self, entry: int) -> None:
         """Make `syscall` do what it does on hardware (Unicorn only calls a
@@ -309,12 +405,21 @@ class Engine:
         self._hook_error = None
         self._fault_address = None
         fault = None
+        self._exit_regs = None                       # the registers change as it runs
+        self._running = True
         try:
             self.uc.emu_start(begin, until)
         except UcError as err:
+            self._running = False
+            self.entry_regs()
+            self._cr2_dirty = True                   # a page fault's exit sets CR2
             if self._hook_error is not None:
                 raise self._hook_error from err
             fault = self._classify(err)
+        finally:
+            self._running = False
+        if fault is None:
+            self.entry_regs()
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
@@ -383,7 +488,11 @@ class Engine:
         return self.reg(name) if name in GPRS else 0
 
     def clear_fault_address(self) -> None:
-        self.set_reg("cr2", _CR2_CLEAR)
+        """Clear CR2 before a run, where a fault may have set it (_classify
+        tells a page fault by CR2 != the cleared value)."""
+        if self._cr2_dirty:
+            self.set_reg("cr2", _CR2_CLEAR)
+            self._cr2_dirty = False
 
     def stop(self) -> None:
         self.uc.emu_stop()

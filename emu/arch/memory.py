@@ -41,6 +41,7 @@ HEAP_PHYS = 96 * MiB
 _PRESENT, _RW, _USER, _PS = 0x1, 0x2, 0x4, 0x80
 # the hottest reads (task fields, stack walks): struct straight from the buffer
 _U64, _U32, _S32 = (struct.Struct(f).unpack_from for f in ("<Q", "<I", "<i"))
+_PUT_U64 = struct.Struct("<Q").pack_into
 
 # Flat 64-bit segments: null, null, kernel code, kernel data, null, user data, user code.
 GDT_ENTRIES = (0, 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0,
@@ -88,15 +89,24 @@ class AddressSpace:
 
     def __init__(self, ram: Ram) -> None:
         self.ram = ram
+        self._view = ram.view
         # (virtual start, virtual end, physical start), most used first
-        self.regions = [
+        self.regions = (
             (PAGE_OFFSET, PAGE_OFFSET + ram.size, 0),
             (KERNEL_VIRT_BASE, KERNEL_VIRT_BASE + MODULES_PHYS, 0),
             (MODULES_VADDR, MODULES_VADDR + MODULES_SIZE, MODULES_PHYS),
             (USER_BASE, USER_END, USER_CODE_PHYS),
-        ]
+        )
+        # 2 MiB page -> physical - virtual, for the pages wholly inside a region
+        # (each region has its own offset): two lookups instead of a walk
+        self._offset = {page: phys - start for start, end, phys in self.regions
+                        for page in range(-(-start // PAGE_2M), end // PAGE_2M)}
 
     def v2p(self, vaddr: int, size: int = 1, access: str = "read") -> int:
+        if size > 0:
+            offset = self._offset.get(vaddr >> 21)
+            if offset is not None and self._offset.get((vaddr + size - 1) >> 21) == offset:
+                return vaddr + offset
         for start, end, phys in self.regions:
             if start <= vaddr and vaddr + size <= end:
                 return vaddr - start + phys
@@ -127,23 +137,29 @@ class AddressSpace:
             raw += chunk
         return raw
 
+    # Every region lies inside RAM, so what v2p gives for [vaddr, vaddr +
+    # size) is inside RAM too: these go to the buffer's view directly.
     def read(self, vaddr: int, size: int) -> bytes:
-        return self.ram.read(self.v2p(vaddr, size), size)
+        p = self.v2p(vaddr, size)
+        if size < 0:
+            return self.ram.read(p, size)            # its error
+        return bytes(self._view[p:p + size])
 
     def write(self, vaddr: int, data: bytes) -> None:
-        self.ram.write(self.v2p(vaddr, len(data), "write"), data)
+        p = self.v2p(vaddr, len(data), "write")
+        self._view[p:p + len(data)] = data
 
     def read_u64(self, vaddr: int) -> int:
-        return _U64(self.ram.buffer, self.v2p(vaddr, 8))[0]
+        return _U64(self._view, self.v2p(vaddr, 8))[0]
 
     def read_u32(self, vaddr: int) -> int:
-        return _U32(self.ram.buffer, self.v2p(vaddr, 4))[0]
+        return _U32(self._view, self.v2p(vaddr, 4))[0]
 
     def read_s32(self, vaddr: int) -> int:
-        return _S32(self.ram.buffer, self.v2p(vaddr, 4))[0]
+        return _S32(self._view, self.v2p(vaddr, 4))[0]
 
     def write_u64(self, vaddr: int, value: int) -> None:
-        self.write(vaddr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
+        _PUT_U64(self._view, self.v2p(vaddr, 8, "write"), value & 0xFFFFFFFFFFFFFFFF)
 
     def read_cstr(self, vaddr: int, limit: int = 4096) -> str:
         """A NUL-terminated string (at most `limit` bytes) at vaddr."""

@@ -128,11 +128,9 @@ class GuestCalls:
         if outcome is _SUSPENDED:
             return None
         result = int(outcome or 0)
-        if ctx.cpu.engine.reg("rsp") != ctx.site_rsp:
+        e = ctx.cpu.engine
+        if e.reg("rsp") != ctx.site_rsp:
             # a guest call happened: return from the original hypercall by hand
-            e, mem = ctx.cpu.engine, self.prog.mem
-            e.set_reg("rax", result)
-            e.set_reg("rip", mem.read_u64(ctx.site_rsp))
-            e.set_reg("rsp", ctx.site_rsp + 8)
+            e.return_to(result, self.prog.mem.read_u64(ctx.site_rsp), ctx.site_rsp + 8)
             return None
         return result

@@ -15,7 +15,7 @@ and killed, and the machine goes on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from emu.abi import HYPERCALLS
 from emu.arch.engine import CpuFault, FaultKind
@@ -83,32 +83,34 @@ class HypercallTable:
     def get(self, number: int) -> Hypercall | None:
         return self._calls.get(number)
 
-    def dispatch(self, cpu: "Cpu") -> None:
-        """The guest reached klpemu_hypercall on `cpu`: run the service rax names."""
+    def dispatch(self, cpu: "Cpu", regs: Sequence[int]) -> tuple[int, int, int] | None:
+        """The guest reached klpemu_hypercall on `cpu` with `regs` (Engine's
+        HYPERCALL_REGS: rax, rdi, rsi, rdx, rcx, rsp): run the service rax
+        names. Returns (rax, rip, rsp) to return to the caller with, or None
+        when the service left the CPU where it goes on (a guest call, a fault)."""
         self.count += 1
-        e, mem = cpu.engine, self.prog.mem
-        nr = e.reg("rax")
+        mem = self.prog.mem
+        nr, a0, a1, a2, a3, rsp = regs
         call = self._calls.get(nr)
         if call is None:
-            caller = mem.read_u64(e.reg("rsp"))
+            caller = mem.read_u64(rsp)
             raise EmuError(f"the guest made unknown hypercall {nr} at {self.prog.symbolize(caller)}")
-        args = (e.reg("rdi"), e.reg("rsi"), e.reg("rdx"), e.reg("rcx"))
         try:
             if call.blocking:
-                result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, args)
+                result = self.runner.start(cpu, self.prog.cpu_curr(cpu.index), call.handler, (a0, a1, a2, a3))
             else:
-                result = call.handler(cpu, *args)
+                result = call.handler(cpu, a0, a1, a2, a3)
         except BadGuestAddress as bad:
-            self.on_fault(cpu, host_access_fault(bad, e.reg("rip")))
-            return
-        if result is not None:
-            # Return from klpemu_hypercall here rather than let its `ret` run:
-            # a service that stopped the CPU (stop_machine for a code patch)
-            # would otherwise resume at the hook and run the hypercall again.
-            rsp = e.reg("rsp")
-            e.set_reg("rax", result)
-            e.set_reg("rip", mem.read_u64(rsp))
-            e.set_reg("rsp", rsp + 8)
+            self.on_fault(cpu, host_access_fault(bad, cpu.engine.reg("rip")))
+            return None
+        if result is None:
+            return None
+        # Return from klpemu_hypercall here rather than let its `ret` run:
+        # a service that stopped the CPU (stop_machine for a code patch)
+        # would otherwise resume at the hook and run the hypercall again.
+        # (A service that returns a value left rsp where it was; one that
+        # called into the guest returned by hand and gives None.)
+        return result, mem.read_u64(rsp), rsp + 8
 
 
 def host_access_fault(bad: BadGuestAddress, pc: int) -> CpuFault:

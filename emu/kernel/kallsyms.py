@@ -32,6 +32,7 @@ class Kallsyms:
         self._starts: list[int] = []
         self._entries: list[tuple[Symbol, str | None]] = []
         self._by_name: dict[str, list[tuple[Symbol, str | None]]] = {}
+        self._names: dict[str | None, set[str]] = {}      # object -> the names it added
 
     def add(self, symbols: Iterable[Symbol], module: str | None = None) -> None:
         """Add an object's sized symbols (asm labels without a size are left out)."""
@@ -40,6 +41,7 @@ class Kallsyms:
             self._starts.insert(i, sym.address)
             self._entries.insert(i, (sym, module))
             self._by_name.setdefault(sym.name, []).append((sym, module))
+            self._names.setdefault(module, set()).add(sym.name)
 
     def proc_text(self) -> str:
         """/proc/kallsyms: `address type name`, then `\t[module]` for modules,
@@ -62,7 +64,7 @@ class Kallsyms:
         keep = [(s, e) for s, e in zip(self._starts, self._entries) if e[1] != module]
         self._starts = [s for s, _ in keep]
         self._entries = [e for _, e in keep]
-        for name in list(self._by_name):
+        for name in self._names.pop(module, ()):
             self._by_name[name] = [e for e in self._by_name[name] if e[1] != module]
             if not self._by_name[name]:
                 del self._by_name[name]

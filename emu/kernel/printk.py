@@ -59,6 +59,13 @@ class LogBuffer:
 
     def records(self) -> list[LogRecord]:
         """Every record so far (parsed incrementally from guest memory)."""
+        return list(self._parse())
+
+    def count(self) -> int:
+        """How many records there are so far (records() without the copy)."""
+        return len(self._parse())
+
+    def _parse(self) -> list[LogRecord]:
         nxt, _ = _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))
         if nxt < self._parsed_upto:          # memory was restored to an earlier state
             self._parsed, self._parsed_upto = [], _HEADER.size
@@ -69,7 +76,7 @@ class LogBuffer:
             self._parsed.append(LogRecord(ts, level, text))
             off += (_RECORD.size + length + 7) & ~7
         self._parsed_upto = off
-        return list(self._parsed)
+        return self._parsed
 
     def text(self) -> str:
         return "".join(r.format() + "\n" for r in self.records())
@@ -88,6 +95,9 @@ class KernelLog:
 
     def records(self) -> list[LogRecord]:
         return self.buffer.records()
+
+    def count(self) -> int:
+        return self.buffer.count()
 
     def text(self) -> str:
         return self.buffer.text()

@@ -40,12 +40,15 @@ class UnwindTables:
     """
 
     def __init__(self) -> None:
-        self._funcs: dict[int, tuple[FunctionSym, list[Row]]] = {}
+        # start -> the function and its rows' addresses and entries (split
+        # once, so that a rebuild extends lists instead of walking rows)
+        self._funcs: dict[int, tuple[FunctionSym, list[int], list[Entry | None]]] = {}
         self._addrs: list[int] = []
         self._entries: list[Entry | None] = []
         self._fstarts: list[int] = []
         self._fsyms: list[FunctionSym] = []
         self._memo: dict[int, Entry | None] = {}
+        self._stale = False          # _funcs changed since the arrays were made
 
     def __len__(self) -> int:
         """Number of functions in the tables."""
@@ -72,20 +75,28 @@ class UnwindTables:
         else:
             log.debug("unwind rows of %d functions loaded from cache", len(tracked))
         for sym, rows in tracked:
-            self._funcs[sym.start] = (sym, rows)
-        self._rebuild()
+            self._funcs[sym.start] = (sym, [addr for addr, _ in rows], [entry for _, entry in rows])
+        self._changed()
 
     def remove_functions(self, low: int, high: int) -> int:
         """Forget the functions starting in [low, high) (module unload); returns how many."""
         gone = [start for start in self._funcs if low <= start < high]
         for start in gone:
             del self._funcs[start]
-        self._rebuild()
+        self._changed()
         return len(gone)
+
+    def _changed(self) -> None:
+        """The arrays are made again when next used (a module's load and a
+        later unload often come with no walk in between)."""
+        self._stale = True
+        self._memo = {}
 
     @property
     def memo(self) -> dict[int, Entry | None]:
         """The addresses lookup() has answered, and its answers."""
+        if self._stale:
+            self._rebuild()
         return self._memo
 
     def lookup(self, ip: int) -> Entry | None:
@@ -94,6 +105,8 @@ class UnwindTables:
             return self._memo[ip]
         except KeyError:
             pass
+        if self._stale:
+            self._rebuild()
         i = bisect_right(self._addrs, ip) - 1
         entry = self._entries[i] if i >= 0 else None
         self._memo[ip] = entry
@@ -101,6 +114,8 @@ class UnwindTables:
 
     def find_function(self, ip: int) -> FunctionSym | None:
         """The function containing `ip`, or None."""
+        if self._stale:
+            self._rebuild()
         i = bisect_right(self._fstarts, ip) - 1
         if i >= 0 and ip < self._fsyms[i].end:
             return self._fsyms[i]
@@ -113,6 +128,8 @@ class UnwindTables:
 
     def iter_functions(self) -> Iterator[FunctionSym]:
         """Yield the functions in address order."""
+        if self._stale:
+            self._rebuild()
         return iter(self._fsyms)
 
     def _rebuild(self) -> None:
@@ -121,21 +138,21 @@ class UnwindTables:
         entries: list[Entry | None] = []
         syms: list[FunctionSym] = []
         for start in sorted(self._funcs):
-            sym, rows = self._funcs[start]
+            sym, row_addrs, row_entries = self._funcs[start]
             while addrs and addrs[-1] >= start:  # previous end marker, or an overlap
                 addrs.pop()
                 entries.pop()
             if syms and syms[-1].end > start:
                 log.warning("functions %s and %s overlap", syms[-1].name, sym.name)
-            for addr, entry in rows:
-                addrs.append(addr)
-                entries.append(entry)
+            addrs += row_addrs
+            entries += row_entries
             addrs.append(sym.end)
             entries.append(None)
             syms.append(sym)
         self._addrs, self._entries, self._fsyms = addrs, entries, syms
         self._fstarts = [s.start for s in syms]
         self._memo = {}
+        self._stale = False
 
 
 def build_tables(functions: Iterable[tuple[str, int, int]], read_code: ReadCode,

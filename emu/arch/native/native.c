@@ -12,7 +12,15 @@
  * hardware and Unicorn leaves to a hook: CPL 0 (a saved kernel context is
  * restored: writing CS does not change the privilege level), rcx = the
  * return address, r11 = rflags, rflags masked, rip = LSTAR. Unicorn adds the
- * instruction's 2 bytes after the hook returns, so rip is set 2 short. */
+ * instruction's 2 bytes after the hook returns, so rip is set 2 short.
+ *
+ * The hypercall site (UC_HOOK_CODE on one address): the service's number,
+ * its arguments and rsp are read before the Python service runs (a ctypes
+ * callback with no arguments, which finds them in the state), and the
+ * return it asks for (rax, rsp, then rip) is written after it: no Python
+ * register calls on the path every guest->Python service takes. rip is
+ * written alone: uc_reg_write redirects the CPU from a hook, Unicorn
+ * 2.1.4's uc_reg_write_batch does not. */
 #include <stdint.h>
 
 struct klpemu_budget {
@@ -70,4 +78,41 @@ void klpemu_syscall_entry(void *uc, void *user_data)
     v[RFLAGS] = s->rflags;
     s->reg_write_batch(uc, s->ids, s->ptrs, NR_REGS);
     s->entries++;
+}
+
+enum { HC_REGS = 6, HC_RET = 2 };      /* rax rdi rsi rdx rcx rsp; rax rsp */
+
+struct klpemu_hypercall {
+    uint64_t regs[HC_REGS];            /* at the site: rax rdi rsi rdx rcx rsp */
+    uint64_t ret[HC_RET];              /* set by the service: rax, rsp to return with */
+    uint64_t ret_rip;                  /* ... and rip */
+    int64_t returning;                 /* set by the service: return with ret[], ret_rip */
+    void (*service)(void);             /* the Python service (a ctypes callback) */
+    int (*reg_read_batch)(void *uc, int *ids, void **vals, int count);
+    int (*reg_write_batch)(void *uc, int *ids, void **vals, int count);
+    int (*reg_write)(void *uc, int id, const void *value);
+    int read_ids[HC_REGS];
+    int ret_ids[HC_RET];
+    int rip_id;
+};
+
+void klpemu_hypercall(void *uc, uint64_t address, uint32_t size, void *user_data)
+{
+    struct klpemu_hypercall *h = user_data;
+    void *reads[HC_REGS], *rets[HC_RET];
+    int i;
+
+    (void)address;
+    (void)size;
+    for (i = 0; i < HC_REGS; i++)
+        reads[i] = &h->regs[i];
+    for (i = 0; i < HC_RET; i++)
+        rets[i] = &h->ret[i];
+    h->returning = 0;
+    h->reg_read_batch(uc, h->read_ids, reads, HC_REGS);
+    h->service();
+    if (h->returning) {
+        h->reg_write_batch(uc, h->ret_ids, rets, HC_RET);
+        h->reg_write(uc, h->rip_id, &h->ret_rip);
+    }
 }
