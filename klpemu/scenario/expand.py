@@ -130,8 +130,11 @@ def _sequence(text: str) -> list[str] | None:
     return [chr(v) for v in values]
 
 
+_MAGIC_OR_BRACE = re.compile(r"[*?[{]")
+
+
 def _magic_or_braces(text: str) -> bool:
-    return any(c in text for c in "*?[{")
+    return _MAGIC_OR_BRACE.search(text) is not None
 
 
 def expand_word(sh: "ShellView", word: Word) -> list[str]:

@@ -74,8 +74,12 @@ def glob_regex(segments: Iterable[tuple[str, bool]]) -> str:
     return "".join(out)
 
 
+_GLOB_CHAR = re.compile(r"[*?[]")
+
+
 def has_magic(segments: Iterable[tuple[str, bool]]) -> bool:
-    return any(not quoted and any(c in text for c in "*?[") for text, quoted in segments)
+    search = _GLOB_CHAR.search
+    return any(not quoted and search(text) is not None for text, quoted in segments)
 
 
 @lru_cache(maxsize=512)
