@@ -244,9 +244,9 @@ class Namespace:
 
     def write(self, path: str, data: str, *, append: bool) -> None:
         """DATA written as bash's stdio writes it (check_writable said the
-        open would succeed): a guest file is opened for it, with `>`'s
-        flags for a redirection's first write (unless truncate() made that
-        open already) and O_APPEND after."""
+        open would succeed): without APPEND, as `>`'s first write, which
+        makes its open (a guest file is opened for each write, with `>`'s
+        flags for the first, O_APPEND after)."""
         path = self.resolve(path)
         if self.is_guest(path):
             self._write_guest(path, data.encode("utf-8", "surrogateescape"), REDIRECT_APPEND if append else REDIRECT)

@@ -922,19 +922,16 @@ class Shell:
             return stream if isinstance(stream, Out) else None
         try:
             self.ns.check_writable(path)
-            guest = self.ns.is_guest(path)
-            if not append and not guest:
-                self.ns.truncate(path)
         except FsError as exc:
             self.shell_error(f"{target}: {exc.reason}", fds)
             return None
-        return FileOut(self.ns, path, append, pending_open=not append and guest)
+        return FileOut(self.ns, path, append)
 
     def open_redirections(self, opened: Fds, fds: Fds) -> bool:
         """Make the opens REDIRECT left to the first write (FileOut): False,
-        the message printed, when the guest refuses one."""
+        the message printed, when one is refused."""
         for stream in opened.values():
-            if isinstance(stream, FileOut) and stream.pending_open and all(stream is not s for s in fds.values()):
+            if isinstance(stream, FileOut):
                 try:
                     stream.open_now()
                 except FsError as exc:

@@ -87,28 +87,25 @@ class Null(Out):
 class FileOut(Out):
     """A file opened for writing: the first write truncates (`>`) or appends (`>>`).
 
-    A guest file's `>` open (O_TRUNC, which `trace`'s open handler acts on)
-    can wait for the first write, which then makes it together with its
-    write(2) in one round trip: open_now() makes it alone when nothing was
-    written by the end of the command, or up front for a command that could
-    read the file first."""
+    `>`'s open (O_TRUNC, which a guest file's open handler may act on:
+    `trace` clears) can wait for the first write, which then makes it
+    together with its write(2) in one round trip; open_now() makes it alone,
+    up front for a command that could read the file first, or at the end of
+    one that wrote nothing."""
 
-    def __init__(self, ns: "Namespace", path: str, append: bool, pending_open: bool = False) -> None:
+    def __init__(self, ns: "Namespace", path: str, append: bool) -> None:
         self.ns = ns
         self.path = path
         self.append = append
-        self.pending_open = pending_open
 
     def write(self, text: str) -> None:
         if text:
             self.ns.write(self.path, text, append=self.append)
             self.append = True
-            self.pending_open = False
 
     def open_now(self) -> None:
         """The truncating open, if no write has made it yet (FsError if refused)."""
-        if self.pending_open:
-            self.pending_open = False
+        if not self.append:
             self.append = True
             self.ns.truncate(self.path)
 
