@@ -134,9 +134,14 @@ class Snapshot(Generic[M]):
         self._mark = mark
         self._taken = mark()
 
+    @property
+    def stale(self) -> bool:
+        """True when the machine ran (or logged) since the snapshot was taken."""
+        return self._mark() != self._taken
+
     def check(self) -> None:
-        """SnapshotError if the machine ran (or logged) since the snapshot was taken."""
-        if self._mark() != self._taken:
+        """SnapshotError if the snapshot is stale."""
+        if self.stale:
             raise SnapshotError("the machine ran since this snapshot was taken: take a new snapshot, "
                                 "and leave the machine alone while runs start from it")
 

@@ -322,12 +322,7 @@ class SharedSnapshot:
 
     def stale(self) -> bool:
         """True when the machine ran in this process since the snapshot."""
-        from emu.errors import SnapshotError
-        try:
-            self.snapshot.check()
-        except SnapshotError:
-            return True
-        return False
+        return self.snapshot.stale
 
 
 class ForkedTest:
@@ -372,6 +367,11 @@ class ForkedTest:
 _SNAPSHOTS: dict[tuple[object, ...], SharedSnapshot] = {}
 
 
+def _module_dirs(request: pytest.FixtureRequest, options: dict[str, object]) -> list[Path]:
+    """Where the test's modules are looked up first: its own directory, then the marker's module_dirs."""
+    return [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
+
+
 def _machine_kwargs(options: dict[str, object]) -> dict[str, object]:
     """The Machine's arguments the marker sets (its seed aside)."""
     return {k: options[k] for k in ("cpus", "kernel", "cmdline", "schedule") if options.get(k) is not None}
@@ -383,7 +383,7 @@ def _shared_snapshot(request: pytest.FixtureRequest, options: dict[str, object])
     setup = options["snapshot"]
     if setup is not True and not callable(setup):
         raise pytest.UsageError(f"@pytest.mark.klpemu(snapshot=...) takes True or a function of klp, not {setup!r}")
-    dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
+    dirs = _module_dirs(request, options)
     key = (*(repr(options.get(k)) for k in OPTIONS if k != "snapshot"), setup, *dirs)
     shared = _SNAPSHOTS.pop(key, None)
     if shared is None or shared.stale():          # stale: ran since, in this process (a fixture's teardown)
@@ -486,7 +486,7 @@ def klp(request: pytest.FixtureRequest, klpemu_machine: "Machine", tmp_path: Pat
     if forked is not None:                        # setup_config (if not done) in the test's child
         forked.scratch = tmp_path
         return forked.shared.klp
-    dirs = [Path(request.node.path).parent, *map(Path, options.get("module_dirs", ()))]
+    dirs = _module_dirs(request, options)
     klp = Klp(klpemu_machine, dirs, options.get("dispatch"), scratch=tmp_path,
               klp_version=options.get("klp_version"))
     klp.setup_config()          # as every selftest script starts: dynamic debug on, ftrace enabled

@@ -217,7 +217,9 @@ def test_a_snapshot_is_not_taken_while_the_cpus_run() -> None:
 def test_a_snapshot_of_a_machine_that_ran_since_is_refused() -> None:
     m = Machine(cpus=2, seed=0).boot()
     snap = m.snapshot()
+    assert not snap.stale
     m.run(0.1)
+    assert snap.stale
     with pytest.raises(SnapshotError, match="the machine ran since this snapshot was taken"):
         snap.run(lambda m: None)
     assert m.snapshot().run(lambda m: m.clock_ns) == m.clock_ns
