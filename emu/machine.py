@@ -311,7 +311,7 @@ class Machine:
     def send_signal(self, pid: int, signo: int) -> None:
         """kill(pid, signo) from outside the guest: sent by the doorbell's
         interrupt handler, when it next runs (kill_pid_info)."""
-        self.services.pending_signals.append((pid, signo))
+        self.services.queue_signal(pid, signo)
         self.ring_doorbell()
 
     def text_poke(self, address: int, data: bytes) -> None:

@@ -25,7 +25,8 @@ class KernelServices:
         self.booted = False
         self.dead_tasks: set[int] = set()
         self.pending_calls: list[tuple[int, tuple[int, ...]]] = []
-        self.pending_signals: list[tuple[int, int]] = []      # (pid, signo), sent at the next doorbell
+        self._signals: list[tuple[int, int]] = []      # (pid, signo), sent at the next doorbell
+        self._signals_queued = prog.symbol_address("host_signals_queued")
 
     @hypercall("HC_PRINTK")
     def hc_printk(self, cpu: "Cpu", level: int, text: int, length: int, _: int) -> int:
@@ -57,12 +58,18 @@ class KernelServices:
         """unsigned long kallsyms_lookup_name(const char *name): 0 if unknown."""
         return self.prog.kallsyms.lookup_name(self.prog.mem.read_cstr(name, KSYM_NAME_LEN)) or 0
 
+    def queue_signal(self, pid: int, signo: int) -> None:
+        """kill(pid, signo) for the doorbell's handler to make when it next runs."""
+        self._signals.append((pid, signo))
+        self.prog.mem.write_u64(self._signals_queued, len(self._signals))
+
     @hypercall("HC_SIGNAL_REQUEST")
     def hc_signal_request(self, cpu: "Cpu", *_: int) -> int:
         """long signal_request(void): the next signal to send, pid << 8 | signo (0: none)."""
-        if not self.pending_signals:
+        if not self._signals:
             return 0
-        pid, signo = self.pending_signals.pop(0)
+        pid, signo = self._signals.pop(0)
+        self.prog.mem.write_u64(self._signals_queued, len(self._signals))
         return pid << 8 | signo
 
     @hypercall("HC_CALL_REQUEST", blocking=True)
