@@ -19,7 +19,7 @@ from functools import partial
 from typing import Callable
 
 from emu.arch.cpu import Cpu
-from emu.errors import EmuError, GuestHang, GuestTimeout
+from emu.errors import EmuError, GuestHang, GuestIdle, GuestTimeout
 from emu.faults.oops import KERNEL_RELEASE, call_trace, kill_task, register_lines
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
@@ -59,7 +59,7 @@ def blocked_report(walker: StackWalker, task: TaskView, seconds: float) -> list[
 def asleep_report(walker: StackWalker, task: TaskView, seconds: float) -> list[str]:
     """The host's report of a task asleep interruptibly that nothing wakes."""
     return [f"klpemu: guest hang: task {task.comm}:{task.pid} asleep after {seconds:g} seconds "
-            f"(state:{task.state_letter}, an interruptible wait nothing ends: killed with SIGKILL)",
+            f"(state:{task.state_letter}, an interruptible wait nothing ends: sending SIGKILL)",
             *kernel_frames(walker, task)]
 
 
@@ -121,8 +121,13 @@ class HungTaskDetector:
             self.log.log(line, level=3)
         if kill is not None:
             kill()
-            self._run_until(lambda: task.address in self._dead_tasks, timeout_s=KILL_WAIT_S,
-                            what=f"task {task.pid} to die")
+            try:
+                self._run_until(lambda: task.address in self._dead_tasks, timeout_s=KILL_WAIT_S,
+                                what=f"task {task.pid} to die")
+            except (GuestTimeout, GuestIdle):     # a loop that ignores its signal: left as it is
+                line = f"klpemu: task {task.comm}:{task.pid} is still there {KILL_WAIT_S:g} s after SIGKILL"
+                self.log.log(line, level=3)
+                report.append(line)
         return self._hang(report)
 
     def _hang(self, report: list[str]) -> GuestHang:
