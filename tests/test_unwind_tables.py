@@ -630,6 +630,13 @@ def test_the_disk_cache_keeps_the_newest_max_files(tmp_path, monkeypatch):
         [cache._path(f"module-{i}").name for i in (2, 3, 4)]
     monkeypatch.setattr(cache, "_memory", {})
     assert cache.load("module-1") is None and cache.load("module-4") == [4]
+    # a load is a use: the oldest written, read since, outlives newer unread ones
+    assert cache.load("module-2") == [2]
+    cache.store("module-5", [5])
+    os.utime(cache._path("module-5"), ns=(5 * 10**9, 5 * 10**9))
+    cache.store("module-6", [6])
+    assert sorted(f.name for f in (tmp_path / "klpemu").glob("unwind-*")) == \
+        sorted(cache._path(f"module-{i}").name for i in (2, 4, 6))
 
 
 def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:

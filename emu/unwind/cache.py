@@ -15,15 +15,19 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
+from typing import Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
 # Bump whenever the tracker's output or the pickled types change.
 FORMAT_VERSION = 1
 # Files kept on disk: every module loaded (a fuzz run's thousands of mutants
-# too) has an entry, so the least recently written go beyond this many.
+# too) has an entry, so the least recently used go beyond this many (a load
+# from disk counts as a use: the kernel's rows, written once and read by
+# every process, stay).
 MAX_FILES = 1024
 
+T = TypeVar("T")
 _memory: dict[str, object] = {}
 
 
@@ -65,8 +69,24 @@ def load(key: str) -> object | None:
     except Exception as exc:  # a corrupt or stale file is only a cache miss
         log.warning("ignoring unreadable unwind cache %s: %s", path, exc)
         return None
+    try:
+        os.utime(path)        # used: the last to be pruned
+    except OSError:
+        pass
     _memory[key] = value
     return value
+
+
+def cached(key: str | None, compute: Callable[[], T]) -> T:
+    """The value under KEY, computed (and stored) on a miss; with no KEY,
+    or the cache disabled, just computed."""
+    if key is None or not cache_enabled():
+        return compute()
+    value = load(key)
+    if value is None:
+        value = compute()
+        store(key, value)
+    return value  # type: ignore[return-value]
 
 
 def store(key: str, value: object) -> None:
@@ -91,8 +111,8 @@ def store(key: str, value: object) -> None:
 
 
 def _prune(directory: Path) -> None:
-    """Remove the oldest cache files beyond MAX_FILES (racing writers may
-    remove one twice: that is only a miss later)."""
+    """Remove the least recently used cache files beyond MAX_FILES (racing
+    writers may remove one twice: that is only a miss later)."""
     try:
         files = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(directory)
                  if e.name.startswith(f"unwind-v{FORMAT_VERSION}-")]

@@ -30,13 +30,8 @@ def stack_switches_from_elf(image: ElfImage | str | os.PathLike[str]) -> list[St
     """The stack switches in the functions of a linked image, or of the image at a
     path (see switches.py)."""
     image = _linked_image(image)
-    key = f"switches-{image.digest}"
-    switches = cache.load(key) if cache.cache_enabled() else None
-    if switches is None:
-        functions = _unique_functions(_function_symbols(image))
-        switches = list(find_stack_switches(functions, _section_reader(image), read_hints(image)))
-        if cache.cache_enabled():
-            cache.store(key, switches)
+    switches = cache.cached(f"switches-{image.digest}", lambda: list(find_stack_switches(
+        _unique_functions(_function_symbols(image)), _section_reader(image), read_hints(image))))
     return list(switches)
 
 

@@ -66,14 +66,7 @@ class UnwindTables:
         the code bytes, addresses and hints (e.g. a hash of a linked image).
         """
         funcs = _unique_functions(functions)
-        key = cache_key if cache_key is not None and cache.cache_enabled() else None
-        tracked = cache.load(key) if key is not None else None
-        if tracked is None:
-            tracked = _track_all(funcs, read_code, list(hints))
-            if key is not None:
-                cache.store(key, tracked)
-        else:
-            log.debug("unwind rows of %d functions loaded from cache", len(tracked))
+        tracked = cache.cached(cache_key, lambda: _track_all(funcs, read_code, list(hints)))
         for sym, rows in tracked:
             self._funcs[sym.start] = (sym, [addr for addr, _ in rows], [entry for _, entry in rows])
         self._changed()
