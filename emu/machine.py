@@ -296,9 +296,10 @@ class Machine:
             raise EmuError("a snapshot is taken between runs, not while the CPUs run (from a hook or hypercall)")
         return Snapshot(self, self._state_mark)
 
-    def _state_mark(self) -> tuple[int, int, int]:
-        """What changes whenever the machine runs or logs (a snapshot's staleness check)."""
-        return self.clock.ns, self.runloop.stats.rounds, self.klog.buffer.used()
+    def _state_mark(self) -> tuple[int, int, int, int]:
+        """What changes whenever the machine runs or logs (a snapshot's staleness
+        check): a record logged to a full buffer is counted as dropped."""
+        return self.clock.ns, self.runloop.stats.rounds, *self.klog.buffer.header()
 
     def stop_machine(self, fn: Callable[[], None]) -> None:
         """Run fn with every CPU stopped (now, or at the end of this round)."""

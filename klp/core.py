@@ -651,8 +651,8 @@ class Livepatch:
 
     # ------------------------------------------------------------ sysfs
     def _register_patch_sysfs(self, patch: KlpPatch) -> None:
+        """The patch's attributes, in its directory (init_patch's kobject_add)."""
         vfs, root, p = self.machine.vfs, f"{SYSFS}/{patch.name}", self.profile
-        vfs.register_dir(root)
         vfs.register(f"{root}/enabled", lambda: f"{int(patch.enabled)}\n",
                      lambda ctx, text: self._enabled_store(ctx, patch, text), 0o644)
         if p.consistency_model:

@@ -223,3 +223,12 @@ def test_a_snapshot_of_a_machine_that_ran_since_is_refused() -> None:
     with pytest.raises(SnapshotError, match="the machine ran since this snapshot was taken"):
         snap.run(lambda m: None)
     assert m.snapshot().run(lambda m: m.clock_ns) == m.clock_ns
+
+
+def test_a_log_line_dropped_by_a_full_buffer_still_makes_the_snapshot_stale() -> None:
+    m = Machine(cpus=1, seed=0).boot()
+    while not m.klog.buffer.header()[1]:          # fill the log buffer until a record is dropped
+        m.klog.log("x" * 1000)
+    snap = m.snapshot()
+    m.klog.log("another line, dropped too")
+    assert snap.stale

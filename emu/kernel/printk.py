@@ -45,7 +45,7 @@ class LogBuffer:
 
     def _append_line(self, timestamp_ns: int, level: int, line: str) -> None:
         data = line.encode("utf-8", "replace")[:0xFFFF]
-        nxt, dropped = _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))
+        nxt, dropped = self.header()
         rec_size = (_RECORD.size + len(data) + 7) & ~7
         if nxt + rec_size > self.size:
             self.ram.write(self.phys, _HEADER.pack(nxt, dropped + 1))
@@ -53,9 +53,9 @@ class LogBuffer:
         self.ram.write(self.phys + nxt, _RECORD.pack(timestamp_ns, len(data), level & 0xFF, 0) + data)
         self.ram.write(self.phys, _HEADER.pack(nxt + rec_size, dropped))
 
-    def used(self) -> int:
-        """Bytes of the buffer the records take so far (grows with each one)."""
-        return _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))[0]
+    def header(self) -> tuple[int, int]:
+        """(bytes the records take so far, records dropped because the buffer was full)."""
+        return _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))
 
     def records(self) -> list[LogRecord]:
         """Every record so far (parsed incrementally from guest memory)."""
