@@ -115,3 +115,14 @@ def test_gt_on_a_compound_command_opens_before_it_runs(m):
     out = run(m, f"{{ grep -c ' cmdline_proc_show <-' {TRACE} || true; }} > /dev/stderr\n"
                  f"{{ grep -c ' cmdline_proc_show <-' {TRACE} >&2 || true; }} > {TRACE}\n")
     assert out.split() == ["1", "0"]            # bash: the open that clears comes before grep reads
+
+
+def test_replacing_the_filter_never_traces_every_function_meanwhile(m):
+    """The kernel edits a copy of the filter and installs it at release: the
+    open and write paths of `echo f > set_ftrace_filter` run under the old
+    filter or the new one, never under an empty one (every function)."""
+    m.shell.close(m.shell.open(TRACE, O_WRONLY | O_TRUNC))
+    run(m, f"echo meminfo_proc_show > {FILTER}")
+    traced = {line.split()[-2] for line in m.read_file(TRACE).splitlines() if not line.startswith("#")}
+    assert traced <= {"cmdline_proc_show", "meminfo_proc_show"}, traced
+    assert m.read_file(FILTER) == "meminfo_proc_show\n"

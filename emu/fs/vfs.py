@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from emu.abi import O_ACCMODE, O_RDONLY, O_WRONLY
+from emu.abi import O_ACCMODE, O_RDONLY, O_TRUNC, O_WRONLY
 from emu.arch.memory import AddressSpace
 from emu.kernel.hypercalls import hypercall
 
@@ -45,6 +45,13 @@ SYSCTL_ROOT = "/proc/sys/"
 Show = Callable[[], str]
 Store = Callable[["ServiceContext", str], int]
 Open = Callable[[int], None]          # given open(2)'s flags
+Release = Callable[[], None]
+
+
+def truncating_write(flags: int) -> bool:
+    """An open for writing with O_TRUNC (what tracefs open handlers test:
+    FMODE_WRITE and O_TRUNC)."""
+    return flags & O_ACCMODE != O_RDONLY and bool(flags & O_TRUNC)
 
 
 def write_stub(ctx: "ServiceContext", text: str) -> int:
@@ -59,6 +66,7 @@ class FileNode:
     store: Store | None = None
     mode: int = 0o444
     open: Open | None = None
+    release: Release | None = None
 
 
 @dataclass
@@ -84,12 +92,14 @@ class Vfs:
         self._next_id = 1
 
     def register(self, path: str, show: Show | None = None, store: Store | None = None,
-                 mode: int | None = None, *, on_open: Open | None = None) -> None:
+                 mode: int | None = None, *, on_open: Open | None = None,
+                 on_release: Release | None = None) -> None:
         """STORE may be write_stub (a handler that never reads the buffer);
-        ON_OPEN is called with the flags of each open that succeeds."""
+        ON_OPEN is called with the flags of each open that succeeds,
+        ON_RELEASE at each close."""
         if mode is None:
             mode = (0o444 if show else 0) | (0o200 if store else 0)
-        self._files[path] = FileNode(show, store, mode, on_open)
+        self._files[path] = FileNode(show, store, mode, on_open, on_release)
 
     def register_dir(self, path: str) -> None:
         """A directory (parents are implied)."""
@@ -188,7 +198,9 @@ class Vfs:
         return f.node.store(ctx, data.decode("latin-1"))
 
     def release(self, fid: int) -> None:
-        self._open.pop(fid, None)
+        f = self._open.pop(fid, None)
+        if f is not None and f.node.release is not None:
+            f.node.release()
 
     # ------------------------------------------------------------ hypercalls
     @hypercall("HC_VFS_OPEN")

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emu.arch.cpu import Cpu
-from emu.abi import O_ACCMODE, O_RDONLY, O_TRUNC
-from emu.fs.vfs import Vfs, write_stub
+from emu.fs.vfs import Vfs, truncating_write, write_stub
 from emu.kernel.ctype import split_words, strim
 from emu.kernel.kstrtox import ParseError, kstrtoul_from_user
 from emu.kernel.program import Program
@@ -54,6 +53,7 @@ class FunctionTracer:
         self.tracer = "nop"
         self.tracing_on = 1
         self.filter: list[int] = []           # sites; empty: every function
+        self._replacing = False               # an O_TRUNC open of set_ftrace_filter is pending
         self.entries: list[TraceEntry] = []
         self.written = 0
         self._ops: FtraceOps | None = None
@@ -62,7 +62,7 @@ class FunctionTracer:
             vfs.register(f"{root}/current_tracer", self._show_tracer, self._store_tracer, mode=0o644)
             vfs.register(f"{root}/available_tracers", lambda: " ".join(TRACERS) + "\n", mode=0o444)
             vfs.register(f"{root}/set_ftrace_filter", self._show_filter, self._store_filter, mode=0o644,
-                         on_open=self._open_filter)
+                         on_open=self._open_filter, on_release=self._release_filter)
             vfs.register(f"{root}/tracing_on", lambda: f"{self.tracing_on}\n", self._store_on, mode=0o644)
             vfs.register(f"{root}/trace", self.show_trace, write_stub, mode=0o644, on_open=self._open_trace)
 
@@ -121,12 +121,13 @@ class FunctionTracer:
 
     def _open_filter(self, flags: int) -> None:
         """ftrace_regex_open: an O_TRUNC open for writing starts from an
-        empty filter (`>`), any other keeps it (`>>` adds to it). The kernel
-        edits a copy and installs it at release; here it is edited in place,
-        which ends in the same filter."""
-        if flags & O_ACCMODE != O_RDONLY and flags & O_TRUNC and self.filter:
-            self.filter = []
-            self._attach()
+        empty filter (`>`), any other from the current one (`>>` adds to
+        it). The kernel edits a copy and installs it at release; here the
+        filter in force changes at the first write that adds to it, or at
+        release, so no function the open and write paths run is traced
+        under an empty filter (every function) meanwhile."""
+        if truncating_write(flags):
+            self._replacing = True
 
     def _store_filter(self, ctx: "ServiceContext", text: str) -> int:
         """ftrace_regex_write: the functions the words match are added to
@@ -137,9 +138,19 @@ class FunctionTracer:
         if patterns and not chosen:
             return -errno.EINVAL
         if chosen:
-            self.filter = sorted(set(self.filter).union(chosen))
+            kept = set() if self._replacing else set(self.filter)
+            self.filter = sorted(kept.union(chosen))
+            self._replacing = False
             self._attach()
         return len(text)
+
+    def _release_filter(self) -> None:
+        """ftrace_regex_release: a `>` that added nothing installs the empty filter."""
+        if self._replacing:
+            self._replacing = False
+            if self.filter:
+                self.filter = []
+                self._attach()
 
     def _store_on(self, ctx: "ServiceContext", text: str) -> int:
         """rb_simple_write: kstrtoul_from_user(…, 10); the whole count is consumed."""
@@ -152,7 +163,7 @@ class FunctionTracer:
     def _open_trace(self, flags: int) -> None:
         """tracing_open: an O_TRUNC open for writing clears the buffer
         (`> trace`, `echo -n > trace`); writes are tracing_write_stub's."""
-        if flags & O_ACCMODE != O_RDONLY and flags & O_TRUNC:
+        if truncating_write(flags):
             self.entries.clear()
             self.written = 0
 
