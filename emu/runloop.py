@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.abi import DOORBELL_VECTOR, LOCAL_TIMER_VECTOR, PAGE_OFFSET, RESCHEDULE_VECTOR
-from emu.arch.cpu import X86_EFLAGS_IF, Cpu
+from emu.arch.cpu import Cpu
 from emu.arch.engine import CpuFault
 from emu.errors import EmuError, GuestIdle, GuestTimeout, MachineCrashed
 from emu.kernel.hypercalls import hypercall
@@ -145,16 +145,14 @@ class RunLoop:
 
     def _run_quantum(self, cpu: Cpu, quantum: int) -> None:
         engine = cpu.engine
-        regs = engine.entry_regs()
-        rip = regs[0]
+        rip = engine.entry_regs()[0]
         # no interrupt between native_safe_halt's sti and hlt (the sti
         # shadow): its handler's wake-up would be slept through by the hlt
-        if cpu.pending and regs[1] & X86_EFLAGS_IF and rip != self._halt_insn:
+        if cpu.pending and cpu.interrupts_enabled() and rip != self._halt_insn:
             vector = max(cpu.pending)
             cpu.pending.discard(vector)
             cpu.deliver_interrupt(vector, self._vector_entry[vector], self.prog.mem,
-                                  self.prog.mem.read_u64(self.prog.per_cpu(cpu.index, "PCPU_top_of_stack")),
-                                  regs)
+                                  self.prog.mem.read_u64(self.prog.per_cpu(cpu.index, "PCPU_top_of_stack")))
             self.stats.interrupts += 1
             rip = self._vector_entry[vector]
         self._current_cpu = cpu

@@ -40,16 +40,13 @@ class Cpu:
     def in_user_mode(self) -> bool:
         return (self.engine.entry_regs()[3] & 3) == 3
 
-    def deliver_interrupt(self, vector: int, entry: int, mem: AddressSpace, kernel_stack_top: int,
-                          regs: tuple[int, int, int, int] | None = None) -> None:
+    def deliver_interrupt(self, vector: int, entry: int, mem: AddressSpace, kernel_stack_top: int) -> None:
         """Push an iret frame and enter `entry`, as an interrupt gate does.
 
         From user mode the CPU first switches to the kernel stack (tss.sp0,
-        here the per-CPU top_of_stack) and to CPL 0. `regs`: the CPU's
-        (rip, rflags, rsp, cs) when the caller has them (Engine.entry_regs).
-        """
+        here the per-CPU top_of_stack) and to CPL 0."""
         e = self.engine
-        rip, rflags, rsp, cs = regs if regs is not None else e.entry_regs()
+        rip, rflags, rsp, cs = e.entry_regs()
         new_rflags = (rflags & ~(X86_EFLAGS_IF | X86_EFLAGS_TF)) | RFLAGS_FIXED
         if cs & 3 == 3:
             new_rsp = kernel_stack_top - 40

@@ -112,9 +112,6 @@ class AddressSpace:
                 return vaddr - start + phys
         raise BadGuestAddress(vaddr, size, access)
 
-    def is_mapped(self, vaddr: int, size: int = 1) -> bool:
-        return any(s <= vaddr and vaddr + size <= e for s, e, _ in self.regions)
-
     @staticmethod
     def is_user(vaddr: int, size: int = 1) -> bool:
         """Whether a copy from or to user memory may touch [vaddr, vaddr +
