@@ -272,15 +272,20 @@ class Engine:
         self._batch.store()
 
     # -- hooks --
+    def _trapped(self, fn: Callable[[], None]) -> None:
+        """FN, from inside a hook: an exception stops the CPU and is raised
+        again by run() (Unicorn's hooks must not raise, and none is swallowed)."""
+        try:
+            fn()
+        except BaseException as exc:
+            self._hook_error = exc
+            self.uc.emu_stop()
+
     def hook_code_at(self, address: int, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback()` each time the instruction at `address` is about to
         run; returns the function that removes the hook."""
         def on_code(uc: Uc, addr: int, size: int, data: object) -> None:
-            try:
-                callback()
-            except BaseException as exc:   # re-raised by run(), never swallowed
-                self._hook_error = exc
-                uc.emu_stop()
+            self._trapped(callback)
         handle = self.uc.hook_add(UC_HOOK_CODE, on_code, None, address, address)
         self._hooks.append(handle)
         self.invalidate(address, 1)
@@ -299,16 +304,15 @@ class Engine:
         else with a code hook and batched register calls; the same effect."""
         state = native.HypercallState()
 
+        def serve_natively() -> None:
+            ret = serve(state.regs[:])
+            if ret is not None:
+                rax, rip, rsp = ret
+                state.ret_rax, state.ret_rsp, state.ret_rip = rax & 0xFFFFFFFFFFFFFFFF, rsp, rip
+                state.returning = 1
+
         def service() -> None:
-            try:
-                ret = serve(state.regs[:])
-                if ret is not None:
-                    rax, rip, rsp = ret
-                    state.ret_rax, state.ret_rsp, state.ret_rip = rax & 0xFFFFFFFFFFFFFFFF, rsp, rip
-                    state.returning = 1
-            except BaseException as exc:   # re-raised by run(), never swallowed
-                self._hook_error = exc
-                self.uc.emu_stop()
+            self._trapped(serve_natively)
 
         def on_code() -> None:
             ret = serve(self.hypercall_regs())
@@ -329,16 +333,15 @@ class Engine:
         enters, when the library is there."""
         handle = 0
 
+        def enter() -> None:
+            self._enter_syscall(entry)
+            if native.hook_syscall_entry(self.uc, self._entry_context, entry, RFLAGS_FIXED,
+                                         list(self._batch.ids)):
+                self.uc.hook_del(handle)
+                self._hooks.remove(handle)
+
         def on_syscall(uc: Uc, data: object) -> None:
-            try:
-                self._enter_syscall(entry)
-                if native.hook_syscall_entry(self.uc, self._entry_context, entry, RFLAGS_FIXED,
-                                             list(self._batch.ids)):
-                    uc.hook_del(handle)
-                    self._hooks.remove(handle)
-            except BaseException as exc:
-                self._hook_error = exc
-                uc.emu_stop()
+            self._trapped(enter)
         handle = self.uc.hook_add(UC_HOOK_INSN, on_syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
         self._hooks.append(handle)
 
