@@ -11,6 +11,7 @@ import pytest
 from emu import GuestHang, Machine, ShellError
 from emu.abi import NR
 from emu.machine import USER_STAGING
+from emu.faults.kill_point import KillPoints
 from klp_helpers import MODULES
 
 SLOW = (MODULES / "klpemu_slow_init.ko").read_bytes()
@@ -85,3 +86,42 @@ def test_a_sleeper_that_ignores_its_sigkill_is_reported_as_still_there() -> None
     assert m.hung_task.hangs[-1] is err.value
     assert "is still there 1 s after SIGKILL" in m.dmesg_lines()[-1]
     assert not m.crashed
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_sleeper_that_keeps_waking_is_killed_in_no_wait_and_the_machine_goes_on(seed: int) -> None:
+    """Once its SIGKILL makes every sleep return at once, the isleep loop is
+    a runaway: the next command's hang report kills it. Killed inside
+    schedule_timeout, it left its on-stack timer armed and the next tick
+    panicked in run_local_timers (seed 0), or a dead shell was woken (seed 2);
+    the kill now waits for a point in no wait."""
+    m = Machine(cpus=2, seed=seed, hung_task_timeout_s=2).boot()
+    reports = []
+    with pytest.raises(GuestHang) as err:
+        m.insmod(MODULES / "klpemu_hostile_isleep.ko")
+    reports.append(err.value.report)
+    while "still running on CPU" not in reports[-1]:
+        assert len(reports) < 4, reports
+        with pytest.raises(GuestHang) as err:
+            m.read_file("/proc/sys/kernel/ftrace_enabled")
+        reports.append(err.value.report)
+    killed = reports[-1]
+    assert "klpemu_hostile_isleep" in killed or "RIP: 0010:init_module+" in killed
+    assert "schedule_timeout+" not in killed and "schedule+" not in killed
+    assert m.read_file("/proc/sys/kernel/ftrace_enabled") == "1\n"
+    assert m.read_file("/proc/sys/kernel/ftrace_enabled") == "1\n"
+    assert not m.crashed and not m.oopses
+
+
+def test_kill_points_are_outside_the_functions_that_call_schedule_or_schedule_timeout() -> None:
+    """The waiters (they link their stack into the kernel while asleep) are
+    found in the machine code; a wrapper that only calls one is no waiter."""
+    m = Machine(cpus=1).boot()
+    points = KillPoints(m.prog, m.walker)
+    def waits(name: str) -> bool:
+        sym = m.prog.kallsyms.find(name)
+        assert sym is not None, name
+        return points.is_waiter(sym, None)
+    assert waits("schedule") and waits("schedule_timeout") and waits("wait_for_common")
+    assert waits("__mutex_lock_slowpath")
+    assert not waits("schedule_timeout_interruptible") and not waits("do_syscall_64")

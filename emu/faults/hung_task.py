@@ -10,7 +10,8 @@ under PREEMPT no soft lockup either), so it gets the host's own report,
 killed as a fault kills it (make_task_dead), and init's shell respawns.
 A task asleep in S state (an interruptible wait nothing ends) gets the same
 report with its stack, then the SIGKILL a user at the terminal would send:
-its wait returns, it exits, and init's shell respawns.
+its wait returns, it exits, and init's shell respawns. A runaway is killed
+only at a point where it is in no wait (emu.faults.kill_point).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable
 
 from emu.arch.cpu import Cpu
 from emu.errors import EmuError, GuestHang, GuestIdle, GuestTimeout
+from emu.faults.kill_point import KillPoints
 from emu.faults.oops import KERNEL_RELEASE, call_trace, kill_task, register_lines
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
@@ -68,7 +70,7 @@ def runaway_report(prog: Program, walker: StackWalker, cpu: Cpu | None, task: Ta
     """The host's report of a runnable task that never returns to the shell."""
     where = f"on CPU#{cpu.index}" if cpu is not None else "on no CPU"
     why = "not blocked: no hung task, and a preemptible loop is no soft lockup" if killable else \
-        "never in task context with preemption on, so it is left running"
+        "never in task context with preemption on and in no wait, so it is left running"
     head = (f"klpemu: guest hang: task {task.comm}:{task.pid} still running {where} "
             f"after {seconds:g} seconds (state:{task.state_letter}, {why})")
     if cpu is None:
@@ -97,6 +99,7 @@ class HungTaskDetector:
         self.hangs: list[GuestHang] = []      # every hang reported, oldest first
         self._lockup_s = lockup_s
         self._send_signal = send_signal
+        self._kill_points = KillPoints(prog, walker)
 
     def shell_hung(self, task: TaskView, seconds: float, idle_left_s: float) -> GuestHang:
         """Report the task a shell command is stuck in (killing it unless it
@@ -112,7 +115,7 @@ class HungTaskDetector:
             report = asleep_report(self.walker, task, seconds)
             kill = partial(self._send_signal, task.pid, SIGKILL)
         else:
-            cpu = self._in_task_context(task)
+            cpu = self._at_kill_point(task)
             if cpu is not None:
                 kill = partial(kill_task, self.prog, cpu, SIGKILL)
             report = runaway_report(self.prog, self.walker, cpu or running_on(self.prog, self.cpus, task), task,
@@ -135,14 +138,16 @@ class HungTaskDetector:
         self.hangs.append(hang)
         return hang
 
-    def _in_task_context(self, task: TaskView) -> Cpu | None:
+    def _at_kill_point(self, task: TaskView) -> Cpu | None:
         """Run on until the runaway is on a CPU in task context (interrupts on,
-        preemption on), where make_task_dead may take it; None if it is not
-        within lockup_s (the watchdog, if on, raises its own GuestHang meanwhile)."""
+        preemption on) and in no wait, where make_task_dead may take it; None
+        if it is not within lockup_s (the watchdog, if on, raises its own
+        GuestHang meanwhile)."""
         def on_cpu() -> bool:
             cpu = running_on(self.prog, self.cpus, task)
             return cpu is not None and cpu.interrupts_enabled() and not cpu.in_user_mode() \
-                and self.prog.mem.read_s32(self.prog.per_cpu(cpu.index, "PCPU_preempt_count")) == 0
+                and self.prog.mem.read_s32(self.prog.per_cpu(cpu.index, "PCPU_preempt_count")) == 0 \
+                and self._kill_points.safe(cpu, task)
         try:
             self._run_until(on_cpu, timeout_s=self._lockup_s + KILL_WAIT_S, what=f"task {task.pid} to run again")
         except GuestTimeout:
