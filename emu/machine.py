@@ -20,8 +20,8 @@ from typing import Callable
 from emu.abi import DOORBELL_VECTOR, FIXTURES, KERNEL_VIRT_BASE, NR, O_NONBLOCK, PAGE_OFFSET, THREAD_SIZE, USER_BASE, abi
 from emu.arch.cpu import Cpu
 from emu.arch.engine import Engine
-from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, USER_CODE_PHYS, AddressSpace, MiB, Ram,
-                             build_page_tables, write_gdt)
+from emu.arch.memory import (BOOT_PARAMS_PHYS, HEAP_PHYS, KERNEL_PHYS, MAX_HEAP, USER_CODE_PHYS, AddressSpace, MiB,
+                             Ram, build_page_tables, write_gdt)
 from emu.elf.image import ElfImage
 from emu.errors import EmuError, ImageError, ShellError
 from emu.faults.hung_task import HungTaskDetector
@@ -109,6 +109,9 @@ class Machine:
             raise EmuError(f"cpus must be between 1 and 8, not {config.cpus}")
         if config.ram_mib < 128:
             raise EmuError(f"ram_mib must be at least 128 (the heap starts at 96 MiB), not {config.ram_mib}")
+        if config.ram_mib * MiB - HEAP_PHYS > MAX_HEAP:
+            raise EmuError(f"ram_mib must be at most {(HEAP_PHYS + MAX_HEAP) // MiB} (the kernel stacks' area "
+                           f"maps a heap of {MAX_HEAP // MiB} MiB), not {config.ram_mib}")
         if not 1 <= config.quantum_min <= config.quantum_max:
             raise EmuError("quantum_min must be >= 1 and <= quantum_max")
         self.config = config

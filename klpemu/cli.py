@@ -195,8 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if oopses:
         # the shell that oopsed was respawned and the script went on, but
         # the kernel crashed: a guest crash, whatever the script's status
+        panic = f"; then Kernel panic - not syncing: {m.crashed}" if m.crashed else ""
         print(f"klpemu: {args.script}: the kernel oopsed ({len(oopses)}x, pid {oopses[0].task_pid}): "
-              f"{oopses[0].lines[0]}", file=sys.stderr)
+              f"{oopses[0].lines[0]}{panic}", file=sys.stderr)
         return EXIT_HANG
     hangs = m.hung_task.hangs
     if hangs:

@@ -10,6 +10,7 @@ Physical layout:
     8 MiB     user program (mapped at USER_BASE, U/S)
     10 MiB    user stacks and the shell mailbox (mapped at USER_BASE + 2 MiB)
     12 MiB    staging area for files the shell hands to the kernel (USER_STAGING)
+    14 MiB    page tables of the kernel stacks' area (VMAP_STACK_START)
     16 MiB    kernel image (KERNEL_VIRT_BASE + 16 MiB = 0xffffffff81000000)
     64 MiB    module area (MODULES_VADDR)
     96 MiB .. kernel heap (kmalloc, stacks), reached through the direct map
@@ -20,7 +21,8 @@ import ctypes
 import mmap
 import struct
 
-from emu.abi import KERNEL_VIRT_BASE, MODULES_VADDR, PAGE_OFFSET, USER_BASE, USER_END
+from emu.abi import (KERNEL_VIRT_BASE, MODULES_VADDR, PAGE_OFFSET, THREAD_SIZE, USER_BASE, USER_END,
+                     VMAP_STACK_PT_PHYS, VMAP_STACK_PTES_PHYS, VMAP_STACK_SLOTS, VMAP_STACK_START)
 from emu.errors import BadGuestAddress, EmuError
 
 MiB = 1 << 20
@@ -37,6 +39,9 @@ KERNEL_PHYS = 16 * MiB
 MODULES_PHYS = 64 * MiB
 MODULES_SIZE = 32 * MiB
 HEAP_PHYS = 96 * MiB
+PAGE_4K = 4096
+VMAP_STACK_END = VMAP_STACK_START + VMAP_STACK_SLOTS * 2 * THREAD_SIZE
+MAX_HEAP = VMAP_STACK_SLOTS * THREAD_SIZE      # every heap block can be a stack
 
 _PRESENT, _RW, _USER, _PS = 0x1, 0x2, 0x4, 0x80
 # the hottest reads (task fields, stack walks): struct straight from the buffer
@@ -84,7 +89,9 @@ def is_canonical(vaddr: int) -> bool:
 class AddressSpace:
     """Virtual-to-physical translation of the fixed kernel mappings.
 
-    The guest never changes its page tables, so translation is arithmetic.
+    The guest changes its page tables only to map a kernel stack, once per
+    heap block (it never unmaps one), so translation is arithmetic, and in
+    the stacks' area a PTE read whose answer is then kept.
     """
 
     def __init__(self, ram: Ram) -> None:
@@ -101,16 +108,39 @@ class AddressSpace:
         # (each region has its own offset): two lookups instead of a walk
         self._offset = {page: phys - start for start, end, phys in self.regions
                         for page in range(-(-start // PAGE_2M), end // PAGE_2M)}
+        self._stack_pages: dict[int, int] = {}     # 4 KiB page of a mapped stack -> physical - virtual
 
     def v2p(self, vaddr: int, size: int = 1, access: str = "read") -> int:
         if size > 0:
             offset = self._offset.get(vaddr >> 21)
             if offset is not None and self._offset.get((vaddr + size - 1) >> 21) == offset:
                 return vaddr + offset
+            if VMAP_STACK_START <= vaddr < VMAP_STACK_END:
+                return self._stack_v2p(vaddr, size, access)
         for start, end, phys in self.regions:
             if start <= vaddr and vaddr + size <= end:
                 return vaddr - start + phys
         raise BadGuestAddress(vaddr, size, access)
+
+    def _stack_v2p(self, vaddr: int, size: int, access: str) -> int:
+        """v2p in the stacks' area: every 4 KiB page of the range mapped, and
+        contiguously (a stack's are; a guard page's and a neighbour's are not)."""
+        offset = self._stack_page(vaddr >> 12)
+        if offset is None or not all(self._stack_page(page) == offset
+                                     for page in range((vaddr >> 12) + 1, ((vaddr + size - 1) >> 12) + 1)):
+            raise BadGuestAddress(vaddr, size, access)
+        return vaddr + offset
+
+    def _stack_page(self, page: int) -> int | None:
+        """physical - virtual of a 4 KiB page of the stacks' area, from the
+        guest's PTE (None: absent, a guard page or a stack not handed out)."""
+        offset = self._stack_pages.get(page)
+        if offset is None:
+            pte = _U64(self._view, VMAP_STACK_PTES_PHYS + (page - (VMAP_STACK_START >> 12)) * 8)[0]
+            if not pte & _PRESENT:
+                return None
+            offset = self._stack_pages[page] = (pte & 0x000FFFFFFFFFF000) - (page << 12)
+        return offset
 
     @staticmethod
     def is_user(vaddr: int, size: int = 1) -> bool:
@@ -203,7 +233,21 @@ def build_page_tables(ram: Ram) -> int:
     map_2m(USER_BASE, USER_CODE_PHYS, user=True)
     map_2m(USER_BASE + PAGE_2M, USER_DATA_PHYS, user=True)
     map_2m(USER_BASE + 2 * PAGE_2M, USER_STAGING_PHYS, user=True)
+    _link_stack_area(ram, pml4)
     return pml4
+
+
+def _link_stack_area(ram: Ram, pml4: int) -> None:
+    """The stacks' area: its PDPT and PD, and a PD entry for each of its
+    page tables, all of whose PTEs are absent until the guest maps a stack."""
+    pdpt, pd = VMAP_STACK_PT_PHYS, VMAP_STACK_PT_PHYS + PAGE_4K
+    flags = _PRESENT | _RW
+    struct.pack_into("<Q", ram.buffer, pml4 + ((VMAP_STACK_START >> 39) & 511) * 8, pdpt | flags)
+    struct.pack_into("<Q", ram.buffer, pdpt + ((VMAP_STACK_START >> 30) & 511) * 8, pd | flags)
+    tables = -(-(VMAP_STACK_END - VMAP_STACK_START) // PAGE_2M)
+    for i in range(tables):
+        struct.pack_into("<Q", ram.buffer, pd + (((VMAP_STACK_START >> 21) + i) & 511) * 8,
+                         (VMAP_STACK_PTES_PHYS + i * PAGE_4K) | flags)
 
 
 def write_gdt(ram: Ram) -> tuple[int, int]:

@@ -2,7 +2,9 @@
 
 A fault in a task kills that task (the kernel's make_task_dead) and the
 machine goes on; a fault in interrupt context or in an idle task is fatal,
-as it is for the kernel ("Fatal exception in interrupt").
+as it is for the kernel ("Fatal exception in interrupt"). So is a kernel
+stack overflow that leaves no room to deliver the page fault: the CPU
+raises a double fault, whose handler runs as an NMI (handle_stack_overflow).
 """
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from collections.abc import MutableSequence
 from dataclasses import dataclass
 from typing import Callable
 
-from emu.abi import THREAD_SIZE
+from emu.abi import THREAD_SIZE, VMAP_STACK_START
+from emu.arch.memory import VMAP_STACK_END
 from emu.arch.cpu import Cpu
 from emu.arch.engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_INDEX, RIP_INDEX, CpuFault,
                              FaultKind)
 from emu.kernel.printk import KernelLog
+from emu.kernel.ptr_hash import hashed_pointer
 from emu.kernel.program import Program
 from emu.kernel.taint import TaintFlag
 from emu.kernel.tasks import TaskView, cpu_curr
@@ -24,6 +28,8 @@ from emu.unwind.stack_walker import StackWalker
 SIGSEGV = 11
 HARDIRQ_MASK = 0x000F0000
 PF_WRITE, PF_USER, PF_INSTR = 0x2, 0x4, 0x10
+PAGE_SIZE = 4096
+EXCEPTION_FRAME = 48          # SS, RSP, RFLAGS, CS, RIP and an error code, pushed below RSP & ~15
 KERNEL_RELEASE = "6.12.0-klpemu"
 
 
@@ -54,7 +60,8 @@ def task_line(prog: Program, cpu: Cpu, task: TaskView) -> str:
 def call_trace(walker: StackWalker, cpu: Cpu, task: TaskView) -> list[str]:
     e = cpu.engine
     start = StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp"))
-    trace = walker.trace_from(start, (task.stack, task.stack + THREAD_SIZE))
+    low = max(min(task.stack, start.sp), task.stack - PAGE_SIZE)    # an overflow's first frame is in the guard
+    trace = walker.trace_from(start, (low, task.stack + THREAD_SIZE))
     kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER), trace.reliable, trace.reason)
     frames = walker.format(kernel)[1:]       # the first is RIP, printed above
     return ["Call Trace:", " <TASK>", *(f" {f}" for f in frames), " </TASK>"]
@@ -81,7 +88,15 @@ class Oops:
         if cpu.in_user_mode():
             return cls._user_fault(cpu, fault, task)
         head = []
-        if fault.kind is FaultKind.PAGE_FAULT:
+        double_fault = False
+        if fault.kind is FaultKind.PAGE_FAULT and _hits_stack_guard(task, fault.address or 0):
+            addr = fault.address or 0
+            double_fault = (cpu.engine.reg("rsp") & ~0xF) - EXCEPTION_FRAME < task.stack
+            p = lambda a: hashed_pointer(prog, a)  # noqa: E731
+            head.append(f"BUG: TASK stack guard page was hit at {p(addr)} "
+                        f"(stack is {p(task.stack)}..{p(task.stack + THREAD_SIZE)})")
+            head.append(f"Oops: stack guard page: 0000 [#{number}] PREEMPT SMP NOPTI")
+        elif fault.kind is FaultKind.PAGE_FAULT:
             addr = fault.address or 0
             code = (PF_WRITE if fault.access == "write" else 0) | (PF_INSTR if fault.access == "instruction fetch" else 0)
             head.append(f"BUG: kernel NULL pointer dereference, address: {addr:016x}" if addr < 4096
@@ -99,7 +114,7 @@ class Oops:
                  *call_trace(walker, cpu, task), "---[ end trace 0000000000000000 ]---"]
         preempt = prog.mem.read_s32(prog.per_cpu(cpu.index, "PCPU_preempt_count"))
         fatal = None
-        if preempt & HARDIRQ_MASK:
+        if preempt & HARDIRQ_MASK or double_fault:
             fatal = "Fatal exception in interrupt"
         elif task.is_idle:
             fatal = "Attempted to kill the idle task!"
@@ -114,6 +129,11 @@ class Oops:
         line = (f"{task.comm}[{task.pid}]: segfault at {fault.address or 0:x} ip {e.reg('rip'):016x} "
                 f"sp {e.reg('rsp'):016x} error {code:x} in user.elf")
         return cls([line], None, fault.pc, fault.address, task.pid, True)
+
+
+def _hits_stack_guard(task: TaskView, address: int) -> bool:
+    """An access to the page below a vmap'd task stack (get_stack_guard_info)."""
+    return VMAP_STACK_START <= task.stack < VMAP_STACK_END and task.stack - PAGE_SIZE <= address < task.stack
 
 
 def kill_task(prog: Program, cpu: Cpu, signo: int) -> None:
