@@ -89,3 +89,27 @@ def test_param_with_elem_size_0_is_stored_at_its_type_width(m: Machine) -> None:
     assert m.read_file("/sys/module/klpemu_hostile_param/parameters/zero_width") == "-5\n"
     m.rmmod("klpemu_hostile_param")
     assert m.read_file("/proc/cmdline") == CMDLINE
+
+
+def test_a_livepatch_whose_new_function_dereferences_null_oopses_each_caller(tmp_path, capsys) -> None:
+    """The patched function's callers oops in the new function; the shell is
+    respawned after each, and the patch can be disabled and removed."""
+    from klpemu.cli import main
+    script = tmp_path / "lp_null.sh"
+    script.write_text(
+        "P=/sys/kernel/livepatch/klpemu_hostile_lp_null\n"
+        "insmod klpemu_hostile_lp_null.ko\n"
+        "while [[ $(cat $P/transition) != 0 ]]; do sleep .1; done\n"
+        "cat /proc/cmdline || echo \"first: $?\"\n"
+        "cat /proc/cmdline || echo \"second: $?\"\n"
+        "echo 0 > $P/enabled\n"
+        "while [[ -e $P ]]; do sleep .1; done\n"
+        "rmmod klpemu_hostile_lp_null\n"
+        "echo \"after: $(cat /proc/cmdline)\"\n")
+    assert main(["run", "--module-dir", str(MODULES), str(script)]) == 3
+    out, err = capsys.readouterr()
+    assert "first: 1\n" in out and "second: 1\n" in out
+    assert "after: console=ttyS0 klpemu\n" in out
+    assert "the kernel oopsed (2x, pid 1): BUG: kernel NULL pointer dereference, address: 0000000000000000" in err
+    assert out.count("RIP: 0010:klpemu_hostile_cmdline_proc_show+0x") == 2
+    assert "livepatch: 'klpemu_hostile_lp_null': unpatching complete" in out
