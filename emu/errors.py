@@ -71,8 +71,12 @@ class GuestCallError(EmuError):
 
 
 class ShellError(EmuError):
-    """A file operation through the guest shell failed; .errno has the kernel's errno."""
+    """A file operation through the guest shell failed; .errno has the kernel's
+    errno, and .signal the signal that killed the shell's task (an oops
+    kills with SIGKILL or SIGSEGV, as the kernel's page_fault_oops and die
+    do), if that is how it failed."""
 
-    def __init__(self, message: str, *, errno: int) -> None:
+    def __init__(self, message: str, *, errno: int, signal: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+        self.signal = signal

@@ -7,14 +7,15 @@ from emu import Machine, ShellError
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 
 
-@pytest.mark.parametrize("crash, headline", [
-    ("EXCEPTION", "BUG: kernel NULL pointer dereference, address: 0000000000000000"),
-    ("BUG", "Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI"),
+@pytest.mark.parametrize("crash, headline, signal", [
+    ("EXCEPTION", "BUG: kernel NULL pointer dereference, address: 0000000000000000", 9),   # page_fault_oops: SIGKILL
+    ("BUG", "Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI", 11),                     # die(): SIGSEGV
 ])
-def test_an_oops_in_the_shell_respawns_it(machine: Machine, crash: str, headline: str) -> None:
+def test_an_oops_in_the_shell_respawns_it(machine: Machine, crash: str, headline: str, signal: int) -> None:
     old_pid = machine.shell.pid
-    with pytest.raises(ShellError, match=f"shell pid {old_pid} died during the command"):
+    with pytest.raises(ShellError, match=f"shell pid {old_pid} died during the command") as err:
         machine.write_file(DIRECT, crash)
+    assert err.value.signal == signal and err.value.errno == 4
     assert headline in machine.dmesg_lines()
     assert len(machine.oopses) == 1
     # the next operation runs on a fresh shell, a new task

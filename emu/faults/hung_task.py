@@ -82,7 +82,7 @@ class HungTaskDetector:
     """What the machine does when a shell command outlives hung_task_timeout_s."""
 
     def __init__(self, prog: Program, walker: StackWalker, cpus: list[Cpu], log: KernelLog,
-                 run: Callable[[float], None], run_until: Callable[..., None], dead_tasks: set[int],
+                 run: Callable[[float], None], run_until: Callable[..., None], dead_tasks: dict[int, int],
                  timeout_s: float, lockup_s: float, send_signal: Callable[[int, int], None]) -> None:
         """lockup_s: how long the watchdog may take to call a CPU stuck with
         preemption or interrupts off a soft lockup (2 * watchdog_thresh); it

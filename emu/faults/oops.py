@@ -25,7 +25,7 @@ from emu.kernel.tasks import TaskView, cpu_curr
 from emu.unwind import FrameKind, StackTrace, StartState
 from emu.unwind.stack_walker import StackWalker
 
-SIGSEGV = 11
+SIGKILL, SIGSEGV = 9, 11
 HARDIRQ_MASK = 0x000F0000
 PF_WRITE, PF_USER, PF_INSTR = 0x2, 0x4, 0x10
 PAGE_SIZE = 4096
@@ -80,6 +80,7 @@ class Oops:
     address: int | None
     task_pid: int
     user_fault: bool
+    signal: int = SIGSEGV     # what the task dies of: die()'s SIGSEGV, page_fault_oops's SIGKILL
 
     @classmethod
     def from_fault(cls, prog: Program, walker: StackWalker, cpu: Cpu, fault: CpuFault, number: int) -> "Oops":
@@ -89,6 +90,7 @@ class Oops:
             return cls._user_fault(cpu, fault, task)
         head = []
         double_fault = False
+        signal = SIGSEGV
         if fault.kind is FaultKind.PAGE_FAULT and _hits_stack_guard(task, fault.address or 0):
             addr = fault.address or 0
             double_fault = (cpu.engine.reg("rsp") & ~0xF) - EXCEPTION_FRAME < task.stack
@@ -97,6 +99,7 @@ class Oops:
                         f"(stack is {p(task.stack)}..{p(task.stack + THREAD_SIZE)})")
             head.append(f"Oops: stack guard page: 0000 [#{number}] PREEMPT SMP NOPTI")
         elif fault.kind is FaultKind.PAGE_FAULT:
+            signal = SIGKILL
             addr = fault.address or 0
             code = (PF_WRITE if fault.access == "write" else 0) | (PF_INSTR if fault.access == "instruction fetch" else 0)
             head.append(f"BUG: kernel NULL pointer dereference, address: {addr:016x}" if addr < 4096
@@ -120,7 +123,7 @@ class Oops:
             fatal = "Attempted to kill the idle task!"
         if fatal:
             lines.append(f"Kernel panic - not syncing: {fatal}")
-        return cls(lines, fatal, fault.pc, fault.address, task.pid, False)
+        return cls(lines, fatal, fault.pc, fault.address, task.pid, False, signal)
 
     @classmethod
     def _user_fault(cls, cpu: Cpu, fault: CpuFault, task: TaskView) -> "Oops":
@@ -175,4 +178,4 @@ class FaultHandler:
         if oops.fatal:
             self.crash(oops.fatal)
             return
-        kill_task(self.prog, cpu, SIGSEGV)
+        kill_task(self.prog, cpu, oops.signal)

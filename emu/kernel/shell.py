@@ -78,7 +78,7 @@ class Mailbox:
 
 class Shell:
     def __init__(self, prog: Program, layout: Mailbox, mailbox: int, *, run_until: RunUntil,
-                 ring_doorbell: Callable[[], None], dead_tasks: set[int], pid: int = 1,
+                 ring_doorbell: Callable[[], None], dead_tasks: dict[int, int], pid: int = 1,
                  hang_timeout_s: float, on_hang: OnHang,
                  respawned: Callable[[], TaskView | None] | None = None) -> None:
         """hang_timeout_s: how long a command may take before on_hang reports
@@ -162,7 +162,8 @@ class Shell:
         except GuestTimeout as exc:
             raise self._on_hang(task, seconds, exc.left_s if isinstance(exc, GuestIdle) else 0.0) from None
         if address in dead:
-            raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4)
+            signal = dead[address] & 0x7F or None
+            raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4, signal=signal)
         return self._s64(self.layout.op + 8)
 
     def put_string(self, text: str) -> int:
