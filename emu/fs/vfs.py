@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -77,6 +78,12 @@ class _OpenFile:
     sysctl: bool          # a /proc/sys file: proc_sys_call_handler's
 
 
+def _parents(path: str) -> list[str]:
+    """The directories above a file: /a/b/c -> /a/b, /a and the root ("")."""
+    parts = path.rstrip("/").split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
 def is_sysfs(path: str) -> bool:
     """Whether PATH is a sysfs (kernfs) file, not a tracefs/debugfs one."""
     return path.startswith("/sys/") and not path.startswith(_NOT_KERNFS)
@@ -87,6 +94,7 @@ class Vfs:
         self.mem = mem
         self._files: dict[str, FileNode] = {}
         self._dirs: set[str] = set()
+        self._implied: Counter[str] = Counter()     # directory -> the files below it
         self._dynamic: list[tuple[re.Pattern[str], Callable[[re.Match[str]], FileNode | None]]] = []
         self._open: dict[int, _OpenFile] = {}
         self._next_id = 1
@@ -99,6 +107,8 @@ class Vfs:
         ON_RELEASE at each close."""
         if mode is None:
             mode = (0o444 if show else 0) | (0o200 if store else 0)
+        if path not in self._files:
+            self._implied.update(_parents(path))
         self._files[path] = FileNode(show, store, mode, on_open, on_release)
 
     def register_dir(self, path: str) -> None:
@@ -109,19 +119,20 @@ class Vfs:
             path = path.rsplit("/", 1)[0]
 
     def unregister(self, path: str) -> None:
-        self._files.pop(path, None)
+        if self._files.pop(path, None) is not None:
+            self._implied.subtract(_parents(path))
 
     def unregister_tree(self, prefix: str) -> None:
         """Remove a directory and everything below it."""
         prefix = prefix.rstrip("/")
         inside = lambda p: p == prefix or p.startswith(prefix + "/")  # noqa: E731
         for path in [p for p in self._files if inside(p)]:
-            del self._files[path]
+            self.unregister(path)
         self._dirs = {d for d in self._dirs if not inside(d)}
 
     def is_dir(self, path: str) -> bool:
-        return path.rstrip("/") in self._dirs or any(
-            p.startswith(path.rstrip("/") + "/") for p in self._files)
+        path = path.rstrip("/")
+        return path in self._dirs or self._implied[path] > 0
 
     def register_dynamic(self, pattern: str, factory: Callable[[re.Match[str]], FileNode | None]) -> None:
         self._dynamic.append((re.compile(pattern + r"\Z"), factory))
