@@ -7,7 +7,7 @@ import struct
 import pytest
 from test_module_loader import _file_off, _malformed, mods, patch  # noqa: F401  (mods: a fixture)
 
-from emu import Machine, ShellError
+from emu import EmuError, Machine, ShellError
 from klpemu.selftest import kmod
 
 MODULES = "fixtures/build/modules"
@@ -132,3 +132,15 @@ def test_an_api_error_carries_what_the_kernel_logged() -> None:
     with pytest.raises(ShellError, match=r"File exists$"):   # nothing logged: the errno is all there is
         m.insmod(f"{MODULES}/klpemu_test_target.ko")
         m.insmod(f"{MODULES}/klpemu_test_target.ko")
+
+
+def test_an_image_larger_than_the_staging_area_is_refused_before_the_guest_sees_it(booted: Machine, tmp_path) -> None:
+    big = tmp_path / "big.ko"
+    big.write_bytes(b"\x7fELF" + bytes(2 << 20))
+    with pytest.raises(EmuError, match=r"big\.ko and its arguments are larger than the 2 MiB staging area"):
+        booted.insmod(big)
+    small = tmp_path / "small.ko"
+    small.write_bytes(b"\x7fELF" + bytes(1000))
+    with pytest.raises(EmuError, match=r"and its arguments are larger"):
+        booted.insmod(small, "x" * (2 << 20))
+    assert booted.read_file("/proc/cmdline") == "console=ttyS0 klpemu\n"
