@@ -232,3 +232,30 @@ def test_a_log_line_dropped_by_a_full_buffer_still_makes_the_snapshot_stale() ->
     snap = m.snapshot()
     m.klog.log("another line, dropped too")
     assert snap.stale
+
+
+def test_an_interrupted_run_leaves_no_child_running(booted: Machine, tmp_path) -> None:
+    """^C while a child runs: the child is killed and reaped before the
+    KeyboardInterrupt goes on up."""
+    started = tmp_path / "child.pid"
+
+    def long_run(m: Machine) -> None:
+        started.write_text(str(os.getpid()))
+        signal.pause()                                 # until killed
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)      # itimers are not inherited by a fork
+        with pytest.raises(KeyboardInterrupt):
+            booted.snapshot().run(long_run)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pid = int(started.read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)                    # reaped already
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
