@@ -72,11 +72,12 @@ class GuestCallError(EmuError):
 
 class ShellError(EmuError):
     """A file operation through the guest shell failed; .errno has the kernel's
-    errno, and .signal the signal that killed the shell's task (an oops
-    kills with SIGKILL or SIGSEGV, as the kernel's page_fault_oops and die
-    do), if that is how it failed."""
+    errno; if the shell's task died of a signal (an oops kills with SIGKILL
+    or SIGSEGV, as the kernel's page_fault_oops and die do), .signal is that
+    signal and .pid the task's pid."""
 
-    def __init__(self, message: str, *, errno: int, signal: int | None = None) -> None:
+    def __init__(self, message: str, *, errno: int, signal: int | None = None, pid: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
         self.signal = signal
+        self.pid = pid

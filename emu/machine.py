@@ -425,7 +425,8 @@ class Machine:
             said = [r.text for r in self.klog.records()[mark:]]
             if not said:
                 raise
-            raise ShellError(f"{exc} (kernel: {' / '.join(said)})", errno=exc.errno, signal=exc.signal) from None
+            raise ShellError(f"{exc} (kernel: {' / '.join(said)})", errno=exc.errno, signal=exc.signal,
+                             pid=exc.pid) from None
 
     # what `ls`/`stat` would see (emu.fs.files.FileTree: no syscall)
     def exists(self, path: str) -> bool:

@@ -15,7 +15,7 @@ def test_an_oops_in_the_shell_respawns_it(machine: Machine, crash: str, headline
     old_pid = machine.shell.pid
     with pytest.raises(ShellError, match=f"shell pid {old_pid} died during the command") as err:
         machine.write_file(DIRECT, crash)
-    assert err.value.signal == signal and err.value.errno == 4
+    assert err.value.signal == signal and err.value.errno == 4 and err.value.pid == old_pid
     assert headline in machine.dmesg_lines()
     assert len(machine.oopses) == 1
     # the next operation runs on a fresh shell, a new task

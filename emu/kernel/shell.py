@@ -163,7 +163,8 @@ class Shell:
             raise self._on_hang(task, seconds, exc.left_s if isinstance(exc, GuestIdle) else 0.0) from None
         if address in dead:
             signal = dead[address] & 0x7F or None
-            raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4, signal=signal)
+            raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4, signal=signal,
+                             pid=self.pid)
         return self._s64(self.layout.op + 8)
 
     def put_string(self, text: str) -> int:
