@@ -104,6 +104,6 @@ def test_with_the_watchdog_off_a_loop_with_preemption_off_is_reported_not_killed
     from test_faults import provoke
     machine = Machine(cpus=2, seed=0, watchdog_thresh_s=0, hung_task_timeout_s=0.2).boot()
     with pytest.raises(GuestHang, match=r"klpemu: guest hang: task sh:\d+ still running on CPU#\d after 0.2 seconds "
-                                        r"\(state:R, never in task context with preemption on"):
+                                        r"\(state:R, never where it may be killed \(task context, preemption on"):
         provoke(machine, "SOFTLOCKUP")
     assert "RIP: 0010:lkdtm_SOFTLOCKUP+0x" in machine.hung_task.hangs[0].report

@@ -70,7 +70,8 @@ def runaway_report(prog: Program, walker: StackWalker, cpu: Cpu | None, task: Ta
     """The host's report of a runnable task that never returns to the shell."""
     where = f"on CPU#{cpu.index}" if cpu is not None else "on no CPU"
     why = "not blocked: no hung task, and a preemptible loop is no soft lockup" if killable else \
-        "never in task context with preemption on and in no wait, so it is left running"
+        "never where it may be killed (task context, preemption on, no wait on a stack that walks " \
+        "reliably), so it is left running"
     head = (f"klpemu: guest hang: task {task.comm}:{task.pid} still running {where} "
             f"after {seconds:g} seconds (state:{task.state_letter}, {why})")
     if cpu is None:
