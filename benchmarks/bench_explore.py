@@ -7,7 +7,7 @@ and how soon each strategy finds the planted race.
   time on one core, and per second of host CPU (this process and its
   children, so that other processes' load does not count);
 - profile, per selftest: fork + exit of an empty child of the zygote, the
-  run in the child, the rest (classify, pickle, pipe); within the run, the
+  run in the child, the rest (classify, pickle, pipe: the total less the run and the fork); within the run, the
   emulation (Unicorn's emu_start, from a cProfile'd run of the same
   schedule) and the Python around it, split by package;
 - race: scenarios/race-callback.sh (fixtures/modules/klpemu_race_*.c) under
@@ -80,12 +80,13 @@ def profile(zygote: Zygote, rounds: int = 3) -> dict[str, object]:
     profiled = _timed_child(zygote, schedule, profiled=True)
     total = statistics.median(p["total_s"] for p in phases)
     run = statistics.median(p["run_s"] for p in phases)
+    fork = statistics.median(empty)
     emulation = min(profiled["emulation_s"], run)
     python = run - emulation
     shares = profiled["python_by_package"]
     whole = sum(shares.values()) or 1.0
-    return {"fork_exit_ms": round(statistics.median(empty) * 1e3, 2), "total_ms": round(total * 1e3, 2),
-            "run_ms": round(run * 1e3, 2), "rest_ms": round((total - run) * 1e3, 2),
+    return {"fork_exit_ms": round(fork * 1e3, 2), "total_ms": round(total * 1e3, 2),
+            "run_ms": round(run * 1e3, 2), "rest_ms": round(max(0.0, total - run - fork) * 1e3, 2),
             "emulation_ms": round(emulation * 1e3, 2), "python_ms": round(python * 1e3, 2),
             "python_by_package_ms": {k: round(python * v / whole * 1e3, 2)
                                      for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}}
