@@ -229,6 +229,16 @@ awk 'BEGIN { printf "%d|%5.2f|%-4s|%x\\n", "42abc", 3.14159, "ab", 255; x = 2 ^ 
                    "oneone\none  three\n3\n42| 3.14|ab  |ff\n1024 1 -1 -2\n")
 
 
+def test_awk_range_pattern_starts_each_run_off(shared: Machine, tmp_path: Path) -> None:
+    """POSIX awk: a range pattern matches from a record matching its start to
+    the next matching its stop; a program parsed once per process and run
+    again starts off, whatever the last run ended in."""
+    out, _, _ = sh(shared, tmp_path, """\
+for k in 1 2; do printf 'a\\nB\\nc\\nE\\nd\\nB\\ne\\n' | awk '/B/,/E/ { printf "%s", $0 } END { print "" }'; done
+""")
+    assert out == "BcEBe\nBcEBe\n"
+
+
 def test_awk_says_what_it_does_not_do(shared: Machine, tmp_path: Path) -> None:
     out, err, status = sh(shared, tmp_path, "echo x | awk '{ getline line }'; echo $?; "
                                             "echo x | awk '{ print > \"/tmp/f\" }'; echo $?\n")

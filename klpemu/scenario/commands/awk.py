@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable
 
 from klpemu.scenario import formats
@@ -378,7 +379,7 @@ class _Parser:
                     if self.is_op(","):
                         self.take()
                         self.opt_newlines()
-                        pattern = ("range", first, self.expr(), [False])
+                        pattern = ("range", first, self.expr())
                     else:
                         pattern = first
                 action = self.block() if self.is_op("{") else None
@@ -1091,7 +1092,10 @@ def _sprintf(values: list[Value]) -> str:
     return formats.printf(fmt, args, lambda message: None) if args or "%" in fmt else fmt
 
 
+@lru_cache(maxsize=256)
 def compile_program(source: str) -> _Parser:
+    """SOURCE parsed once per process: the parsed program keeps no state of
+    a run (a range pattern's on/off is the run's, in _records)."""
     parser = _Parser(source)
     parser.program()
     return parser
@@ -1171,6 +1175,7 @@ def _records(proc: "Proc", compiled: _Parser, env: Env, files: list[str]) -> int
     if all(_ASSIGN_OPERAND.match(s) for s in sources):
         sources.append("-")
     status = 0
+    in_range = [False] * len(compiled.items)    # each range pattern's state: between its start and stop
     for name in sources:
         if _ASSIGN_OPERAND.match(name):
             var, value = name.split("=", 1)
@@ -1191,19 +1196,19 @@ def _records(proc: "Proc", compiled: _Parser, env: Env, files: list[str]) -> int
             env.vars["FNR"] = num(env.vars["FNR"]) + 1
             env.set_record(line)
             try:
-                for pattern, action in compiled.items:
+                for k, (pattern, action) in enumerate(compiled.items):
                     if pattern is None:
                         hit = True
                     elif isinstance(pattern, tuple):
-                        _, start, stop, state = pattern
-                        if state[0]:
+                        _, start, stop = pattern
+                        if in_range[k]:
                             hit = True
                             if truth(stop(env)):
-                                state[0] = False
+                                in_range[k] = False
                         else:
                             hit = truth(start(env))
                             if hit and not truth(stop(env)):
-                                state[0] = True
+                                in_range[k] = True
                     else:
                         hit = truth(pattern(env))
                     if not hit:
