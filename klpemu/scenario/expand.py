@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from klpemu.scenario import patterns
 from klpemu.scenario.arith import ArithError, evaluate
@@ -44,14 +44,14 @@ def expand_words(sh: "ShellView", words: tuple[Word, ...]) -> list[str]:
     """The fields of WORDS: expanded, split and globbed (a command's arguments)."""
     out: list[str] = []
     for word in words:
-        if len(word) == 1 and type(word[0]) is Lit and not _magic_or_braces(word[0].text):
-            out.append(word[0].text)
-            continue
-        if any(type(p) is Lit and "{" in p.text for p in word):       # type: ignore[union-attr]
+        plan = _PLANS.get(id(word))
+        if plan is None or plan.word is not word:
+            plan = _plan(word)
+        if plan.braced:
             for braced in brace_expand(word):
-                out.extend(expand_word(sh, braced))
-            continue
-        out.extend(expand_word(sh, word))
+                out.extend(_expand_word(sh, braced))
+        else:
+            out.extend(plan.fields(sh))
     return out
 
 
@@ -130,20 +130,28 @@ def _sequence(text: str) -> list[str] | None:
     return [chr(v) for v in values]
 
 
-_MAGIC_OR_BRACE = re.compile(r"[*?[{]")
-
-
-def _magic_or_braces(text: str) -> bool:
-    return _MAGIC_OR_BRACE.search(text) is not None
+_GLOB_CHAR = re.compile(r"[*?[]")
 
 
 def expand_word(sh: "ShellView", word: Word) -> list[str]:
+    """The fields of WORD (no brace expansion: a redirection's target)."""
+    plan = _PLANS.get(id(word))
+    if plan is None or plan.word is not word:
+        plan = _plan(word)
+    return plan.fields(sh)
+
+
+def _expand_word(sh: "ShellView", word: Word) -> list[str]:
     segs: list[Segment] = []
     for part in word:
         _part(sh, part, segs, quoted=False)
-    fields = _split(segs, _ifs(sh))
+    return _fields(sh, segs)
+
+
+def _fields(sh: "ShellView", segs: list[Segment]) -> list[str]:
+    """SEGS split on IFS and globbed."""
     out: list[str] = []
-    for field in fields:
+    for field in _split(segs, _ifs(sh)):
         if patterns.has_magic(field):
             out.extend(_glob(sh, field))
         else:
@@ -154,12 +162,10 @@ def expand_word(sh: "ShellView", word: Word) -> list[str]:
 def expand_single(sh: "ShellView", word: Word) -> str:
     """WORD as one string: no splitting, no globbing ($@ joined by spaces),
     as assignments, [[ operands, case words and here-strings are."""
-    if len(word) == 1 and type(word[0]) in (Lit, Quoted):
-        return word[0].text          # type: ignore[union-attr]
-    segs: list[Segment] = []
-    for part in word:
-        _part(sh, part, segs, quoted=False)
-    return _join(segs)
+    plan = _PLANS.get(id(word))
+    if plan is None or plan.word is not word:
+        plan = _plan(word)
+    return plan.single(sh)
 
 
 def expand_pattern(sh: "ShellView", word: Word) -> str:
@@ -184,6 +190,8 @@ def expand_regex(sh: "ShellView", word: Word) -> str:
 
 def expand_template(sh: "ShellView", word: Word) -> str:
     """A here-document's body or an arithmetic text: everything as if quoted."""
+    if len(word) == 1 and type(word[0]) in (Lit, Quoted):
+        return word[0].text          # type: ignore[union-attr]
     segs: list[Segment] = []
     for part in word:
         _part(sh, part, segs, quoted=True)
@@ -201,6 +209,162 @@ def evaluate_text(sh: "ShellView", text: str) -> int:
         return evaluate(text, sh.arith_vars)
     except ArithError as exc:
         raise ArithExpansionError(f"{exc.expression or text.lstrip()}: {exc}") from None
+
+
+# ---------------------------------------------------------------- plans
+# A word of the tree is planned once per process: what its expansion can
+# skip is decided from its parts, not found out again each time it runs.
+# A plan's `fields` gives expand_word's fields, `single` expand_single's
+# string. Most words need no splitting and no globbing: a literal, a
+# quoted text, "…" of literals and plain parameters ("$1", "$mod.ko");
+# their fields are their parts' texts joined. A lone unquoted $NAME is
+# split (and globbed) only when its value has an IFS or glob character.
+# Everything else takes the general way (segments, _split, _glob).
+# Plans are kept by the word's identity (the tree's words live as long as
+# their cached tree; a plan holds its word so that the id stays its own).
+_MAX_PLANS = 1 << 16
+SPECIAL = frozenset("@*#?$!-_")       # the special parameters (Shell.SPECIAL)
+Getter = Callable[["ShellView"], str]
+
+
+class _Plan:
+    __slots__ = ("word", "braced", "fields", "single")
+
+    def __init__(self, word: Word) -> None:
+        self.word = word
+        self.braced = any(type(p) is Lit and "{" in p.text for p in word)    # type: ignore[union-attr]
+        self.fields: Callable[["ShellView"], list[str]] = _plan_fields(word)
+        self.single: Getter = _plan_single(word)
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(word: Word) -> _Plan:
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    plan = _PLANS[id(word)] = _Plan(word)
+    return plan
+
+
+def _plain_param(part: Part) -> bool:
+    """$NAME / ${NAME}: no operator, no subscript, not $@ or $*."""
+    return type(part) is Param and part.op == "" and part.index is None and part.name not in ("@", "*")  # type: ignore[union-attr]
+
+
+def _one_string(part: Part) -> bool:
+    """PART, quoted, expands to segments of one field (no $@ or ${A[@]}
+    anywhere in it to make field breaks)."""
+    kind = type(part)
+    if kind is DQ:
+        return all(_one_string(p) for p in part.parts)              # type: ignore[union-attr]
+    if kind is Param:
+        return part.name not in ("@", "*") and part.index is None and part.op not in ("!", "!@") and \
+            all(_one_string(p) for p in part.arg or ())             # type: ignore[union-attr]
+    return True
+
+
+def _param_getter(name: str) -> Callable[["ShellView"], str | None]:
+    """The value of $NAME (None when unset), as _value has it."""
+    if name in SPECIAL:
+        return lambda sh: sh.special(name)
+    if name.isdigit():
+        k = int(name)
+        if k == 0:
+            return lambda sh: sh.script_name
+        return lambda sh: sh.positional[k - 1] if k <= len(sh.positional) else None
+    return lambda sh: sh.variable(name)
+
+
+def _plain_getter(name: str) -> Getter:
+    """$NAME as text: "" when unset (an error under set -u)."""
+    value_of = _param_getter(name)
+
+    def get(sh: "ShellView") -> str:
+        value = value_of(sh)
+        if value is None:
+            if "u" in sh.options:
+                raise ExpansionError(f"{name}: unbound variable")
+            return ""
+        return value
+    return get
+
+
+def _part_getter(part: Part, quoted: bool) -> Getter:
+    """PART's segments, joined (quoted: inside "…")."""
+    kind = type(part)
+    if kind is Lit or kind is Quoted:
+        text = part.text                                            # type: ignore[union-attr]
+        return lambda sh: text
+    if _plain_param(part):
+        return _plain_getter(part.name)                             # type: ignore[union-attr]
+
+    def get(sh: "ShellView") -> str:
+        segs: list[Segment] = []
+        _part(sh, part, segs, quoted)
+        return _join(segs)
+    return get
+
+
+def _joined(getters: list[Getter]) -> Getter:
+    if len(getters) == 1:
+        return getters[0]
+    return lambda sh: "".join([get(sh) for get in getters])
+
+
+def _plan_single(word: Word) -> Getter:
+    if all(type(p) in (Lit, Quoted) for p in word):
+        text = "".join(p.text for p in word)                        # type: ignore[union-attr]
+        return lambda sh: text
+    getters: list[Getter] = []
+    for part in word:
+        if type(part) is DQ and _one_string(part):
+            getters.extend(_part_getter(inner, True) for inner in part.parts)   # type: ignore[union-attr]
+        else:
+            getters.append(_part_getter(part, False))
+    return _joined(getters)
+
+
+def _plan_fields(word: Word) -> Callable[["ShellView"], list[str]]:
+    if len(word) == 1 and _plain_param(word[0]):
+        return _plain_fields(word[0].name)                          # type: ignore[union-attr]
+    getters: list[Getter] = []
+    for part in word:
+        kind = type(part)
+        if kind is Lit and _GLOB_CHAR.search(part.text) is None:      # type: ignore[union-attr]
+            getters.append(_part_getter(part, False))
+        elif kind is Quoted or kind is Tilde:
+            getters.append(_part_getter(part, False))
+        elif kind is DQ and _one_string(part):
+            getters.extend(_part_getter(inner, True) for inner in part.parts)   # type: ignore[union-attr]
+        else:
+            return lambda sh: _expand_word(sh, word)
+    if all(type(p) is Lit for p in word):
+        text = "".join(p.text for p in word)                        # type: ignore[union-attr]
+        return (lambda sh: [text]) if text else (lambda sh: [])
+    get = _joined(getters)
+    return lambda sh: [get(sh)]
+
+
+def _plain_fields(name: str) -> Callable[["ShellView"], list[str]]:
+    """An unquoted $NAME: its value, split and globbed when it has to be."""
+    value_of = _param_getter(name)
+
+    def fields(sh: "ShellView") -> list[str]:
+        value = value_of(sh)
+        if value is None:
+            if "u" in sh.options:
+                raise ExpansionError(f"{name}: unbound variable")
+            return []
+        if not value:
+            return []
+        ifs = sh.vars.get("IFS")
+        if ifs is None:
+            ifs = DEFAULT_IFS
+        if (ifs and any(c in value for c in ifs)) or _GLOB_CHAR.search(value) is not None:
+            return _fields(sh, [(value, False, True)])
+        return [value]
+    return fields
 
 
 # ---------------------------------------------------------------- parts

@@ -98,7 +98,7 @@ class _State:
 
 
 class Shell:
-    SPECIAL = frozenset("@*#?$!-_")
+    SPECIAL = expand.SPECIAL
     declaration_builtins = frozenset(("local", "declare", "typeset", "export", "readonly"))
 
     def __init__(self, machine: "Machine", terminal: Terminal, ns: Namespace, *, script_name: str,
