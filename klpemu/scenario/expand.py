@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Union
 
 from klpemu.scenario import patterns
 from klpemu.scenario.arith import ArithError, evaluate
+from klpemu.scenario.memo import ByNode
 from klpemu.scenario.nodes import DQ, Arith, CmdSub, Lit, Param, Part, ProcSub, Quoted, Tilde, Word
 
 if TYPE_CHECKING:
@@ -44,9 +45,7 @@ def expand_words(sh: "ShellView", words: tuple[Word, ...]) -> list[str]:
     """The fields of WORDS: expanded, split and globbed (a command's arguments)."""
     out: list[str] = []
     for word in words:
-        plan = _PLANS.get(id(word))
-        if plan is None or plan.word is not word:
-            plan = _plan(word)
+        plan = _plan(word)
         if plan.braced:
             for braced in brace_expand(word):
                 out.extend(_expand_word(sh, braced))
@@ -135,10 +134,7 @@ _GLOB_CHAR = re.compile(r"[*?[]")
 
 def expand_word(sh: "ShellView", word: Word) -> list[str]:
     """The fields of WORD (no brace expansion: a redirection's target)."""
-    plan = _PLANS.get(id(word))
-    if plan is None or plan.word is not word:
-        plan = _plan(word)
-    return plan.fields(sh)
+    return _plan(word).fields(sh)
 
 
 def _expand_word(sh: "ShellView", word: Word) -> list[str]:
@@ -162,10 +158,7 @@ def _fields(sh: "ShellView", segs: list[Segment]) -> list[str]:
 def expand_single(sh: "ShellView", word: Word) -> str:
     """WORD as one string: no splitting, no globbing ($@ joined by spaces),
     as assignments, [[ operands, case words and here-strings are."""
-    plan = _PLANS.get(id(word))
-    if plan is None or plan.word is not word:
-        plan = _plan(word)
-    return plan.single(sh)
+    return _plan(word).single(sh)
 
 
 def expand_pattern(sh: "ShellView", word: Word) -> str:
@@ -212,39 +205,28 @@ def evaluate_text(sh: "ShellView", text: str) -> int:
 
 
 # ---------------------------------------------------------------- plans
-# A word of the tree is planned once per process: what its expansion can
-# skip is decided from its parts, not found out again each time it runs.
-# A plan's `fields` gives expand_word's fields, `single` expand_single's
-# string. Most words need no splitting and no globbing: a literal, a
-# quoted text, "…" of literals and plain parameters ("$1", "$mod.ko");
-# their fields are their parts' texts joined. A lone unquoted $NAME is
-# split (and globbed) only when its value has an IFS or glob character.
-# Everything else takes the general way (segments, _split, _glob).
-# Plans are kept by the word's identity (the tree's words live as long as
-# their cached tree; a plan holds its word so that the id stays its own).
-_MAX_PLANS = 1 << 16
+# A word of the tree is planned once per process (memo.ByNode): what its
+# expansion can skip is decided from its parts, not found out again each
+# time it runs. A plan's `fields` gives expand_word's fields, `single`
+# expand_single's string. Most words need no splitting and no globbing:
+# a literal, a quoted text, "…" of literals and plain parameters ("$1",
+# "$mod.ko"); their fields are their parts' texts joined. A lone unquoted
+# $NAME is split (and globbed) only when its value has an IFS or glob
+# character. Everything else takes the general way (segments, _split, _glob).
 SPECIAL = frozenset("@*#?$!-_")       # the special parameters (Shell.SPECIAL)
 Getter = Callable[["ShellView"], str]
 
 
 class _Plan:
-    __slots__ = ("word", "braced", "fields", "single")
+    __slots__ = ("braced", "fields", "single")
 
     def __init__(self, word: Word) -> None:
-        self.word = word
         self.braced = any(type(p) is Lit and "{" in p.text for p in word)    # type: ignore[union-attr]
         self.fields: Callable[["ShellView"], list[str]] = _plan_fields(word)
         self.single: Getter = _plan_single(word)
 
 
-_PLANS: dict[int, _Plan] = {}
-
-
-def _plan(word: Word) -> _Plan:
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    plan = _PLANS[id(word)] = _Plan(word)
-    return plan
+_plan: ByNode[Word, _Plan] = ByNode(_Plan)
 
 
 def _plain_param(part: Part) -> bool:

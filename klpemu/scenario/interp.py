@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 from klpemu.scenario import expand, patterns
 from klpemu.scenario.arith import ArithError
 from klpemu.scenario.fs import FsError, Namespace
+from klpemu.scenario.memo import ByNode
 from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, CondAnd, CondBinary, CondExpr,
                                    CondNot, CondOr, CondUnary, CondWord, For, FunctionDef, Group, HereDoc, If,
                                    Loop, Pipeline, Program, Redir, Sequence, Simple, Subshell, Word, literal)
@@ -642,8 +643,7 @@ class Shell:
         if literal(words[0]) not in self.declaration_builtins:
             return expand.expand_words(self, words)
         argv = [literal(words[0]) or ""]
-        for word in words[1:]:
-            target = assignment_parts(word)
+        for word, target in _declaration_arguments(words):
             if target is None:
                 argv.extend(expand.expand_word(self, word))
                 continue
@@ -979,6 +979,14 @@ class Shell:
     def _integer(self, text: str) -> int:
         """An operand of [[ -eq … ]]: an arithmetic expression."""
         return expand.evaluate_text(self, text)
+
+
+def _assignments_of(words: tuple[Word, ...]) -> tuple[tuple[Word, tuple | None], ...]:
+    """The arguments of a declaration builtin, each with its NAME=VALUE parts (or None)."""
+    return tuple((word, assignment_parts(word)) for word in words[1:])
+
+
+_declaration_arguments: ByNode[tuple[Word, ...], tuple[tuple[Word, tuple | None], ...]] = ByNode(_assignments_of)
 
 
 def _shell_quote(text: str) -> str:
