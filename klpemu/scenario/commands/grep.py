@@ -84,6 +84,8 @@ def grep(proc: "Proc") -> int:
     except PatternError as exc:
         proc.err(f"grep: {exc}\n")
         return 2
+    only, invert = "o" in flags, "v" in flags
+    searches = [rx.search for rx in regexes]
     sources = files or ["-"]
     prefix = ("H" in flags or len(sources) > 1) and "h" not in flags
     out: list[str] = []
@@ -105,9 +107,12 @@ def grep(proc: "Proc") -> int:
         for n, line in enumerate(lines, 1):
             if max_count is not None and count >= max_count:
                 break
-            hits = [m for rx in regexes for m in ([rx.search(line)] if "o" not in flags else rx.finditer(line))
-                    if m is not None]
-            if bool(hits) == ("v" in flags):
+            if only:
+                hits = [m for rx in regexes for m in rx.finditer(line)]
+                hit = bool(hits)
+            else:
+                hit = any(search(line) is not None for search in searches)
+            if hit == invert:
                 continue
             count += 1
             matched = True
@@ -116,7 +121,7 @@ def grep(proc: "Proc") -> int:
             if "c" in flags or "l" in flags:
                 continue
             lead = (f"{shown}:" if prefix else "") + (f"{n}:" if "n" in flags else "")
-            if "o" in flags and "v" not in flags:
+            if only and not invert:
                 out.extend(f"{lead}{m.group()}\n" for m in sorted(hits, key=lambda m: m.start()) if m.group())
             else:
                 out.append(f"{lead}{line}\n")
