@@ -169,6 +169,21 @@ def expand_pattern(sh: "ShellView", word: Word) -> str:
     return patterns.glob_regex((t, q) for s in segs if s is not None for t, q, _ in (s,))
 
 
+_PATTERN_CHAR = re.compile(r"[*?[\\]")     # what glob_regex reads in unquoted text
+
+
+def match_pattern(sh: "ShellView", word: Word, subject: str) -> bool:
+    """SUBJECT matches the glob WORD (case, [[ == ]]); a pattern with no
+    unquoted * ? [ or \\ is its text, and matches only itself."""
+    segs: list[Segment] = []
+    for part in word:
+        _part(sh, part, segs, quoted=False)
+    if all(s is None or s[1] or _PATTERN_CHAR.search(s[0]) is None for s in segs):
+        return subject == "".join(s[0] for s in segs if s is not None)
+    regex = patterns.glob_regex((t, q) for s in segs if s is not None for t, q, _ in (s,))
+    return patterns.compile_glob(regex).fullmatch(subject) is not None
+
+
 def expand_regex(sh: "ShellView", word: Word) -> str:
     """The right side of [[ =~ ]]: an ERE whose quoted parts are literal."""
     segs: list[Segment] = []

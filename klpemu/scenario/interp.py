@@ -579,8 +579,7 @@ class Shell:
             fall = False
             status = 0
             for item in cmd.items:
-                if not fall and not any(patterns.compile_glob(expand.expand_pattern(self, p)).fullmatch(word)
-                                        for p in item.patterns):
+                if not fall and not any(expand.match_pattern(self, p, word) for p in item.patterns):
                     continue
                 status = self.run_sequence(item.body, fds)
                 if item.terminator == ";;":
@@ -957,9 +956,7 @@ class Shell:
         op = expr.op
         left = expand.expand_single(self, expr.left)
         if op in ("==", "=", "!="):
-            regex = expand.expand_pattern(self, expr.right)
-            hit = patterns.compile_glob(regex).fullmatch(left) is not None
-            return hit != (op == "!=")
+            return expand.match_pattern(self, expr.right, left) != (op == "!=")
         if op == "=~":
             try:
                 rx = re.compile(expand.expand_regex(self, expr.right))
