@@ -15,7 +15,7 @@ from klpemu.scenario.fs import FsError
 from klpemu.scenario.process import ExitSignal, LoopSignal, ReturnSignal
 from klpemu.scenario.programs import kill_builtin, wait_builtin
 from klpemu.scenario.testexpr import test_command
-from klpemu.scenario.variables import Var, VariableError
+from klpemu.scenario.variables import VariableError
 
 if TYPE_CHECKING:
     from klpemu.scenario.process import Proc
@@ -93,7 +93,7 @@ def _declare_one(proc: "Proc", arg: str, *, local: bool, flags: set[str], off: s
         return proc.builtin_error(f"`{arg}': not a valid identifier")
     var = sh.vars.declare_local(name) if local else sh.vars.lookup(name)
     if var is None:
-        var = sh.vars.globals[name] = Var(None)
+        var = sh.vars.new_global(name)
     if "i" in flags:
         var.integer = True
     if "i" in off:
@@ -211,7 +211,7 @@ def export(proc: "Proc") -> int:
                 continue
         var = sh.vars.lookup(name)
         if var is None:
-            var = sh.vars.globals[name] = Var(None)
+            var = sh.vars.new_global(name)
         var.exported = not unexport
     return status
 

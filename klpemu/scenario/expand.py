@@ -44,8 +44,10 @@ class ArithExpansionError(ExpansionError):
 def expand_words(sh: "ShellView", words: tuple[Word, ...]) -> list[str]:
     """The fields of WORDS: expanded, split and globbed (a command's arguments)."""
     out: list[str] = []
+    plans = _plan.entries
     for word in words:
-        plan = _plan(word)
+        entry = plans.get(id(word))                   # (_plan(word), inline: the commonest call there is)
+        plan = entry[1] if entry is not None and entry[0] is word else _plan(word)
         if plan.braced:
             for braced in brace_expand(word):
                 out.extend(_expand_word(sh, braced))
@@ -158,7 +160,8 @@ def _fields(sh: "ShellView", segs: list[Segment]) -> list[str]:
 def expand_single(sh: "ShellView", word: Word) -> str:
     """WORD as one string: no splitting, no globbing ($@ joined by spaces),
     as assignments, [[ operands, case words and here-strings are."""
-    return _plan(word).single(sh)
+    entry = _plan.entries.get(id(word))
+    return (entry[1] if entry is not None and entry[0] is word else _plan(word)).single(sh)
 
 
 def expand_pattern(sh: "ShellView", word: Word) -> str:

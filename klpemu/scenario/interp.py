@@ -686,7 +686,7 @@ class Shell:
 
     def _with_prefix(self, cmd: Simple, argv: list[str], fds: Fds) -> int:
         """VAR=value CMD: the assignments hold for CMD only."""
-        self.vars.scopes.append({})
+        self.vars.push_scope()
         try:
             try:
                 for a in cmd.assigns:
@@ -696,7 +696,7 @@ class Shell:
                 return self._expansion_failed(exc, fds)
             return self.call(argv, fds, cmd.line)
         finally:
-            self.vars.scopes.pop()
+            self.vars.pop_scope()
 
     def lookup(self, name: str) -> tuple[str, object] | None:
         """What NAME runs: ('function', def), ('builtin'|'helper'|'command', fn), or None."""
@@ -780,7 +780,7 @@ class Shell:
         saved = self.positional, self.source, self.line
         self.positional = argv[1:]
         self.source = fdef.source or self.source
-        self.vars.scopes.append({})
+        self.vars.push_scope()
         self.depth += 1
         self.function_depth += 1
         funcname = self.vars.array("FUNCNAME")
@@ -793,7 +793,7 @@ class Shell:
         finally:
             self.depth -= 1
             self.function_depth -= 1
-            self.vars.scopes.pop()
+            self.vars.pop_scope()
             if funcname:
                 self.vars.set_array("FUNCNAME", [funcname[k] for k in sorted(funcname)])
             else:

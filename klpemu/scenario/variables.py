@@ -5,7 +5,7 @@ array (index -> string); attributes: exported, readonly, integer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class VariableError(Exception):
@@ -24,38 +24,75 @@ class Var:
         return Var(value, self.exported, self.readonly, self.integer)
 
 
-@dataclass
 class Variables:
-    globals: dict[str, Var] = field(default_factory=dict)
-    scopes: list[dict[str, Var]] = field(default_factory=list)
+    """The globals and the function scopes (innermost last), with an index
+    of what each name means now: a lookup is one dict access however deep
+    the calls are. Scopes come and go by push_scope/pop_scope, globals are
+    made by set, set_array or new_global, so that the index keeps up."""
+
+    def __init__(self, globals: dict[str, Var] | None = None, scopes: list[dict[str, Var]] | None = None) -> None:
+        self.globals: dict[str, Var] = {} if globals is None else globals
+        self.scopes: list[dict[str, Var]] = [] if scopes is None else scopes
+        # name -> (the variable it means, the dict that holds it)
+        self._visible: dict[str, tuple[Var, dict[str, Var]]] = {}
+        for scope in (self.globals, *self.scopes):
+            for name, var in scope.items():
+                self._visible[name] = (var, scope)
 
     def lookup(self, name: str) -> Var | None:
-        for scope in reversed(self.scopes):
-            var = scope.get(name)
-            if var is not None:
-                return var
-        return self.globals.get(name)
+        entry = self._visible.get(name)
+        return None if entry is None else entry[0]
 
     def get(self, name: str) -> str | None:
         """$NAME: a string's value, an array's element 0; None when unset."""
-        var = self.lookup(name)
-        if var is None or var.value is None:
+        entry = self._visible.get(name)
+        if entry is None:
             return None
-        if isinstance(var.value, dict):
-            return var.value.get(0)
-        return var.value
+        value = entry[0].value
+        if isinstance(value, dict):
+            return value.get(0)
+        return value
 
     def _home(self, name: str) -> dict[str, Var]:
-        for scope in reversed(self.scopes):
-            if name in scope:
-                return scope
-        return self.globals
+        entry = self._visible.get(name)
+        return self.globals if entry is None else entry[1]
+
+    def _var(self, name: str) -> Var:
+        """NAME's variable, made a global (unset) when there is none."""
+        entry = self._visible.get(name)
+        if entry is not None:
+            return entry[0]
+        return self.new_global(name)
+
+    def new_global(self, name: str) -> Var:
+        """A new global NAME (declared, not set), where no variable NAME is."""
+        var = self.globals[name] = Var(None)
+        self._visible[name] = (var, self.globals)
+        return var
+
+    def push_scope(self) -> None:
+        """A function's (or a prefix assignment's) scope begins."""
+        self.scopes.append({})
+
+    def pop_scope(self) -> None:
+        """The innermost scope ends: its names mean what they meant before it."""
+        scope = self.scopes.pop()
+        visible = self._visible
+        for name in scope:
+            for outer in reversed(self.scopes):
+                var = outer.get(name)
+                if var is not None:
+                    visible[name] = (var, outer)
+                    break
+            else:
+                var = self.globals.get(name)
+                if var is not None:
+                    visible[name] = (var, self.globals)
+                else:
+                    del visible[name]
 
     def set(self, name: str, value: str, index: int | None = None, append: bool = False) -> Var:
-        home = self._home(name)
-        var = home.get(name)
-        if var is None:
-            var = home[name] = Var(None)
+        var = self._var(name)
         if var.readonly:
             raise VariableError(f"{name}: readonly variable")
         if index is None and not isinstance(var.value, dict):
@@ -72,15 +109,15 @@ class Variables:
         return var
 
     def set_array(self, name: str, items: list[str], append: bool = False) -> Var:
-        home = self._home(name)
-        var = home.get(name)
-        if var is None:
-            var = home[name] = Var(None)
+        var = self._var(name)
         if var.readonly:
             raise VariableError(f"{name}: readonly variable")
+        if not append:
+            var.value = dict(enumerate(items))
+            return var
         old = var.value if isinstance(var.value, dict) else ({0: var.value} if var.value is not None else {})
-        start = (max(old) + 1 if old else 0) if append else 0
-        var.value = (dict(old) if append else {}) | {start + k: v for k, v in enumerate(items)}
+        start = max(old) + 1 if old else 0
+        var.value = dict(old) | {start + k: v for k, v in enumerate(items)}
         return var
 
     def array(self, name: str) -> dict[int, str]:
@@ -99,6 +136,7 @@ class Variables:
         if var is None:
             outer = self.lookup(name)
             var = scope[name] = Var(None, exported=bool(outer and outer.exported))
+            self._visible[name] = (var, scope)
         return var
 
     def unset(self, name: str, index: int | None = None) -> None:
@@ -113,6 +151,7 @@ class Variables:
             return
         if home is self.globals:
             del home[name]
+            del self._visible[name]
         else:
             var.value = None         # bash: an unset local stays local (and unset)
 
