@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([^]]*)\])?(\+?=)(.*)", re.S)
+_ECHO_OPTIONS = re.compile(r"-[neE]+")
+_OPTION_LETTERS = re.compile(r"[-+][A-Za-z]+")
 TRAP_SIGNALS = {"0": "EXIT", "1": "HUP", "2": "INT", "3": "QUIT", "15": "TERM", "10": "USR1", "12": "USR2",
                 "13": "PIPE", "14": "ALRM", "17": "CHLD"}
 UNSUPPORTED = ("getopts", "jobs", "fg", "bg", "disown", "suspend", "ulimit", "umask", "alias", "unalias",
@@ -42,7 +44,7 @@ def echo(proc: "Proc") -> int:
     args = proc.args
     newline, escapes = True, False
     k = 0
-    while k < len(args) and re.fullmatch(r"-[neE]+", args[k]):
+    while k < len(args) and _ECHO_OPTIONS.fullmatch(args[k]):
         for letter in args[k][1:]:
             if letter == "n":
                 newline = False
@@ -122,7 +124,7 @@ def _flags(proc: "Proc", allowed: str) -> tuple[set[str], set[str], list[str]] |
     flags: set[str] = set()
     off: set[str] = set()
     args = list(proc.args)
-    while args and re.fullmatch(r"[-+][A-Za-z]+", args[0]):
+    while args and _OPTION_LETTERS.fullmatch(args[0]):
         opt = args.pop(0)
         for letter in opt[1:]:
             if letter not in allowed:
@@ -295,7 +297,7 @@ def set_builtin(proc: "Proc") -> int:
                 return proc.builtin_error(f"{name}: invalid option name", 2)
             _set_option(sh, _LONG_OPTIONS[name], a == "-o")
             continue
-        if re.fullmatch(r"[-+][A-Za-z]+", a):
+        if _OPTION_LETTERS.fullmatch(a):
             args.pop(0)
             for letter in a[1:]:
                 if letter not in "euxfvCahB":

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, patterns
 from klpemu.scenario.arith import ArithError
+from klpemu.scenario.compiler import compiled_sequence
 from klpemu.scenario.fs import FsError, Namespace
 from klpemu.scenario.memo import ByNode
 from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, CondAnd, CondBinary, CondExpr,
@@ -267,66 +268,9 @@ class Shell:
 
     # ------------------------------------------------------------ lists
     def run_sequence(self, seq: Sequence, fds: Fds) -> int:
-        status = 0
-        for item in seq.items:
-            if item.background:
-                status = self.run_background(item.command, fds)
-            else:
-                status = self.run_and_or(item.command, fds)
-        return status
-
-    def run_and_or(self, node: AndOr, fds: Fds) -> int:
-        if not node.rest:
-            return self.run_pipeline(node.first, fds, last=True)
-        self.ignore_errexit += 1
-        try:
-            status = self.run_pipeline(node.first, fds, last=False)
-        finally:
-            self.ignore_errexit -= 1
-        for k, (op, pipe) in enumerate(node.rest):
-            if (op == "&&") != (status == 0):
-                continue
-            if k == len(node.rest) - 1:
-                status = self.run_pipeline(pipe, fds, last=True)
-            else:
-                self.ignore_errexit += 1
-                try:
-                    status = self.run_pipeline(pipe, fds, last=False)
-                finally:
-                    self.ignore_errexit -= 1
-        return status
-
-    def run_pipeline(self, pipe: Pipeline, fds: Fds, last: bool) -> int:
-        """A pipeline, its step (at the script's top level) and `set -e`."""
-        exempt = not last or pipe.negate or self.ignore_errexit > 0
-        if pipe.negate:
-            self.ignore_errexit += 1
-        step: Step | None = None
-        mark = len(self.result.streams)
-        if self.depth == 0 and self.subshells == 0 and isinstance(pipe.commands[0], Simple):
-            step = Step("", pipe.line)
-            self._step_verb = None
-        try:
-            if len(pipe.commands) == 1:
-                status = self.run_command(pipe.commands[0], fds)
-            else:
-                status = self._run_stages(pipe, fds)
-        except ExitSignal as sig:
-            if step is not None:
-                self._record(step, pipe, sig.status, exempt=False, mark=mark, exiting=True)
-            raise
-        finally:
-            if pipe.negate:
-                self.ignore_errexit -= 1
-        if pipe.negate:
-            status = int(status == 0)
-        self.last_status = status
-        if step is not None:
-            self._record(step, pipe, status, exempt, mark)
-        if status and not exempt and "e" in self.options and (
-                len(pipe.commands) > 1 or isinstance(pipe.commands[0], (Simple, Subshell))):
-            raise ExitSignal(status)
-        return status
+        """SEQ's commands (compiler.py), its last one's status."""
+        entry = compiled_sequence.entries.get(id(seq))     # (compiled_sequence(seq), inline)
+        return (entry[1] if entry is not None and entry[0] is seq else compiled_sequence(seq))(self, fds)
 
     def _record(self, step: Step, pipe: Pipeline, status: int, exempt: bool, mark: int,
                 exiting: bool = False) -> None:
@@ -795,7 +739,7 @@ class Shell:
             self.function_depth -= 1
             self.vars.pop_scope()
             if funcname:
-                self.vars.set_array("FUNCNAME", [funcname[k] for k in sorted(funcname)])
+                self.vars.set_array("FUNCNAME", callers)
             else:
                 self.vars.unset("FUNCNAME")
             self.positional, self.source, self.line = saved
