@@ -260,6 +260,16 @@ echo abc | sed -E 's/(a)(b)/\\2\\1/'; echo abc | sed 'y/abc/xyz/'; echo "$?"
     assert err == "sed: -e expression #1, char 1: the `y' command is not supported (supported: s, d, p, q, =)\n"
 
 
+def test_sed_range_starts_each_run_off(shared: Machine, tmp_path: Path) -> None:
+    """POSIX sed: an address range applies from a line matching its first
+    address to the next matching its second; a script parsed once per
+    process and run again starts outside its range."""
+    out, _, _ = sh(shared, tmp_path, """\
+for k in 1 2; do printf 'a\\nB\\nc\\nE\\nd\\nB\\ne\\n' | sed -n '/B/,/E/p' | tr -d '\\n'; echo; done
+""")
+    assert out == "BcEBe\nBcEBe\n"
+
+
 def test_grep_options(shared: Machine, tmp_path: Path) -> None:
     out, err, _ = sh(shared, tmp_path, r"""
 printf 'a tainting kernel\nlivepatch: x\nb taints kernel\ntest_klp: y\nz\n' | grep -e 'livepatch:' -e 'test_klp' -e taint | grep -v '\(tainting\|taints\) kernel'

@@ -5,6 +5,7 @@ input, with the options scripts use: -e -E -F -G -i -v -w -x -q -s -c -n
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from klpemu.scenario.fs import FsError
@@ -136,6 +137,7 @@ def grep(proc: "Proc") -> int:
     return 0 if matched else 1
 
 
+@lru_cache(maxsize=512)
 def _compile(pattern: str, mode: str, ignore_case: bool, word: bool, line: bool) -> re.Pattern[str]:
     if mode == "F":
         body = re.escape(pattern)
