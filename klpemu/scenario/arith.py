@@ -8,6 +8,7 @@ an unset or empty variable is 0.
 """
 from __future__ import annotations
 
+import operator
 import re
 from functools import lru_cache
 from typing import Callable, Protocol
@@ -45,6 +46,8 @@ MAX_DEPTH = 1024                  # bash: "expression recursion level exceeded"
 
 
 def wrap(v: int) -> int:
+    if -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF:
+        return v
     v &= (1 << 64) - 1
     return v - (1 << 64) if v >> 63 else v
 
@@ -304,9 +307,6 @@ class _Evaluator:
 def evaluate(text: str, variables: Variables) -> int:
     """The value of TEXT (already expanded: no $ left), with bash's side effects
     on VARIABLES."""
-    stripped = text.strip()
-    if _INTEGER.fullmatch(stripped):                  # a constant: the commonest expression there is
-        return integer(stripped)
     try:
         return _evaluate(text, variables, 0)
     except RecursionError:                # parentheses nested beyond what recursion allows
@@ -315,9 +315,12 @@ def evaluate(text: str, variables: Variables) -> int:
 
 def _evaluate(text: str, variables: Variables, depth: int) -> int:
     compiled = _compiled(text)
-    if compiled is None:
-        return _Evaluator(text, variables, depth).run()
-    return compiled(variables, depth)
+    if compiled is not None:
+        return compiled(variables, depth)
+    stripped = text.strip()
+    if _INTEGER.fullmatch(stripped):      # a constant with no compiled form (a bad one: its error)
+        return integer(stripped)
+    return _Evaluator(text, variables, depth).run()
 
 
 # ---------------------------------------------------------------- compiled expressions
@@ -361,6 +364,8 @@ def _variable(variables: Variables, depth: int, name: str, index: int | None) ->
     raw = variables.get(name, index).strip()
     if not raw:
         return 0
+    if raw.isdigit() and raw.isascii() and (raw[0] != "0" or len(raw) == 1):
+        return wrap(int(raw))                        # (number()'s decimal case)
     if _INTEGER.fullmatch(raw):
         return integer(raw)
     if depth >= MAX_DEPTH:
@@ -533,6 +538,10 @@ def _binary(op: str, left: Compiled, right: Compiled, token: str) -> Compiled:
     if op == "||":
         return lambda v, d: int(bool(left(v, d)) or bool(right(v, d)))
 
+    compare = _COMPARISONS.get(op)
+    if compare is not None:
+        return lambda v, d: int(compare(left(v, d), right(v, d)))
+
     def binary(v: Variables, d: int) -> int:
         a = left(v, d)
         b = right(v, d)
@@ -541,3 +550,7 @@ def _binary(op: str, left: Compiled, right: Compiled, token: str) -> Compiled:
         except _DivisionByZero:
             raise ArithError(f"division by 0 (error token is \"{token}\")") from None
     return binary
+
+
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from emu import Machine
 
 PRINTING_BUILTINS = frozenset({"echo", "printf", ":", "true", "false"})
+DECLARATION_BUILTINS = frozenset(("local", "declare", "typeset", "export", "readonly"))
 MAX_NESTING = 1000               # bash's FUNCNEST default is unlimited; a runaway recursion stops here
 
 
@@ -101,7 +102,6 @@ class _State:
 
 class Shell:
     SPECIAL = expand.SPECIAL
-    declaration_builtins = frozenset(("local", "declare", "typeset", "export", "readonly"))
 
     def __init__(self, machine: "Machine", terminal: Terminal, ns: Namespace, *, script_name: str,
                  source_name: str, commands: dict[str, CommandFn], builtins: dict[str, CommandFn],
@@ -583,7 +583,7 @@ class Shell:
         declare, export … are not split (bash's declaration builtins)."""
         if not words:
             return []
-        if literal(words[0]) not in self.declaration_builtins:
+        if literal(words[0]) not in DECLARATION_BUILTINS:
             return expand.expand_words(self, words)
         argv = [literal(words[0]) or ""]
         for word, target in _declaration_arguments(words):
@@ -667,12 +667,17 @@ class Shell:
     def call(self, argv: list[str], fds: Fds, line: int) -> int:
         """Run the command ARGV names (a function, a builtin, a helper, a command)."""
         name = argv[0]
-        found = self.lookup(name)
-        if found is None:
-            return self._not_found(argv, fds, line)
-        kind, what = found
-        if kind == "function":
-            return self.call_function(what, argv, fds)  # type: ignore[arg-type]
+        fdef = self.functions.get(name)
+        if fdef is not None:
+            return self.call_function(fdef, argv, fds)
+        what = self.builtins.get(name)              # (lookup()'s order, the commonest first)
+        if what is not None:
+            kind = "builtin"
+        else:
+            found = self.lookup(name)
+            if found is None:
+                return self._not_found(argv, fds, line)
+            kind, what = found                      # type: ignore[assignment]
         proc = Proc(self, argv, fds, line)
         status = what(proc)                             # type: ignore[operator]
         if proc.write_error is not None and status == 0:
@@ -728,7 +733,7 @@ class Shell:
         self.depth += 1
         self.function_depth += 1
         funcname = self.vars.array("FUNCNAME")
-        callers = [funcname[k] for k in sorted(funcname)] or ["main"]
+        callers = [funcname[k] for k in sorted(funcname)] if funcname else ["main"]
         self.vars.set_array("FUNCNAME", [fdef.name, *callers])
         try:
             return self.run_command(fdef.body, fds)
