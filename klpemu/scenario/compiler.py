@@ -15,15 +15,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from klpemu.scenario.expand import ArithExpansionError, ExpansionError, arithmetic, words_expander
 from klpemu.scenario.memo import ByNode
-from klpemu.scenario.nodes import AndOr, Item, Pipeline, Sequence, Simple, Subshell
-from klpemu.scenario.process import ExitSignal, Fds
+from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, For, FunctionDef, Group, If, Item,
+                                   Loop, Pipeline, Sequence, Simple, Subshell, literal)
+from klpemu.scenario.process import ExitSignal, Fds, LoopSignal
 from klpemu.scenario.result import Step
 
 if TYPE_CHECKING:
     from klpemu.scenario.interp import Shell
 
 Run = Callable[["Shell", Fds], int]
+DECLARATION_BUILTINS = frozenset(("local", "declare", "typeset", "export", "readonly"))
 
 
 def _sequence(seq: Sequence) -> Run:
@@ -82,8 +85,7 @@ def _pipeline(pipe: Pipeline, last: bool) -> Run:
     """A pipeline, its step (at the script's top level) and `set -e`."""
     commands = pipe.commands
     first = commands[0]
-    simple = len(commands) == 1 and type(first) is Simple
-    single = len(commands) == 1
+    single = compiled_command(first) if len(commands) == 1 else None
     negate = pipe.negate
     steps = type(first) is Simple
     stops = len(commands) > 1 or isinstance(first, (Simple, Subshell))   # what set -e stops on
@@ -99,10 +101,8 @@ def _pipeline(pipe: Pipeline, last: bool) -> Run:
             step = Step("", line)
             sh._step_verb = None
         try:
-            if simple:
-                status = sh.run_simple(first, fds)          # type: ignore[arg-type]
-            elif single:
-                status = sh.run_command(first, fds)
+            if single is not None:
+                status = single(sh, fds)
             else:
                 status = sh._run_stages(pipe, fds)
         except ExitSignal as sig:
@@ -121,3 +121,198 @@ def _pipeline(pipe: Pipeline, last: bool) -> Run:
             raise ExitSignal(status)
         return status
     return pipeline
+
+
+def _simple(cmd: Simple) -> Run:
+    """A simple command: its words expanded (to nothing: its assignments
+    alone), then what the first names, run with the command's
+    redirections; $_ is its last argument."""
+    line = cmd.line
+    plain = not cmd.redirs and not cmd.assigns
+    if not cmd.words:
+        arguments: Callable[["Shell"], list[str]] = lambda sh: []          # noqa: E731
+    elif literal(cmd.words[0]) in DECLARATION_BUILTINS:
+        words = cmd.words
+        arguments = lambda sh: sh.declaration_arguments(words)           # noqa: E731
+    else:
+        arguments = words_expander(cmd.words)
+
+    def simple(sh: "Shell", fds: Fds) -> int:
+        sh.line = line
+        sh._cmdsub_status = None
+        saved_fds = sh.current_fds
+        sh.current_fds = fds
+        procsubs = len(sh.ns.fds)
+        try:
+            try:
+                argv = arguments(sh)
+            except ExpansionError as exc:
+                return sh._expansion_failed(exc, fds)
+            if not argv:
+                return sh._assignments_only(cmd, fds)
+            if sh.depth == 0 and sh.subshells == 0:
+                sh._step_verb = argv[0]
+            if "x" in sh.options:
+                sh.shell_trace(argv, fds)
+            if plain:
+                status = sh.call(argv, fds, line)
+            else:
+                redirected = sh.call_redirected(cmd, argv, fds)
+                if redirected is None:
+                    return 1
+                status = redirected
+            sh.last_arg = argv[-1]
+            return status
+        finally:
+            sh.current_fds = saved_fds
+            nsfds = sh.ns.fds
+            if len(nsfds) > procsubs:          # this command's <(…) are read: gone
+                for fd in list(nsfds)[procsubs:]:
+                    del nsfds[fd]
+    return simple
+
+
+compiled_simple: ByNode[Simple, Run] = ByNode(_simple)
+
+
+def _command(cmd: Command) -> Run:
+    """A command: a simple one, or a compound one with its redirections."""
+    if type(cmd) is Simple:
+        return compiled_simple(cmd)                  # type: ignore[arg-type]
+    body = _compound(cmd)
+    line = cmd.line
+    redirs = getattr(cmd, "redirs", ())
+    if not redirs:
+        def command(sh: "Shell", fds: Fds) -> int:
+            sh.line = line
+            return body(sh, fds)
+        return command
+
+    def redirected(sh: "Shell", fds: Fds) -> int:
+        sh.line = line
+        opened = sh.redirect(redirs, fds)
+        if opened is None or not sh.open_redirections(opened, fds):
+            return 1
+        return body(sh, opened)
+    return redirected
+
+
+compiled_command: ByNode[Command, Run] = ByNode(_command)
+
+
+def _compound(cmd: Command) -> Run:
+    kind = type(cmd)
+    if kind is If:
+        return _if(cmd)                              # type: ignore[arg-type]
+    if kind is Loop:
+        return _loop(cmd)                            # type: ignore[arg-type]
+    if kind is Group:
+        return compiled_sequence(cmd.body)           # type: ignore[union-attr]
+    if kind is Subshell:
+        body = compiled_sequence(cmd.body)           # type: ignore[union-attr]
+        return lambda sh, fds: sh.subshell(lambda: body(sh, fds))
+    if kind is Cond:
+        return _cond(cmd)                            # type: ignore[arg-type]
+    if kind is ArithCmd:
+        return _arith_cmd(cmd)                       # type: ignore[arg-type]
+    if kind is For:
+        return lambda sh, fds: sh._for(cmd, fds)     # type: ignore[arg-type]
+    if kind is Case:
+        return lambda sh, fds: sh._case(cmd, fds)    # type: ignore[arg-type]
+    if kind is FunctionDef:
+        name = cmd.name                              # type: ignore[union-attr]
+
+        def define(sh: "Shell", fds: Fds) -> int:
+            sh.functions[name] = cmd                 # type: ignore[assignment]
+            return 0
+        return define
+    if kind is ArithFor:
+        return lambda sh, fds: sh._arith_for(cmd, fds)   # type: ignore[arg-type]
+
+    def unsupported(sh: "Shell", fds: Fds) -> int:
+        raise sh.unsupported(f"{kind.__name__} is not supported")
+    return unsupported
+
+
+def _condition(seq: Sequence) -> Run:
+    """A condition's list: exempt from set -e."""
+    run = compiled_sequence(seq)
+
+    def condition(sh: "Shell", fds: Fds) -> int:
+        sh.ignore_errexit += 1
+        try:
+            return run(sh, fds)
+        finally:
+            sh.ignore_errexit -= 1
+    return condition
+
+
+def _if(cmd: If) -> Run:
+    clauses = tuple((_condition(cond), compiled_sequence(body)) for cond, body in cmd.clauses)
+    orelse = compiled_sequence(cmd.orelse) if cmd.orelse is not None else None
+
+    def if_(sh: "Shell", fds: Fds) -> int:
+        for cond, body in clauses:
+            if cond(sh, fds) == 0:
+                return body(sh, fds)
+        return orelse(sh, fds) if orelse is not None else 0
+    return if_
+
+
+def _loop(cmd: Loop) -> Run:
+    """while/until: the body's last status; break and continue (N levels)."""
+    cond = _condition(cmd.cond)
+    body = compiled_sequence(cmd.body)
+    until = cmd.until
+
+    def loop(sh: "Shell", fds: Fds) -> int:
+        status = 0
+        sh.loops += 1
+        try:
+            while True:
+                if (cond(sh, fds) == 0) == until:
+                    return status
+                try:
+                    status = body(sh, fds)
+                except LoopSignal as sig:
+                    if sig.levels > 1:
+                        sig.levels -= 1
+                        raise
+                    status = 0
+                    if sig.kind != "continue":
+                        return status
+        finally:
+            sh.loops -= 1
+    return loop
+
+
+def _cond(cmd: Cond) -> Run:
+    """[[ … ]]: a malformed arithmetic operand is an error of the command,
+    another expansion error ends the shell."""
+    expr = cmd.expr
+
+    def cond(sh: "Shell", fds: Fds) -> int:
+        try:
+            return 0 if sh.test_cond(expr, fds) else 1
+        except ArithExpansionError as exc:
+            sh.shell_error(f"[[: {exc}", fds)
+            return 1
+        except ExpansionError as exc:
+            return sh._expansion_failed(exc, fds)
+    return cond
+
+
+def _arith_cmd(cmd: ArithCmd) -> Run:
+    """(( … )): 0 when the value is not 0; a malformed expression is an
+    error of the command, another expansion error ends the shell."""
+    expr = cmd.expr
+
+    def arith(sh: "Shell", fds: Fds) -> int:
+        try:
+            return 0 if arithmetic(sh, expr) else 1
+        except ArithExpansionError as exc:
+            sh.shell_error(f"((: {exc}", fds)
+            return 1
+        except ExpansionError as exc:
+            return sh._expansion_failed(exc, fds)
+    return arith

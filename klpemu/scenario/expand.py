@@ -134,6 +134,20 @@ def _sequence(text: str) -> list[str] | None:
 _GLOB_CHAR = re.compile(r"[*?[]")
 
 
+def words_expander(words: tuple[Word, ...]) -> Callable[["ShellView"], list[str]]:
+    """expand_words(sh, WORDS) as a function of the shell alone, for a
+    command's words, expanded each time it runs: words of nothing but
+    literals are its list, one word its plan's fields."""
+    plans = [_plan(word) for word in words]
+    if not any(plan.braced for plan in plans):
+        if all(plan.constant is not None for plan in plans):
+            constant = [text for plan in plans for text in plan.constant]   # type: ignore[union-attr]
+            return lambda sh: list(constant)
+        if len(plans) == 1:
+            return plans[0].fields
+    return lambda sh: expand_words(sh, words)
+
+
 def expand_word(sh: "ShellView", word: Word) -> list[str]:
     """The fields of WORD (no brace expansion: a redirection's target)."""
     return _plan(word).fields(sh)
@@ -236,12 +250,17 @@ Getter = Callable[["ShellView"], str]
 
 
 class _Plan:
-    __slots__ = ("braced", "fields", "single")
+    __slots__ = ("braced", "fields", "single", "constant")
 
     def __init__(self, word: Word) -> None:
         self.braced = any(type(p) is Lit and "{" in p.text for p in word)    # type: ignore[union-attr]
         self.fields: Callable[["ShellView"], list[str]] = _plan_fields(word)
         self.single: Getter = _plan_single(word)
+        # the fields of a word of literals alone (no glob or brace character)
+        self.constant: tuple[str, ...] | None = None
+        if all(type(p) is Lit and _GLOB_CHAR.search(p.text) is None for p in word) and not self.braced:  # type: ignore[union-attr]
+            text = "".join(p.text for p in word)                    # type: ignore[union-attr]
+            self.constant = (text,) if text else ()
 
 
 _plan: ByNode[Word, _Plan] = ByNode(_Plan)

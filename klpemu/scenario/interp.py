@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, patterns
 from klpemu.scenario.arith import ArithError
-from klpemu.scenario.compiler import compiled_sequence
+from klpemu.scenario.compiler import compiled_command, compiled_sequence, compiled_simple
 from klpemu.scenario.fs import FsError, Namespace
 from klpemu.scenario.memo import ByNode
-from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, CondAnd, CondBinary, CondExpr,
-                                   CondNot, CondOr, CondUnary, CondWord, For, FunctionDef, Group, HereDoc, If,
-                                   Loop, Pipeline, Program, Redir, Sequence, Simple, Subshell, Word, literal)
+from klpemu.scenario.nodes import (AndOr, ArithFor, Case, Command, CondAnd, CondBinary, CondExpr, CondNot, CondOr,
+                                   CondUnary, CondWord, For, FunctionDef, HereDoc, Pipeline, Program, Redir, Sequence,
+                                   Simple, Word, literal)
 from klpemu.scenario.parser import Parser, assignment_parts
 from klpemu.scenario.process import CommandFn, ExitSignal, Fds, LoopSignal, Proc, ReturnSignal
 from klpemu.scenario.programs import Job, is_program, start_program
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from emu import Machine
 
 PRINTING_BUILTINS = frozenset({"echo", "printf", ":", "true", "false"})
-DECLARATION_BUILTINS = frozenset(("local", "declare", "typeset", "export", "readonly"))
 MAX_NESTING = 1000               # bash's FUNCNEST default is unlimited; a runaway recursion stops here
 
 
@@ -401,60 +400,9 @@ class Shell:
 
     # ------------------------------------------------------------ commands
     def run_command(self, cmd: Command, fds: Fds) -> int:
-        kind = type(cmd)
-        if kind is Simple:
-            return self.run_simple(cmd, fds)            # type: ignore[arg-type]
-        self.line = cmd.line
-        redirs = getattr(cmd, "redirs", ())
-        if redirs:
-            opened = self.redirect(redirs, fds)
-            if opened is None or not self.open_redirections(opened, fds):
-                return 1
-            fds = opened
-        if kind is If:
-            for cond, body in cmd.clauses:              # type: ignore[union-attr]
-                if self._condition(cond, fds) == 0:
-                    return self.run_sequence(body, fds)
-            return self.run_sequence(cmd.orelse, fds) if cmd.orelse is not None else 0   # type: ignore[union-attr]
-        if kind is Loop:
-            return self._loop(cmd, fds)                 # type: ignore[arg-type]
-        if kind is For:
-            return self._for(cmd, fds)                  # type: ignore[arg-type]
-        if kind is Group:
-            return self.run_sequence(cmd.body, fds)     # type: ignore[union-attr]
-        if kind is Subshell:
-            return self.subshell(lambda: self.run_sequence(cmd.body, fds))   # type: ignore[union-attr]
-        if kind is Cond:
-            try:
-                return 0 if self.test_cond(cmd.expr, fds) else 1    # type: ignore[union-attr]
-            except expand.ArithExpansionError as exc:
-                self.shell_error(f"[[: {exc}", fds)
-                return 1
-            except expand.ExpansionError as exc:
-                return self._expansion_failed(exc, fds)
-        if kind is ArithCmd:
-            try:
-                return 0 if expand.arithmetic(self, cmd.expr) else 1   # type: ignore[union-attr]
-            except expand.ArithExpansionError as exc:
-                self.shell_error(f"((: {exc}", fds)
-                return 1
-            except expand.ExpansionError as exc:
-                return self._expansion_failed(exc, fds)
-        if kind is Case:
-            return self._case(cmd, fds)                 # type: ignore[arg-type]
-        if kind is FunctionDef:
-            self.functions[cmd.name] = cmd              # type: ignore[union-attr]
-            return 0
-        if kind is ArithFor:
-            return self._arith_for(cmd, fds)            # type: ignore[arg-type]
-        raise self.unsupported(f"{kind.__name__} is not supported")
-
-    def _condition(self, seq: Sequence, fds: Fds) -> int:
-        self.ignore_errexit += 1
-        try:
-            return self.run_sequence(seq, fds)
-        finally:
-            self.ignore_errexit -= 1
+        """CMD (compiler.py compiles it once)."""
+        entry = compiled_command.entries.get(id(cmd))      # (compiled_command(cmd), inline)
+        return (entry[1] if entry is not None and entry[0] is cmd else compiled_command(cmd))(self, fds)
 
     def _loop_body(self, body: Sequence, fds: Fds) -> tuple[int, bool]:
         """(status, go on) of one pass of a loop body."""
@@ -465,20 +413,6 @@ class Shell:
                 sig.levels -= 1
                 raise
             return 0, sig.kind == "continue"
-
-    def _loop(self, cmd: Loop, fds: Fds) -> int:
-        status = 0
-        self.loops += 1
-        try:
-            while True:
-                test = self._condition(cmd.cond, fds)
-                if (test == 0) == cmd.until:
-                    return status
-                status, go_on = self._loop_body(cmd.body, fds)
-                if not go_on:
-                    return status
-        finally:
-            self.loops -= 1
 
     def _for(self, cmd: For, fds: Fds) -> int:
         self.line = cmd.line
@@ -540,51 +474,33 @@ class Shell:
 
     # ------------------------------------------------------------ simple commands
     def run_simple(self, cmd: Simple, fds: Fds) -> int:
-        self.line = cmd.line
-        self._cmdsub_status = None
-        saved_fds, self.current_fds = self.current_fds, fds
-        procsubs = len(self.ns.fds)
-        try:
-            try:
-                argv = self._arguments(cmd.words)
-            except expand.ExpansionError as exc:
-                return self._expansion_failed(exc, fds)
-            if self.depth == 0 and self.subshells == 0 and argv:
-                self._step_verb = argv[0]
-            if not argv:
-                return self._assignments_only(cmd, fds)
-            if "x" in self.options:
-                self.shell_trace(argv, fds)
-            run_fds = fds
-            if cmd.redirs:
-                opened = self.redirect(cmd.redirs, fds)
-                # a builtin that only prints its arguments reads nothing first:
-                # its first write can make the open (one round trip, not two)
-                if opened is None or (not self._prints_only(argv[0]) and not self.open_redirections(opened, fds)):
-                    return 1
-                run_fds = opened
-            status = self._with_prefix(cmd, argv, run_fds) if cmd.assigns else self.call(argv, run_fds, cmd.line)
-            if run_fds is not fds and not self.open_redirections(run_fds, fds):
-                status = 1
-            self.last_arg = argv[-1]
-            return status
-        finally:
-            self.current_fds = saved_fds
-            if len(self.ns.fds) > procsubs:          # this command's <(…) are read: gone
-                for fd in list(self.ns.fds)[procsubs:]:
-                    del self.ns.fds[fd]
+        """CMD (compiler.py compiles it once)."""
+        entry = compiled_simple.entries.get(id(cmd))       # (compiled_simple(cmd), inline)
+        return (entry[1] if entry is not None and entry[0] is cmd else compiled_simple(cmd))(self, fds)
+
+    def call_redirected(self, cmd: Simple, argv: list[str], fds: Fds) -> int | None:
+        """ARGV run with CMD's redirections and prefix assignments; None when
+        a redirection failed (its message printed)."""
+        run_fds = fds
+        if cmd.redirs:
+            opened = self.redirect(cmd.redirs, fds)
+            # a builtin that only prints its arguments reads nothing first:
+            # its first write can make the open (one round trip, not two)
+            if opened is None or (not self._prints_only(argv[0]) and not self.open_redirections(opened, fds)):
+                return None
+            run_fds = opened
+        status = self._with_prefix(cmd, argv, run_fds) if cmd.assigns else self.call(argv, run_fds, cmd.line)
+        if run_fds is not fds and not self.open_redirections(run_fds, fds):
+            status = 1
+        return status
 
     def _prints_only(self, name: str) -> bool:
         """NAME runs a builtin that writes what it was given and touches no file."""
         return name in PRINTING_BUILTINS and name not in self.functions and name in self.builtins
 
-    def _arguments(self, words: tuple[Word, ...]) -> list[str]:
-        """A command's words expanded; the NAME=VALUE arguments of local,
-        declare, export … are not split (bash's declaration builtins)."""
-        if not words:
-            return []
-        if literal(words[0]) not in DECLARATION_BUILTINS:
-            return expand.expand_words(self, words)
+    def declaration_arguments(self, words: tuple[Word, ...]) -> list[str]:
+        """The words of local, declare, export …: their NAME=VALUE arguments
+        are not split (bash's declaration builtins)."""
         argv = [literal(words[0]) or ""]
         for word, target in _declaration_arguments(words):
             if target is None:
