@@ -54,8 +54,15 @@ _NUMBER = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d
 _PREFIX = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)")
 
 
+_HEX = re.compile(r"0[xX]")
+_NUMBER_START = frozenset("0123456789+-.")
+
+
 def _looks_numeric(text: str) -> float | None:
-    if _NUMBER.match(text) and not re.search(r"0[xX]", text):
+    first = text[:1]
+    if first and first not in _NUMBER_START and not first.isspace():
+        return None                   # (what _NUMBER cannot match: a log line, a name)
+    if _NUMBER.match(text) and not _HEX.search(text):
         return float(text)
     return None
 

@@ -87,6 +87,7 @@ def grep(proc: "Proc") -> int:
         return 2
     only, invert = "o" in flags, "v" in flags
     searches = [rx.search for rx in regexes]
+    one = searches[0] if len(searches) == 1 else None
     sources = files or ["-"]
     prefix = ("H" in flags or len(sources) > 1) and "h" not in flags
     out: list[str] = []
@@ -111,6 +112,8 @@ def grep(proc: "Proc") -> int:
             if only:
                 hits = [m for rx in regexes for m in rx.finditer(line)]
                 hit = bool(hits)
+            elif one is not None:
+                hit = one(line) is not None
             else:
                 hit = any(search(line) is not None for search in searches)
             if hit == invert:
