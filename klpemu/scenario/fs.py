@@ -68,6 +68,7 @@ class Namespace:
         self._find_module = module_dirs_finder(self.module_dirs)
         self._modules: dict[str, Path | None] = {}       # find_module's, this run
         self._host_files: dict[str, Path | None] = {}    # host_file's, this run
+        self._host_data: dict[Path, bytes] = {}           # the host files read, this run
         self.release = release
         self.commands = commands
         self.cwd = self.script_dir or "/root"
@@ -228,7 +229,7 @@ class Namespace:
         host = self.host_file(path)
         if host is None:
             raise FsError(E.ENOENT, path)
-        return host.read_bytes().decode("utf-8", "replace")
+        return self._host_bytes(host).decode("utf-8", "replace")
 
     def read_bytes(self, path: str) -> bytes:
         """A host file's bytes (a module to load), or FsError."""
@@ -238,7 +239,14 @@ class Namespace:
             if path in self.tmp:
                 return self.tmp[path].encode("utf-8", "surrogateescape")
             raise FsError(E.EISDIR if self.is_dir(path) else E.ENOENT, path)
-        return host.read_bytes()
+        return self._host_bytes(host)
+
+    def _host_bytes(self, host: Path) -> bytes:
+        """HOST's contents, read once per run (as host_file, the host does not change under a run)."""
+        data = self._host_data.get(host)
+        if data is None:
+            data = self._host_data[host] = host.read_bytes()
+        return data
 
     def check_writable(self, path: str) -> None:
         """What open(O_WRONLY|O_CREAT) would say of PATH, before anything is written."""

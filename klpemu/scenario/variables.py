@@ -19,10 +19,6 @@ class Var:
     readonly: bool = False
     integer: bool = False
 
-    def copy(self) -> "Var":
-        value = dict(self.value) if isinstance(self.value, dict) else self.value
-        return Var(value, self.exported, self.readonly, self.integer)
-
 
 class Variables:
     """The globals and the function scopes (innermost last), with an index
@@ -170,6 +166,20 @@ class Variables:
         return sorted(seen)
 
     def snapshot(self) -> "Variables":
-        """A copy for a subshell: its assignments never reach this shell."""
-        return Variables({k: v.copy() for k, v in self.globals.items()},
-                         [{k: v.copy() for k, v in s.items()} for s in self.scopes])
+        """A copy for a subshell: its assignments never reach this shell.
+        (Each variable copied and indexed in one pass: a subshell copies them all.)"""
+        copy = Variables.__new__(Variables)
+        visible: dict[str, tuple[Var, dict[str, Var]]] = {}
+        scopes: list[dict[str, Var]] = []
+        for scope in (self.globals, *self.scopes):
+            new: dict[str, Var] = {}
+            for name, var in scope.items():
+                value = var.value
+                new[name] = c = Var(dict(value) if type(value) is dict else value, var.exported, var.readonly,
+                                    var.integer)
+                visible[name] = (c, new)
+            scopes.append(new)
+        copy.globals = scopes[0]
+        copy.scopes = scopes[1:]
+        copy._visible = visible
+        return copy
