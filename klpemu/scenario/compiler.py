@@ -1,9 +1,10 @@
-"""The shell's lists compiled once per process: a Sequence, its and-or
-lists and their pipelines become closures `run(sh, fds) -> status` (kept
-per node by memo.ByNode), so that a loop's or a function's body, run many
-times, decides once what kind each of its parts is. Shell.run_sequence
-runs a Sequence's closure; the commands themselves are Shell.run_simple's
-and Shell.run_command's.
+"""The shell's syntax tree compiled once per process: a Sequence, its
+and-or lists, pipelines and commands become closures `run(sh, fds) ->
+status` (kept per node by memo.ByNode), so that a loop's or a function's
+body, run many times, decides once what kind each of its parts is and
+which of its words need expanding. Shell.run_sequence, run_command and
+run_simple run these; what they call back (expansion, redirections,
+subshells, for/case, builtins) is the Shell's.
 
 What a pipeline does around its command is bash's: its status is $?,
 `!` inverts it, `set -e` stops the script on a failure not exempted (a
@@ -13,7 +14,7 @@ Step of the result.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from klpemu.scenario.expand import ArithExpansionError, ExpansionError, arithmetic, words_expander
 from klpemu.scenario.memo import ByNode
@@ -22,10 +23,10 @@ from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Con
 from klpemu.scenario.process import ExitSignal, Fds, LoopSignal
 from klpemu.scenario.result import Step
 
-if TYPE_CHECKING:
-    from klpemu.scenario.interp import Shell
-
-Run = Callable[["Shell", Fds], int]
+# The shell is interp.Shell, which imports this module: here it is Any,
+# as an import of interp would make a cycle of the layers (tests/test_layers.py).
+Shell = Any
+Run = Callable[[Shell, Fds], int]
 DECLARATION_BUILTINS = frozenset(("local", "declare", "typeset", "export", "readonly"))
 
 
@@ -34,7 +35,7 @@ def _sequence(seq: Sequence) -> Run:
     if len(runs) == 1:
         return runs[0]
 
-    def sequence(sh: "Shell", fds: Fds) -> int:
+    def sequence(sh: Shell, fds: Fds) -> int:
         status = 0
         for run in runs:
             status = run(sh, fds)
@@ -60,7 +61,7 @@ def _and_or(node: AndOr) -> Run:
     n = len(node.rest)
     rest = tuple((op == "&&", k == n - 1, _pipeline(pipe, last=k == n - 1)) for k, (op, pipe) in enumerate(node.rest))
 
-    def and_or(sh: "Shell", fds: Fds) -> int:
+    def and_or(sh: Shell, fds: Fds) -> int:
         sh.ignore_errexit += 1
         try:
             status = first(sh, fds)
@@ -91,7 +92,7 @@ def _pipeline(pipe: Pipeline, last: bool) -> Run:
     stops = len(commands) > 1 or isinstance(first, (Simple, Subshell))   # what set -e stops on
     line = pipe.line
 
-    def pipeline(sh: "Shell", fds: Fds) -> int:
+    def pipeline(sh: Shell, fds: Fds) -> int:
         exempt = not last or negate or sh.ignore_errexit > 0
         if negate:
             sh.ignore_errexit += 1
@@ -130,14 +131,14 @@ def _simple(cmd: Simple) -> Run:
     line = cmd.line
     plain = not cmd.redirs and not cmd.assigns
     if not cmd.words:
-        arguments: Callable[["Shell"], list[str]] = lambda sh: []          # noqa: E731
+        arguments: Callable[[Shell], list[str]] = lambda sh: []          # noqa: E731
     elif literal(cmd.words[0]) in DECLARATION_BUILTINS:
         words = cmd.words
         arguments = lambda sh: sh.declaration_arguments(words)           # noqa: E731
     else:
         arguments = words_expander(cmd.words)
 
-    def simple(sh: "Shell", fds: Fds) -> int:
+    def simple(sh: Shell, fds: Fds) -> int:
         sh.line = line
         sh._cmdsub_status = None
         saved_fds = sh.current_fds
@@ -183,12 +184,12 @@ def _command(cmd: Command) -> Run:
     line = cmd.line
     redirs = getattr(cmd, "redirs", ())
     if not redirs:
-        def command(sh: "Shell", fds: Fds) -> int:
+        def command(sh: Shell, fds: Fds) -> int:
             sh.line = line
             return body(sh, fds)
         return command
 
-    def redirected(sh: "Shell", fds: Fds) -> int:
+    def redirected(sh: Shell, fds: Fds) -> int:
         sh.line = line
         opened = sh.redirect(redirs, fds)
         if opened is None or not sh.open_redirections(opened, fds):
@@ -222,14 +223,14 @@ def _compound(cmd: Command) -> Run:
     if kind is FunctionDef:
         name = cmd.name                              # type: ignore[union-attr]
 
-        def define(sh: "Shell", fds: Fds) -> int:
+        def define(sh: Shell, fds: Fds) -> int:
             sh.functions[name] = cmd                 # type: ignore[assignment]
             return 0
         return define
     if kind is ArithFor:
         return lambda sh, fds: sh._arith_for(cmd, fds)   # type: ignore[arg-type]
 
-    def unsupported(sh: "Shell", fds: Fds) -> int:
+    def unsupported(sh: Shell, fds: Fds) -> int:
         raise sh.unsupported(f"{kind.__name__} is not supported")
     return unsupported
 
@@ -238,7 +239,7 @@ def _condition(seq: Sequence) -> Run:
     """A condition's list: exempt from set -e."""
     run = compiled_sequence(seq)
 
-    def condition(sh: "Shell", fds: Fds) -> int:
+    def condition(sh: Shell, fds: Fds) -> int:
         sh.ignore_errexit += 1
         try:
             return run(sh, fds)
@@ -251,7 +252,7 @@ def _if(cmd: If) -> Run:
     clauses = tuple((_condition(cond), compiled_sequence(body)) for cond, body in cmd.clauses)
     orelse = compiled_sequence(cmd.orelse) if cmd.orelse is not None else None
 
-    def if_(sh: "Shell", fds: Fds) -> int:
+    def if_(sh: Shell, fds: Fds) -> int:
         for cond, body in clauses:
             if cond(sh, fds) == 0:
                 return body(sh, fds)
@@ -265,7 +266,7 @@ def _loop(cmd: Loop) -> Run:
     body = compiled_sequence(cmd.body)
     until = cmd.until
 
-    def loop(sh: "Shell", fds: Fds) -> int:
+    def loop(sh: Shell, fds: Fds) -> int:
         status = 0
         sh.loops += 1
         try:
@@ -291,7 +292,7 @@ def _cond(cmd: Cond) -> Run:
     another expansion error ends the shell."""
     expr = cmd.expr
 
-    def cond(sh: "Shell", fds: Fds) -> int:
+    def cond(sh: Shell, fds: Fds) -> int:
         try:
             return 0 if sh.test_cond(expr, fds) else 1
         except ArithExpansionError as exc:
@@ -307,7 +308,7 @@ def _arith_cmd(cmd: ArithCmd) -> Run:
     error of the command, another expansion error ends the shell."""
     expr = cmd.expr
 
-    def arith(sh: "Shell", fds: Fds) -> int:
+    def arith(sh: Shell, fds: Fds) -> int:
         try:
             return 0 if arithmetic(sh, expr) else 1
         except ArithExpansionError as exc:

@@ -31,7 +31,12 @@ class Variables:
         self.scopes: list[dict[str, Var]] = [] if scopes is None else scopes
         # name -> (the variable it means, the dict that holds it)
         self._visible: dict[str, tuple[Var, dict[str, Var]]] = {}
-        for scope in (self.globals, *self.scopes):
+        # per scope: what each of its names meant before it (None: nothing)
+        self._shadowed: list[dict[str, tuple[Var, dict[str, Var]] | None]] = []
+        for name, var in self.globals.items():
+            self._visible[name] = (var, self.globals)
+        for scope in self.scopes:
+            self._shadowed.append({name: self._visible.get(name) for name in scope})
             for name, var in scope.items():
                 self._visible[name] = (var, scope)
 
@@ -69,23 +74,19 @@ class Variables:
     def push_scope(self) -> None:
         """A function's (or a prefix assignment's) scope begins."""
         self.scopes.append({})
+        self._shadowed.append({})
 
     def pop_scope(self) -> None:
-        """The innermost scope ends: its names mean what they meant before it."""
-        scope = self.scopes.pop()
+        """The innermost scope ends: its names mean what they meant before
+        it (what they meant cannot have changed meanwhile: a name's outer
+        variables are out of reach while a local hides them)."""
+        self.scopes.pop()
         visible = self._visible
-        for name in scope:
-            for outer in reversed(self.scopes):
-                var = outer.get(name)
-                if var is not None:
-                    visible[name] = (var, outer)
-                    break
+        for name, before in self._shadowed.pop().items():
+            if before is None:
+                del visible[name]
             else:
-                var = self.globals.get(name)
-                if var is not None:
-                    visible[name] = (var, self.globals)
-                else:
-                    del visible[name]
+                visible[name] = before
 
     def set(self, name: str, value: str, index: int | None = None, append: bool = False) -> Var:
         var = self._var(name)
@@ -130,8 +131,9 @@ class Variables:
         scope = self.scopes[-1]
         var = scope.get(name)
         if var is None:
-            outer = self.lookup(name)
-            var = scope[name] = Var(None, exported=bool(outer and outer.exported))
+            before = self._visible.get(name)
+            var = scope[name] = Var(None, exported=bool(before and before[0].exported))
+            self._shadowed[-1][name] = before
             self._visible[name] = (var, scope)
         return var
 
@@ -171,8 +173,11 @@ class Variables:
         copy = Variables.__new__(Variables)
         visible: dict[str, tuple[Var, dict[str, Var]]] = {}
         scopes: list[dict[str, Var]] = []
+        shadowed: list[dict[str, tuple[Var, dict[str, Var]] | None]] = []
         for scope in (self.globals, *self.scopes):
             new: dict[str, Var] = {}
+            if scopes:
+                shadowed.append({name: visible.get(name) for name in scope})
             for name, var in scope.items():
                 value = var.value
                 new[name] = c = Var(dict(value) if type(value) is dict else value, var.exported, var.readonly,
@@ -182,4 +187,5 @@ class Variables:
         copy.globals = scopes[0]
         copy.scopes = scopes[1:]
         copy._visible = visible
+        copy._shadowed = shadowed
         return copy
