@@ -2,9 +2,9 @@
 and-or lists, pipelines and commands become closures `run(sh, fds) ->
 status` (kept per node by memo.ByNode), so that a loop's or a function's
 body, run many times, decides once what kind each of its parts is and
-which of its words need expanding. Shell.run_sequence, run_command and
-run_simple run these; what they call back (expansion, redirections,
-subshells, for/case, builtins) is the Shell's.
+which of its words need expanding. Shell.run_sequence and run_command
+run these; what they call back (expansion, redirections, subshells,
+for/case, builtins) is the Shell's.
 
 What a pipeline does around its command is bash's: its status is $?,
 `!` inverts it, `set -e` stops the script on a failure not exempted (a

@@ -1,4 +1,5 @@
-"""The shell: runs the syntax tree of parser.py with bash's semantics.
+"""The shell: runs the syntax tree of parser.py with bash's semantics
+(each list and command compiled once per process by compiler.py).
 
 Shell holds what a bash process holds (variables with local scopes,
 functions, positional parameters, options, traps, the working directory,
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, patterns
 from klpemu.scenario.arith import ArithError
-from klpemu.scenario.compiler import compiled_command, compiled_sequence, compiled_simple
+from klpemu.scenario.compiler import compiled_command, compiled_sequence
 from klpemu.scenario.fs import FsError, Namespace
 from klpemu.scenario.memo import ByNode
 from klpemu.scenario.nodes import (AndOr, ArithFor, Case, Command, CondAnd, CondBinary, CondExpr, CondNot, CondOr,
@@ -473,11 +474,6 @@ class Shell:
         raise ExitSignal(exc.status)
 
     # ------------------------------------------------------------ simple commands
-    def run_simple(self, cmd: Simple, fds: Fds) -> int:
-        """CMD (compiler.py compiles it once)."""
-        entry = compiled_simple.entries.get(id(cmd))       # (compiled_simple(cmd), inline)
-        return (entry[1] if entry is not None and entry[0] is cmd else compiled_simple(cmd))(self, fds)
-
     def call_redirected(self, cmd: Simple, argv: list[str], fds: Fds) -> int | None:
         """ARGV run with CMD's redirections and prefix assignments; None when
         a redirection failed (its message printed)."""
