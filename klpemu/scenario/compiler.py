@@ -93,6 +93,13 @@ def _pipeline(pipe: Pipeline, last: bool) -> Run:
     line = pipe.line
 
     def pipeline(sh: Shell, fds: Fds) -> int:
+        if single is not None and not negate and not (steps and sh.depth == 0 and sh.subshells == 0):
+            # (the commonest: one command, not negated, no step to record)
+            status = single(sh, fds)
+            sh.last_status = status
+            if status and last and sh.ignore_errexit <= 0 and stops and "e" in sh.options:
+                raise ExitSignal(status)
+            return status
         exempt = not last or negate or sh.ignore_errexit > 0
         if negate:
             sh.ignore_errexit += 1
