@@ -282,6 +282,16 @@ grep -s x /nonexistent; echo "silent $?"; grep --bogus x; echo "bad option $?"
                    "Usage: grep [OPTION]... PATTERNS [FILE]...\nTry 'grep --help' for more information.\n")
 
 
+def test_grep_fixed_strings(shared: Machine, tmp_path: Path) -> None:
+    """grep -F: each pattern a fixed string found anywhere in a line (not a
+    regular expression: `.` and `*` are themselves), any of several -e."""
+    out, _, _ = sh(shared, tmp_path, r"""
+printf '[ 1.0] canary 1.5* here\nnot this\n[ 2.0] other\n' | grep -F 'canary 1.5*'
+printf 'a.c\nabc\nx\n' | grep -cF -e a.c -e x; printf 'abc\n' | grep -vF b; echo "v $?"
+""")
+    assert out == "[ 1.0] canary 1.5* here\n2\nv 1\n"
+
+
 def test_diff_and_comm(shared: Machine, tmp_path: Path) -> None:
     out, _, _ = sh(shared, tmp_path, """\
 expect="a

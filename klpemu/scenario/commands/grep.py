@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario.fs import FsError
 from klpemu.scenario.patterns import PatternError, compile_regex
@@ -80,14 +80,18 @@ def grep(proc: "Proc") -> int:
             proc.err(USAGE)
             return 2
         raw.append(files.pop(0))
-    try:
-        regexes = [_compile(p, mode, "i" in flags, "w" in flags, "x" in flags) for p in raw]
-    except PatternError as exc:
-        proc.err(f"grep: {exc}\n")
-        return 2
     only, invert = "o" in flags, "v" in flags
-    searches = [rx.search for rx in regexes]
-    one = searches[0] if len(searches) == 1 else None
+    if mode == "F" and not only and not flags & {"i", "w", "x"}:
+        regexes = []                  # fixed strings, found as such (a canary is a new pattern each run)
+        tests: list[Callable[[str], bool]] = [lambda line, p=p: p in line for p in raw]
+    else:
+        try:
+            regexes = [_compile(p, mode, "i" in flags, "w" in flags, "x" in flags) for p in raw]
+        except PatternError as exc:
+            proc.err(f"grep: {exc}\n")
+            return 2
+        tests = [lambda line, search=rx.search: search(line) is not None for rx in regexes]
+    one = tests[0] if len(tests) == 1 else None
     sources = files or ["-"]
     prefix = ("H" in flags or len(sources) > 1) and "h" not in flags
     out: list[str] = []
@@ -113,9 +117,9 @@ def grep(proc: "Proc") -> int:
                 hits = [m for rx in regexes for m in rx.finditer(line)]
                 hit = bool(hits)
             elif one is not None:
-                hit = one(line) is not None
+                hit = one(line)
             else:
-                hit = any(search(line) is not None for search in searches)
+                hit = any(test(line) for test in tests)
             if hit == invert:
                 continue
             count += 1
