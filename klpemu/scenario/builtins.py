@@ -91,7 +91,7 @@ def _declare_one(proc: "Proc", arg: str, *, local: bool, flags: set[str], off: s
     sh = proc.sh
     m = _ASSIGNMENT.fullmatch(arg)
     name = m.group(1) if m else arg
-    if not _NAME.fullmatch(name):
+    if not m and not _NAME.fullmatch(name):           # (_ASSIGNMENT's NAME is one)
         return proc.builtin_error(f"`{arg}': not a valid identifier")
     var = sh.vars.declare_local(name) if local else sh.vars.lookup(name)
     if var is None:
@@ -123,7 +123,7 @@ def _declare_one(proc: "Proc", arg: str, *, local: bool, flags: set[str], off: s
 def _flags(proc: "Proc", allowed: str) -> tuple[set[str], set[str], list[str]] | int:
     flags: set[str] = set()
     off: set[str] = set()
-    args = list(proc.args)
+    args = proc.args                                  # (a new list)
     while args and _OPTION_LETTERS.fullmatch(args[0]):
         opt = args.pop(0)
         for letter in opt[1:]:
