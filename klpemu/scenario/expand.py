@@ -139,13 +139,21 @@ def words_expander(words: tuple[Word, ...]) -> Callable[["ShellView"], list[str]
     command's words, expanded each time it runs: words of nothing but
     literals are its list, one word its plan's fields."""
     plans = [_plan(word) for word in words]
-    if not any(plan.braced for plan in plans):
-        if all(plan.constant is not None for plan in plans):
-            constant = [text for plan in plans for text in plan.constant]   # type: ignore[union-attr]
-            return lambda sh: list(constant)
-        if len(plans) == 1:
-            return plans[0].fields
-    return lambda sh: expand_words(sh, words)
+    if any(plan.braced for plan in plans):
+        return lambda sh: expand_words(sh, words)
+    if all(plan.constant is not None for plan in plans):
+        constant = [text for plan in plans for text in plan.constant]   # type: ignore[union-attr]
+        return lambda sh: list(constant)
+    if len(plans) == 1:
+        return plans[0].fields
+    steps = [(plan.constant, plan.fields) for plan in plans]
+
+    def expand(sh: "ShellView") -> list[str]:
+        out: list[str] = []
+        for constant, fields in steps:
+            out.extend(constant if constant is not None else fields(sh))
+        return out
+    return expand
 
 
 def expand_word(sh: "ShellView", word: Word) -> list[str]:
