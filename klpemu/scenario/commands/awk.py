@@ -108,8 +108,9 @@ def _is_numeric(v: Value) -> bool:
 def compare(a: Value, b: Value) -> int:
     if _is_numeric(a) and _is_numeric(b):
         x, y = num(a), num(b)
-    else:
-        x, y = text(a), text(b)      # type: ignore[assignment]
+    else:                            # (a string, a field's StrNum too, compares as it is)
+        x = a if isinstance(a, str) else text(a)
+        y = b if isinstance(b, str) else text(b)
     return (x > y) - (x < y)
 
 
@@ -821,7 +822,9 @@ class _Parser:
         kind, value = self.take()
         if kind == "number":
             number = float(value)
-            return lambda env: number
+            constant = lambda env: number                             # noqa: E731
+            constant.number = number                                  # type: ignore[attr-defined]
+            return constant
         if kind == "string":
             s = _unescape(value)
             return lambda env: s
@@ -844,6 +847,14 @@ class _Parser:
             return inner
         if kind == "op" and value == "$":
             index = self.increment_operand()
+            known = getattr(index, "number", None)
+            if known is not None and known >= 0:           # $0, $1 …: the field known when parsed
+                k = int(known)
+
+                def known_field(env: Env) -> Value:
+                    return env.field(k)
+                known_field.lvalue = (known_field, lambda env, v: env.set_field(k, v))  # type: ignore[attr-defined]
+                return known_field
 
             def field(env: Env) -> Value:
                 return env.field(int(num(index(env))))
@@ -1182,7 +1193,8 @@ def _records(proc: "Proc", compiled: _Parser, env: Env, files: list[str]) -> int
     if all(_ASSIGN_OPERAND.match(s) for s in sources):
         sources.append("-")
     status = 0
-    in_range = [False] * len(compiled.items)    # each range pattern's state: between its start and stop
+    items = compiled.items
+    in_range = [False] * len(items)             # each range pattern's state: between its start and stop
     for name in sources:
         if _ASSIGN_OPERAND.match(name):
             var, value = name.split("=", 1)
@@ -1198,12 +1210,13 @@ def _records(proc: "Proc", compiled: _Parser, env: Env, files: list[str]) -> int
         lines = data.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
+        variables = env.vars
         for line in lines:
-            env.vars["NR"] = num(env.vars["NR"]) + 1
-            env.vars["FNR"] = num(env.vars["FNR"]) + 1
+            variables["NR"] = num(variables["NR"]) + 1
+            variables["FNR"] = num(variables["FNR"]) + 1
             env.set_record(line)
             try:
-                for k, (pattern, action) in enumerate(compiled.items):
+                for k, (pattern, action) in enumerate(items):
                     if pattern is None:
                         hit = True
                     elif isinstance(pattern, tuple):
