@@ -325,6 +325,9 @@ def _part_getter(part: Part, quoted: bool) -> Getter:
         return lambda sh: text
     if _plain_param(part):
         return _plain_getter(part.name)                             # type: ignore[union-attr]
+    if kind is CmdSub:                                              # (its output is one segment)
+        body = part.body                                            # type: ignore[union-attr]
+        return lambda sh: sh.command_substitution(body)
 
     def get(sh: "ShellView") -> str:
         segs: list[Segment] = []
