@@ -229,6 +229,16 @@ awk 'BEGIN { printf "%d|%5.2f|%-4s|%x\\n", "42abc", 3.14159, "ab", 255; x = 2 ^ 
                    "oneone\none  three\n3\n42| 3.14|ab  |ff\n1024 1 -1 -2\n")
 
 
+def test_awk_range_pattern_starts_each_run_off(shared: Machine, tmp_path: Path) -> None:
+    """POSIX awk: a range pattern matches from a record matching its start to
+    the next matching its stop; a program parsed once per process and run
+    again starts off, whatever the last run ended in."""
+    out, _, _ = sh(shared, tmp_path, """\
+for k in 1 2; do printf 'a\\nB\\nc\\nE\\nd\\nB\\ne\\n' | awk '/B/,/E/ { printf "%s", $0 } END { print "" }'; done
+""")
+    assert out == "BcEBe\nBcEBe\n"
+
+
 def test_awk_says_what_it_does_not_do(shared: Machine, tmp_path: Path) -> None:
     out, err, status = sh(shared, tmp_path, "echo x | awk '{ getline line }'; echo $?; "
                                             "echo x | awk '{ print > \"/tmp/f\" }'; echo $?\n")
@@ -250,6 +260,16 @@ echo abc | sed -E 's/(a)(b)/\\2\\1/'; echo abc | sed 'y/abc/xyz/'; echo "$?"
     assert err == "sed: -e expression #1, char 1: the `y' command is not supported (supported: s, d, p, q, =)\n"
 
 
+def test_sed_range_starts_each_run_off(shared: Machine, tmp_path: Path) -> None:
+    """POSIX sed: an address range applies from a line matching its first
+    address to the next matching its second; a script parsed once per
+    process and run again starts outside its range."""
+    out, _, _ = sh(shared, tmp_path, """\
+for k in 1 2; do printf 'a\\nB\\nc\\nE\\nd\\nB\\ne\\n' | sed -n '/B/,/E/p' | tr -d '\\n'; echo; done
+""")
+    assert out == "BcEBe\nBcEBe\n"
+
+
 def test_grep_options(shared: Machine, tmp_path: Path) -> None:
     out, err, _ = sh(shared, tmp_path, r"""
 printf 'a tainting kernel\nlivepatch: x\nb taints kernel\ntest_klp: y\nz\n' | grep -e 'livepatch:' -e 'test_klp' -e taint | grep -v '\(tainting\|taints\) kernel'
@@ -260,6 +280,16 @@ grep -s x /nonexistent; echo "silent $?"; grep --bogus x; echo "bad option $?"
     assert out == ("livepatch: x\ntest_klp: y\nAB\nab\n2:a\nb22\nx.y\n0\nerror 2\nsilent 2\nbad option 2\n")
     assert err == ("grep: /nonexistent: No such file or directory\ngrep: unrecognized option '--bogus'\n"
                    "Usage: grep [OPTION]... PATTERNS [FILE]...\nTry 'grep --help' for more information.\n")
+
+
+def test_grep_fixed_strings(shared: Machine, tmp_path: Path) -> None:
+    """grep -F: each pattern a fixed string found anywhere in a line (not a
+    regular expression: `.` and `*` are themselves), any of several -e."""
+    out, _, _ = sh(shared, tmp_path, r"""
+printf '[ 1.0] canary 1.5* here\nnot this\n[ 2.0] other\n' | grep -F 'canary 1.5*'
+printf 'a.c\nabc\nx\n' | grep -cF -e a.c -e x; printf 'abc\n' | grep -vF b; echo "v $?"
+""")
+    assert out == "[ 1.0] canary 1.5* here\n2\nv 1\n"
 
 
 def test_diff_and_comm(shared: Machine, tmp_path: Path) -> None:

@@ -269,6 +269,9 @@ BASH = [
     ('dollar_bracket',
      'x=5; echo $[x+1]\n',
      '6\n', '', 0),
+    ('control_flow_run_many_times',     # (compiled once: loops, functions and lists run again and again)
+     'while true; do for i in 1 2; do break 2; done; echo no; done; echo out\ni=0; while (( i++ < 3 )); do continue; echo no; done; echo "i=$i"; until false; do break; done; echo "until $?"\nwhile read l; do echo "<$l>"; done <<< "a\nb"\ng() { local n=$1; if (( n > 0 )); then g $((n-1)); echo "g$n"; fi; }; g 2\nh() { for k in a b c; do [[ $k == b ]] && return 7; done; }; h; echo "h $?"\ntrue && false || echo "or $?"; ! false; echo "neg $?"\nk() { echo "${FUNCNAME[*]}"; }; m() { k; }; m; echo "${FUNCNAME[*]:-none}"\nset -e; f() { false; echo in; }; f || echo x; if false; then :; fi; (exit 0); echo end; false; echo never\n',
+     'out\ni=4\nuntil 0\n<a>\n<b>\ng1\ng2\nh 7\nor 1\nneg 0\nk m main\nnone\nin\nend\n', '', 1),
 ]
 
 

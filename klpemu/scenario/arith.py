@@ -8,9 +8,10 @@ an unset or empty variable is 0.
 """
 from __future__ import annotations
 
+import operator
 import re
 from functools import lru_cache
-from typing import Protocol
+from typing import Callable, Protocol
 
 from klpemu.errors import KlpemuError
 
@@ -45,6 +46,8 @@ MAX_DEPTH = 1024                  # bash: "expression recursion level exceeded"
 
 
 def wrap(v: int) -> int:
+    if -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF:
+        return v
     v &= (1 << 64) - 1
     return v - (1 << 64) if v >> 63 else v
 
@@ -290,7 +293,7 @@ class _Evaluator:
             return integer(raw)
         if self.depth >= MAX_DEPTH:
             raise ArithError(f"expression recursion level exceeded (error token is \"{raw}\")")
-        return _Evaluator(raw, self.vars, self.depth + 1).run()
+        return _evaluate(raw, self.vars, self.depth + 1)
 
     def run(self) -> int:
         if not self.tokens:
@@ -304,10 +307,250 @@ class _Evaluator:
 def evaluate(text: str, variables: Variables) -> int:
     """The value of TEXT (already expanded: no $ left), with bash's side effects
     on VARIABLES."""
-    stripped = text.strip()
-    if _INTEGER.fullmatch(stripped):                  # a constant: the commonest expression there is
-        return integer(stripped)
     try:
-        return _Evaluator(text, variables, 0).run()
+        return _evaluate(text, variables, 0)
     except RecursionError:                # parentheses nested beyond what recursion allows
         raise ArithError(f"expression recursion level exceeded (error token is \"{text[:40]}\")") from None
+
+
+def _evaluate(text: str, variables: Variables, depth: int) -> int:
+    compiled = _compiled(text)
+    if compiled is not None:
+        return compiled(variables, depth)
+    stripped = text.strip()
+    if _INTEGER.fullmatch(stripped):      # a constant with no compiled form (a bad one: its error)
+        return integer(stripped)
+    return _Evaluator(text, variables, depth).run()
+
+
+# ---------------------------------------------------------------- compiled expressions
+# An expression that parses is compiled once per process into closures
+# (each takes the variables and the depth of the expansion of a variable's
+# value); evaluating it walks no tokens. What the evaluator does while it
+# parses, the closures do in the same order: the operands left to right,
+# the side a short-circuit or ?: skips left unevaluated (the evaluator's
+# "not live" parse has no effect, and no error but those of parsing).
+# An expression with a syntax error, a bad constant, trailing tokens or a
+# subscripted name that is not assigned to (the evaluator evaluates that
+# subscript twice) is left to the evaluator, whose error and partial side
+# effects it then is.
+Compiled = Callable[[Variables, int], int]
+
+
+class _NotCompiled(Exception):
+    """TEXT is the evaluator's (see above)."""
+
+
+@lru_cache(maxsize=1024)
+def _compiled(text: str) -> Compiled | None:
+    try:
+        tokens, _ = _tokenize(text)
+    except ArithError:
+        return None
+    if not tokens:
+        return lambda variables, depth: 0
+    try:
+        compiler = _Compiler(text, tokens)
+        fn = compiler.comma()
+        if compiler.k != len(tokens):
+            return None
+    except (_NotCompiled, ArithError, RecursionError):
+        return None
+    return lambda variables, depth: wrap(fn(variables, depth))
+
+
+def _variable(variables: Variables, depth: int, name: str, index: int | None) -> int:
+    """A variable's value as an operand (_Evaluator.variable)."""
+    raw = variables.get(name, index).strip()
+    if not raw:
+        return 0
+    if raw.isdigit() and raw.isascii() and (raw[0] != "0" or len(raw) == 1):
+        return wrap(int(raw))                        # (number()'s decimal case)
+    if _INTEGER.fullmatch(raw):
+        return integer(raw)
+    if depth >= MAX_DEPTH:
+        raise ArithError(f"expression recursion level exceeded (error token is \"{raw}\")")
+    return _evaluate(raw, variables, depth + 1)
+
+
+class _Compiler:
+    """_Evaluator's grammar, making closures instead of values."""
+
+    def __init__(self, text: str, tokens: tuple[tuple[str, str, int], ...]) -> None:
+        self.text = text
+        self.tokens = tokens
+        self.k = 0
+
+    def peek(self) -> str | None:
+        if self.k < len(self.tokens):
+            kind, text, _ = self.tokens[self.k]
+            return text if kind == "op" else None
+        return None
+
+    def expect(self, op: str) -> None:
+        if self.peek() != op:
+            raise _NotCompiled
+        self.k += 1
+
+    def comma(self) -> Compiled:
+        parts = [self.assignment()]
+        while self.peek() == ",":
+            self.k += 1
+            parts.append(self.assignment())
+        if len(parts) == 1:
+            return parts[0]
+
+        def comma(v: Variables, d: int) -> int:
+            value = 0
+            for part in parts:
+                value = part(v, d)
+            return value
+        return comma
+
+    def assignment(self) -> Compiled:
+        if self.k + 1 < len(self.tokens) and self.tokens[self.k][0] == "name":
+            save = self.k
+            name = self.tokens[self.k][1]
+            self.k += 1
+            index = self.subscript()
+            op = self.peek()
+            if op in _ASSIGN_OPS:
+                self.k += 1
+                rhs = self.assignment()
+                return _assign(name, index, op, rhs)
+            if index is not None:
+                raise _NotCompiled
+            self.k = save
+        return self.ternary()
+
+    def ternary(self) -> Compiled:
+        cond = self.binary(1)
+        if self.peek() != "?":
+            return cond
+        self.k += 1
+        yes = self.assignment()
+        self.expect(":")
+        no = self.assignment()
+        return lambda v, d: yes(v, d) if cond(v, d) else no(v, d)
+
+    def binary(self, min_prec: int) -> Compiled:
+        left = self.power()
+        while (op := self.peek()) in _BINARY and _BINARY[op] >= min_prec:
+            self.k += 1
+            start = self.k
+            right = self.binary(_BINARY[op] + 1)
+            token = self.text[self.tokens[start][2]:] if start < len(self.tokens) else ""
+            left = _binary(op, left, right, token)
+        return left
+
+    def power(self) -> Compiled:
+        base = self.unary()
+        if self.peek() == "**":
+            self.k += 1
+            exponent = self.power()
+            return lambda v, d: _apply("**", base(v, d), exponent(v, d))
+        return base
+
+    def unary(self) -> Compiled:
+        op = self.peek()
+        if op in ("+", "-", "!", "~"):
+            self.k += 1
+            operand = self.unary()
+            if op == "+":
+                return operand
+            if op == "-":
+                return lambda v, d: wrap(-operand(v, d))
+            if op == "!":
+                return lambda v, d: int(not operand(v, d))
+            return lambda v, d: ~operand(v, d)
+        if op in ("++", "--"):
+            self.k += 1
+            if self.k >= len(self.tokens) or self.tokens[self.k][0] != "name":
+                raise _NotCompiled
+            name = self.tokens[self.k][1]
+            self.k += 1
+            index = self.subscript()
+            step = 1 if op == "++" else -1
+
+            def pre_step(v: Variables, d: int) -> int:
+                i = index(v, d) if index is not None else None
+                value = wrap(_variable(v, d, name, i) + step)
+                v.set(name, i, value)
+                return value
+            return pre_step
+        return self.postfix()
+
+    def postfix(self) -> Compiled:
+        if self.k >= len(self.tokens):
+            raise _NotCompiled
+        kind, text, _ = self.tokens[self.k]
+        if kind == "num":
+            self.k += 1
+            value = number(text)
+            return lambda v, d: value
+        if kind == "name":
+            self.k += 1
+            index = self.subscript()
+            op = self.peek()
+            if op in ("++", "--"):
+                self.k += 1
+                step = 1 if op == "++" else -1
+
+                def post_step(v: Variables, d: int) -> int:
+                    i = index(v, d) if index is not None else None
+                    value = _variable(v, d, text, i)
+                    v.set(text, i, wrap(value + step))
+                    return value
+                return post_step
+            if index is None:
+                return lambda v, d: _variable(v, d, text, None)
+            return lambda v, d: _variable(v, d, text, index(v, d))
+        if text == "(":
+            self.k += 1
+            inner = self.comma()
+            self.expect(")")
+            return inner
+        raise _NotCompiled
+
+    def subscript(self) -> Compiled | None:
+        if self.peek() != "[":
+            return None
+        self.k += 1
+        index = self.comma()
+        self.expect("]")
+        return index
+
+
+def _assign(name: str, index: Compiled | None, op: str, rhs: Compiled) -> Compiled:
+    def assign(v: Variables, d: int) -> int:
+        i = index(v, d) if index is not None else None
+        value = rhs(v, d)
+        if op != "=":
+            value = wrap(_apply(op[:-1], _variable(v, d, name, i), value))
+        v.set(name, i, value)
+        return value
+    return assign
+
+
+def _binary(op: str, left: Compiled, right: Compiled, token: str) -> Compiled:
+    if op == "&&":
+        return lambda v, d: int(bool(left(v, d)) and bool(right(v, d)))
+    if op == "||":
+        return lambda v, d: int(bool(left(v, d)) or bool(right(v, d)))
+
+    compare = _COMPARISONS.get(op)
+    if compare is not None:
+        return lambda v, d: int(compare(left(v, d), right(v, d)))
+
+    def binary(v: Variables, d: int) -> int:
+        a = left(v, d)
+        b = right(v, d)
+        try:
+            return wrap(_apply(op, a, b))
+        except _DivisionByZero:
+            raise ArithError(f"division by 0 (error token is \"{token}\")") from None
+    return binary
+
+
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}

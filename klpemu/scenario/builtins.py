@@ -15,13 +15,15 @@ from klpemu.scenario.fs import FsError
 from klpemu.scenario.process import ExitSignal, LoopSignal, ReturnSignal
 from klpemu.scenario.programs import kill_builtin, wait_builtin
 from klpemu.scenario.testexpr import test_command
-from klpemu.scenario.variables import Var, VariableError
+from klpemu.scenario.variables import VariableError
 
 if TYPE_CHECKING:
     from klpemu.scenario.process import Proc
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([^]]*)\])?(\+?=)(.*)", re.S)
+_ECHO_OPTIONS = re.compile(r"-[neE]+")
+_OPTION_LETTERS = re.compile(r"[-+][A-Za-z]+")
 TRAP_SIGNALS = {"0": "EXIT", "1": "HUP", "2": "INT", "3": "QUIT", "15": "TERM", "10": "USR1", "12": "USR2",
                 "13": "PIPE", "14": "ALRM", "17": "CHLD"}
 UNSUPPORTED = ("getopts", "jobs", "fg", "bg", "disown", "suspend", "ulimit", "umask", "alias", "unalias",
@@ -42,7 +44,7 @@ def echo(proc: "Proc") -> int:
     args = proc.args
     newline, escapes = True, False
     k = 0
-    while k < len(args) and re.fullmatch(r"-[neE]+", args[k]):
+    while k < len(args) and _ECHO_OPTIONS.fullmatch(args[k]):
         for letter in args[k][1:]:
             if letter == "n":
                 newline = False
@@ -89,11 +91,11 @@ def _declare_one(proc: "Proc", arg: str, *, local: bool, flags: set[str], off: s
     sh = proc.sh
     m = _ASSIGNMENT.fullmatch(arg)
     name = m.group(1) if m else arg
-    if not _NAME.fullmatch(name):
+    if not m and not _NAME.fullmatch(name):           # (_ASSIGNMENT's NAME is one)
         return proc.builtin_error(f"`{arg}': not a valid identifier")
     var = sh.vars.declare_local(name) if local else sh.vars.lookup(name)
     if var is None:
-        var = sh.vars.globals[name] = Var(None)
+        var = sh.vars.new_global(name)
     if "i" in flags:
         var.integer = True
     if "i" in off:
@@ -121,8 +123,8 @@ def _declare_one(proc: "Proc", arg: str, *, local: bool, flags: set[str], off: s
 def _flags(proc: "Proc", allowed: str) -> tuple[set[str], set[str], list[str]] | int:
     flags: set[str] = set()
     off: set[str] = set()
-    args = list(proc.args)
-    while args and re.fullmatch(r"[-+][A-Za-z]+", args[0]):
+    args = proc.args                                  # (a new list)
+    while args and _OPTION_LETTERS.fullmatch(args[0]):
         opt = args.pop(0)
         for letter in opt[1:]:
             if letter not in allowed:
@@ -211,7 +213,7 @@ def export(proc: "Proc") -> int:
                 continue
         var = sh.vars.lookup(name)
         if var is None:
-            var = sh.vars.globals[name] = Var(None)
+            var = sh.vars.new_global(name)
         var.exported = not unexport
     return status
 
@@ -295,7 +297,7 @@ def set_builtin(proc: "Proc") -> int:
                 return proc.builtin_error(f"{name}: invalid option name", 2)
             _set_option(sh, _LONG_OPTIONS[name], a == "-o")
             continue
-        if re.fullmatch(r"[-+][A-Za-z]+", a):
+        if _OPTION_LETTERS.fullmatch(a):
             args.pop(0)
             for letter in a[1:]:
                 if letter not in "euxfvCahB":

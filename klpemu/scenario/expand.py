@@ -12,10 +12,11 @@ from __future__ import annotations
 import posixpath
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from klpemu.scenario import patterns
 from klpemu.scenario.arith import ArithError, evaluate
+from klpemu.scenario.memo import ByNode
 from klpemu.scenario.nodes import DQ, Arith, CmdSub, Lit, Param, Part, ProcSub, Quoted, Tilde, Word
 
 if TYPE_CHECKING:
@@ -43,15 +44,15 @@ class ArithExpansionError(ExpansionError):
 def expand_words(sh: "ShellView", words: tuple[Word, ...]) -> list[str]:
     """The fields of WORDS: expanded, split and globbed (a command's arguments)."""
     out: list[str] = []
+    plans = _plan.entries
     for word in words:
-        if len(word) == 1 and type(word[0]) is Lit and not _magic_or_braces(word[0].text):
-            out.append(word[0].text)
-            continue
-        if any(type(p) is Lit and "{" in p.text for p in word):       # type: ignore[union-attr]
+        entry = plans.get(id(word))                   # (_plan(word), inline: the commonest call there is)
+        plan = entry[1] if entry is not None and entry[0] is word else _plan(word)
+        if plan.braced:
             for braced in brace_expand(word):
-                out.extend(expand_word(sh, braced))
-            continue
-        out.extend(expand_word(sh, word))
+                out.extend(_expand_word(sh, braced))
+        else:
+            out.extend(plan.fields(sh))
     return out
 
 
@@ -130,20 +131,47 @@ def _sequence(text: str) -> list[str] | None:
     return [chr(v) for v in values]
 
 
-_MAGIC_OR_BRACE = re.compile(r"[*?[{]")
+_GLOB_CHAR = re.compile(r"[*?[]")
 
 
-def _magic_or_braces(text: str) -> bool:
-    return _MAGIC_OR_BRACE.search(text) is not None
+def words_expander(words: tuple[Word, ...]) -> Callable[["ShellView"], list[str]]:
+    """expand_words(sh, WORDS) as a function of the shell alone, for a
+    command's words, expanded each time it runs: words of nothing but
+    literals are its list, one word its plan's fields."""
+    plans = [_plan(word) for word in words]
+    if any(plan.braced for plan in plans):
+        return lambda sh: expand_words(sh, words)
+    if all(plan.constant is not None for plan in plans):
+        constant = [text for plan in plans for text in plan.constant]   # type: ignore[union-attr]
+        return lambda sh: list(constant)
+    if len(plans) == 1:
+        return plans[0].fields
+    steps = [(plan.constant, plan.fields) for plan in plans]
+
+    def expand(sh: "ShellView") -> list[str]:
+        out: list[str] = []
+        for constant, fields in steps:
+            out.extend(constant if constant is not None else fields(sh))
+        return out
+    return expand
 
 
 def expand_word(sh: "ShellView", word: Word) -> list[str]:
+    """The fields of WORD (no brace expansion: a redirection's target)."""
+    return _plan(word).fields(sh)
+
+
+def _expand_word(sh: "ShellView", word: Word) -> list[str]:
     segs: list[Segment] = []
     for part in word:
         _part(sh, part, segs, quoted=False)
-    fields = _split(segs, _ifs(sh))
+    return _fields(sh, segs)
+
+
+def _fields(sh: "ShellView", segs: list[Segment]) -> list[str]:
+    """SEGS split on IFS and globbed."""
     out: list[str] = []
-    for field in fields:
+    for field in _split(segs, _ifs(sh)):
         if patterns.has_magic(field):
             out.extend(_glob(sh, field))
         else:
@@ -154,12 +182,8 @@ def expand_word(sh: "ShellView", word: Word) -> list[str]:
 def expand_single(sh: "ShellView", word: Word) -> str:
     """WORD as one string: no splitting, no globbing ($@ joined by spaces),
     as assignments, [[ operands, case words and here-strings are."""
-    if len(word) == 1 and type(word[0]) in (Lit, Quoted):
-        return word[0].text          # type: ignore[union-attr]
-    segs: list[Segment] = []
-    for part in word:
-        _part(sh, part, segs, quoted=False)
-    return _join(segs)
+    entry = _plan.entries.get(id(word))
+    return (entry[1] if entry is not None and entry[0] is word else _plan(word)).single(sh)
 
 
 def expand_pattern(sh: "ShellView", word: Word) -> str:
@@ -168,6 +192,21 @@ def expand_pattern(sh: "ShellView", word: Word) -> str:
     for part in word:
         _part(sh, part, segs, quoted=False)
     return patterns.glob_regex((t, q) for s in segs if s is not None for t, q, _ in (s,))
+
+
+_PATTERN_CHAR = re.compile(r"[*?[\\]")     # what glob_regex reads in unquoted text
+
+
+def match_pattern(sh: "ShellView", word: Word, subject: str) -> bool:
+    """SUBJECT matches the glob WORD (case, [[ == ]]); a pattern with no
+    unquoted * ? [ or \\ is its text, and matches only itself."""
+    segs: list[Segment] = []
+    for part in word:
+        _part(sh, part, segs, quoted=False)
+    if all(s is None or s[1] or _PATTERN_CHAR.search(s[0]) is None for s in segs):
+        return subject == "".join(s[0] for s in segs if s is not None)
+    regex = patterns.glob_regex((t, q) for s in segs if s is not None for t, q, _ in (s,))
+    return patterns.compile_glob(regex).fullmatch(subject) is not None
 
 
 def expand_regex(sh: "ShellView", word: Word) -> str:
@@ -184,6 +223,8 @@ def expand_regex(sh: "ShellView", word: Word) -> str:
 
 def expand_template(sh: "ShellView", word: Word) -> str:
     """A here-document's body or an arithmetic text: everything as if quoted."""
+    if len(word) == 1 and type(word[0]) in (Lit, Quoted):
+        return word[0].text          # type: ignore[union-attr]
     segs: list[Segment] = []
     for part in word:
         _part(sh, part, segs, quoted=True)
@@ -201,6 +242,159 @@ def evaluate_text(sh: "ShellView", text: str) -> int:
         return evaluate(text, sh.arith_vars)
     except ArithError as exc:
         raise ArithExpansionError(f"{exc.expression or text.lstrip()}: {exc}") from None
+
+
+# ---------------------------------------------------------------- plans
+# A word of the tree is planned once per process (memo.ByNode): what its
+# expansion can skip is decided from its parts, not found out again each
+# time it runs. A plan's `fields` gives expand_word's fields, `single`
+# expand_single's string. Most words need no splitting and no globbing:
+# a literal, a quoted text, "…" of literals and plain parameters ("$1",
+# "$mod.ko"); their fields are their parts' texts joined. A lone unquoted
+# $NAME is split (and globbed) only when its value has an IFS or glob
+# character. Everything else takes the general way (segments, _split, _glob).
+SPECIAL = frozenset("@*#?$!-_")       # the special parameters (Shell.SPECIAL)
+Getter = Callable[["ShellView"], str]
+
+
+class _Plan:
+    __slots__ = ("braced", "fields", "single", "constant")
+
+    def __init__(self, word: Word) -> None:
+        self.braced = any(type(p) is Lit and "{" in p.text for p in word)    # type: ignore[union-attr]
+        self.fields: Callable[["ShellView"], list[str]] = _plan_fields(word)
+        self.single: Getter = _plan_single(word)
+        # the fields of a word of literals alone (no glob or brace character)
+        self.constant: tuple[str, ...] | None = None
+        if all(type(p) is Lit and _GLOB_CHAR.search(p.text) is None for p in word) and not self.braced:  # type: ignore[union-attr]
+            text = "".join(p.text for p in word)                    # type: ignore[union-attr]
+            self.constant = (text,) if text else ()
+
+
+_plan: ByNode[Word, _Plan] = ByNode(_Plan)
+
+
+def _plain_param(part: Part) -> bool:
+    """$NAME / ${NAME}: no operator, no subscript, not $@ or $*."""
+    return type(part) is Param and part.op == "" and part.index is None and part.name not in ("@", "*")  # type: ignore[union-attr]
+
+
+def _one_string(part: Part) -> bool:
+    """PART, quoted, expands to segments of one field (no $@ or ${A[@]}
+    anywhere in it to make field breaks)."""
+    kind = type(part)
+    if kind is DQ:
+        return all(_one_string(p) for p in part.parts)              # type: ignore[union-attr]
+    if kind is Param:
+        return part.name not in ("@", "*") and part.index is None and part.op not in ("!", "!@") and \
+            all(_one_string(p) for p in part.arg or ())             # type: ignore[union-attr]
+    return True
+
+
+def _param_getter(name: str) -> Callable[["ShellView"], str | None]:
+    """The value of $NAME (None when unset), as _value has it."""
+    if name in SPECIAL:
+        return lambda sh: sh.special(name)
+    if name.isdigit():
+        k = int(name)
+        if k == 0:
+            return lambda sh: sh.script_name
+        return lambda sh: sh.positional[k - 1] if k <= len(sh.positional) else None
+    return lambda sh: sh.variable(name)
+
+
+def _plain_getter(name: str) -> Getter:
+    """$NAME as text: "" when unset (an error under set -u)."""
+    value_of = _param_getter(name)
+
+    def get(sh: "ShellView") -> str:
+        value = value_of(sh)
+        if value is None:
+            if "u" in sh.options:
+                raise ExpansionError(f"{name}: unbound variable")
+            return ""
+        return value
+    return get
+
+
+def _part_getter(part: Part, quoted: bool) -> Getter:
+    """PART's segments, joined (quoted: inside "…")."""
+    kind = type(part)
+    if kind is Lit or kind is Quoted:
+        text = part.text                                            # type: ignore[union-attr]
+        return lambda sh: text
+    if _plain_param(part):
+        return _plain_getter(part.name)                             # type: ignore[union-attr]
+    if kind is CmdSub:                                              # (its output is one segment)
+        body = part.body                                            # type: ignore[union-attr]
+        return lambda sh: sh.command_substitution(body)
+
+    def get(sh: "ShellView") -> str:
+        segs: list[Segment] = []
+        _part(sh, part, segs, quoted)
+        return _join(segs)
+    return get
+
+
+def _joined(getters: list[Getter]) -> Getter:
+    if len(getters) == 1:
+        return getters[0]
+    return lambda sh: "".join([get(sh) for get in getters])
+
+
+def _plan_single(word: Word) -> Getter:
+    if all(type(p) in (Lit, Quoted) for p in word):
+        text = "".join(p.text for p in word)                        # type: ignore[union-attr]
+        return lambda sh: text
+    getters: list[Getter] = []
+    for part in word:
+        if type(part) is DQ and _one_string(part):
+            getters.extend(_part_getter(inner, True) for inner in part.parts)   # type: ignore[union-attr]
+        else:
+            getters.append(_part_getter(part, False))
+    return _joined(getters)
+
+
+def _plan_fields(word: Word) -> Callable[["ShellView"], list[str]]:
+    if len(word) == 1 and _plain_param(word[0]):
+        return _plain_fields(word[0].name)                          # type: ignore[union-attr]
+    getters: list[Getter] = []
+    for part in word:
+        kind = type(part)
+        if kind is Lit and _GLOB_CHAR.search(part.text) is None:      # type: ignore[union-attr]
+            getters.append(_part_getter(part, False))
+        elif kind is Quoted or kind is Tilde:
+            getters.append(_part_getter(part, False))
+        elif kind is DQ and _one_string(part):
+            getters.extend(_part_getter(inner, True) for inner in part.parts)   # type: ignore[union-attr]
+        else:
+            return lambda sh: _expand_word(sh, word)
+    if all(type(p) is Lit for p in word):
+        text = "".join(p.text for p in word)                        # type: ignore[union-attr]
+        return (lambda sh: [text]) if text else (lambda sh: [])
+    get = _joined(getters)
+    return lambda sh: [get(sh)]
+
+
+def _plain_fields(name: str) -> Callable[["ShellView"], list[str]]:
+    """An unquoted $NAME: its value, split and globbed when it has to be."""
+    value_of = _param_getter(name)
+
+    def fields(sh: "ShellView") -> list[str]:
+        value = value_of(sh)
+        if value is None:
+            if "u" in sh.options:
+                raise ExpansionError(f"{name}: unbound variable")
+            return []
+        if not value:
+            return []
+        ifs = sh.vars.get("IFS")
+        if ifs is None:
+            ifs = DEFAULT_IFS
+        if (ifs and any(c in value for c in ifs)) or _GLOB_CHAR.search(value) is not None:
+            return _fields(sh, [(value, False, True)])
+        return [value]
+    return fields
 
 
 # ---------------------------------------------------------------- parts

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno as E
 import os
 import posixpath
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,14 @@ class FsError(Exception):
         return os.strerror(self.errno)
 
 
+@lru_cache(maxsize=4096)
+def _resolved(cwd: str, path: str) -> str:
+    if not path.startswith("/"):
+        path = posixpath.join(cwd, path)
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -57,6 +66,9 @@ class Namespace:
         self.script_dir = str(script_dir.resolve()) if script_dir is not None else None
         self.module_dirs = [d.resolve() for d in module_dirs]
         self._find_module = module_dirs_finder(self.module_dirs)
+        self._modules: dict[str, Path | None] = {}       # find_module's, this run
+        self._host_files: dict[str, Path | None] = {}    # host_file's, this run
+        self._host_data: dict[Path, bytes] = {}           # the host files read, this run
         self.release = release
         self.commands = commands
         self.cwd = self.script_dir or "/root"
@@ -72,10 +84,7 @@ class Namespace:
     # ------------------------------------------------------------ paths
     def resolve(self, path: str) -> str:
         """PATH absolute and normalised (relative to the working directory)."""
-        if not path.startswith("/"):
-            path = posixpath.join(self.cwd, path)
-        norm = posixpath.normpath(path)
-        return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+        return _resolved(self.cwd, path)
 
     def is_guest(self, path: str) -> bool:
         return (path in GUEST_ROOTS or path.startswith(_GUEST_PREFIXES)) and path not in HOST_DEVICES \
@@ -83,7 +92,16 @@ class Namespace:
 
     def host_file(self, path: str) -> Path | None:
         """The host file behind an absolute PATH of the script's directory (or
-        the built module a missing NAME.ko stands for), if any."""
+        the built module a missing NAME.ko stands for), if any. Looked up
+        once per run: the host side is read-only, and a run does not see it
+        change (a script's test_modules/NAME.ko is stat'ed once, not at each
+        of load_lp's modinfo, insmod and checks)."""
+        if path in self._host_files:
+            return self._host_files[path]
+        found = self._host_files[path] = self._find_host_file(path)
+        return found
+
+    def _find_host_file(self, path: str) -> Path | None:
         if self.script_dir and _under(path, self.script_dir):
             real = Path(path)
             if real.is_file():
@@ -95,7 +113,9 @@ class Namespace:
 
     def find_module(self, name: str) -> Path | None:
         """NAME.ko in the module directories (`-` and `_` alike, as kmod has them)."""
-        return self._find_module(name)
+        if name not in self._modules:
+            self._modules[name] = self._find_module(name)
+        return self._modules[name]
 
     # ------------------------------------------------------------ queries
     def exists(self, path: str) -> bool:
@@ -209,7 +229,7 @@ class Namespace:
         host = self.host_file(path)
         if host is None:
             raise FsError(E.ENOENT, path)
-        return host.read_bytes().decode("utf-8", "replace")
+        return self._host_bytes(host).decode("utf-8", "replace")
 
     def read_bytes(self, path: str) -> bytes:
         """A host file's bytes (a module to load), or FsError."""
@@ -219,7 +239,14 @@ class Namespace:
             if path in self.tmp:
                 return self.tmp[path].encode("utf-8", "surrogateescape")
             raise FsError(E.EISDIR if self.is_dir(path) else E.ENOENT, path)
-        return host.read_bytes()
+        return self._host_bytes(host)
+
+    def _host_bytes(self, host: Path) -> bytes:
+        """HOST's contents, read once per run (as host_file, the host does not change under a run)."""
+        data = self._host_data.get(host)
+        if data is None:
+            data = self._host_data[host] = host.read_bytes()
+        return data
 
     def check_writable(self, path: str) -> None:
         """What open(O_WRONLY|O_CREAT) would say of PATH, before anything is written."""

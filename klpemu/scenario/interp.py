@@ -1,4 +1,5 @@
-"""The shell: runs the syntax tree of parser.py with bash's semantics.
+"""The shell: runs the syntax tree of parser.py with bash's semantics
+(each list and command compiled once per process by compiler.py).
 
 Shell holds what a bash process holds (variables with local scopes,
 functions, positional parameters, options, traps, the working directory,
@@ -25,10 +26,12 @@ from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario import expand, patterns
 from klpemu.scenario.arith import ArithError
+from klpemu.scenario.compiler import compiled_command, compiled_sequence
 from klpemu.scenario.fs import FsError, Namespace
-from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, CondAnd, CondBinary, CondExpr,
-                                   CondNot, CondOr, CondUnary, CondWord, For, FunctionDef, Group, HereDoc, If,
-                                   Loop, Pipeline, Program, Redir, Sequence, Simple, Subshell, Word, literal)
+from klpemu.scenario.memo import ByNode
+from klpemu.scenario.nodes import (AndOr, ArithFor, Case, Command, CondAnd, CondBinary, CondExpr, CondNot, CondOr,
+                                   CondUnary, CondWord, For, FunctionDef, HereDoc, Pipeline, Program, Redir, Sequence,
+                                   Simple, Word, literal)
 from klpemu.scenario.parser import Parser, assignment_parts
 from klpemu.scenario.process import CommandFn, ExitSignal, Fds, LoopSignal, Proc, ReturnSignal
 from klpemu.scenario.programs import Job, is_program, start_program
@@ -98,8 +101,7 @@ class _State:
 
 
 class Shell:
-    SPECIAL = frozenset("@*#?$!-_")
-    declaration_builtins = frozenset(("local", "declare", "typeset", "export", "readonly"))
+    SPECIAL = expand.SPECIAL
 
     def __init__(self, machine: "Machine", terminal: Terminal, ns: Namespace, *, script_name: str,
                  source_name: str, commands: dict[str, CommandFn], builtins: dict[str, CommandFn],
@@ -266,66 +268,9 @@ class Shell:
 
     # ------------------------------------------------------------ lists
     def run_sequence(self, seq: Sequence, fds: Fds) -> int:
-        status = 0
-        for item in seq.items:
-            if item.background:
-                status = self.run_background(item.command, fds)
-            else:
-                status = self.run_and_or(item.command, fds)
-        return status
-
-    def run_and_or(self, node: AndOr, fds: Fds) -> int:
-        if not node.rest:
-            return self.run_pipeline(node.first, fds, last=True)
-        self.ignore_errexit += 1
-        try:
-            status = self.run_pipeline(node.first, fds, last=False)
-        finally:
-            self.ignore_errexit -= 1
-        for k, (op, pipe) in enumerate(node.rest):
-            if (op == "&&") != (status == 0):
-                continue
-            if k == len(node.rest) - 1:
-                status = self.run_pipeline(pipe, fds, last=True)
-            else:
-                self.ignore_errexit += 1
-                try:
-                    status = self.run_pipeline(pipe, fds, last=False)
-                finally:
-                    self.ignore_errexit -= 1
-        return status
-
-    def run_pipeline(self, pipe: Pipeline, fds: Fds, last: bool) -> int:
-        """A pipeline, its step (at the script's top level) and `set -e`."""
-        exempt = not last or pipe.negate or self.ignore_errexit > 0
-        if pipe.negate:
-            self.ignore_errexit += 1
-        step: Step | None = None
-        mark = len(self.result.streams)
-        if self.depth == 0 and self.subshells == 0 and isinstance(pipe.commands[0], Simple):
-            step = Step("", pipe.line)
-            self._step_verb = None
-        try:
-            if len(pipe.commands) == 1:
-                status = self.run_command(pipe.commands[0], fds)
-            else:
-                status = self._run_stages(pipe, fds)
-        except ExitSignal as sig:
-            if step is not None:
-                self._record(step, pipe, sig.status, exempt=False, mark=mark, exiting=True)
-            raise
-        finally:
-            if pipe.negate:
-                self.ignore_errexit -= 1
-        if pipe.negate:
-            status = int(status == 0)
-        self.last_status = status
-        if step is not None:
-            self._record(step, pipe, status, exempt, mark)
-        if status and not exempt and "e" in self.options and (
-                len(pipe.commands) > 1 or isinstance(pipe.commands[0], (Simple, Subshell))):
-            raise ExitSignal(status)
-        return status
+        """SEQ's commands (compiler.py), its last one's status."""
+        entry = compiled_sequence.entries.get(id(seq))     # (compiled_sequence(seq), inline)
+        return (entry[1] if entry is not None and entry[0] is seq else compiled_sequence(seq))(self, fds)
 
     def _record(self, step: Step, pipe: Pipeline, status: int, exempt: bool, mark: int,
                 exiting: bool = False) -> None:
@@ -456,60 +401,9 @@ class Shell:
 
     # ------------------------------------------------------------ commands
     def run_command(self, cmd: Command, fds: Fds) -> int:
-        kind = type(cmd)
-        if kind is Simple:
-            return self.run_simple(cmd, fds)            # type: ignore[arg-type]
-        self.line = cmd.line
-        redirs = getattr(cmd, "redirs", ())
-        if redirs:
-            opened = self.redirect(redirs, fds)
-            if opened is None or not self.open_redirections(opened, fds):
-                return 1
-            fds = opened
-        if kind is If:
-            for cond, body in cmd.clauses:              # type: ignore[union-attr]
-                if self._condition(cond, fds) == 0:
-                    return self.run_sequence(body, fds)
-            return self.run_sequence(cmd.orelse, fds) if cmd.orelse is not None else 0   # type: ignore[union-attr]
-        if kind is Loop:
-            return self._loop(cmd, fds)                 # type: ignore[arg-type]
-        if kind is For:
-            return self._for(cmd, fds)                  # type: ignore[arg-type]
-        if kind is Group:
-            return self.run_sequence(cmd.body, fds)     # type: ignore[union-attr]
-        if kind is Subshell:
-            return self.subshell(lambda: self.run_sequence(cmd.body, fds))   # type: ignore[union-attr]
-        if kind is Cond:
-            try:
-                return 0 if self.test_cond(cmd.expr, fds) else 1    # type: ignore[union-attr]
-            except expand.ArithExpansionError as exc:
-                self.shell_error(f"[[: {exc}", fds)
-                return 1
-            except expand.ExpansionError as exc:
-                return self._expansion_failed(exc, fds)
-        if kind is ArithCmd:
-            try:
-                return 0 if expand.arithmetic(self, cmd.expr) else 1   # type: ignore[union-attr]
-            except expand.ArithExpansionError as exc:
-                self.shell_error(f"((: {exc}", fds)
-                return 1
-            except expand.ExpansionError as exc:
-                return self._expansion_failed(exc, fds)
-        if kind is Case:
-            return self._case(cmd, fds)                 # type: ignore[arg-type]
-        if kind is FunctionDef:
-            self.functions[cmd.name] = cmd              # type: ignore[union-attr]
-            return 0
-        if kind is ArithFor:
-            return self._arith_for(cmd, fds)            # type: ignore[arg-type]
-        raise self.unsupported(f"{kind.__name__} is not supported")
-
-    def _condition(self, seq: Sequence, fds: Fds) -> int:
-        self.ignore_errexit += 1
-        try:
-            return self.run_sequence(seq, fds)
-        finally:
-            self.ignore_errexit -= 1
+        """CMD (compiler.py compiles it once)."""
+        entry = compiled_command.entries.get(id(cmd))      # (compiled_command(cmd), inline)
+        return (entry[1] if entry is not None and entry[0] is cmd else compiled_command(cmd))(self, fds)
 
     def _loop_body(self, body: Sequence, fds: Fds) -> tuple[int, bool]:
         """(status, go on) of one pass of a loop body."""
@@ -520,20 +414,6 @@ class Shell:
                 sig.levels -= 1
                 raise
             return 0, sig.kind == "continue"
-
-    def _loop(self, cmd: Loop, fds: Fds) -> int:
-        status = 0
-        self.loops += 1
-        try:
-            while True:
-                test = self._condition(cmd.cond, fds)
-                if (test == 0) == cmd.until:
-                    return status
-                status, go_on = self._loop_body(cmd.body, fds)
-                if not go_on:
-                    return status
-        finally:
-            self.loops -= 1
 
     def _for(self, cmd: For, fds: Fds) -> int:
         self.line = cmd.line
@@ -578,8 +458,7 @@ class Shell:
             fall = False
             status = 0
             for item in cmd.items:
-                if not fall and not any(patterns.compile_glob(expand.expand_pattern(self, p)).fullmatch(word)
-                                        for p in item.patterns):
+                if not fall and not any(expand.match_pattern(self, p, word) for p in item.patterns):
                     continue
                 status = self.run_sequence(item.body, fds)
                 if item.terminator == ";;":
@@ -595,55 +474,31 @@ class Shell:
         raise ExitSignal(exc.status)
 
     # ------------------------------------------------------------ simple commands
-    def run_simple(self, cmd: Simple, fds: Fds) -> int:
-        self.line = cmd.line
-        self._cmdsub_status = None
-        saved_fds, self.current_fds = self.current_fds, fds
-        procsubs = len(self.ns.fds)
-        try:
-            try:
-                argv = self._arguments(cmd.words)
-            except expand.ExpansionError as exc:
-                return self._expansion_failed(exc, fds)
-            if self.depth == 0 and self.subshells == 0 and argv:
-                self._step_verb = argv[0]
-            if not argv:
-                return self._assignments_only(cmd, fds)
-            if "x" in self.options:
-                self.shell_trace(argv, fds)
-            run_fds = fds
-            if cmd.redirs:
-                opened = self.redirect(cmd.redirs, fds)
-                # a builtin that only prints its arguments reads nothing first:
-                # its first write can make the open (one round trip, not two)
-                if opened is None or (not self._prints_only(argv[0]) and not self.open_redirections(opened, fds)):
-                    return 1
-                run_fds = opened
-            status = self._with_prefix(cmd, argv, run_fds) if cmd.assigns else self.call(argv, run_fds, cmd.line)
-            if run_fds is not fds and not self.open_redirections(run_fds, fds):
-                status = 1
-            self.last_arg = argv[-1]
-            return status
-        finally:
-            self.current_fds = saved_fds
-            if len(self.ns.fds) > procsubs:          # this command's <(…) are read: gone
-                for fd in list(self.ns.fds)[procsubs:]:
-                    del self.ns.fds[fd]
+    def call_redirected(self, cmd: Simple, argv: list[str], fds: Fds) -> int | None:
+        """ARGV run with CMD's redirections and prefix assignments; None when
+        a redirection failed (its message printed)."""
+        run_fds = fds
+        if cmd.redirs:
+            opened = self.redirect(cmd.redirs, fds)
+            # a builtin that only prints its arguments reads nothing first:
+            # its first write can make the open (one round trip, not two)
+            if opened is None or (not self._prints_only(argv[0]) and not self.open_redirections(opened, fds)):
+                return None
+            run_fds = opened
+        status = self._with_prefix(cmd, argv, run_fds) if cmd.assigns else self.call(argv, run_fds, cmd.line)
+        if run_fds is not fds and not self.open_redirections(run_fds, fds):
+            status = 1
+        return status
 
     def _prints_only(self, name: str) -> bool:
         """NAME runs a builtin that writes what it was given and touches no file."""
         return name in PRINTING_BUILTINS and name not in self.functions and name in self.builtins
 
-    def _arguments(self, words: tuple[Word, ...]) -> list[str]:
-        """A command's words expanded; the NAME=VALUE arguments of local,
-        declare, export … are not split (bash's declaration builtins)."""
-        if not words:
-            return []
-        if literal(words[0]) not in self.declaration_builtins:
-            return expand.expand_words(self, words)
+    def declaration_arguments(self, words: tuple[Word, ...]) -> list[str]:
+        """The words of local, declare, export …: their NAME=VALUE arguments
+        are not split (bash's declaration builtins)."""
         argv = [literal(words[0]) or ""]
-        for word in words[1:]:
-            target = assignment_parts(word)
+        for word, target in _declaration_arguments(words):
             if target is None:
                 argv.extend(expand.expand_word(self, word))
                 continue
@@ -687,7 +542,7 @@ class Shell:
 
     def _with_prefix(self, cmd: Simple, argv: list[str], fds: Fds) -> int:
         """VAR=value CMD: the assignments hold for CMD only."""
-        self.vars.scopes.append({})
+        self.vars.push_scope()
         try:
             try:
                 for a in cmd.assigns:
@@ -697,7 +552,7 @@ class Shell:
                 return self._expansion_failed(exc, fds)
             return self.call(argv, fds, cmd.line)
         finally:
-            self.vars.scopes.pop()
+            self.vars.pop_scope()
 
     def lookup(self, name: str) -> tuple[str, object] | None:
         """What NAME runs: ('function', def), ('builtin'|'helper'|'command', fn), or None."""
@@ -724,12 +579,17 @@ class Shell:
     def call(self, argv: list[str], fds: Fds, line: int) -> int:
         """Run the command ARGV names (a function, a builtin, a helper, a command)."""
         name = argv[0]
-        found = self.lookup(name)
-        if found is None:
-            return self._not_found(argv, fds, line)
-        kind, what = found
-        if kind == "function":
-            return self.call_function(what, argv, fds)  # type: ignore[arg-type]
+        fdef = self.functions.get(name)
+        if fdef is not None:
+            return self.call_function(fdef, argv, fds)
+        what = self.builtins.get(name)              # (lookup()'s order, the commonest first)
+        if what is not None:
+            kind = "builtin"
+        else:
+            found = self.lookup(name)
+            if found is None:
+                return self._not_found(argv, fds, line)
+            kind, what = found                      # type: ignore[assignment]
         proc = Proc(self, argv, fds, line)
         status = what(proc)                             # type: ignore[operator]
         if proc.write_error is not None and status == 0:
@@ -781,11 +641,11 @@ class Shell:
         saved = self.positional, self.source, self.line
         self.positional = argv[1:]
         self.source = fdef.source or self.source
-        self.vars.scopes.append({})
+        self.vars.push_scope()
         self.depth += 1
         self.function_depth += 1
         funcname = self.vars.array("FUNCNAME")
-        callers = [funcname[k] for k in sorted(funcname)] or ["main"]
+        callers = [funcname[k] for k in sorted(funcname)] if funcname else ["main"]
         self.vars.set_array("FUNCNAME", [fdef.name, *callers])
         try:
             return self.run_command(fdef.body, fds)
@@ -794,9 +654,9 @@ class Shell:
         finally:
             self.depth -= 1
             self.function_depth -= 1
-            self.vars.scopes.pop()
+            self.vars.pop_scope()
             if funcname:
-                self.vars.set_array("FUNCNAME", [funcname[k] for k in sorted(funcname)])
+                self.vars.set_array("FUNCNAME", callers)
             else:
                 self.vars.unset("FUNCNAME")
             self.positional, self.source, self.line = saved
@@ -957,9 +817,7 @@ class Shell:
         op = expr.op
         left = expand.expand_single(self, expr.left)
         if op in ("==", "=", "!="):
-            regex = expand.expand_pattern(self, expr.right)
-            hit = patterns.compile_glob(regex).fullmatch(left) is not None
-            return hit != (op == "!=")
+            return expand.match_pattern(self, expr.right, left) != (op == "!=")
         if op == "=~":
             try:
                 rx = re.compile(expand.expand_regex(self, expr.right))
@@ -979,6 +837,14 @@ class Shell:
     def _integer(self, text: str) -> int:
         """An operand of [[ -eq … ]]: an arithmetic expression."""
         return expand.evaluate_text(self, text)
+
+
+def _assignments_of(words: tuple[Word, ...]) -> tuple[tuple[Word, tuple | None], ...]:
+    """The arguments of a declaration builtin, each with its NAME=VALUE parts (or None)."""
+    return tuple((word, assignment_parts(word)) for word in words[1:])
+
+
+_declaration_arguments: ByNode[tuple[Word, ...], tuple[tuple[Word, tuple | None], ...]] = ByNode(_assignments_of)
 
 
 def _shell_quote(text: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable
 
 from klpemu.scenario import formats
@@ -53,8 +54,15 @@ _NUMBER = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d
 _PREFIX = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)")
 
 
+_HEX = re.compile(r"0[xX]")
+_NUMBER_START = frozenset("0123456789+-.")
+
+
 def _looks_numeric(text: str) -> float | None:
-    if _NUMBER.match(text) and not re.search(r"0[xX]", text):
+    first = text[:1]
+    if first and first not in _NUMBER_START and not first.isspace():
+        return None                   # (what _NUMBER cannot match: a log line, a name)
+    if _NUMBER.match(text) and not _HEX.search(text):
         return float(text)
     return None
 
@@ -100,8 +108,9 @@ def _is_numeric(v: Value) -> bool:
 def compare(a: Value, b: Value) -> int:
     if _is_numeric(a) and _is_numeric(b):
         x, y = num(a), num(b)
-    else:
-        x, y = text(a), text(b)      # type: ignore[assignment]
+    else:                            # (a string, a field's StrNum too, compares as it is)
+        x = a if isinstance(a, str) else text(a)
+        y = b if isinstance(b, str) else text(b)
     return (x > y) - (x < y)
 
 
@@ -378,7 +387,7 @@ class _Parser:
                     if self.is_op(","):
                         self.take()
                         self.opt_newlines()
-                        pattern = ("range", first, self.expr(), [False])
+                        pattern = ("range", first, self.expr())
                     else:
                         pattern = first
                 action = self.block() if self.is_op("{") else None
@@ -813,7 +822,9 @@ class _Parser:
         kind, value = self.take()
         if kind == "number":
             number = float(value)
-            return lambda env: number
+            constant = lambda env: number                             # noqa: E731
+            constant.number = number                                  # type: ignore[attr-defined]
+            return constant
         if kind == "string":
             s = _unescape(value)
             return lambda env: s
@@ -836,6 +847,14 @@ class _Parser:
             return inner
         if kind == "op" and value == "$":
             index = self.increment_operand()
+            known = getattr(index, "number", None)
+            if known is not None and known >= 0:           # $0, $1 …: the field known when parsed
+                k = int(known)
+
+                def known_field(env: Env) -> Value:
+                    return env.field(k)
+                known_field.lvalue = (known_field, lambda env, v: env.set_field(k, v))  # type: ignore[attr-defined]
+                return known_field
 
             def field(env: Env) -> Value:
                 return env.field(int(num(index(env))))
@@ -1091,7 +1110,10 @@ def _sprintf(values: list[Value]) -> str:
     return formats.printf(fmt, args, lambda message: None) if args or "%" in fmt else fmt
 
 
+@lru_cache(maxsize=256)
 def compile_program(source: str) -> _Parser:
+    """SOURCE parsed once per process: the parsed program keeps no state of
+    a run (a range pattern's on/off is the run's, in _records)."""
     parser = _Parser(source)
     parser.program()
     return parser
@@ -1171,6 +1193,8 @@ def _records(proc: "Proc", compiled: _Parser, env: Env, files: list[str]) -> int
     if all(_ASSIGN_OPERAND.match(s) for s in sources):
         sources.append("-")
     status = 0
+    items = compiled.items
+    in_range = [False] * len(items)             # each range pattern's state: between its start and stop
     for name in sources:
         if _ASSIGN_OPERAND.match(name):
             var, value = name.split("=", 1)
@@ -1186,24 +1210,25 @@ def _records(proc: "Proc", compiled: _Parser, env: Env, files: list[str]) -> int
         lines = data.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
+        variables = env.vars
         for line in lines:
-            env.vars["NR"] = num(env.vars["NR"]) + 1
-            env.vars["FNR"] = num(env.vars["FNR"]) + 1
+            variables["NR"] = num(variables["NR"]) + 1
+            variables["FNR"] = num(variables["FNR"]) + 1
             env.set_record(line)
             try:
-                for pattern, action in compiled.items:
+                for k, (pattern, action) in enumerate(items):
                     if pattern is None:
                         hit = True
                     elif isinstance(pattern, tuple):
-                        _, start, stop, state = pattern
-                        if state[0]:
+                        _, start, stop = pattern
+                        if in_range[k]:
                             hit = True
                             if truth(stop(env)):
-                                state[0] = False
+                                in_range[k] = False
                         else:
                             hit = truth(start(env))
                             if hit and not truth(stop(env)):
-                                state[0] = True
+                                in_range[k] = True
                     else:
                         hit = truth(pattern(env))
                     if not hit:

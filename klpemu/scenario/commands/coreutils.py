@@ -404,11 +404,15 @@ def ls(proc: "Proc") -> int:
     return status
 
 
+_DURATION = re.compile(r"(\d+\.?\d*|\.\d+)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _seconds(text: str) -> float | None:
-    m = re.fullmatch(r"(\d+\.?\d*|\.\d+)([smhd]?)", text)
+    m = _DURATION.fullmatch(text)
     if m is None:
         return None
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
 def sleep(proc: "Proc") -> int:

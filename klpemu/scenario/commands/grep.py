@@ -5,7 +5,8 @@ input, with the options scripts use: -e -E -F -G -i -v -w -x -q -s -c -n
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable
 
 from klpemu.scenario.fs import FsError
 from klpemu.scenario.patterns import PatternError, compile_regex
@@ -79,11 +80,18 @@ def grep(proc: "Proc") -> int:
             proc.err(USAGE)
             return 2
         raw.append(files.pop(0))
-    try:
-        regexes = [_compile(p, mode, "i" in flags, "w" in flags, "x" in flags) for p in raw]
-    except PatternError as exc:
-        proc.err(f"grep: {exc}\n")
-        return 2
+    only, invert = "o" in flags, "v" in flags
+    if mode == "F" and not only and not flags & {"i", "w", "x"}:
+        regexes = []                  # fixed strings, found as such (a canary is a new pattern each run)
+        tests: list[Callable[[str], bool]] = [lambda line, p=p: p in line for p in raw]
+    else:
+        try:
+            regexes = [_compile(p, mode, "i" in flags, "w" in flags, "x" in flags) for p in raw]
+        except PatternError as exc:
+            proc.err(f"grep: {exc}\n")
+            return 2
+        tests = [lambda line, search=rx.search: search(line) is not None for rx in regexes]
+    one = tests[0] if len(tests) == 1 else None
     sources = files or ["-"]
     prefix = ("H" in flags or len(sources) > 1) and "h" not in flags
     out: list[str] = []
@@ -105,9 +113,14 @@ def grep(proc: "Proc") -> int:
         for n, line in enumerate(lines, 1):
             if max_count is not None and count >= max_count:
                 break
-            hits = [m for rx in regexes for m in ([rx.search(line)] if "o" not in flags else rx.finditer(line))
-                    if m is not None]
-            if bool(hits) == ("v" in flags):
+            if only:
+                hits = [m for rx in regexes for m in rx.finditer(line)]
+                hit = bool(hits)
+            elif one is not None:
+                hit = one(line)
+            else:
+                hit = any(test(line) for test in tests)
+            if hit == invert:
                 continue
             count += 1
             matched = True
@@ -116,7 +129,7 @@ def grep(proc: "Proc") -> int:
             if "c" in flags or "l" in flags:
                 continue
             lead = (f"{shown}:" if prefix else "") + (f"{n}:" if "n" in flags else "")
-            if "o" in flags and "v" not in flags:
+            if only and not invert:
                 out.extend(f"{lead}{m.group()}\n" for m in sorted(hits, key=lambda m: m.start()) if m.group())
             else:
                 out.append(f"{lead}{line}\n")
@@ -131,6 +144,7 @@ def grep(proc: "Proc") -> int:
     return 0 if matched else 1
 
 
+@lru_cache(maxsize=512)
 def _compile(pattern: str, mode: str, ignore_case: bool, word: bool, line: bool) -> re.Pattern[str]:
     if mode == "F":
         body = re.escape(pattern)

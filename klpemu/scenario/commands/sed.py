@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from klpemu.scenario.fs import FsError
@@ -45,7 +46,6 @@ class _Command:
     replacement: str = ""
     count: int = 1             # s: which match (0: all)
     print_: bool = False
-    active: bool = False       # inside a range
 
 
 def _regex(text: str, extended: bool, ignore_case: bool = False) -> re.Pattern[str]:
@@ -74,7 +74,9 @@ def _delimited(script: str, i: int, delim: str) -> tuple[str, int]:
     raise SedError("unterminated `s' command")
 
 
-def parse(script: str, extended: bool) -> list[_Command]:
+@lru_cache(maxsize=256)
+def parse(script: str, extended: bool) -> tuple[_Command, ...]:
+    """SCRIPT's commands, parsed once per process (they keep no state of a run)."""
     commands: list[_Command] = []
     i = 0
     n = len(script)
@@ -157,22 +159,23 @@ def parse(script: str, extended: bool) -> list[_Command]:
             raise SedError(f"-e expression #1, char {i}: the `{name}' command is not supported "
                            "(supported: s, d, p, q, =)")
         commands.append(cmd)
-    return commands
+    return tuple(commands)
 
 
-def _applies(cmd: _Command, n: int, last: bool, text: str) -> bool:
+def _applies(cmd: _Command, n: int, last: bool, text: str, in_range: list[bool], k: int) -> bool:
+    """CMD (the K-th) applies to line N; IN_RANGE: each command's range state."""
     if cmd.first is None:
         hit = True
     elif cmd.second is None:
         hit = cmd.first.hits(n, last, text)
-    elif cmd.active:
+    elif in_range[k]:
         hit = True
         if cmd.second.hits(n, last, text) or (cmd.second.kind == "line" and n >= cmd.second.line):
-            cmd.active = False
+            in_range[k] = False
     else:
         hit = cmd.first.hits(n, last, text)
         if hit:
-            cmd.active = not (cmd.second.kind == "line" and cmd.second.line <= n)
+            in_range[k] = not (cmd.second.kind == "line" and cmd.second.line <= n)
     return hit != cmd.negate
 
 
@@ -214,18 +217,19 @@ def _substitute(cmd: _Command, text: str) -> tuple[str, bool]:
     return result, done
 
 
-def run(commands: list[_Command], text: str, quiet: bool) -> str:
+def run(commands: tuple[_Command, ...], text: str, quiet: bool) -> str:
     lines = text.split("\n")
     trailing = lines and lines[-1] == ""
     if trailing:
         lines.pop()
     out: list[str] = []
+    in_range = [False] * len(commands)     # each command's: between its two addresses
     for n, line in enumerate(lines, 1):
         last = n == len(lines)
         deleted = False
         stop = False
-        for cmd in commands:
-            if not _applies(cmd, n, last, line):
+        for k, cmd in enumerate(commands):
+            if not _applies(cmd, n, last, line, in_range, k):
                 continue
             if cmd.name == "s":
                 line, done = _substitute(cmd, line)
