@@ -108,7 +108,7 @@ def test_a_livepatch_whose_new_function_dereferences_null_oopses_each_caller(tmp
         "echo \"after: $(cat /proc/cmdline)\"\n")
     assert main(["run", "--module-dir", str(MODULES), str(script)]) == 3
     out, err = capsys.readouterr()
-    assert "first: 1\n" in out and "second: 1\n" in out
+    assert "first: 137\n" in out and "second: 137\n" in out          # killed: 128 + SIGKILL
     assert "after: console=ttyS0 klpemu\n" in out
     assert "the kernel oopsed (2x, pid 1): BUG: kernel NULL pointer dereference, address: 0000000000000000" in err
     assert out.count("RIP: 0010:klpemu_hostile_cmdline_proc_show+0x") == 2

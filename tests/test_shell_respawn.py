@@ -47,3 +47,20 @@ def test_klpemu_run_exits_3_after_an_oops_and_the_script_goes_on(tmp_path, capsy
     out, err = capsys.readouterr()
     assert "after: console=ttyS0 klpemu\n" in out
     assert "the kernel oopsed (1x, pid 1): BUG: kernel NULL pointer dereference, address: 0000000000000000" in err
+
+
+@pytest.mark.parametrize("crash, signal_line, status", [
+    ("EXCEPTION", "Killed                  ", 137),           # page_fault_oops: SIGKILL
+    ("BUG", "Segmentation fault      ", 139),               # die(): SIGSEGV
+])
+def test_a_command_an_oops_kills_ends_as_bash_reports_a_killed_job(tmp_path, capsys, crash: str,
+                                                                   signal_line: str, status: int) -> None:
+    """bash's notice of a job a signal ended (pid, the signal's description
+    in its 24-column field, the command) and the status 128 + signal."""
+    from klpemu.cli import main
+    script = tmp_path / "killed.sh"
+    script.write_text(f"echo {crash} > {DIRECT}\necho \"status $?\"\n")
+    assert main(["run", str(script)]) == 3
+    out, err = capsys.readouterr()
+    assert f"status {status}\n" in out
+    assert f"./killed.sh: line 1:     1 {signal_line}echo {crash}\n" in out

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from klpemu.scenario.expand import ArithExpansionError, ExpansionError, arithmetic, words_expander
+from klpemu.scenario.killed import CommandKilled
 from klpemu.scenario.memo import ByNode
 from klpemu.scenario.nodes import (AndOr, ArithCmd, ArithFor, Case, Command, Cond, For, FunctionDef, Group, If, Item,
                                    Loop, Pipeline, Sequence, Simple, Subshell, literal)
@@ -162,13 +163,17 @@ def _simple(cmd: Simple) -> Run:
                 sh._step_verb = argv[0]
             if "x" in sh.options:
                 sh.shell_trace(argv, fds)
-            if plain:
-                status = sh.call(argv, fds, line)
-            else:
-                redirected = sh.call_redirected(cmd, argv, fds)
-                if redirected is None:
-                    return 1
-                status = redirected
+            try:
+                if plain:
+                    status = sh.call(argv, fds, line)
+                else:
+                    redirected = sh.call_redirected(cmd, argv, fds)
+                    if redirected is None:
+                        return 1
+                    status = redirected
+            except CommandKilled as killed:           # an oops killed the task running it
+                sh.shell_error(killed.notice(argv))
+                return killed.status
             sh.last_arg = argv[-1]
             return status
         finally:
@@ -199,8 +204,12 @@ def _command(cmd: Command) -> Run:
     def redirected(sh: Shell, fds: Fds) -> int:
         sh.line = line
         opened = sh.redirect(redirs, fds)
-        if opened is None or not sh.open_redirections(opened, fds):
-            return 1
+        try:
+            if opened is None or not sh.open_redirections(opened, fds):
+                return 1
+        except CommandKilled as killed:               # the open of a redirection oopsed
+            sh.shell_error(killed.notice([]))
+            return killed.status
         return body(sh, opened)
     return redirected
 

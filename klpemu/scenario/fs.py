@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from emu import EmuError, ShellError
 from emu.kernel.shell import REDIRECT, REDIRECT_APPEND
+from klpemu.scenario.killed import check_killed
 from klpemu.selftest import module_dirs_finder
 
 if TYPE_CHECKING:
@@ -217,6 +218,7 @@ class Namespace:
             try:
                 return self.machine.read_file(path)
             except ShellError as exc:
+                check_killed(exc)
                 raise FsError(exc.errno, path) from None
         if path in ("/dev/null", "/dev/stdin", "/dev/stdout", "/dev/stderr"):
             return ""
@@ -294,6 +296,7 @@ class Namespace:
         try:
             self.machine.shell.write(path, raw, flags)
         except ShellError as exc:
+            check_killed(exc)
             raise FsError(exc.errno, path) from None
 
     def truncate(self, path: str) -> None:
@@ -307,6 +310,7 @@ class Namespace:
             try:
                 self.machine.shell.write(path, b"", REDIRECT)
             except ShellError as exc:
+                check_killed(exc)
                 raise FsError(exc.errno, path) from None
         elif _under(path, "/tmp") and not self.is_dir(path):
             self.tmp[path] = ""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from emu import ShellError
 from emu.kernel.shell import MODE_GETPID_LOOP
+from klpemu.scenario.killed import check_killed
 from klpemu.scenario.patterns import PatternError, compile_regex
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def start_program(sh: "ShellView", argv: list[str], fds: "Fds", line: int) -> in
     try:
         pid = sh.machine.shell.spawn(PROGRAMS[name], name)
     except ShellError as exc:
+        check_killed(exc)
         sh.shell_error(f"{argv[0]}: {os.strerror(exc.errno)}", fds)
         return 126
     sh.last_bg = str(pid)

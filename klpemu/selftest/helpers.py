@@ -485,7 +485,8 @@ def stat_rights(machine: "Machine", path: str) -> str | None:
 
 
 def remove_module(machine: "Machine", name: str) -> str:
-    """kmod's rmmod NAME: its error message, '' when the module is gone."""
+    """kmod's rmmod NAME: its error message, '' when the module is gone
+    (ShellError when the task running it died of a signal)."""
     if not machine.exists(f"/sys/module/{name}"):
         return kmod.rmmod_error(name, E.ENOENT)
     try:
@@ -497,5 +498,7 @@ def remove_module(machine: "Machine", name: str) -> str:
     try:
         machine.rmmod(name)
     except ShellError as exc:
+        if exc.signal is not None:       # the task running it died: the caller's to report
+            raise
         return kmod.rmmod_remove_error(name, exc.errno)
     return ""

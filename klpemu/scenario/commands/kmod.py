@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Callable
 from emu import EmuError, ShellError
 from emu.kernel.cmdline import insmod_args, modprobe_args
 from klpemu.scenario.fs import FsError
+from klpemu.scenario.killed import check_killed
 from klpemu.selftest import kmod
-from klpemu.selftest.helpers import remove_module
+from klpemu.selftest.helpers import remove_module as _remove_module
 
 if TYPE_CHECKING:
+    from emu import Machine
     from klpemu.scenario.process import Proc
 
 
@@ -36,6 +38,7 @@ def insmod(proc: "Proc") -> int:
     try:
         proc.sh.machine.insmod(host, insmod_args(params))
     except ShellError as exc:
+        check_killed(exc)
         proc.err(kmod.insmod_error(filename, exc.errno) + "\n")
         return 1
     except EmuError as exc:
@@ -68,7 +71,7 @@ def modprobe(proc: "Proc") -> int:
     if remove:
         status = 0
         for module in args:
-            error = remove_module(sh.machine, module.replace("-", "_"))
+            error = _rmmod(sh.machine, module.replace("-", "_"))
             if error:
                 proc.err(error.replace("rmmod:", "modprobe:") + "\n")
                 status = 1
@@ -83,9 +86,19 @@ def modprobe(proc: "Proc") -> int:
     try:
         sh.machine.insmod(path, modprobe_args(params))
     except ShellError as exc:
+        check_killed(exc)
         proc.err(kmod.modprobe_error(sysname, exc.errno) + "\n")
         return 1
     return 0
+
+
+def _rmmod(machine: "Machine", name: str) -> str:
+    """remove_module, with a task killed while at it the command's end."""
+    try:
+        return _remove_module(machine, name)
+    except ShellError as exc:
+        check_killed(exc)
+        raise
 
 
 def rmmod(proc: "Proc") -> int:
@@ -98,7 +111,7 @@ def rmmod(proc: "Proc") -> int:
     status = 0
     for name in names:
         module = name.rsplit("/", 1)[-1].removesuffix(".ko").replace("-", "_")
-        error = remove_module(proc.sh.machine, module)
+        error = _rmmod(proc.sh.machine, module)
         if error:
             proc.err(error + "\n")
             status = 1
