@@ -29,6 +29,8 @@ def test_every_task_stack_is_in_the_vmap_area_over_an_unmapped_guard() -> None:
             m.mem.read_u64(stack - 8)
         with pytest.raises(BadGuestAddress):
             m.mem.read(stack + THREAD_SIZE - 8, 16)          # the next slot's guard
+    with pytest.raises(BadGuestAddress):
+        m.mem.read(VMAP_STACK_END - 8, 64)                   # past the area: no PTE read beyond its table
 
 
 def test_a_recursion_that_overflows_the_stack_is_a_double_fault_and_a_panic() -> None:

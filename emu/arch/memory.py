@@ -118,7 +118,7 @@ class AddressSpace:
             offset = self._stack_pages.get(vaddr >> 12)        # a stack page seen before
             if offset is not None and (vaddr + size - 1) >> 12 == vaddr >> 12:
                 return vaddr + offset
-            if VMAP_STACK_START <= vaddr < VMAP_STACK_END:
+            if VMAP_STACK_START <= vaddr and vaddr + size <= VMAP_STACK_END:
                 return self._stack_v2p(vaddr, size, access)
         for start, end, phys in self.regions:
             if start <= vaddr and vaddr + size <= end:
