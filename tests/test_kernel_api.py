@@ -208,6 +208,13 @@ def test_plain_p_is_the_siphash_of_the_pointer_under_the_boot_key(api: Machine) 
     assert HASHED.match(hashed) and hashed == hashed_pointer(api, raw)
 
 
+def test_before_the_key_is_filled_p_prints_ptrval_on_the_guest_and_the_host() -> None:
+    m = api_machine()
+    m.mem.write(m.symbol_address("filled_random_ptr_key"), b"\x00")
+    hashed, raw = m.read_file(f"{API}/ptr").split()
+    assert hashed == "(____ptrval____)" == hashed_pointer(m, int(raw, 16))
+
+
 def test_the_hash_is_the_same_for_the_same_boot() -> None:
     """The key comes from what the boot gives the pool (here: the command
     line), so a run replays; another command line, another key."""
@@ -244,7 +251,7 @@ def test_no_hash_pointers_prints_addresses_and_warns() -> None:
     assert [r.text for r in banner] == NOTICE
     assert {r.level for r in banner} == {4}
     hashed, raw = _ptr_pair(m)
-    assert hashed == f"{raw:016x}"
+    assert hashed == f"{raw:016x}" == hashed_pointer(m, raw)      # the host's reports follow the guest
 
 
 def test_debug_boot_weak_hash() -> None:
@@ -253,6 +260,7 @@ def test_debug_boot_weak_hash() -> None:
     assert "debug_boot_weak_hash enabled" in m.dmesg_lines()
     hashed, raw = _ptr_pair(m)
     assert int(hashed, 16) == ((raw * 0x61C8864680B583EB) & (2**64 - 1)) >> 32
+    assert hashed == hashed_pointer(m, raw)
     assert not any(line.startswith("**") for line in m.dmesg_lines())
 
 

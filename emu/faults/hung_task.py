@@ -22,14 +22,13 @@ from typing import Callable
 from emu.arch.cpu import Cpu
 from emu.errors import EmuError, GuestHang, GuestIdle, GuestTimeout
 from emu.faults.kill_point import KillPoints
-from emu.faults.oops import KERNEL_RELEASE, call_trace, kill_task, register_lines
+from emu.faults.oops import KERNEL_RELEASE, SIGKILL, call_trace, kill_task, register_lines
 from emu.kernel.printk import KernelLog
 from emu.kernel.program import Program
 from emu.kernel.tasks import TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, TaskView, running_on
 from emu.unwind import FrameKind, StackTrace
 from emu.unwind.stack_walker import StackWalker
 
-SIGKILL = 9
 KILL_WAIT_S = 1.0        # virtual time for a runaway to get back on a CPU, and to die
 
 

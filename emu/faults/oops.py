@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.abi import THREAD_SIZE, VMAP_STACK_START
-from emu.arch.memory import VMAP_STACK_END
+from emu.arch.memory import PAGE_4K, VMAP_STACK_END
 from emu.arch.cpu import Cpu
 from emu.arch.engine import (GPR_INDEX, MSR_GS_BASE, MSR_KERNEL_GS_BASE, RFLAGS_INDEX, RIP_INDEX, CpuFault,
                              FaultKind)
@@ -28,7 +28,6 @@ from emu.unwind.stack_walker import StackWalker
 SIGKILL, SIGSEGV = 9, 11
 HARDIRQ_MASK = 0x000F0000
 PF_WRITE, PF_USER, PF_INSTR = 0x2, 0x4, 0x10
-PAGE_SIZE = 4096
 EXCEPTION_FRAME = 48          # SS, RSP, RFLAGS, CS, RIP and an error code, pushed below RSP & ~15
 KERNEL_RELEASE = "6.12.0-klpemu"
 
@@ -60,7 +59,7 @@ def task_line(prog: Program, cpu: Cpu, task: TaskView) -> str:
 def call_trace(walker: StackWalker, cpu: Cpu, task: TaskView) -> list[str]:
     e = cpu.engine
     start = StartState(e.reg("rip"), e.reg("rsp"), e.reg("rbp"))
-    low = max(min(task.stack, start.sp), task.stack - PAGE_SIZE)    # an overflow's first frame is in the guard
+    low = max(min(task.stack, start.sp), task.stack - PAGE_4K)    # an overflow's first frame is in the guard
     trace = walker.trace_from(start, (low, task.stack + THREAD_SIZE))
     kernel = StackTrace(tuple(f for f in trace.frames if f.kind != FrameKind.USER), trace.reliable, trace.reason)
     frames = walker.format(kernel)[1:]       # the first is RIP, printed above
@@ -136,7 +135,7 @@ class Oops:
 
 def _hits_stack_guard(task: TaskView, address: int) -> bool:
     """An access to the page below a vmap'd task stack (get_stack_guard_info)."""
-    return VMAP_STACK_START <= task.stack < VMAP_STACK_END and task.stack - PAGE_SIZE <= address < task.stack
+    return VMAP_STACK_START <= task.stack < VMAP_STACK_END and task.stack - PAGE_4K <= address < task.stack
 
 
 def kill_task(prog: Program, cpu: Cpu, signo: int) -> None:

@@ -46,10 +46,8 @@ class FileTree:
         self._raw, self._entries, self._dirs = raw, entries, _directories(entries)
 
     def exists(self, path: str) -> bool:
-        if self.vfs.exists(path) or self.vfs.is_dir(path.rstrip("/") or "/"):
-            return True
-        self._refresh()
-        return path in self._entries or (path.rstrip("/") or "/") in self._dirs
+        # is_dir reads the guest's table (once) unless the Python tree answers
+        return self.vfs.exists(path) or self.is_dir(path) or path in self._entries
 
     def is_dir(self, path: str) -> bool:
         """A directory of the Python trees, or of the guest's table (a kobject's
