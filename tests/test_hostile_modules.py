@@ -93,7 +93,9 @@ def test_param_with_elem_size_0_is_stored_at_its_type_width(m: Machine) -> None:
 
 def test_a_livepatch_whose_new_function_dereferences_null_oopses_each_caller(tmp_path, capsys) -> None:
     """The patched function's callers oops in the new function; the shell is
-    respawned after each, and the patch can be disabled and removed."""
+    respawned after each, and the patch can be disabled and removed. (The
+    third oops ends while the dead shell is still in do_exit making its
+    successor: the disable must wait for it, not be refused by the dead one.)"""
     from klpemu.cli import main
     script = tmp_path / "lp_null.sh"
     script.write_text(
@@ -102,14 +104,16 @@ def test_a_livepatch_whose_new_function_dereferences_null_oopses_each_caller(tmp
         "while [[ $(cat $P/transition) != 0 ]]; do sleep .1; done\n"
         "cat /proc/cmdline || echo \"first: $?\"\n"
         "cat /proc/cmdline || echo \"second: $?\"\n"
+        "while read l; do :; done < /proc/cmdline || echo \"loop: $?\"\n"
         "echo 0 > $P/enabled\n"
-        "while [[ -e $P ]]; do sleep .1; done\n"
+        "for i in $(seq 50); do [[ -e $P ]] || break; sleep .1; done\n"
         "rmmod klpemu_hostile_lp_null\n"
         "echo \"after: $(cat /proc/cmdline)\"\n")
     assert main(["run", "--module-dir", str(MODULES), str(script)]) == 3
     out, err = capsys.readouterr()
-    assert "first: 137\n" in out and "second: 137\n" in out          # killed: 128 + SIGKILL
+    assert "first: 137\n" in out and "second: 137\n" in out and "loop: 137\n" in out   # killed: 128 + SIGKILL
+    assert "lp_null.sh: line 4:     1 Killed                  cat /proc/cmdline\n" in out
     assert "after: console=ttyS0 klpemu\n" in out
-    assert "the kernel oopsed (2x, pid 1): BUG: kernel NULL pointer dereference, address: 0000000000000000" in err
-    assert out.count("RIP: 0010:klpemu_hostile_cmdline_proc_show+0x") == 2
+    assert "the kernel oopsed (3x, pid 1): BUG: kernel NULL pointer dereference, address: 0000000000000000" in err
+    assert out.count("RIP: 0010:klpemu_hostile_cmdline_proc_show+0x") == 3
     assert "livepatch: 'klpemu_hostile_lp_null': unpatching complete" in out

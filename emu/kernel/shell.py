@@ -114,6 +114,13 @@ class Shell:
                 return task
         return find_task(self.prog, self.pid)
 
+    def _respawning(self) -> bool:
+        """init's shell died and the kernel has not named the next one yet."""
+        if self._respawned is None:
+            return False
+        task = self._respawned()
+        return task is not None and task.address in self._dead_tasks
+
     def is_idle(self) -> bool:
         """The shell waits for a command: its last one is done and it sleeps."""
         task = self.task()
@@ -131,6 +138,9 @@ class Shell:
             raise ShellError(f"path too long: {path}", errno=36)
         if len(data) > self.layout.data_max:
             raise ShellError(f"at most {self.layout.data_max} bytes in one write(2) from the shell", errno=27)
+        if self._respawning():
+            # the dead shell is still in do_exit, making its successor
+            self._run_until(lambda: not self._respawning(), timeout_s=5, what="init's shell to respawn")
         task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)

@@ -203,11 +203,11 @@ def _command(cmd: Command) -> Run:
 
     def redirected(sh: Shell, fds: Fds) -> int:
         sh.line = line
-        opened = sh.redirect(redirs, fds)
         try:
+            opened = sh.redirect(redirs, fds)
             if opened is None or not sh.open_redirections(opened, fds):
                 return 1
-        except CommandKilled as killed:               # the open of a redirection oopsed
+        except CommandKilled as killed:               # reading or opening a redirection's file oopsed
             sh.shell_error(killed.notice([]))
             return killed.status
         return body(sh, opened)
