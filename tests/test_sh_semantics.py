@@ -14,6 +14,9 @@ from emu import Machine
 from klp_helpers import run_script
 
 BASH = [
+    ('arith_subscript_once',
+     'i=0; a=(5 6 7); echo $(( a[i++] )) $i; i=0; echo $(( a[i++] = 9 )) ${a[*]} $i\n',
+     '5 1\n9 9 6 7 1\n', '', 0),
     ('quoting',
      'x="a  b"; echo $x "$x" \'$x\' "\\$x" \\$x\necho "a\\"b" "c\\\\d" "e\\$f" "g\\`h" "i\\j" "a\'b" \'c"d\'\n',
      'a b a  b $x $x $x\na"b c\\d e$f g`h i\\j a\'b c"d\n', '', 0),

@@ -178,9 +178,12 @@ class _Evaluator:
             save = self.k
             name = self.tokens[self.k][1]
             self.k += 1
-            index = self.subscript(live)
+            index = self.subscript(False)              # a look-ahead for `=`: no effects yet
             op = self.peek()
             if op in _ASSIGN_OPS:
+                if index is not None:                  # the subscript, evaluated once, for real
+                    self.k = save + 1
+                    index = self.subscript(live)
                 self.k += 1
                 value = self.assignment(live)
                 if not live:
@@ -286,14 +289,7 @@ class _Evaluator:
         return index
 
     def variable(self, name: str, index: int | None) -> int:
-        raw = self.vars.get(name, index).strip()
-        if not raw:
-            return 0
-        if _INTEGER.fullmatch(raw):
-            return integer(raw)
-        if self.depth >= MAX_DEPTH:
-            raise ArithError(f"expression recursion level exceeded (error token is \"{raw}\")")
-        return _evaluate(raw, self.vars, self.depth + 1)
+        return _variable(self.vars, self.depth, name, index)
 
     def run(self) -> int:
         if not self.tokens:
@@ -317,9 +313,6 @@ def _evaluate(text: str, variables: Variables, depth: int) -> int:
     compiled = _compiled(text)
     if compiled is not None:
         return compiled(variables, depth)
-    stripped = text.strip()
-    if _INTEGER.fullmatch(stripped):      # a constant with no compiled form (a bad one: its error)
-        return integer(stripped)
     return _Evaluator(text, variables, depth).run()
 
 
@@ -330,10 +323,8 @@ def _evaluate(text: str, variables: Variables, depth: int) -> int:
 # parses, the closures do in the same order: the operands left to right,
 # the side a short-circuit or ?: skips left unevaluated (the evaluator's
 # "not live" parse has no effect, and no error but those of parsing).
-# An expression with a syntax error, a bad constant, trailing tokens or a
-# subscripted name that is not assigned to (the evaluator evaluates that
-# subscript twice) is left to the evaluator, whose error and partial side
-# effects it then is.
+# An expression with a syntax error, a bad constant or trailing tokens is
+# left to the evaluator, whose error and partial side effects it then is.
 Compiled = Callable[[Variables, int], int]
 
 
@@ -418,8 +409,6 @@ class _Compiler:
                 self.k += 1
                 rhs = self.assignment()
                 return _assign(name, index, op, rhs)
-            if index is not None:
-                raise _NotCompiled
             self.k = save
         return self.ternary()
 

@@ -100,8 +100,8 @@ class FileOut(Out):
 
     def write(self, text: str) -> None:
         if text:
-            self.ns.write(self.path, text, append=self.append)
-            self.append = True
+            append, self.append = self.append, True      # the attempt opens it, refused or not
+            self.ns.write(self.path, text, append=append)
 
     def open_now(self) -> None:
         """The truncating open, if no write has made it yet (FsError if refused)."""
