@@ -185,13 +185,10 @@ def _simple(cmd: Simple) -> Run:
     return simple
 
 
-compiled_simple: ByNode[Simple, Run] = ByNode(_simple)
-
-
 def _command(cmd: Command) -> Run:
     """A command: a simple one, or a compound one with its redirections."""
     if type(cmd) is Simple:
-        return compiled_simple(cmd)                  # type: ignore[arg-type]
+        return _simple(cmd)                          # type: ignore[arg-type]
     body = _compound(cmd)
     line = cmd.line
     redirs = getattr(cmd, "redirs", ())
@@ -303,33 +300,27 @@ def _loop(cmd: Loop) -> Run:
     return loop
 
 
-def _cond(cmd: Cond) -> Run:
-    """[[ … ]]: a malformed arithmetic operand is an error of the command,
-    another expansion error ends the shell."""
-    expr = cmd.expr
-
-    def cond(sh: Shell, fds: Fds) -> int:
+def _test_status(name: str, test: Callable[[Shell, Fds], object]) -> Run:
+    """0 when TEST holds: a malformed arithmetic operand is an error of the
+    command NAME, another expansion error ends the shell."""
+    def status(sh: Shell, fds: Fds) -> int:
         try:
-            return 0 if sh.test_cond(expr, fds) else 1
+            return 0 if test(sh, fds) else 1
         except ArithExpansionError as exc:
-            sh.shell_error(f"[[: {exc}", fds)
+            sh.shell_error(f"{name}: {exc}", fds)
             return 1
         except ExpansionError as exc:
             return sh._expansion_failed(exc, fds)
-    return cond
+    return status
+
+
+def _cond(cmd: Cond) -> Run:
+    """[[ … ]]."""
+    expr = cmd.expr
+    return _test_status("[[", lambda sh, fds: sh.test_cond(expr, fds))
 
 
 def _arith_cmd(cmd: ArithCmd) -> Run:
-    """(( … )): 0 when the value is not 0; a malformed expression is an
-    error of the command, another expansion error ends the shell."""
+    """(( … )): true when the value is not 0."""
     expr = cmd.expr
-
-    def arith(sh: Shell, fds: Fds) -> int:
-        try:
-            return 0 if arithmetic(sh, expr) else 1
-        except ArithExpansionError as exc:
-            sh.shell_error(f"((: {exc}", fds)
-            return 1
-        except ExpansionError as exc:
-            return sh._expansion_failed(exc, fds)
-    return arith
+    return _test_status("((", lambda sh, fds: arithmetic(sh, expr))

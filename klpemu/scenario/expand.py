@@ -131,7 +131,6 @@ def _sequence(text: str) -> list[str] | None:
     return [chr(v) for v in values]
 
 
-_GLOB_CHAR = re.compile(r"[*?[]")
 
 
 def words_expander(words: tuple[Word, ...]) -> Callable[["ShellView"], list[str]]:
@@ -266,7 +265,7 @@ class _Plan:
         self.single: Getter = _plan_single(word)
         # the fields of a word of literals alone (no glob or brace character)
         self.constant: tuple[str, ...] | None = None
-        if all(type(p) is Lit and _GLOB_CHAR.search(p.text) is None for p in word) and not self.braced:  # type: ignore[union-attr]
+        if all(type(p) is Lit and patterns.GLOB_CHAR.search(p.text) is None for p in word) and not self.braced:  # type: ignore[union-attr]
             text = "".join(p.text for p in word)                    # type: ignore[union-attr]
             self.constant = (text,) if text else ()
 
@@ -361,7 +360,7 @@ def _plan_fields(word: Word) -> Callable[["ShellView"], list[str]]:
     getters: list[Getter] = []
     for part in word:
         kind = type(part)
-        if kind is Lit and _GLOB_CHAR.search(part.text) is None:      # type: ignore[union-attr]
+        if kind is Lit and patterns.GLOB_CHAR.search(part.text) is None:      # type: ignore[union-attr]
             getters.append(_part_getter(part, False))
         elif kind is Quoted or kind is Tilde:
             getters.append(_part_getter(part, False))
@@ -391,7 +390,7 @@ def _plain_fields(name: str) -> Callable[["ShellView"], list[str]]:
         ifs = sh.vars.get("IFS")
         if ifs is None:
             ifs = DEFAULT_IFS
-        if (ifs and any(c in value for c in ifs)) or _GLOB_CHAR.search(value) is not None:
+        if (ifs and any(c in value for c in ifs)) or patterns.GLOB_CHAR.search(value) is not None:
             return _fields(sh, [(value, False, True)])
         return [value]
     return fields

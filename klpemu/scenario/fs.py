@@ -307,11 +307,7 @@ class Namespace:
         refuses the open."""
         path = self.resolve(path)
         if self.is_guest(path):
-            try:
-                self.machine.shell.write(path, b"", REDIRECT)
-            except ShellError as exc:
-                check_killed(exc)
-                raise FsError(exc.errno, path) from None
+            self._write_guest(path, b"", REDIRECT)
         elif _under(path, "/tmp") and not self.is_dir(path):
             self.tmp[path] = ""
 

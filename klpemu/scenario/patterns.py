@@ -74,11 +74,11 @@ def glob_regex(segments: Iterable[tuple[str, bool]]) -> str:
     return "".join(out)
 
 
-_GLOB_CHAR = re.compile(r"[*?[]")
+GLOB_CHAR = re.compile(r"[*?[]")
 
 
 def has_magic(segments: Iterable[tuple[str, bool]]) -> bool:
-    search = _GLOB_CHAR.search
+    search = GLOB_CHAR.search
     return any(not quoted and search(text) is not None for text, quoted in segments)
 
 
