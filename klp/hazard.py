@@ -101,7 +101,7 @@ def image_hazards(path: str | os.PathLike[str]) -> list[Hazard]:
     try:
         return [*switch_hazards(image), *(Hazard(name, NOTRACE) for name in _notrace(image))]
     except (ImageError, ELFError) as exc:
-        raise ImageError(f"{os.fspath(path)}: not a kernel image: {exc}") from None
+        raise ImageError(f"{os.fspath(path)} is not a kernel image: {exc}") from None
 
 
 NOTRACE = "notrace: no fentry site"

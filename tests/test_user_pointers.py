@@ -79,7 +79,7 @@ def test_a_count_past_task_size_max_is_efault_before_the_handler(m, nr, path):
     even when the handler would copy nothing of it (trace's write stub, a
     read at the end of a file)."""
     flags = 1 if nr == "__NR_write" else 0
-    for buf, count in ((TASK_SIZE_MAX - 10, 11), (UNMAPPED_USER, 1 << 64 - 1), (USER_END - 1, TASK_SIZE_MAX)):
+    for buf, count in ((TASK_SIZE_MAX - 10, 11), (UNMAPPED_USER, (1 << 64) - 1), (USER_END - 1, TASK_SIZE_MAX)):
         fd = m.shell.open(path, flags)
         assert m.shell.syscall(NR[nr], fd, buf, count) == EFAULT, (path, hex(buf), count)
         assert m.shell.close(fd) == 0

@@ -202,7 +202,8 @@ class Engine:
     def entry_regs(self) -> tuple[int, int, int, int]:
         """(rip, rflags, rsp, cs): what a quantum starts from. Read once
         after each run, while Unicorn's state is still in the host's caches
-        (a read after other work costs several times more), and kept until
+        (a 4-register batch: 1.3 us right after emu_start, 2.8 us after
+        touching 8192 pages, raw Unicorn, measured in review), and kept until
         an Engine method writes a register: between runs only those do."""
         regs = self._exit_regs
         if regs is None:

@@ -275,7 +275,7 @@ class ModuleManager:
         taint.add(TaintFlag.OOT_MODULE)
         if mod.livepatch:
             if not taint.test(TaintFlag.LIVEPATCH):
-                self.log.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=4)
+                self.log.log(f"{mod.name}: tainting kernel with TAINT_LIVEPATCH", level=5)             # pr_notice_once
             taint.add(TaintFlag.LIVEPATCH)
 
     # ------------------------------------------------------------ unload
