@@ -51,3 +51,29 @@ def test_sympos_of_every_vmlinux_function_resolves_back_to_it() -> None:
     for sym in m.kallsyms.functions():
         pos = m.kallsyms.sympos(sym.name, sym.address)
         assert m.kallsyms.find(sym.name, sympos=pos) == sym
+
+
+def test_removing_a_module_leaves_the_table_a_fresh_one_would_have() -> None:
+    """A module's symbols are cut out as one run of the table; modules whose
+    symbols interleave (no run) are removed entry by entry, to the same end."""
+    def table(ks: Kallsyms) -> list[tuple[int, str, str | None]]:
+        return [(sym.address, sym.name, module) for sym, module in ks._entries]
+
+    def sym(name: str, address: int) -> Symbol:
+        return Symbol(name, address, 0x10, True, False)
+
+    ks, fresh = Kallsyms(), Kallsyms()
+    for k in (ks, fresh):
+        k.add([sym("show", 0x1000), sym("other", 0x2000)])
+    ks.add([sym("show", 0x9000), sym("a", 0x9100), sym("a", 0x9200)], module="block")
+    ks.add([sym("b", 0x5000), sym("b", 0x7000)], module="spread")
+    ks.add([sym("c", 0x6000), sym("show", 0x2000)], module="between")     # one at vmlinux's address
+    fresh.add([sym("b", 0x5000), sym("b", 0x7000)], module="spread")
+    ks.remove_module("block")
+    ks.remove_module("between")
+    assert table(ks) == table(fresh)
+    assert ks.find("a", module="block") is None and ks.find("show", module="between") is None
+    assert [s.address for s, _ in ks._by_name["show"]] == [0x1000]
+    ks.remove_module("spread")
+    fresh.remove_module("spread")
+    assert table(ks) == table(fresh) == [(0x1000, "show", None), (0x2000, "other", None)]

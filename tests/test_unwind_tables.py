@@ -592,6 +592,33 @@ def test_lookup_ranges_and_module_add_remove():
     assert t.describe(0x2004) == "0x2004"
 
 
+def test_a_module_block_is_spliced_as_a_full_rebuild_would_flatten_it():
+    """Blocks of functions added and removed in random order (apart, adjacent
+    to a neighbour, overlapping one, replacing a start): the arrays the
+    splices leave are the ones a full rebuild makes, and so is every lookup."""
+    rng = random.Random(5)
+    code = _SMALL_FN * 4096
+    t = build_tables([("vmlinux_fn", 0x1000, 11)], lambda a, n: code[:n])
+    blocks: list[tuple[int, int]] = []
+    for _ in range(300):
+        if blocks and rng.random() < 0.4:
+            low, high = blocks.pop(rng.randrange(len(blocks)))
+            t.remove_functions(low, high)
+        else:
+            low = 0x2000 + rng.randrange(64) * 0x40 + rng.choice((0, 0, 11, 5))
+            funcs = [(f"f{low:x}_{k}", low + k * rng.choice((11, 12, 16)), 11) for k in range(rng.randrange(1, 4))]
+            t.add_functions(funcs, lambda a, n: code[:n])
+            blocks.append((low, funcs[-1][1] + 11))
+        spliced = (list(t._addrs), list(t._entries), list(t._fsyms)) if not t._stale else None
+        probes = [rng.randrange(0xF00, 0x3200) for _ in range(20)]
+        answers = [(t.lookup(ip), t.find_function(ip)) for ip in probes]
+        t._rebuild()
+        if spliced is not None:
+            assert spliced == (t._addrs, t._entries, t._fsyms)
+        t._memo = {}
+        assert answers == [(t.lookup(ip), t.find_function(ip)) for ip in probes]
+
+
 def test_cache_roundtrip_and_disable(selfbuilt, tmp_path, monkeypatch):
     from emu.unwind import cache
 

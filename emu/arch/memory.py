@@ -167,6 +167,13 @@ class AddressSpace:
             raw += chunk
         return raw
 
+    def window(self, vaddr: int, size: int) -> memoryview:
+        """The RAM behind [vaddr, vaddr + size), which must be mapped linearly
+        (one region, or a run of one stack): reads and writes through it need
+        no translation. BadGuestAddress otherwise."""
+        p = self.v2p(vaddr, size)
+        return self._view[p:p + size]
+
     # Every region lies inside RAM, so what v2p gives for [vaddr, vaddr +
     # size) is inside RAM too: these go to the buffer's view directly.
     def read(self, vaddr: int, size: int) -> bytes:

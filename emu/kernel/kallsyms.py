@@ -61,10 +61,25 @@ class Kallsyms:
         self.remove_module(name)
 
     def remove_module(self, module: str) -> None:
-        keep = [(s, e) for s, e in zip(self._starts, self._entries) if e[1] != module]
-        self._starts = [s for s, _ in keep]
-        self._entries = [e for _, e in keep]
-        for name in self._names.pop(module, ()):
+        names = self._names.pop(module, ())
+        own = [sym.address for name in names for sym, m in self._by_name[name] if m == module]
+        # a module's symbols lie in its own block of addresses: one run of
+        # the sorted table, cut out at once (else every entry is looked at)
+        low = min(own, default=0)
+        i = bisect.bisect_left(self._starts, low)
+        entries = self._entries
+        while i < len(entries) and entries[i][1] != module and self._starts[i] == low:
+            i += 1                            # another object's symbol at the same address
+        j = i
+        while j < len(entries) and entries[j][1] == module:
+            j += 1
+        if j - i == len(own):
+            del self._starts[i:j], entries[i:j]
+        else:
+            keep = [(s, e) for s, e in zip(self._starts, entries) if e[1] != module]
+            self._starts = [s for s, _ in keep]
+            self._entries = [e for _, e in keep]
+        for name in names:
             self._by_name[name] = [e for e in self._by_name[name] if e[1] != module]
             if not self._by_name[name]:
                 del self._by_name[name]

@@ -35,6 +35,7 @@ class LogBuffer:
         self.phys = phys
         self.size = size
         self._parsed: list[LogRecord] = []
+        self._formatted: list[str] = []     # each parsed record as dmesg prints it, made once
         self._parsed_upto = _HEADER.size
         ram.write(phys, _HEADER.pack(_HEADER.size, 0))
 
@@ -68,7 +69,7 @@ class LogBuffer:
     def _parse(self) -> list[LogRecord]:
         nxt, _ = _HEADER.unpack(self.ram.read(self.phys, _HEADER.size))
         if nxt < self._parsed_upto:          # memory was restored to an earlier state
-            self._parsed, self._parsed_upto = [], _HEADER.size
+            self._parsed, self._formatted, self._parsed_upto = [], [], _HEADER.size
         off = self._parsed_upto
         while off < nxt:
             ts, length, level, _ = _RECORD.unpack(self.ram.read(self.phys + off, _RECORD.size))
@@ -78,8 +79,16 @@ class LogBuffer:
         self._parsed_upto = off
         return self._parsed
 
+    def formatted(self, start: int = 0) -> list[str]:
+        """records()[start:], each formatted as dmesg prints it (a record is
+        formatted once: dmesg reads the whole log again and again)."""
+        parsed = self._parse()
+        for record in parsed[len(self._formatted):]:
+            self._formatted.append(record.format())
+        return self._formatted[start:]
+
     def text(self) -> str:
-        return "".join(r.format() + "\n" for r in self.records())
+        return "".join(line + "\n" for line in self.formatted())
 
 
 class KernelLog:

@@ -28,6 +28,9 @@ CAT_MAX = 16 << 20                 # the most cat() reads of one file
 # them (tracefs `trace` is cleared by an O_TRUNC open)
 REDIRECT = O_WRONLY | O_CREAT | O_TRUNC           # `>`
 REDIRECT_APPEND = O_WRONLY | O_CREAT | O_APPEND   # `>>`
+_U64 = struct.Struct("<Q").unpack_from
+_Q = struct.Struct("<Q")
+_COMMAND = struct.Struct("<QQ6Q")                 # op, status, args[6]
 
 
 def _raw(data: str | bytes) -> bytes:
@@ -54,6 +57,11 @@ class Mailbox:
     op_syscall: int
     op_spawn: int
 
+    @property
+    def size(self) -> int:
+        """Bytes from the start of struct mailbox to the end of its last buffer."""
+        return max(self.path + self.path_max, self.data + self.data_max, self.out + self.out_max)
+
     @classmethod
     def from_offsets(cls, o: dict[str, int], room: int) -> "Mailbox":
         """From the user image's table; ImageError if it lacks an entry,
@@ -70,9 +78,8 @@ class Mailbox:
             raise ImageError(f"the user image's modes {modes} are not emu.kernel.shell's")
         if o["MB_status"] != box.op + 8 or o["MB_args"] != box.op + 16:
             raise ImageError("struct mailbox: op, status and args[6] must follow each other")
-        end = max(box.path + box.path_max, box.data + box.data_max, box.out + box.out_max)
-        if end > room:
-            raise ImageError(f"struct mailbox is {end} bytes, more than the {room} each shell has")
+        if box.size > room:
+            raise ImageError(f"struct mailbox is {box.size} bytes, more than the {room} each shell has")
         return box
 
 
@@ -87,9 +94,11 @@ class Shell:
         kernel respawns it when it dies); a background shell has none and
         stays gone."""
         self.prog = prog
-        self.mem = prog.mem
         self.layout = layout
         self.mailbox = mailbox
+        # the mailbox's bytes in RAM (user memory is mapped linearly): its
+        # fields are read and written there, with no translation per access
+        self._box = prog.mem.window(mailbox, layout.size)
         self.pid = pid
         self._run_until = run_until
         self._ring_doorbell = ring_doorbell
@@ -100,26 +109,36 @@ class Shell:
         self._on_hang = on_hang
 
     def _u64(self, off: int) -> int:
-        return self.mem.read_u64(self.mailbox + off)
+        return _U64(self._box, off)[0]
+
+    def _put(self, off: int, data: bytes) -> None:
+        self._box[off:off + len(data)] = data
+
+    def _read(self, off: int, size: int) -> bytes:
+        return bytes(self._box[off:off + size])
 
     def _s64(self, off: int) -> int:
         v = self._u64(off)
         return v - (1 << 64) if v >> 63 else v
 
     def task(self) -> TaskView | None:
-        if self._respawned is not None:
-            task = self._respawned()
-            if task is not None and task.address not in self._dead_tasks:
-                self.pid = task.pid
-                return task
-        return find_task(self.prog, self.pid)
+        return self._serving()[0]
 
     def _respawning(self) -> bool:
         """init's shell died and the kernel has not named the next one yet."""
-        if self._respawned is None:
-            return False
-        task = self._respawned()
-        return task is not None and task.address in self._dead_tasks
+        return self._serving()[1]
+
+    def _serving(self) -> tuple[TaskView | None, bool]:
+        """The task serving the mailbox, and whether it is init's dead shell
+        whose successor the kernel has not named yet (one look at both)."""
+        if self._respawned is not None:
+            task = self._respawned()
+            if task is not None:
+                if task.address not in self._dead_tasks:
+                    self.pid = task.pid
+                    return task, False
+                return find_task(self.prog, self.pid), True
+        return find_task(self.prog, self.pid), False
 
     def is_idle(self) -> bool:
         """The shell waits for a command: its last one is done and it sleeps."""
@@ -128,20 +147,25 @@ class Shell:
                 and task.state == TASK_INTERRUPTIBLE and not task.on_cpu)
 
     def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
-        return self._wait(self._post(op, path=path, data=data, args=args))
+        seq, task = self._hand_over(op, path, data, args)
+        return self._wait(seq, task)
 
     def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
         """Hand the shell a command and ring; its sequence number."""
-        mem = self.mem
+        return self._hand_over(op, path, data, args)[0]
+
+    def _hand_over(self, op: int, path: str, data: bytes, args: tuple[int, ...]) -> tuple[int, TaskView]:
+        """_post's work: the sequence number and the task that got the command."""
         raw_path = path.encode()
         if len(raw_path) >= self.layout.path_max:
             raise ShellError(f"path too long: {path}", errno=36)
         if len(data) > self.layout.data_max:
             raise ShellError(f"at most {self.layout.data_max} bytes in one write(2) from the shell", errno=27)
-        if self._respawning():
+        task, respawning = self._serving()
+        if respawning:
             # the dead shell is still in do_exit, making its successor
             self._run_until(lambda: not self._respawning(), timeout_s=5, what="init's shell to respawn")
-        task = self.task()
+            task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         if task.pid != self._served_pid:
@@ -149,19 +173,25 @@ class Shell:
             # command) before it sees this one
             self._served_pid = task.pid
             self._run_until(self.is_idle, timeout_s=5, what=f"the shell (pid {self.pid}) to start")
+            task = self.task()
+            if task is None:
+                raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         seq = self._u64(self.layout.seq) + 1
         words = [a & 0xFFFFFFFFFFFFFFFF for a in args] + [0] * (6 - len(args))
-        mem.write(self.mailbox + self.layout.op, struct.pack("<QQ6Q", op, 0, *words))
-        mem.write_u64(self.mailbox + self.layout.data_len, len(data))
-        mem.write(self.mailbox + self.layout.path, raw_path + b"\0")
-        mem.write(self.mailbox + self.layout.data, data)
-        mem.write_u64(self.mailbox + self.layout.seq, seq)
+        layout = self.layout
+        self._put(layout.op, _COMMAND.pack(op, 0, *words))
+        self._put(layout.data_len, _Q.pack(len(data)))
+        self._put(layout.path, raw_path + b"\0")
+        self._put(layout.data, data)
+        self._put(layout.seq, _Q.pack(seq))
         self._ring_doorbell()
-        return seq
+        return seq, task
 
-    def _wait(self, seq: int) -> int:
-        """The status of command `seq`; GuestHang when it does not finish in time."""
-        task = self.task()
+    def _wait(self, seq: int, task: TaskView | None = None) -> int:
+        """The status of command `seq` (handed to TASK, when the caller knows
+        it); GuestHang when it does not finish in time."""
+        if task is None:
+            task = self.task()
         if task is None:
             raise ShellError(f"shell pid {self.pid} is gone", errno=3)
         address, dead = task.address, self._dead_tasks
@@ -182,7 +212,7 @@ class Shell:
         raw = text.encode() + b"\0"
         if len(raw) > self.layout.data_max:
             raise ShellError(f"string too long for the shell ({len(raw)} bytes)", errno=7)
-        self.mem.write(self.mailbox + self.layout.data, raw)
+        self._put(self.layout.data, raw)
         return self.mailbox + self.layout.data
 
     def check(self, status: int, what: str) -> int:
@@ -203,7 +233,7 @@ class Shell:
             if status < 0:
                 raise self._fail(f"cat: {path}", status)
             n = self._u64(self.layout.out_len)
-            data += self.mem.read(self.mailbox + self.layout.out, n)
+            data += self._read(self.layout.out, n)
             if n < self.layout.out_max:
                 return data.decode("utf-8", "replace")
             if len(data) >= CAT_MAX:
@@ -218,7 +248,7 @@ class Shell:
         status = self._wait(self._u64(self.layout.seq))
         if status < 0:
             raise self._fail(f"cat: {path}", status)
-        return self.mem.read(self.mailbox + self.layout.out, self._u64(self.layout.out_len)).decode("utf-8", "replace")
+        return self._read(self.layout.out, self._u64(self.layout.out_len)).decode("utf-8", "replace")
 
     def open(self, path: str, flags: int = O_WRONLY) -> int:
         """open(2) from this shell: a file descriptor or -errno."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -48,7 +48,7 @@ class UnwindTables:
         self._fstarts: list[int] = []
         self._fsyms: list[FunctionSym] = []
         self._memo: dict[int, Entry | None] = {}
-        self._stale = False          # _funcs changed since the arrays were made
+        self._stale = False          # _funcs changed since the arrays were made (and not spliced)
 
     def __len__(self) -> int:
         """Number of functions in the tables."""
@@ -67,23 +67,57 @@ class UnwindTables:
         """
         funcs = _unique_functions(functions)
         tracked = cache.cached(cache_key, lambda: _track_all(funcs, read_code, list(hints)))
-        for sym, rows in tracked:
-            self._funcs[sym.start] = (sym, [addr for addr, _ in rows], [entry for _, entry in rows])
-        self._changed()
+        new = [(sym, [addr for addr, _ in rows], [entry for _, entry in rows]) for sym, rows in tracked]
+        spliced = not self._stale and self._splice_in(new)
+        for row in new:
+            self._funcs[row[0].start] = row
+        self._memo = {}
+        if not spliced:
+            self._stale = True
 
     def remove_functions(self, low: int, high: int) -> int:
         """Forget the functions starting in [low, high) (module unload); returns how many."""
         gone = [start for start in self._funcs if low <= start < high]
         for start in gone:
             del self._funcs[start]
-        self._changed()
+        self._memo = {}
+        if gone and not (not self._stale and self._splice_out(low, high)):
+            self._stale = True
         return len(gone)
 
-    def _changed(self) -> None:
-        """The arrays are made again when next used (a module's load and a
-        later unload often come with no walk in between)."""
-        self._stale = True
-        self._memo = {}
+    # A module's functions come and go as one block of addresses apart from
+    # every other image's: its rows are spliced into the arrays, or cut out
+    # of them, without flattening every function again. Anything else (a
+    # block that touches or overlaps another function) makes the arrays
+    # stale, to be made again in full when next used.
+    def _splice_in(self, new: list[tuple[FunctionSym, list[int], list[Entry | None]]]) -> bool:
+        if not new:
+            return True
+        low, high = new[0][0].start, max(sym.end for sym, _, _ in new)
+        i = bisect_left(self._fstarts, low)
+        if (i > 0 and self._fsyms[i - 1].end >= low) or (i < len(self._fstarts) and self._fstarts[i] <= high):
+            return False
+        addrs: list[int] = []
+        entries: list[Entry | None] = []
+        syms: list[FunctionSym] = []
+        _flatten(new, addrs, entries, syms)
+        k = bisect_left(self._addrs, low)
+        self._addrs[k:k] = addrs
+        self._entries[k:k] = entries
+        self._fsyms[i:i] = syms
+        self._fstarts[i:i] = [sym.start for sym in syms]
+        return True
+
+    def _splice_out(self, low: int, high: int) -> bool:
+        i, j = bisect_left(self._fstarts, low), bisect_left(self._fstarts, high)
+        if i == j:
+            return True
+        first, last = self._fsyms[i], self._fsyms[j - 1]
+        if (i > 0 and self._fsyms[i - 1].end >= first.start) or (j < len(self._fsyms) and self._fstarts[j] <= last.end):
+            return False
+        k, m = bisect_left(self._addrs, first.start), bisect_right(self._addrs, last.end)
+        del self._addrs[k:m], self._entries[k:m], self._fsyms[i:j], self._fstarts[i:j]
+        return True
 
     @property
     def memo(self) -> dict[int, Entry | None]:
@@ -130,22 +164,30 @@ class UnwindTables:
         addrs: list[int] = []
         entries: list[Entry | None] = []
         syms: list[FunctionSym] = []
-        for start in sorted(self._funcs):
-            sym, row_addrs, row_entries = self._funcs[start]
-            while addrs and addrs[-1] >= start:  # previous end marker, or an overlap
-                addrs.pop()
-                entries.pop()
-            if syms and syms[-1].end > start:
-                log.warning("functions %s and %s overlap", syms[-1].name, sym.name)
-            addrs += row_addrs
-            entries += row_entries
-            addrs.append(sym.end)
-            entries.append(None)
-            syms.append(sym)
+        _flatten([self._funcs[start] for start in sorted(self._funcs)], addrs, entries, syms)
         self._addrs, self._entries, self._fsyms = addrs, entries, syms
         self._fstarts = [s.start for s in syms]
         self._memo = {}
         self._stale = False
+
+
+def _flatten(funcs: list[tuple[FunctionSym, list[int], list[Entry | None]]], addrs: list[int],
+             entries: list[Entry | None], syms: list[FunctionSym]) -> None:
+    """Append the rows of FUNCS (sorted by start) to the arrays: each
+    function's rows, then an end marker (None) where it ends, unless the
+    next function starts there (or before: an overlap, warned about)."""
+    for sym, row_addrs, row_entries in funcs:
+        start = sym.start
+        while addrs and addrs[-1] >= start:  # previous end marker, or an overlap
+            addrs.pop()
+            entries.pop()
+        if syms and syms[-1].end > start:
+            log.warning("functions %s and %s overlap", syms[-1].name, sym.name)
+        addrs += row_addrs
+        entries += row_entries
+        addrs.append(sym.end)
+        entries.append(None)
+        syms.append(sym)
 
 
 def build_tables(functions: Iterable[tuple[str, int, int]], read_code: ReadCode,

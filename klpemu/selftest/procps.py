@@ -25,7 +25,9 @@ class Syslog:
         return self.machine.dmesg_log.records()[self.cleared:]
 
     def lines(self, *, timestamps: bool = True) -> list[str]:
-        return [r.format() if timestamps else r.text for r in self.records()]
+        if timestamps:
+            return self.machine.dmesg_log.formatted(self.cleared)
+        return [r.text for r in self.records()]
 
     def clear(self) -> None:
         self.cleared = len(self.machine.dmesg_log.records())
