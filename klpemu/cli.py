@@ -35,7 +35,7 @@ from klpemu.session import RunConfig, ScenarioSession
 from klpemu.symbols import add_arguments as symbols_args
 from klpemu.state_report import (NO_TRANSITION, blocking_json, blocking_report, format_state, livepatch_state,
                                  running_transition)
-from klpemu.timeline import write_timeline
+from klpemu.timeline import oops_marks, write_timeline
 from klpemu.version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_HANG, EXIT_SKIP, EXIT_STALLED = 0, 1, 2, 3, 4, 5
@@ -181,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.state:
                 sys.stdout.write("\n--- livepatch state ---\n" + format_state(livepatch_state(m)))
     if args.timeline is not None and events is not None:
-        write_timeline(args.timeline, events.to_json(), m.clock_ns, args.script, str(spec))
+        write_timeline(args.timeline, events.to_json(), m.clock_ns, args.script, str(spec), oops_marks(m.oopses))
     if args.json and events is not None:
         json.dump({"schema": RUN_SCHEMA_VERSION, "script": args.script, "schedule": str(spec), **result.to_json(),
                    "dmesg": m.dmesg_lines(), "kernel_log": [{"t_ns": r.timestamp_ns, "level": r.level,

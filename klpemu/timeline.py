@@ -4,15 +4,20 @@ Drawn from the event log as `klpemu run --json` gives it ("events", see
 klp/events.py): a lane per task coloured by its patch_state (pending while
 a transition waits for it), a marker at each failed klp_try_switch_task
 (its reason and blocking function in the hover title, and summed up at the
-lane's right), signals, force and reversal, the transitions' start and end
-as vertical lines, and a time axis in virtual seconds.
+lane's right), signals, force and reversal, the kernel's oopses (a cross on
+the task's lane, the report's first line in its hover title), the
+transitions' start and end as vertical lines, and a time axis in virtual
+seconds.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Protocol
 
 from klpemu.errors import KlpemuError
 
@@ -25,8 +30,33 @@ FONT = 12
 COLOURS = {"unpatched": "#b8c0cc", "pending": "#f0a020", "patched": "#2f6fd0", "idle": "#e6eaf0"}
 LEGEND = (("unpatched", "unpatched"), ("pending", "pending: must still switch"),
           ("patched", "patched"), ("idle", "idle: no transition"))
+OOPS_COLOUR = "#b00020"
 TRY_MARK = {"is sleeping on function": ("#c0392b", "sleeping on"), "is running": ("#8e44ad", "running"),
             "has an unreliable stack": ("#000000", "unreliable stack")}
+
+
+class _Oopsed(Protocol):
+    """What the machine keeps of an oops (emu.faults.oops.Oops)."""
+    t_ns: int
+    task_pid: int
+    task_comm: str
+
+    @property
+    def headline(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class OopsMark:
+    """An oops to draw: when, whose task, and the report's first line."""
+    t_ns: int
+    pid: int
+    comm: str
+    what: str
+
+
+def oops_marks(oopses: Iterable[_Oopsed]) -> list[OopsMark]:
+    """The marks of a machine's oopses (`machine.oopses`)."""
+    return [OopsMark(o.t_ns, o.task_pid, o.task_comm, o.headline) for o in oopses]
 
 
 def _ticks(lo: float, hi: float) -> tuple[float, list[float]]:
@@ -104,11 +134,13 @@ def _failed_tries(events: list[dict[str, object]]) -> Counter[tuple[tuple[int, s
     return Counter((task_key(e), str(e["reason"]), str(e.get("detail", ""))) for e in events if e["kind"] == "try")
 
 
-def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subtitle: str = "") -> str:
-    """The picture of the run whose event log is `events`, up to `end_ns`."""
+def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subtitle: str = "",
+                 oopses: Sequence[OopsMark] = ()) -> str:
+    """The picture of the run whose event log is `events`, up to `end_ns`,
+    with the run's `oopses` marked."""
     lanes = _Lanes(events, end_ns)
     keys = sorted(lanes.segments)
-    first = min((int(e["t_ns"]) for e in events), default=0)
+    first = min([*(int(e["t_ns"]) for e in events), *(o.t_ns for o in oopses)], default=0)
     step, _ = _ticks(first / 1e9, max(end_ns, first + 1) / 1e9)
     lo = math.floor(first / 1e9 / step + 1e-9) * step
     hi = max(end_ns / 1e9, lo + step)
@@ -128,15 +160,19 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
         out.append(f'<rect x="{lx}" y="{ly}" width="14" height="12" fill="{COLOURS[key]}" stroke="#666" '
                    f'stroke-width="0.5"/>')
         out.append(f'<text x="{lx + 19}" y="{ly + 11}">{escape(label)}</text>')
-        lx += 34 + 7 * len(label)
+        lx += 32 + 6.6 * len(label)
     out.append(f'<text x="{lx}" y="{ly + 11}">failed try:</text>')
     lx += 80
     for colour, label in TRY_MARK.values():
         out.append(f'<path d="M{lx + 7} {ly + 12} l-6 -10 h12 z" fill="{colour}"/>')
         out.append(f'<text x="{lx + 17}" y="{ly + 11}">{escape(label)}</text>')
-        lx += 30 + 7 * len(label)
+        lx += 26 + 6.6 * len(label)
     out.append(f'<path d="M{lx + 4} {ly - 1} v14" stroke="#8e44ad" stroke-width="2"/>'
                f'<text x="{lx + 11}" y="{ly + 11}">signal sent</text>')
+    if oopses:
+        lx += 92
+        out.append(f'<path d="{_cross(lx + 6, ly + 6)}" stroke="{OOPS_COLOUR}" stroke-width="2.5"/>'
+                   f'<text x="{lx + 17}" y="{ly + 11}">oops</text>')
 
     top = 110                      # the transitions' labels sit above the lanes
     lanes_top = top + 2 * 16
@@ -151,6 +187,8 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
     for e in events:
         if e["kind"] in ("force", "reverse"):
             marks.append((x(int(e["t_ns"])), str(e["kind"]), "#c0392b"))
+    for oops in oopses:
+        marks.append((x(oops.t_ns), f"oops: {oops.comm}:{oops.pid}", OOPS_COLOUR))
     if lanes.running:
         word = "patching" if lanes.running == "patched" else "unpatching"
         out.append(f'<text x="{WIDTH - RIGHT + 8}" y="{top + 12}" fill="#c0392b" font-weight="bold">'
@@ -193,6 +231,12 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
         out.append(f'<path d="M{mx:.1f} {y + LANE_H - 3} l-6 -12 h12 z" fill="{colour}" stroke="white" '
                    f'stroke-width="0.8"><title>{int(e["t_ns"]) / 1e9:.6f} s: klp_try_switch_task: {escape(who)} '
                    f'{escape(str(e["reason"]))}{escape(detail)}</title></path>')
+    for oops in oopses:
+        y = lane_of.get((oops.pid, oops.comm))
+        if y is not None:
+            out.append(f'<path d="{_cross(x(oops.t_ns), y + LANE_H / 2, 7)}" stroke="{OOPS_COLOUR}" '
+                       f'stroke-width="3"><title>{oops.t_ns / 1e9:.6f} s: {escape(oops.what)} '
+                       f'({escape(oops.comm)}:{oops.pid})</title></path>')
     # time axis
     ay = lanes_bottom + 6
     out.append(f'<line x1="{LEFT}" y1="{ay}" x2="{x(hi * 1e9):.1f}" y2="{ay}" stroke="#333"/>')
@@ -211,6 +255,10 @@ def svg_timeline(events: list[dict[str, object]], end_ns: int, title: str, subti
             + "\n".join(out) + "\n</svg>\n")
 
 
+def _cross(cx: float, cy: float, r: float = 5) -> str:
+    return f"M{cx - r:.1f} {cy - r:.1f} L{cx + r:.1f} {cy + r:.1f} M{cx - r:.1f} {cy + r:.1f} L{cx + r:.1f} {cy - r:.1f}"
+
+
 def timeline_title(events: list[dict[str, object]], script: str, schedule: str) -> tuple[str, str]:
     """The picture's title (the scenario and its patches) and subtitle (the schedule)."""
     patches = list(dict.fromkeys(str(e["patch"]) for e in events))
@@ -218,10 +266,11 @@ def timeline_title(events: list[dict[str, object]], script: str, schedule: str) 
     return title, f"scenario {script}, schedule {schedule}"
 
 
-def write_timeline(path: Path, events: list[dict[str, object]], end_ns: int, script: str, schedule: str) -> None:
+def write_timeline(path: Path, events: list[dict[str, object]], end_ns: int, script: str, schedule: str,
+                   oopses: Sequence[OopsMark] = ()) -> None:
     title, subtitle = timeline_title(events, script, schedule)
     try:
-        path.write_text(svg_timeline(events, end_ns, title, subtitle))
+        path.write_text(svg_timeline(events, end_ns, title, subtitle, oopses))
     except OSError as exc:
         raise KlpemuError(f"--timeline: cannot write {path}: {exc.strerror}") from exc
 

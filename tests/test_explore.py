@@ -193,3 +193,23 @@ def test_a_kernel_selftest_explores_from_its_own_directory() -> None:
                           "--json"], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert [c["kind"] for c in json.loads(cli.stdout)["classes"]] == [PASS]
+
+
+def test_the_report_keeps_a_class_group_whole_and_its_bins_apart() -> None:
+    """A class's group (an oops's function and reason) is written out after
+    its count, not cut to the label column; bins a fraction of a
+    millisecond wide have edges that read differently."""
+    from klpemu.explore.report import svg_report
+    key = "klpemu_race_report: BUG: kernel NULL pointer dereference, address: #"
+    hist = [{"from": 791_440_000 + k * 725_000, "to": 791_440_000 + (k + 1) * 725_000, "count": 1 + k}
+            for k in range(3)]
+    doc = {"script": "race.sh", "runs": 10, "strategy": "targeted", "failing_runs": 2, "runs_per_second": 9.0,
+           "classes": [{"kind": "pass", "key": "", "count": 8}, {"kind": "oops", "key": key, "count": 2}],
+           "transitions_ns": {"histogram": hist}, "blockers": []}
+    root = ET.fromstring(svg_report(doc))
+    svg = "{http://www.w3.org/2000/svg}"
+    texts = [(t.text or "") + "".join("".join(s.itertext()) for s in t.iter(f"{svg}tspan"))
+             for t in root.iter(f"{svg}text")]                 # shown text, not hover titles
+    assert "oops" in texts and f"2  {key}" in texts
+    bins = [t for t in texts if t.endswith(" s") and "-" in t]
+    assert bins == ["0.79144-0.79217 s", "0.79217-0.79289 s", "0.79289-0.79361 s"]

@@ -122,3 +122,20 @@ def test_the_text_form_sums_up_a_stalled_and_a_completed_transition(tmp_path: Pa
     spans = text_timeline(done["events"], done["virtual_time_ns"]).split("tasks:")[0].splitlines()[1:]
     assert [s.split(": ")[1].split(" (")[0] for s in spans] == ["patching", "unpatching"]
     assert text_timeline([], 0) == "no livepatch transition recorded"
+
+
+def test_an_oops_is_marked_on_the_lane_of_the_task_it_killed(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The patch's new function dereferences NULL: the shell reading
+    /proc/cmdline oopses, and the picture says when, whose task, and why."""
+    out = tmp_path / "t.svg"
+    code, data = run(tmp_path, capsys, "insmod klpemu_hostile_lp_null.ko\nsleep 2\ncat /proc/cmdline\nsleep 1\n",
+                     "--timeline", str(out))
+    assert code == 3
+    root = ET.parse(out).getroot()
+    texts = ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+    assert "oops: sh:1" in texts and "oops" in texts           # the mark's label, and the legend's
+    titles = ["".join(t.itertext()) for t in root.iter(f"{SVG}title")]
+    oops_t = next(r["t_ns"] for r in data["kernel_log"] if r["text"].startswith("BUG: kernel NULL pointer"))
+    assert f"{oops_t / 1e9:.6f} s: BUG: kernel NULL pointer dereference, address: 0000000000000000 (sh:1)" in titles
+    assert "sh:1" in texts                                     # on the shell's own lane

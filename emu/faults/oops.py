@@ -80,6 +80,13 @@ class Oops:
     task_pid: int
     user_fault: bool
     signal: int = SIGSEGV     # what the task dies of: die()'s SIGSEGV, page_fault_oops's SIGKILL
+    task_comm: str = ""
+    t_ns: int = 0             # virtual time of the fault
+
+    @property
+    def headline(self) -> str:
+        """The report's first line (what went wrong, as the log says it)."""
+        return self.lines[0] if self.lines else ""
 
     @classmethod
     def from_fault(cls, prog: Program, walker: StackWalker, cpu: Cpu, fault: CpuFault, number: int) -> "Oops":
@@ -122,7 +129,7 @@ class Oops:
             fatal = "Attempted to kill the idle task!"
         if fatal:
             lines.append(f"Kernel panic - not syncing: {fatal}")
-        return cls(lines, fatal, fault.pc, fault.address, task.pid, False, signal)
+        return cls(lines, fatal, fault.pc, fault.address, task.pid, False, signal, task.comm)
 
     @classmethod
     def _user_fault(cls, cpu: Cpu, fault: CpuFault, task: TaskView) -> "Oops":
@@ -130,7 +137,7 @@ class Oops:
         code = PF_USER | (PF_WRITE if fault.access == "write" else 0)
         line = (f"{task.comm}[{task.pid}]: segfault at {fault.address or 0:x} ip {e.reg('rip'):016x} "
                 f"sp {e.reg('rsp'):016x} error {code:x} in user.elf")
-        return cls([line], None, fault.pc, fault.address, task.pid, True)
+        return cls([line], None, fault.pc, fault.address, task.pid, True, task_comm=task.comm)
 
 
 def _hits_stack_guard(task: TaskView, address: int) -> bool:
@@ -169,6 +176,7 @@ class FaultHandler:
     def __call__(self, cpu: Cpu, fault: CpuFault) -> None:
         number = sum(1 for o in self.oopses if not o.user_fault) + 1
         oops = Oops.from_fault(self.prog, self.walker, cpu, fault, number)
+        oops.t_ns = self.log.clock.ns
         self.oopses.append(oops)
         for line in oops.lines:
             self.log.log(line, level=4)

@@ -87,10 +87,10 @@ def _timeline(args: argparse.Namespace, script: Script, failing: Run | None, min
     every run passed."""
     if failing is None:
         return None
-    events, end_ns = run_events(failing.config, script, failing.schedule)
+    events, end_ns, oopses = run_events(failing.config, script, failing.schedule)
     title, _ = timeline_title(events, args.script, str(failing.schedule))
     which = "the minimized failing schedule" if minimized else "the first schedule that did not pass"
-    return svg_timeline(events, end_ns, title, f"{which}: {replay_command(args.script, failing)}")
+    return svg_timeline(events, end_ns, title, f"{which}: {replay_command(args.script, failing)}", oopses)
 
 
 def cmd_explore(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from klp.errors import LivepatchError
 from klpemu.errors import KlpemuError
 from klpemu.explore.outcome import ERROR, Outcome, classify
 from klpemu.session import RunConfig, ScenarioSession
+from klpemu.timeline import OopsMark, oops_marks
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,15 @@ def run_session(session: ScenarioSession, out: io.StringIO, script: Script, sche
     return dataclasses.replace(outcome, rounds=stats.rounds - start)
 
 
-def run_events(config: RunConfig, script: Script, schedule: ScheduleSpec) -> tuple[list[dict[str, object]], int]:
+def run_events(config: RunConfig, script: Script,
+               schedule: ScheduleSpec) -> tuple[list[dict[str, object]], int, list[OopsMark]]:
     """One run, in this process, with the transition's event log on: its
-    events (as `klpemu run --json` has them) and the virtual time it ended."""
+    events (as `klpemu run --json` has them), the virtual time it ended and
+    its oopses."""
     session = ScenarioSession(config, io.StringIO())
     events = Livepatch.attach(session.machine).transition.record_events()
     try:
         session.run(script.text, schedule, script=script.path)
     except (EmuError, LivepatchError, KlpemuError):  # a hang, a crash, a bad script: the events so far
         pass
-    return events.to_json(), session.machine.clock_ns
+    return events.to_json(), session.machine.clock_ns, oops_marks(session.machine.oopses)
