@@ -29,6 +29,7 @@ A spec reads and prints as `strategy:seed[,name=value...]` (e.g.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ PARAMS = {                        # each strategy's parameters and their default
     "pct": {"depth": 3, "steps": 2000, "starve": 64, "jitter": 1.0},
     "targeted": {"p": 0.5, "jitter": 1.0, "slow": 0.5},
 }
+# what each parameter may be: (lowest, highest or None, a whole number)
+RANGES = {"jitter": (0.0, 1.0, False), "slow": (0.0, 1.0, False), "p": (0.0, 1.0, False),
+          "depth": (1.0, None, True), "steps": (1.0, None, True), "starve": (1.0, None, True)}
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,15 @@ class ScheduleSpec:
         if self.strategy not in STRATEGIES:
             raise EmuError(f"unknown schedule strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
         known = PARAMS[self.strategy]
-        for name, _ in self.params:
+        for name, value in self.params:
             if name not in known:
                 raise EmuError(f"the {self.strategy} schedule has no parameter {name!r}"
                                + (f" (it takes {', '.join(known)})" if known else " (it takes none)"))
+            low, high, whole = RANGES[name]
+            if not math.isfinite(value) or value < low or (high is not None and value > high) \
+                    or (whole and value != int(value)):
+                want = f"a whole number >= {low:g}" if whole else f"between {low:g} and {high:g}"
+                raise EmuError(f"schedule parameter {name}={value:g}: the {self.strategy} schedule wants {want}")
 
     def param(self, name: str) -> float:
         return dict(self.params).get(name, PARAMS[self.strategy][name])
@@ -163,8 +172,6 @@ class PctSchedule(RandomSchedule):
     def __init__(self, spec: ScheduleSpec, quantum_min: int, quantum_max: int, nr_cpus: int) -> None:
         super().__init__(spec, quantum_min, quantum_max, nr_cpus)
         depth, steps = int(spec.param("depth")), int(spec.param("steps"))
-        if depth < 1 or steps < 1:
-            raise EmuError("the pct schedule needs depth >= 1 and steps >= 1")
         order = list(range(nr_cpus))
         self.rng.shuffle(order)
         self.priority = {cpu: depth + rank for rank, cpu in enumerate(order)}

@@ -213,3 +213,18 @@ def test_the_report_keeps_a_class_group_whole_and_its_bins_apart() -> None:
     assert "oops" in texts and f"2  {key}" in texts
     bins = [t for t in texts if t.endswith(" s") and "-" in t]
     assert bins == ["0.79144-0.79217 s", "0.79217-0.79289 s", "0.79289-0.79361 s"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "0"], "--runs wants at least 1 run, not 0"),
+    (["--jobs", "0"], "--jobs wants at least 1 worker process, not 0"),
+    (["--strategy", "pct,depth=0"], "schedule parameter depth=0: the pct schedule wants a whole number >= 1"),
+])
+def test_a_bad_sweep_is_refused_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               args: list[str], message: str) -> None:
+    from klpemu.cli import main
+    script = tmp_path / "s.sh"
+    script.write_text("true\n")
+    assert main(["explore", str(script), *args]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"klpemu: {message}\n" and out == ""

@@ -43,6 +43,13 @@ def test_a_spec_reads_back_as_it_prints() -> None:
     ("pct,depth", "schedule parameter 'depth' is not NAME=VALUE"),
     ("pct,depth=deep", "schedule parameter 'depth' needs a number"),
     ("pct:x", "schedule seed 'x' is not an integer"),
+    ("pct,depth=0", "schedule parameter depth=0: the pct schedule wants a whole number >= 1"),
+    ("pct,steps=2.5", "schedule parameter steps=2.5: the pct schedule wants a whole number >= 1"),
+    ("pct,starve=0", "schedule parameter starve=0: the pct schedule wants a whole number >= 1"),
+    ("targeted,p=1.5", "schedule parameter p=1.5: the targeted schedule wants between 0 and 1"),
+    ("pct,steps=inf", "schedule parameter steps=inf: the pct schedule wants a whole number >= 1"),
+    ("random,jitter=nan", "schedule parameter jitter=nan: the random schedule wants between 0 and 1"),
+    ("random,slow=-1", "schedule parameter slow=-1: the random schedule wants between 0 and 1"),
 ])
 def test_a_bad_spec_says_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(EmuError, match=re.escape(message)):

@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("script", help="the scenario")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--seeds", default=None, metavar="A..B", help="seeds A up to B-1 (B-A runs per configuration)")
-    which.add_argument("--runs", type=int, default=None, metavar="N", help="seeds 0..N (default 100)")
+    which.add_argument("--runs", type=int, default=None, metavar="N", help="seeds 0 to N-1 (default 100)")
     p.add_argument("--strategy", default="random", metavar="STRATEGY[,NAME=VALUE…]",
                    help="rr, random, pct or targeted, with parameters (e.g. pct,depth=3,steps=4000)")
     p.add_argument("--cpus", default="2", metavar="N[,N…]", help="CPU counts to try (e.g. 1,2,4)")

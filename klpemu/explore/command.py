@@ -30,6 +30,8 @@ def _split(text: str | None) -> list[str | None]:
 
 def _seeds(args: argparse.Namespace) -> range:
     if args.seeds is None:
+        if args.runs is not None and args.runs < 1:
+            raise EmuError(f"--runs wants at least 1 run, not {args.runs}")
         return range(args.runs if args.runs is not None else 100)
     start, sep, end = args.seeds.partition("..")
     try:
@@ -44,6 +46,8 @@ def _seeds(args: argparse.Namespace) -> range:
 def plan(args: argparse.Namespace) -> list[Run]:
     """The runs of the sweep: every configuration of the axes, every seed."""
     strategy = ScheduleSpec.parse(args.strategy)
+    if args.jobs is not None and args.jobs < 1:
+        raise EmuError(f"--jobs wants at least 1 worker process, not {args.jobs}")
     try:
         cpus = [int(c) for c in _split(args.cpus)]
     except ValueError:

@@ -22,8 +22,8 @@ def simpler(run: Run) -> Iterator[Run]:
         yield replace(run, schedule=ScheduleSpec("random", spec.seed))
     params = dict(spec.params)
     for name, value in sorted({**PARAMS[spec.strategy], **params}.items()):
-        gentler = {"depth": value - 1, "p": value / 2, "jitter": 0.0, "slow": 0.0, "starve": value / 2}.get(name)
-        if gentler is not None and gentler != value and (name != "depth" or gentler >= 1):
+        gentler = {"depth": value - 1, "p": value / 2, "jitter": 0.0, "slow": 0.0, "starve": value // 2}.get(name)
+        if gentler is not None and gentler != value and (name not in ("depth", "starve") or gentler >= 1):
             yield replace(run, schedule=ScheduleSpec(spec.strategy, spec.seed,
                                                      tuple(sorted({**params, name: gentler}.items()))))
 
