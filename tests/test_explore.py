@@ -215,16 +215,17 @@ def test_the_report_keeps_a_class_group_whole_and_its_bins_apart() -> None:
     assert bins == ["0.79144-0.79217 s", "0.79217-0.79289 s", "0.79289-0.79361 s"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--runs", "0"], "--runs wants at least 1 run, not 0"),
-    (["--jobs", "0"], "--jobs wants at least 1 worker process, not 0"),
-    (["--strategy", "pct,depth=0"], "schedule parameter depth=0: the pct schedule wants a whole number >= 1"),
+@pytest.mark.parametrize("text, args, message", [
+    ("true\n", ["--runs", "0"], "--runs wants at least 1 run, not 0"),
+    ("true\n", ["--jobs", "0"], "--jobs wants at least 1 worker process, not 0"),
+    ("true\n", ["--strategy", "pct,depth=0"], "schedule parameter depth=0: the pct schedule wants a whole number >= 1"),
+    ("if then\n", [], "{script}: ./s.sh: line 1: syntax error near unexpected token `then'"),
 ])
-def test_a_bad_sweep_is_refused_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_a_bad_sweep_is_refused_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
                                                args: list[str], message: str) -> None:
     from klpemu.cli import main
     script = tmp_path / "s.sh"
-    script.write_text("true\n")
+    script.write_text(text)
     assert main(["explore", str(script), *args]) == 2
     out, err = capsys.readouterr()
-    assert err == f"klpemu: {message}\n" and out == ""
+    assert err == f"klpemu: {message.format(script=script)}\n" and out == ""

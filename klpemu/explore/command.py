@@ -17,6 +17,8 @@ from klpemu.explore.outcome import PASS, Outcome
 from klpemu.explore.pool import Run, run_local, run_one
 from klpemu.explore.report import svg_report
 from klpemu.explore.summary import format_summary, replay_command, summarize
+from klpemu.scenario import ScenarioError
+from klpemu.scenario.interp import parse_program
 from klpemu.session import RunConfig
 from klpemu.timeline import svg_timeline, timeline_title
 
@@ -102,6 +104,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
         script = Script(Path(args.script).read_text(), args.script)
     except OSError as exc:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:                              # a script that does not parse fails every run the same way: say so once
+        parse_program(script.text, f"./{Path(args.script).name}")
+    except ScenarioError as exc:
+        print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.perf_counter()
     results = execute(args, script)

@@ -595,6 +595,14 @@ class Parser:
                 raise self.unexpected(tok)
             items.append(Item(command, background))
 
+    def _compound_list(self, stop_words: tuple[str, ...]) -> Sequence:
+        """The commands of an if, a loop or a { } group up to STOP_WORDS: at
+        least one, as bash's grammar has it (`if then` is an error near `then')."""
+        body = self.parse_sequence(stop_words=stop_words)
+        if not body.items and self.peek().kind != "eof":
+            raise self.unexpected(self.peek())
+        return body
+
     def parse_and_or(self) -> AndOr:
         first = self.parse_pipeline()
         rest: list[tuple[str, Pipeline]] = []
@@ -656,7 +664,7 @@ class Parser:
                 return self._case()
             if word == "{":
                 self.take()
-                body = self.parse_sequence(stop_words=("}",))
+                body = self._compound_list(("}",))
                 self._expect_word("}", "{", line)
                 return Group(line, body, self._redirections())
             if word == "[[":
@@ -708,15 +716,15 @@ class Parser:
         clauses: list[tuple[Sequence, Sequence]] = []
         orelse: Sequence | None = None
         while True:
-            cond = self.parse_sequence(stop_words=("then",))
+            cond = self._compound_list(("then",))
             self._expect_word("then", "if", line)
-            body = self.parse_sequence(stop_words=("elif", "else", "fi"))
+            body = self._compound_list(("elif", "else", "fi"))
             clauses.append((cond, body))
             tok = self.take()
             if self._reserved(tok, "elif"):
                 continue
             if self._reserved(tok, "else"):
-                orelse = self.parse_sequence(stop_words=("fi",))
+                orelse = self._compound_list(("fi",))
                 self._expect_word("fi", "if", line)
             elif not self._reserved(tok, "fi"):
                 if tok.kind == "eof":
@@ -728,9 +736,9 @@ class Parser:
     def _loop(self, until: bool) -> Loop:
         line = self.take().line
         keyword = "until" if until else "while"
-        cond = self.parse_sequence(stop_words=("do",))
+        cond = self._compound_list(("do",))
         self._expect_word("do", keyword, line)
-        body = self.parse_sequence(stop_words=("done",))
+        body = self._compound_list(("done",))
         self._expect_word("done", keyword, line)
         return Loop(line, cond, body, until, self._redirections())
 
@@ -751,7 +759,7 @@ class Parser:
             if not self._reserved(opened, "do", "{"):
                 raise self.unexpected(opened)
             close = "done" if opened.text == "do" else "}"
-            body = self.parse_sequence(stop_words=(close,))
+            body = self._compound_list((close,))
             self._expect_word(close, "for", line)
             return ArithFor(line, *pieces, body, self._redirections())
         name = self.take()
@@ -776,7 +784,7 @@ class Parser:
             self.take()
         self._linebreak()
         self._expect_word("do", "for", line)
-        body = self.parse_sequence(stop_words=("done",))
+        body = self._compound_list(("done",))
         self._expect_word("done", "for", line)
         return For(line, name.text, words, body, self._redirections())
 
