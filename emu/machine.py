@@ -154,6 +154,7 @@ class Machine:
                                           lockup_s=2 * config.watchdog_thresh_s, send_signal=self.send_signal)
         self.vfs = Vfs(self.mem)
         self.files = FileTree(self.prog, self.vfs)
+        self.vfs.directory = self.files.is_dir
         self.dyndbg = DynamicDebug(self.klog, self.mem, config.cmdline)
         for control in DYNDBG_CONTROL:
             self.vfs.register(control, self.dyndbg.show, lambda ctx, text: self.dyndbg.store(text), mode=0o644)

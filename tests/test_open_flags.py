@@ -128,3 +128,29 @@ def test_replacing_the_filter_never_traces_every_function_meanwhile(m):
     traced = {line.split()[-2] for line in m.read_file(TRACE).splitlines() if not line.startswith("#")}
     assert traced <= {"cmdline_proc_show", "meminfo_proc_show"}, traced
     assert m.read_file(FILTER) == "meminfo_proc_show\n"
+
+
+def test_names_no_file_has_open_as_the_kernels_pseudo_filesystems_do(m):
+    """No directory of sysfs, procfs or tracefs can create a file
+    (lookup_open finds no i_op->create): O_CREAT of a missing name in one is
+    EACCES, ENOENT where the directory is missing too; a directory opens
+    read-only and its reads fail with EISDIR. Through the guest's own open
+    and read, and as the scenario shell's redirections report them."""
+    import errno
+    from emu.abi import NR
+    for path in (f"{TRACING}/newfile", "/sys/kernel/newfile", "/sys/devices/system/cpu/x", "/proc/sys/kernel/newfile"):
+        assert m.shell.open(path, O_WRONLY | O_CREAT | O_TRUNC) == -errno.EACCES, path
+        assert m.shell.open(path, O_WRONLY) == -errno.ENOENT, path
+    assert m.shell.open("/sys/kernel/nodir/newfile", O_WRONLY | O_CREAT) == -errno.ENOENT
+    for directory in (TRACING, "/proc", "/sys/kernel", "/sys/devices/system/cpu"):
+        assert m.shell.open(directory, O_WRONLY) == -errno.EISDIR, directory
+        fd = m.shell.open(directory, O_RDONLY)
+        assert fd >= 0, directory
+        assert m.shell.syscall(NR["__NR_read"], fd, m.shell.put_string(""), 16) == -errno.EISDIR
+        assert m.shell.close(fd) == 0
+    out = io.StringIO()
+    ScenarioRunner(m, out).run_text(f"echo 1 > {TRACING}/newfile\necho 1 > /sys/kernel/nodir/x\ncat /proc\n")
+    assert out.getvalue().splitlines()[:3] == [
+        f"bash: line 1: {TRACING}/newfile: Permission denied",
+        "bash: line 2: /sys/kernel/nodir/x: No such file or directory",
+        "cat: /proc: Is a directory"]

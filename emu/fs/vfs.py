@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from emu.abi import O_ACCMODE, O_RDONLY, O_TRUNC, O_WRONLY
+from emu.abi import O_ACCMODE, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY
 from emu.arch.memory import AddressSpace
 from emu.kernel.hypercalls import hypercall
 
@@ -72,7 +72,7 @@ class FileNode:
 
 @dataclass
 class _OpenFile:
-    node: FileNode
+    node: FileNode | None # None: a directory (opened to be read: its reads fail)
     content: bytes
     kernfs: bool          # a sysfs attribute: kernfs_fop_write_iter's rules
     sysctl: bool          # a /proc/sys file: proc_sys_call_handler's
@@ -98,6 +98,10 @@ class Vfs:
         self._dynamic: list[tuple[re.Pattern[str], Callable[[re.Match[str]], FileNode | None]]] = []
         self._open: dict[int, _OpenFile] = {}
         self._next_id = 1
+        # whether a path is a directory of any tree, the guest's table's too
+        # (the machine hands over its FileTree's test): what an open of a
+        # name the Python tree has not says
+        self.directory: Callable[[str], bool] = self.is_dir
 
     def register(self, path: str, show: Show | None = None, store: Store | None = None,
                  mode: int | None = None, *, on_open: Open | None = None,
@@ -164,9 +168,9 @@ class Vfs:
 
     def open(self, path: str, flags: int) -> int:
         node = self.lookup(path)
-        if node is None:
-            return -errno.ENOENT
         acc = flags & O_ACCMODE
+        if node is None:
+            return self._open_other(path, flags)
         if acc != O_RDONLY and node.store is None:
             return -errno.EACCES
         if acc != O_WRONLY and node.show is None:
@@ -174,15 +178,34 @@ class Vfs:
         if node.open is not None:
             node.open(flags)
         content = node.show().encode() if acc != O_WRONLY and node.show else b""
+        return self._new_fid(_OpenFile(node, content, is_sysfs(path), path.startswith(SYSCTL_ROOT)))
+
+    def _open_other(self, path: str, flags: int) -> int:
+        """The open of a name with no file: a directory opens for reading
+        only; a missing name is -ENOENT, or -EACCES with O_CREAT in a
+        directory, since no directory of sysfs, procfs, tracefs or debugfs
+        can create files (lookup_open: no i_op->create). An empty or relative
+        name is -ENOENT (the guest has no working directory to start from)."""
+        if not path.startswith("/"):
+            return -errno.ENOENT
+        if self.directory(path):
+            return -errno.EISDIR if flags & O_ACCMODE != O_RDONLY else self._new_fid(_OpenFile(None, b"", False, False))
+        if flags & O_CREAT and self.directory(path.rstrip("/").rsplit("/", 1)[0] or "/"):
+            return -errno.EACCES
+        return -errno.ENOENT
+
+    def _new_fid(self, f: _OpenFile) -> int:
         fid = self._next_id
         self._next_id += 1
-        self._open[fid] = _OpenFile(node, content, is_sysfs(path), path.startswith(SYSCTL_ROOT))
+        self._open[fid] = f
         return fid
 
     def read(self, fid: int, pos: int, size: int) -> bytes | int:
         f = self._open.get(fid)
         if f is None:
             return -errno.EBADF
+        if f.node is None:
+            return -errno.EISDIR
         return f.content[pos:pos + size]
 
     def write_len(self, fid: int, count: int) -> int:
@@ -200,7 +223,7 @@ class Vfs:
         proc_first_pos_non_zero_ignore says so, as it does under the default
         sysctl_writes_strict = SYSCTL_WRITES_STRICT."""
         f = self._open.get(fid)
-        if f is None or f.node.store is None:
+        if f is None or f.node is None or f.node.store is None:
             return -errno.EBADF
         if f.kernfs and not data:
             return 0                      # sysfs_kf_write: nothing to store
@@ -210,7 +233,7 @@ class Vfs:
 
     def release(self, fid: int) -> None:
         f = self._open.pop(fid, None)
-        if f is not None and f.node.release is not None:
+        if f is not None and f.node is not None and f.node.release is not None:
             f.node.release()
 
     # ------------------------------------------------------------ hypercalls
@@ -240,7 +263,7 @@ class Vfs:
         move it. (tracing_write_stub leaves it and rb_simple_write adds 1;
         no handler served here looks at it but a sysctl's.)"""
         f = self._open.get(fid)
-        if f is not None and f.node.store is write_stub:
+        if f is not None and f.node is not None and f.node.store is write_stub:
             return size                            # nothing copied: nothing to fault on
         length = self.write_len(fid, size)
         if not self.mem.is_user(buf, length):

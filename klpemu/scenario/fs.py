@@ -256,8 +256,8 @@ class Namespace:
         if self.is_guest(path):
             if self.machine.is_dir(path):
                 raise FsError(E.EISDIR, path)
-            if not self.machine.exists(path):
-                raise FsError(E.ENOENT, path)
+            if not self.machine.exists(path):      # no directory there can create (lookup_open)
+                raise FsError(E.EACCES if self.machine.is_dir(posixpath.dirname(path)) else E.ENOENT, path)
             return
         if path in HOST_DEVICES or path.startswith("/dev/fd/"):
             return
