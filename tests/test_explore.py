@@ -181,6 +181,12 @@ def test_explore_from_python_raises_with_the_failing_schedule_and_its_replay() -
     assert "2 of 2 schedules did not pass" in str(exc.value)
     assert "replay: klpemu run stall.sh --seed 0 --schedule random" in str(exc.value)
     assert exc.value.summary["classes"][0]["kind"] == STALLED
+    from emu.errors import EmuError
+    from klpemu.scenario import ScenarioError
+    with pytest.raises(EmuError, match="^runs wants at least 1 run, not 0$"):
+        explore(BASIC, runs=0)
+    with pytest.raises(ScenarioError, match="syntax error near unexpected token `then'"):
+        explore("if then\n", runs=2, jobs=1)
 
 
 def test_a_kernel_selftest_explores_from_its_own_directory() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from emu.schedule import ScheduleSpec
 from klpemu.errors import KlpemuError
+from klpemu.explore.checks import check_counts, check_script
 from klpemu.explore.fork import Script
 from klpemu.explore.outcome import PASS
 from klpemu.explore.pool import Run, run_local
@@ -44,6 +45,8 @@ def explore(script: str | Path, runs: int = 100, strategy: str = "random", cpus:
     else:
         text, path, label = script, None, name or "SCRIPT"
     base = ScheduleSpec.parse(strategy)
+    check_counts(runs, jobs, prefix="")
+    check_script(text, f"./{Path(path).name}" if path else "bash")
     plan = [Run(i, RunConfig(**{**config.__dict__, "cpus": c}), ScheduleSpec(base.strategy, seed, base.params))
             for i, (c, seed) in enumerate((c, s) for c in cpus for s in range(runs))]
     started = time.perf_counter()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from emu.errors import EmuError
 from emu.schedule import ScheduleSpec
+from klpemu.explore.checks import check_counts, check_script
 from klpemu.explore.fork import Script, run_events
 from klpemu.explore.minimize import minimize
 from klpemu.explore.outcome import PASS, Outcome
@@ -18,7 +19,6 @@ from klpemu.explore.pool import Run, run_local, run_one
 from klpemu.explore.report import svg_report
 from klpemu.explore.summary import format_summary, replay_command, summarize
 from klpemu.scenario import ScenarioError
-from klpemu.scenario.interp import parse_program
 from klpemu.session import RunConfig
 from klpemu.timeline import svg_timeline, timeline_title
 
@@ -32,8 +32,6 @@ def _split(text: str | None) -> list[str | None]:
 
 def _seeds(args: argparse.Namespace) -> range:
     if args.seeds is None:
-        if args.runs is not None and args.runs < 1:
-            raise EmuError(f"--runs wants at least 1 run, not {args.runs}")
         return range(args.runs if args.runs is not None else 100)
     start, sep, end = args.seeds.partition("..")
     try:
@@ -48,8 +46,7 @@ def _seeds(args: argparse.Namespace) -> range:
 def plan(args: argparse.Namespace) -> list[Run]:
     """The runs of the sweep: every configuration of the axes, every seed."""
     strategy = ScheduleSpec.parse(args.strategy)
-    if args.jobs is not None and args.jobs < 1:
-        raise EmuError(f"--jobs wants at least 1 worker process, not {args.jobs}")
+    check_counts(args.runs, args.jobs)
     try:
         cpus = [int(c) for c in _split(args.cpus)]
     except ValueError:
@@ -106,7 +103,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         print(f"klpemu: cannot read {args.script}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     try:                              # a script that does not parse fails every run the same way: say so once
-        parse_program(script.text, f"./{Path(args.script).name}")
+        check_script(script.text, f"./{Path(args.script).name}")
     except ScenarioError as exc:
         print(f"klpemu: {args.script}: {exc}", file=sys.stderr)
         return EXIT_USAGE
