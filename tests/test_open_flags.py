@@ -128,3 +128,27 @@ def test_replacing_the_filter_never_traces_every_function_meanwhile(m):
     traced = {line.split()[-2] for line in m.read_file(TRACE).splitlines() if not line.startswith("#")}
     assert traced <= {"cmdline_proc_show", "meminfo_proc_show"}, traced
     assert m.read_file(FILTER) == "meminfo_proc_show\n"
+
+
+def test_the_pending_truncation_belongs_to_the_open_file_not_to_other_openers(m):
+    """ftrace_regex_open gives each open for writing its own iterator: with
+    O_TRUNC an empty hash, else a copy of the filter; ftrace_regex_release
+    installs that open's hash. A `>>` writer beside a pending `>` adds to
+    the filter; a `>` whose release comes after another's write still
+    empties what it never wrote to."""
+    names = lambda: m.read_file(FILTER).split()  # noqa: E731
+    replacing = m.shell.open(FILTER, O_WRONLY | O_CREAT | O_TRUNC)
+    adding = m.shell.open(FILTER, O_WRONLY | O_CREAT | O_APPEND)
+    assert m.shell.write_fd(adding, "meminfo_proc_show\n") == len("meminfo_proc_show\n")
+    assert sorted(names()) == ["cmdline_proc_show", "meminfo_proc_show"]     # added, not replaced
+    assert m.shell.close(adding) == 0 and sorted(names()) == ["cmdline_proc_show", "meminfo_proc_show"]
+    assert m.shell.write_fd(replacing, "meminfo_proc_show\n") > 0
+    assert names() == ["meminfo_proc_show"]                                   # its own '>' replaced
+    assert m.shell.close(replacing) == 0 and names() == ["meminfo_proc_show"]
+
+    first = m.shell.open(FILTER, O_WRONLY | O_TRUNC)
+    second = m.shell.open(FILTER, O_WRONLY | O_TRUNC)
+    assert m.shell.write_fd(second, "cmdline_proc_show\n") > 0 and m.shell.close(second) == 0
+    assert names() == ["cmdline_proc_show"]
+    assert m.shell.close(first) == 0                   # released with nothing written: the empty filter
+    assert m.read_file(FILTER) == "#### all functions enabled ####\n"
