@@ -74,10 +74,13 @@ class ShellError(EmuError):
     """A file operation through the guest shell failed; .errno has the kernel's
     errno; if the shell's task died of a signal (an oops kills with SIGKILL
     or SIGSEGV, as the kernel's page_fault_oops and die do), .signal is that
-    signal and .pid the task's pid."""
+    signal and .pid the task's pid; if it called exit(), .exit_status is its
+    status (WEXITSTATUS) and .signal None."""
 
-    def __init__(self, message: str, *, errno: int, signal: int | None = None, pid: int | None = None) -> None:
+    def __init__(self, message: str, *, errno: int, signal: int | None = None, exit_status: int | None = None,
+                 pid: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
         self.signal = signal
+        self.exit_status = exit_status
         self.pid = pid

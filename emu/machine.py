@@ -427,7 +427,7 @@ class Machine:
             if not said:
                 raise
             raise ShellError(f"{exc} (kernel: {' / '.join(said)})", errno=exc.errno, signal=exc.signal,
-                             pid=exc.pid) from None
+                             exit_status=exc.exit_status, pid=exc.pid) from None
 
     # what `ls`/`stat` would see (emu.fs.files.FileTree: no syscall)
     def exists(self, path: str) -> bool:

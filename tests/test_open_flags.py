@@ -154,3 +154,27 @@ def test_names_no_file_has_open_as_the_kernels_pseudo_filesystems_do(m):
         f"bash: line 1: {TRACING}/newfile: Permission denied",
         "bash: line 2: /sys/kernel/nodir/x: No such file or directory",
         "cat: /proc: Is a directory"]
+
+
+def test_the_pending_truncation_belongs_to_the_open_file_not_to_other_openers(m):
+    """ftrace_regex_open gives each open for writing its own iterator: with
+    O_TRUNC an empty hash, else a copy of the filter; ftrace_regex_release
+    installs that open's hash. A `>>` writer beside a pending `>` adds to
+    the filter; a `>` whose release comes after another's write still
+    empties what it never wrote to."""
+    names = lambda: m.read_file(FILTER).split()  # noqa: E731
+    replacing = m.shell.open(FILTER, O_WRONLY | O_CREAT | O_TRUNC)
+    adding = m.shell.open(FILTER, O_WRONLY | O_CREAT | O_APPEND)
+    assert m.shell.write_fd(adding, "meminfo_proc_show\n") == len("meminfo_proc_show\n")
+    assert sorted(names()) == ["cmdline_proc_show", "meminfo_proc_show"]     # added, not replaced
+    assert m.shell.close(adding) == 0 and sorted(names()) == ["cmdline_proc_show", "meminfo_proc_show"]
+    assert m.shell.write_fd(replacing, "meminfo_proc_show\n") > 0
+    assert names() == ["meminfo_proc_show"]                                   # its own '>' replaced
+    assert m.shell.close(replacing) == 0 and names() == ["meminfo_proc_show"]
+
+    first = m.shell.open(FILTER, O_WRONLY | O_TRUNC)
+    second = m.shell.open(FILTER, O_WRONLY | O_TRUNC)
+    assert m.shell.write_fd(second, "cmdline_proc_show\n") > 0 and m.shell.close(second) == 0
+    assert names() == ["cmdline_proc_show"]
+    assert m.shell.close(first) == 0                   # released with nothing written: the empty filter
+    assert m.read_file(FILTER) == "#### all functions enabled ####\n"

@@ -14,6 +14,7 @@ import random
 import shutil
 import subprocess
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -623,13 +624,13 @@ def test_cache_roundtrip_and_disable(selfbuilt, tmp_path, monkeypatch):
     from emu.unwind import cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(cache, "_memory", {})
+    monkeypatch.setattr(cache, "_memory", OrderedDict())
     t0 = time.perf_counter()
     built = tables_from_elf(selfbuilt)
     t_build = time.perf_counter() - t0
     files = list((tmp_path / "klpemu").glob("unwind-*.pickle"))
     assert len(files) == 1
-    monkeypatch.setattr(cache, "_memory", {})  # force the disk path
+    monkeypatch.setattr(cache, "_memory", OrderedDict())  # force the disk path
     t0 = time.perf_counter()
     loaded = tables_from_elf(selfbuilt)
     t_load = time.perf_counter() - t0
@@ -648,14 +649,14 @@ def test_the_disk_cache_keeps_the_newest_max_files(tmp_path, monkeypatch):
     from emu.unwind import cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(cache, "_memory", {})
+    monkeypatch.setattr(cache, "_memory", OrderedDict())
     monkeypatch.setattr(cache, "MAX_FILES", 3)
     for i in range(5):
         cache.store(f"module-{i}", [i])
         os.utime(cache._path(f"module-{i}"), ns=(i * 10**9, i * 10**9))   # written in this order
     assert sorted(f.name for f in (tmp_path / "klpemu").glob("unwind-*")) == \
         [cache._path(f"module-{i}").name for i in (2, 3, 4)]
-    monkeypatch.setattr(cache, "_memory", {})
+    monkeypatch.setattr(cache, "_memory", OrderedDict())
     assert cache.load("module-1") is None and cache.load("module-4") == [4]
     # a load is a use: the oldest written, read since, outlives newer unread ones
     assert cache.load("module-2") == [2]
@@ -664,6 +665,25 @@ def test_the_disk_cache_keeps_the_newest_max_files(tmp_path, monkeypatch):
     cache.store("module-6", [6])
     assert sorted(f.name for f in (tmp_path / "klpemu").glob("unwind-*")) == \
         sorted(cache._path(f"module-{i}").name for i in (2, 4, 6))
+
+
+def test_the_memory_cache_keeps_the_most_recently_used_max_in_memory(tmp_path, monkeypatch):
+    from emu.unwind import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cache, "_memory", OrderedDict())
+    monkeypatch.setattr(cache, "MAX_IN_MEMORY", 3)
+    for i in range(3):
+        cache.store(f"module-{i}", [i])
+    assert cache.load("module-0") == [0]             # a use: module-1 is now the least recent
+    cache.store("module-3", [3])
+    assert list(cache._memory) == ["module-2", "module-0", "module-3"]
+    # the one dropped from memory is still on disk, and comes back as the most recent
+    assert cache.load("module-1") == [1]
+    assert list(cache._memory) == ["module-0", "module-3", "module-1"]
+    for i in range(4, 100):
+        cache.store(f"module-{i}", [i])
+    assert len(cache._memory) == 3
 
 
 def iter_function_symbols(elf: ELFFile) -> Iterator[tuple[str, int, int]]:

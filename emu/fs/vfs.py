@@ -13,9 +13,12 @@ returns 0); procfs and tracefs files see the whole write.
 
 A file may have an open handler, given the open(2) flags (tracefs `trace`
 and `set_ftrace_filter` clear on an O_TRUNC open for writing, as
-tracing_open and ftrace_regex_open do: `>` clears, `>>` keeps), and a
-write handler that never reads the buffer (`trace`'s tracing_write_stub:
-the count comes back whatever the buffer holds, mapped or not).
+tracing_open and ftrace_regex_open do: `>` clears, `>>` keeps), which may
+give that open file handlers of its own (OpenFileOps: the kernel's
+file->private_data, so that what one opener does is not every opener's),
+and a write handler that never reads the buffer (`trace`'s
+tracing_write_stub: the count comes back whatever the buffer holds, mapped
+or not).
 
 An open file has a position, which each write(2) is given (the guest's
 &file->pos, as a handler is given *ppos) and moves: a second write(2) on the
@@ -29,7 +32,7 @@ import errno
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from emu.abi import O_ACCMODE, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY
 from emu.arch.memory import AddressSpace
@@ -45,8 +48,18 @@ _NOT_KERNFS = ("/sys/kernel/tracing/", "/sys/kernel/debug/")
 SYSCTL_ROOT = "/proc/sys/"
 Show = Callable[[], str]
 Store = Callable[["ServiceContext", str], int]
-Open = Callable[[int], None]          # given open(2)'s flags
-Release = Callable[[], None]
+
+
+class OpenFileOps(Protocol):
+    """One open file's own write and release, in place of its node's store
+    (and of nothing at release): state that belongs to the open file."""
+
+    def store(self, ctx: "ServiceContext", text: str) -> int: ...
+
+    def release(self) -> None: ...
+
+
+Open = Callable[[int], "OpenFileOps | None"]          # given open(2)'s flags
 
 
 def truncating_write(flags: int) -> bool:
@@ -67,7 +80,6 @@ class FileNode:
     store: Store | None = None
     mode: int = 0o444
     open: Open | None = None
-    release: Release | None = None
 
 
 @dataclass
@@ -76,6 +88,7 @@ class _OpenFile:
     content: bytes
     kernfs: bool          # a sysfs attribute: kernfs_fop_write_iter's rules
     sysctl: bool          # a /proc/sys file: proc_sys_call_handler's
+    private: OpenFileOps | None = None
 
 
 def _parents(path: str) -> list[str]:
@@ -104,16 +117,16 @@ class Vfs:
         self.directory: Callable[[str], bool] = self.is_dir
 
     def register(self, path: str, show: Show | None = None, store: Store | None = None,
-                 mode: int | None = None, *, on_open: Open | None = None,
-                 on_release: Release | None = None) -> None:
+                 mode: int | None = None, *, on_open: Open | None = None) -> None:
         """STORE may be write_stub (a handler that never reads the buffer);
-        ON_OPEN is called with the flags of each open that succeeds,
-        ON_RELEASE at each close."""
+        ON_OPEN is called with the flags of each open that succeeds, and
+        what it returns, if anything, serves that open file's writes and
+        its release."""
         if mode is None:
             mode = (0o444 if show else 0) | (0o200 if store else 0)
         if path not in self._files:
             self._implied.update(_parents(path))
-        self._files[path] = FileNode(show, store, mode, on_open, on_release)
+        self._files[path] = FileNode(show, store, mode, on_open)
 
     def register_dir(self, path: str) -> None:
         """A directory (parents are implied)."""
@@ -175,10 +188,9 @@ class Vfs:
             return -errno.EACCES
         if acc != O_WRONLY and node.show is None:
             return -errno.EACCES
-        if node.open is not None:
-            node.open(flags)
+        private = node.open(flags) if node.open is not None else None
         content = node.show().encode() if acc != O_WRONLY and node.show else b""
-        return self._new_fid(_OpenFile(node, content, is_sysfs(path), path.startswith(SYSCTL_ROOT)))
+        return self._new_fid(_OpenFile(node, content, is_sysfs(path), path.startswith(SYSCTL_ROOT), private))
 
     def _open_other(self, path: str, flags: int) -> int:
         """The open of a name with no file: a directory opens for reading
@@ -229,12 +241,13 @@ class Vfs:
             return 0                      # sysfs_kf_write: nothing to store
         if f.sysctl and pos > 0:
             return len(data)
-        return f.node.store(ctx, data.decode("latin-1"))
+        store = f.private.store if f.private is not None else f.node.store
+        return store(ctx, data.decode("latin-1"))
 
     def release(self, fid: int) -> None:
         f = self._open.pop(fid, None)
-        if f is not None and f.node is not None and f.node.release is not None:
-            f.node.release()
+        if f is not None and f.private is not None:
+            f.private.release()
 
     # ------------------------------------------------------------ hypercalls
     @hypercall("HC_VFS_OPEN")

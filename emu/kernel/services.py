@@ -23,7 +23,7 @@ class KernelServices:
         self.log = log
         self.calls = calls
         self.booted = False
-        self.dead_tasks: dict[int, int] = {}       # task_struct -> its exit code (a signal: the signal number)
+        self.dead_tasks: dict[int, int] = {}       # task_struct -> its wait status (emu.kernel.wait_status)
         self.pending_calls: list[tuple[int, tuple[int, ...]]] = []
         self._signals: list[tuple[int, int]] = []      # (pid, signo), sent at the next doorbell
         self._signals_queued = prog.symbol_address("host_signals_queued")
@@ -48,7 +48,7 @@ class KernelServices:
 
     @hypercall("HC_TASK_EXIT")
     def hc_task_exit(self, cpu: "Cpu", task: int, code: int, *_: int) -> int:
-        """void task_exit(struct task_struct *t, long code)"""
+        """void task_exit(struct task_struct *t, long code): code is a wait status."""
         self.dead_tasks[task] = code
         self.calls.task_died(task)
         return 0

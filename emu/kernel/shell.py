@@ -16,6 +16,7 @@ from emu.abi import NR, O_APPEND, O_CREAT, O_TRUNC, O_WRONLY
 from emu.errors import GuestHang, GuestIdle, GuestTimeout, ImageError, ShellError
 from emu.kernel.program import Program
 from emu.kernel.tasks import TASK_INTERRUPTIBLE, TaskView, find_task
+from emu.kernel.wait_status import wexitstatus, wtermsig
 
 RunUntil = Callable[..., None]      # RunLoop.run_until(predicate, timeout_s=, what=)
 OnHang = Callable[[TaskView, float, float], GuestHang]  # HungTaskDetector.shell_hung(task, seconds, idle_left_s)
@@ -202,7 +203,11 @@ class Shell:
         except GuestTimeout as exc:
             raise self._on_hang(task, seconds, exc.left_s if isinstance(exc, GuestIdle) else 0.0) from None
         if address in dead:
-            signal = dead[address] & 0x7F or None
+            signal = wtermsig(dead[address])
+            if signal is None:
+                status = wexitstatus(dead[address])
+                raise ShellError(f"shell pid {self.pid} exited with status {status} during the command", errno=4,
+                                 exit_status=status, pid=self.pid)
             raise ShellError(f"shell pid {self.pid} died during the command (see dmesg)", errno=4, signal=signal,
                              pid=self.pid)
         return self._s64(self.layout.op + 8)

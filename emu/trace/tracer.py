@@ -53,7 +53,6 @@ class FunctionTracer:
         self.tracer = "nop"
         self.tracing_on = 1
         self.filter: list[int] = []           # sites; empty: every function
-        self._replacing = False               # an O_TRUNC open of set_ftrace_filter is pending
         self.entries: list[TraceEntry] = []
         self.written = 0
         self._ops: FtraceOps | None = None
@@ -62,7 +61,7 @@ class FunctionTracer:
             vfs.register(f"{root}/current_tracer", self._show_tracer, self._store_tracer, mode=0o644)
             vfs.register(f"{root}/available_tracers", lambda: " ".join(TRACERS) + "\n", mode=0o444)
             vfs.register(f"{root}/set_ftrace_filter", self._show_filter, self._store_filter, mode=0o644,
-                         on_open=self._open_filter, on_release=self._release_filter)
+                         on_open=self._open_filter)
             vfs.register(f"{root}/tracing_on", lambda: f"{self.tracing_on}\n", self._store_on, mode=0o644)
             vfs.register(f"{root}/trace", self.show_trace, write_stub, mode=0o644, on_open=self._open_trace)
 
@@ -119,38 +118,35 @@ class FunctionTracer:
             return ALL_FUNCTIONS
         return "".join(f"{self.ftrace.sites[s]}\n" for s in self.filter if s in self.ftrace.sites)
 
-    def _open_filter(self, flags: int) -> None:
+    def _open_filter(self, flags: int) -> "_FilterReplace | None":
         """ftrace_regex_open: an O_TRUNC open for writing starts from an
-        empty filter (`>`), any other from the current one (`>>` adds to
-        it). The kernel edits a copy and installs it at release; here the
-        filter in force changes at the first write that adds to it, or at
-        release, so no function the open and write paths run is traced
-        under an empty filter (every function) meanwhile."""
-        if truncating_write(flags):
-            self._replacing = True
+        empty filter (`>`: that open file's own _FilterReplace), any other
+        from the current one (`>>` adds to it: _store_filter)."""
+        return _FilterReplace(self) if truncating_write(flags) else None
 
     def _store_filter(self, ctx: "ServiceContext", text: str) -> int:
+        """ftrace_regex_write on an open without O_TRUNC."""
+        return self.add_to_filter(text, replace=False)[0]
+
+    def add_to_filter(self, text: str, *, replace: bool) -> tuple[int, bool]:
         """ftrace_regex_write: the functions the words match are added to
-        the filter; a word that matches none is -EINVAL."""
+        the filter (to an empty one if REPLACE); a word that matches none is
+        -EINVAL. The count or -errno, and whether any function was added."""
         patterns = split_words(text)
         sites = self.ftrace.sites
         chosen = [s for s, name in sites.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
         if patterns and not chosen:
-            return -errno.EINVAL
+            return -errno.EINVAL, False
         if chosen:
-            kept = set() if self._replacing else set(self.filter)
+            kept = set() if replace else set(self.filter)
             self.filter = sorted(kept.union(chosen))
-            self._replacing = False
             self._attach()
-        return len(text)
+        return len(text), bool(chosen)
 
-    def _release_filter(self) -> None:
-        """ftrace_regex_release: a `>` that added nothing installs the empty filter."""
-        if self._replacing:
-            self._replacing = False
-            if self.filter:
-                self.filter = []
-                self._attach()
+    def clear_filter(self) -> None:
+        if self.filter:
+            self.filter = []
+            self._attach()
 
     def _store_on(self, ctx: "ServiceContext", text: str) -> int:
         """rb_simple_write: kstrtoul_from_user(…, 10); the whole count is consumed."""
@@ -179,3 +175,29 @@ class FunctionTracer:
             lines.append(f"{task:>22} [{e.cpu:03d}] {e.ns // 1000_000_000:5d}.{e.ns // 1000 % 1000_000:06d}: "
                          f"{e.function} <-{e.parent}")
         return "\n".join(lines) + "\n"
+
+
+class _FilterReplace:
+    """One `> set_ftrace_filter` open (ftrace_regex_open with O_TRUNC: its
+    iterator's hash starts empty), kept with that open file as the kernel
+    keeps it in file->private_data: another opener's writes and release
+    neither see nor end it. The kernel edits the copy and installs it at
+    release; here the filter in force is replaced at this file's first write
+    that adds to it, or emptied at its release if none did, so that no
+    function the open and write paths run is traced under an empty filter
+    (every function) meanwhile."""
+
+    def __init__(self, tracer: FunctionTracer) -> None:
+        self.tracer = tracer
+        self.pending = True               # nothing added yet: the filter is still to be replaced
+
+    def store(self, ctx: "ServiceContext", text: str) -> int:
+        ret, added = self.tracer.add_to_filter(text, replace=self.pending)
+        if added:
+            self.pending = False
+        return ret
+
+    def release(self) -> None:
+        """ftrace_regex_release: a `>` that added nothing installs the empty filter."""
+        if self.pending:
+            self.tracer.clear_filter()

@@ -1,4 +1,5 @@
-"""Cache of computed unwind rows, in process and on disk.
+"""Cache of computed unwind rows, in process (the MAX_IN_MEMORY most
+recently used) and on disk (MAX_FILES).
 
 Rows are a pure function of the code bytes and hints, so a key derived from the
 content of the ELF file identifies them. Files live under
@@ -14,6 +15,7 @@ import logging
 import os
 import pickle
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -26,9 +28,17 @@ FORMAT_VERSION = 1
 # from disk counts as a use: the kernel's rows, written once and read by
 # every process, stay).
 MAX_FILES = 1024
+# Values kept in this process, least recently used first out. 256 holds what
+# a process reuses: both kernels' rows and stack switches (4 entries, used
+# again at every boot, so they stay at the recent end) and every fixture
+# module (61) at a few load addresses each (the key has the address). A
+# fuzz run's mutants are new keys each, used once: without a bound they
+# grew the process by one entry each (a module's rows are ~0.5-1.3 KB
+# pickled, ~10x that as objects; the kernel's 49 KB) for as long as it ran.
+MAX_IN_MEMORY = 256
 
 T = TypeVar("T")
-_memory: dict[str, object] = {}
+_memory: OrderedDict[str, object] = OrderedDict()
 
 
 def cache_enabled() -> bool:
@@ -59,6 +69,7 @@ def load(key: str) -> object | None:
     """The value stored under `key`, or None if absent or unreadable."""
     value = _memory.get(key)
     if value is not None:
+        _memory.move_to_end(key)
         return value
     path = _path(key)
     try:
@@ -73,8 +84,17 @@ def load(key: str) -> object | None:
         os.utime(path)        # used: the last to be pruned
     except OSError:
         pass
-    _memory[key] = value
+    _remember(key, value)
     return value
+
+
+def _remember(key: str, value: object) -> None:
+    """Keep VALUE in memory as the most recently used, dropping the least
+    recently used beyond MAX_IN_MEMORY (they stay on disk)."""
+    _memory[key] = value
+    _memory.move_to_end(key)
+    while len(_memory) > MAX_IN_MEMORY:
+        _memory.popitem(last=False)
 
 
 def cached(key: str | None, compute: Callable[[], T]) -> T:
@@ -91,7 +111,7 @@ def cached(key: str | None, compute: Callable[[], T]) -> T:
 
 def store(key: str, value: object) -> None:
     """Keep `value` under `key` in memory and, if possible, on disk."""
-    _memory[key] = value
+    _remember(key, value)
     path = _path(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
