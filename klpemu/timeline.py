@@ -17,9 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from klpemu.errors import KlpemuError
+
+if TYPE_CHECKING:
+    from emu.faults.oops import Oops
 
 WIDTH = 1100
 LEFT = 170                 # lane labels
@@ -35,16 +38,6 @@ TRY_MARK = {"is sleeping on function": ("#c0392b", "sleeping on"), "is running":
             "has an unreliable stack": ("#000000", "unreliable stack")}
 
 
-class _Oopsed(Protocol):
-    """What the machine keeps of an oops (emu.faults.oops.Oops)."""
-    t_ns: int
-    task_pid: int
-    task_comm: str
-
-    @property
-    def headline(self) -> str: ...
-
-
 @dataclass(frozen=True)
 class OopsMark:
     """An oops to draw: when, whose task, and the report's first line."""
@@ -54,7 +47,7 @@ class OopsMark:
     what: str
 
 
-def oops_marks(oopses: Iterable[_Oopsed]) -> list[OopsMark]:
+def oops_marks(oopses: Iterable["Oops"]) -> list[OopsMark]:
     """The marks of a machine's oopses (`machine.oopses`)."""
     return [OopsMark(o.t_ns, o.task_pid, o.task_comm, o.headline) for o in oopses]
 

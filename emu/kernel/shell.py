@@ -148,15 +148,12 @@ class Shell:
                 and task.state == TASK_INTERRUPTIBLE and not task.on_cpu)
 
     def _command(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
-        seq, task = self._hand_over(op, path, data, args)
-        return self._wait(seq, task)
+        return self._wait(*self._post(op, path=path, data=data, args=args))
 
-    def _post(self, op: int, *, path: str = "", data: bytes = b"", args: tuple[int, ...] = ()) -> int:
-        """Hand the shell a command and ring; its sequence number."""
-        return self._hand_over(op, path, data, args)[0]
-
-    def _hand_over(self, op: int, path: str, data: bytes, args: tuple[int, ...]) -> tuple[int, TaskView]:
-        """_post's work: the sequence number and the task that got the command."""
+    def _post(self, op: int, *, path: str = "", data: bytes = b"",
+              args: tuple[int, ...] = ()) -> tuple[int, TaskView]:
+        """Hand the shell a command and ring: its sequence number, and the
+        task that got it."""
         raw_path = path.encode()
         if len(raw_path) >= self.layout.path_max:
             raise ShellError(f"path too long: {path}", errno=36)
